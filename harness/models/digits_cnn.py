@@ -1,0 +1,120 @@
+"""digits-cnn: a small CNN trained on scikit-learn's 1,797 real handwritten 8x8 digits.
+
+Training is seeded and deterministic, takes a few seconds, and happens once: the fp32
+weights are cached under the harness cache and reused by every later run.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from harness.data import Dataset
+from harness.models.spec import ModelContext, ModelSpec
+
+SEED = 0
+N_EVAL = 500
+N_CALIB = 200
+EPOCHS = 40
+BATCH = 32
+LEARNING_RATE = 2e-3
+
+
+@functools.lru_cache(maxsize=1)
+def load_data() -> Dataset:
+    """Fixed, seeded split of `load_digits` into train / calibration / held-out evaluation."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images.astype(np.float32) / 16.0)[:, None, :, :]  # (N, 1, 8, 8) in [0, 1]
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(SEED).permutation(len(x))
+    eval_idx, calib_idx, train_idx = np.split(order, [N_EVAL, N_EVAL + N_CALIB])
+    return Dataset(
+        name="sklearn.load_digits",
+        eval_inputs={"input": x[eval_idx]},
+        calib_inputs={"input": x[calib_idx]},
+        eval_labels=y[eval_idx],
+        train_inputs={"input": x[train_idx]},
+        train_labels=y[train_idx],
+        source="scikit-learn load_digits (UCI optical recognition of handwritten digits, 1,797 images)",
+    )
+
+
+def build_torch_module():
+    import torch.nn as nn
+
+    class DigitsCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+            self.relu1 = nn.ReLU()
+            self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+            self.relu2 = nn.ReLU()
+            self.pool = nn.MaxPool2d(2)
+            self.flatten = nn.Flatten()
+            self.fc1 = nn.Linear(32 * 4 * 4, 64)
+            self.relu3 = nn.ReLU()
+            self.fc2 = nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = self.pool(self.relu2(self.conv2(self.relu1(self.conv1(x)))))
+            return self.fc2(self.relu3(self.fc1(self.flatten(x))))
+
+    return DigitsCNN()
+
+
+def train_torch(module, dataset: Dataset, epochs: int = EPOCHS, progress=lambda m: None):
+    """Deterministic training: fixed seed, one thread, fixed batch order."""
+    import torch
+
+    torch.manual_seed(SEED)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread keeps float reductions in a fixed order
+    try:
+        x = torch.from_numpy(dataset.train_inputs["input"])
+        y = torch.from_numpy(dataset.train_labels)
+        optimizer = torch.optim.Adam(module.parameters(), lr=LEARNING_RATE)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        generator = torch.Generator().manual_seed(SEED)
+        module.train()
+        for epoch in range(epochs):
+            progress(f"training epoch {epoch + 1}/{epochs}")
+            for idx in torch.randperm(len(x), generator=generator).split(BATCH):
+                optimizer.zero_grad()
+                loss = loss_fn(module(x[idx]), y[idx])
+                loss.backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    return module.eval()
+
+
+def torch_factory(ctx: ModelContext):
+    """The trained fp32 module, from the cache when it was trained before."""
+    import torch
+
+    path = Path(ctx.cache_dir) / f"digits-cnn-v{digits_cnn.version}-{ctx.dataset.fingerprint()}-torch{torch.__version__}.pt"
+    module = build_torch_module()
+    if path.is_file():
+        module.load_state_dict(torch.load(path, weights_only=True))
+        return module.eval()
+    train_torch(module, ctx.dataset, progress=ctx.progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(module.state_dict(), tmp)
+    os.replace(tmp, path)  # atomic: a concurrent run never reads half a file
+    return module
+
+
+digits_cnn = ModelSpec(
+    name="digits-cnn",
+    version="1",
+    data=load_data,
+    metric="top1",
+    torch_factory=torch_factory,
+    sensitive_layers=("conv1", "fc2"),  # first conv and last linear
+    description="2-conv CNN on sklearn load_digits (8x8 grey images, 10 classes)",
+)

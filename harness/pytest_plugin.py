@@ -1,0 +1,101 @@
+"""pytest integration: `pytest suites/ --target=NAME` runs every case as a test.
+
+Loaded by the repo's conftest.py; elsewhere use `pytest -p harness.pytest_plugin`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from harness.progress import Progress
+from harness.session import DEFAULT_CACHE_DIR, REPO_ROOT, BenchSession, SessionOptions
+from harness.vocabulary import STATUS_NA
+from targets import TargetError, load_inventory
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("quantbench")
+    group.addoption("--target", default="local", help="target from the inventory to run cases on (default: local)")
+    group.addoption("--inventory", default=None, help="target inventory file (default: $QUANTBENCH_INVENTORY or ./targets.toml)")
+    group.addoption("--results-dir", default=str(REPO_ROOT / "results"), help="where results/<run-id>/ go")
+    group.addoption("--cache-dir", default=None, help="artifact cache (default: $QUANTBENCH_CACHE or .cache/quantbench)")
+    group.addoption("--threads", type=int, default=None, help="runner threads (default: the target's physical cores)")
+    group.addoption("--min-runs", type=int, default=None, help="override the suites' minimum timed runs")
+    group.addoption("--min-duration", type=float, default=None, help="override the suites' minimum timed seconds")
+    group.addoption("--max-duration", type=float, default=None, help="override the suites' maximum timed seconds")
+    group.addoption("--warmup-runs", type=int, default=None, help="override the suites' warmup runs")
+    group.addoption("--run-id", default=None, help="name of the run directory (default: UTC time + random suffix)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        inventory = load_inventory(config.getoption("--inventory"))
+    except TargetError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    name = config.getoption("--target")
+    if name not in inventory:
+        raise pytest.UsageError(f"unknown target {name!r}; known targets: {', '.join(sorted(inventory))}")
+    config.stash[_TARGET] = inventory[name]
+    config.stash[_SESSION] = None
+
+
+_TARGET = pytest.StashKey()
+_SESSION = pytest.StashKey()
+
+
+def _cache_dir(config: pytest.Config) -> Path:
+    import os
+
+    return Path(config.getoption("--cache-dir") or os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+
+
+class _Fixture:
+    """What a suite's test function talks to: runs a case and turns the row into a verdict."""
+
+    def __init__(self, session: BenchSession) -> None:
+        self.session = session
+
+    def check(self, case) -> None:
+        row = self.session.run_case(case)
+        if row["status"] == STATUS_NA:
+            pytest.skip(f"n/a: {row['reason']}")
+        failure = self.session.verdict(case, row, self.session.baseline_row(case))
+        if failure:
+            pytest.fail(failure, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def quantbench(request: pytest.FixtureRequest) -> _Fixture:
+    config = request.config
+    if config.stash[_SESSION] is None:
+        terminal = config.pluginmanager.get_plugin("terminalreporter")
+        live = bool(terminal and terminal.isatty() and config.get_verbosity() < 2)
+        write = (lambda text: terminal.write(text)) if terminal else (lambda text: None)
+        options = SessionOptions(
+            results_dir=Path(config.getoption("--results-dir")),
+            cache_dir=_cache_dir(config),
+            threads=config.getoption("--threads"),
+            min_runs=config.getoption("--min-runs"),
+            min_duration_s=config.getoption("--min-duration"),
+            max_duration_s=config.getoption("--max-duration"),
+            warmup_runs=config.getoption("--warmup-runs"),
+            run_id=config.getoption("--run-id"),
+        )
+        config.stash[_SESSION] = BenchSession(config.stash[_TARGET], options, Progress(write, live),
+                                              command=["pytest", *config.invocation_params.args])
+    return _Fixture(config.stash[_SESSION])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    session: Optional[BenchSession] = config.stash.get(_SESSION, None)
+    if session is None:
+        return
+    session.close()
+    from harness.report import comparison_table
+    from harness.store import load_run
+
+    terminalreporter.section(f"quantbench: run {session.run_id} on {session.target_info.name}")
+    terminalreporter.write_line(comparison_table(load_run(session.store.dir)))
+    terminalreporter.write_line(f"report: {session.store.dir / 'results.parquet'} (also results.csv, latencies.parquet, run.json)")

@@ -1,0 +1,39 @@
+"""Recipe registry: framework -> recipes, plus the (framework, mode) pairs that cannot exist.
+
+Each framework module exposes RECIPES (tuple of Recipe) and UNAVAILABLE (mode -> reason).
+"""
+from __future__ import annotations
+
+from harness.quantize import onnxruntime as _onnxruntime
+from harness.quantize.base import BuildContext, NotApplicable, Recipe
+
+RECIPES: dict[str, tuple[Recipe, ...]] = {
+    "onnxruntime": _onnxruntime.RECIPES,
+}
+
+UNAVAILABLE: dict[tuple[str, str], str] = {
+    ("onnxruntime", mode): reason for mode, reason in _onnxruntime.UNAVAILABLE.items()
+}
+
+
+def recipes_for(framework: str, mode: str) -> tuple[Recipe, ...]:
+    return tuple(r for r in RECIPES.get(framework, ()) if r.mode == mode)
+
+
+def unavailable_reason(framework: str, mode: str) -> str:
+    """Why (framework, mode) has no recipe: the declared reason, or that none is implemented."""
+    if (framework, mode) in UNAVAILABLE:
+        return UNAVAILABLE[(framework, mode)]
+    if framework not in RECIPES:
+        return f"quantbench has no {framework} recipes yet"
+    return f"no {framework} recipe produces {mode}"
+
+
+def fp32_recipe(framework: str) -> Recipe:
+    found = recipes_for(framework, "fp32")
+    if not found:
+        raise LookupError(f"framework {framework} has no fp32 baseline recipe")
+    return found[0]
+
+
+__all__ = ["BuildContext", "NotApplicable", "RECIPES", "Recipe", "UNAVAILABLE", "fp32_recipe", "recipes_for", "unavailable_reason"]

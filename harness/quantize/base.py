@@ -1,0 +1,123 @@
+"""Recipes and the context they build in.
+
+A recipe is one exact way to produce a (framework, mode) artifact. Its name is the
+`recipe` column, e.g. `onnxruntime.quantize_static(QDQ,MinMax,per_channel,S8S8)`.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+
+from harness.artifacts import Artifact, ArtifactCache, BuiltModel
+from harness.data import Dataset
+from harness.models.spec import ModelContext, ModelSpec
+
+if TYPE_CHECKING:
+    from targets.base import TargetInfo
+
+
+class NotApplicable(Exception):
+    """This (framework, mode) cannot exist for this model or target; the message says why."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    framework: str
+    mode: str
+    name: str  # the `recipe` column: exact API and its settings
+    slug: str  # short form used in case ids, e.g. "qdq"
+    build: Callable[["BuildContext", Path], BuiltModel]  # writes files into the directory it is given
+    params: Mapping[str, Any] = field(default_factory=dict)  # recipe settings, part of the cache key
+    libraries: tuple[str, ...] = ()  # distributions whose versions decide the bytes (cache key + manifest)
+    # Returns a reason when the recipe cannot run for this model on this target, else None.
+    applicable: Optional[Callable[[ModelSpec, "TargetInfo"], Optional[str]]] = None
+
+    def not_applicable_reason(self, spec: ModelSpec, target: "TargetInfo") -> Optional[str]:
+        return self.applicable(spec, target) if self.applicable else None
+
+
+def library_versions(names: tuple[str, ...]) -> dict[str, str]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "missing"
+    return versions
+
+
+class BuildContext:
+    """Everything a recipe may need, built lazily and once per model per session."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        dataset: Dataset,
+        cache: ArtifactCache,
+        model_cache_dir: Path,
+        progress: Callable[[str], None] = lambda message: None,
+        keep_float: tuple[str, ...] = (),
+    ) -> None:
+        self.spec = spec
+        self.dataset = dataset
+        self.cache = cache
+        self.model_cache_dir = Path(model_cache_dir)
+        self.progress = progress
+        self.keep_float = tuple(keep_float) or spec.sensitive_layers  # suite override, else the model's
+
+    @property
+    def model_context(self) -> ModelContext:
+        return ModelContext(self.model_cache_dir, self.dataset, self.progress)
+
+    @functools.cached_property
+    def torch_module(self):
+        if self.spec.torch_factory is None:
+            raise NotApplicable(f"model {self.spec.name} has no PyTorch source (it is {', '.join(self.spec.sources) or 'empty'})")
+        self.progress("building fp32 torch model")
+        return self.spec.torch_factory(self.model_context)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Identity of the fp32 model: spec version, data, and the weights themselves."""
+        h = hashlib.sha256(f"{self.spec.name}:{self.spec.version}:{self.dataset.fingerprint()}".encode())
+        if self.spec.onnx_file is not None:
+            if not self.spec.onnx_file.is_file():
+                raise FileNotFoundError(f"model {self.spec.name}: ONNX file {self.spec.onnx_file} does not exist")
+            from harness.artifacts import sha256_file
+
+            h.update(sha256_file(self.spec.onnx_file).encode())
+        if self.spec.torch_factory is not None:
+            for name, tensor in self.torch_module.state_dict().items():
+                h.update(name.encode())
+                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def key_parts(self, recipe: Recipe) -> dict[str, Any]:
+        return {
+            "model": self.spec.name,
+            "model_fingerprint": self.fingerprint,
+            "framework": recipe.framework,
+            "mode": recipe.mode,
+            "recipe": recipe.name,
+            "params": dict(recipe.params),
+            "keep_float": list(self.keep_float) if recipe.mode == "mixed" else [],
+            "libraries": library_versions(recipe.libraries),
+        }
+
+    def artifact(self, recipe: Recipe) -> tuple[Artifact, bool]:
+        """Build (or fetch from the cache) the artifact of `recipe` for this model."""
+        parts = self.key_parts(recipe)
+        describe = {
+            "model": self.spec.name,
+            "model_version": self.spec.version,
+            "framework": recipe.framework,
+            "mode": recipe.mode,
+            "recipe": recipe.name,
+            "params": dict(recipe.params),
+            "libraries": parts["libraries"],
+        }
+        return self.cache.get_or_build(parts, lambda out: recipe.build(self, out), describe)

@@ -1,0 +1,229 @@
+"""ONNX Runtime recipes: export, fp16, dynamic int8, static int8 (QDQ) and mixed precision.
+
+Everything is calibrated on the dataset's calibration split, never on random data.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+
+from harness.artifacts import BuiltModel, TensorSpec
+from harness.data import batches
+from harness.quantize.base import BuildContext, NotApplicable, Recipe
+
+FP32_FILE = "model.onnx"
+OPSET = 18
+CALIBRATION_BATCH = 16
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+LIBS = ("onnxruntime", "onnx")
+
+_ONNX_DTYPES = {1: "float32", 10: "float16", 16: "bfloat16", 11: "float64", 7: "int64", 6: "int32", 3: "int8", 2: "uint8", 9: "bool"}
+
+
+def _tensor_specs(values) -> tuple[TensorSpec, ...]:
+    specs = []
+    for value in values:
+        tensor_type = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor_type.shape.dim)
+        specs.append(TensorSpec(value.name, dims, _ONNX_DTYPES.get(tensor_type.elem_type, str(tensor_type.elem_type))))
+    return tuple(specs)
+
+
+def describe(path: Path, notes: Optional[dict] = None) -> BuiltModel:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    return BuiltModel(path.name, _tensor_specs(inputs), _tensor_specs(model.graph.output), "onnxruntime", notes=notes or {})
+
+
+def _export_torch(ctx: BuildContext, out: Path) -> dict:
+    import torch
+
+    module = ctx.torch_module
+    names = ctx.dataset.input_names
+    example = tuple(torch.from_numpy(np.ascontiguousarray(ctx.dataset.eval_inputs[n][:2])) for n in names)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    ctx.progress("exporting to ONNX (torch.onnx.export, dynamo)")
+    torch.onnx.export(
+        module,
+        example,
+        str(out),
+        input_names=list(names),
+        output_names=["output"],
+        dynamic_shapes=tuple({0: batch} for _ in names),
+        opset_version=OPSET,
+        dynamo=True,
+        external_data=False,
+    )
+    # Parity check: the exported graph must compute what the module computes.
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    feed = {n: ctx.dataset.eval_inputs[n][:8] for n in names}
+    with torch.no_grad():
+        expected = module(*(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in names))
+    expected = expected[0] if isinstance(expected, (tuple, list)) else expected
+    got = session.run(None, feed)[0]
+    max_abs = float(np.max(np.abs(got - expected.numpy())))
+    if not max_abs < 1e-3 * max(1.0, float(np.max(np.abs(expected.numpy())))):
+        raise RuntimeError(f"ONNX export differs from the torch module by {max_abs:.3g} (max abs) on evaluation samples")
+    return {"exporter": f"torch.onnx.export(dynamo=True, opset={OPSET})", "export_max_abs_diff": max_abs}
+
+
+def build_fp32(ctx: BuildContext, out: Path) -> BuiltModel:
+    target = out / FP32_FILE
+    if ctx.spec.onnx_file is not None:
+        if not ctx.spec.onnx_file.is_file():
+            raise FileNotFoundError(f"ONNX file {ctx.spec.onnx_file} does not exist")
+        shutil.copyfile(ctx.spec.onnx_file, target)
+        notes = {"source": str(ctx.spec.onnx_file)}
+    else:
+        notes = _export_torch(ctx, target)
+    return describe(target, notes)
+
+
+def fp32_path(ctx: BuildContext) -> Path:
+    artifact, _ = ctx.artifact(FP32)
+    return artifact.model_file
+
+
+def build_fp16(ctx: BuildContext, out: Path) -> BuiltModel:
+    import onnx
+    from onnxconverter_common import float16
+
+    ctx.progress("converting to float16 (onnxconverter-common)")
+    model = onnx.load(str(fp32_path(ctx)))
+    converted = float16.convert_float_to_float16(model, keep_io_types=True)
+    onnx.save(converted, str(out / "model.onnx"))
+    return describe(out / "model.onnx", {"keep_io_types": True})
+
+
+def build_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    ctx.progress("quantize_dynamic (int8 weights)")
+    quantize_dynamic(str(fp32_path(ctx)), str(out / "model.onnx"), weight_type=QuantType.QInt8, per_channel=False)
+    return describe(out / "model.onnx")
+
+
+class _CalibrationReader:
+    """Feeds the calibration split to onnxruntime's calibrator in small batches."""
+
+    def __init__(self, ctx: BuildContext) -> None:
+        self._batches = iter(list(batches(ctx.dataset.calib_inputs, CALIBRATION_BATCH)))
+
+    def get_next(self):
+        return next(self._batches, None)
+
+    def rewind(self) -> None:  # newer onnxruntime calls this between passes
+        pass
+
+
+def _preprocessed(ctx: BuildContext, out: Path) -> Path:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    ctx.progress("quant_pre_process (shape inference, graph optimization)")
+    path = out / "preprocessed.onnx.tmp"
+    quant_pre_process(str(fp32_path(ctx)), str(path))
+    return path
+
+
+def _module_path(node) -> str:
+    """The PyTorch module path the dynamo exporter recorded for a node ('' if none)."""
+    import ast
+
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            scopes = ast.literal_eval(prop.value)
+            return ".".join(s for s in scopes[1:] if s)
+    return ""
+
+
+def resolve_layers(model_path: Path, names: Iterable[str]) -> list[str]:
+    """ONNX node names for the given layers: exact node names, or PyTorch module names
+    (matched through the exporter's name scopes). Unknown names are an error."""
+    import onnx
+
+    nodes = list(onnx.load(str(model_path), load_external_data=False).graph.node)
+    resolved: list[str] = []
+    for name in names:
+        hits = [n.name for n in nodes if n.name == name]
+        if not hits:
+            hits = [
+                n.name for n in nodes
+                if n.op_type in WEIGHTED_OPS and (_module_path(n) == name or _module_path(n).startswith(name + "."))
+            ]
+        if not hits:
+            weighted = [f"{n.name} ({_module_path(n) or n.op_type})" for n in nodes if n.op_type in WEIGHTED_OPS]
+            raise ValueError(f"layer {name!r} to keep in float matches no node; weighted nodes are: {', '.join(weighted[:20])}")
+        resolved.extend(h for h in hits if h not in resolved)
+    return resolved
+
+
+def first_and_last_weighted(model_path: Path) -> list[str]:
+    import onnx
+
+    weighted = [n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node if n.op_type in WEIGHTED_OPS]
+    return sorted({weighted[0], weighted[-1]}, key=weighted.index) if weighted else []
+
+
+def _quantize_static(ctx: BuildContext, out: Path, exclude: list[str]) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    pre = _preprocessed(ctx, out)
+    try:
+        ctx.progress(f"calibrating on {len(next(iter(ctx.dataset.calib_inputs.values())))} samples (MinMax)")
+        quantize_static(
+            str(pre),
+            str(out / "model.onnx"),
+            _CalibrationReader(ctx),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=exclude,
+        )
+    finally:
+        pre.unlink(missing_ok=True)
+
+
+def build_static(ctx: BuildContext, out: Path) -> BuiltModel:
+    _quantize_static(ctx, out, exclude=[])
+    return describe(out / "model.onnx")
+
+
+def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
+    fp32 = fp32_path(ctx)
+    exclude = resolve_layers(fp32, ctx.keep_float) if ctx.keep_float else first_and_last_weighted(fp32)
+    if not exclude:
+        raise NotApplicable("the model has no Conv/MatMul/Gemm node to keep in float")
+    _quantize_static(ctx, out, exclude=exclude)
+    return describe(out / "model.onnx", {"kept_float": exclude, "layers": list(ctx.keep_float) or "first and last weighted node"})
+
+
+FP32 = Recipe("onnxruntime", "fp32", "onnxruntime.fp32(torch.onnx.export dynamo)", "fp32", build_fp32, {"opset": OPSET}, ("torch", "onnx", "onnxscript"))
+RECIPES: tuple[Recipe, ...] = (
+    FP32,
+    Recipe("onnxruntime", "fp16", "onnxconverter_common.convert_float_to_float16(keep_io_types)", "fp16", build_fp16,
+           {"keep_io_types": True}, ("onnxconverter-common", "onnx")),
+    Recipe("onnxruntime", "dynamic-int8", "onnxruntime.quantize_dynamic(QInt8,per_tensor)", "dyn", build_dynamic,
+           {"weight_type": "QInt8", "per_channel": False}, LIBS),
+    Recipe("onnxruntime", "static-int8", "onnxruntime.quantize_static(QDQ,MinMax,per_channel,S8S8)", "qdq", build_static,
+           {"format": "QDQ", "calibrate": "MinMax", "per_channel": True, "activation": "QInt8", "weight": "QInt8",
+            "calibration_batch": CALIBRATION_BATCH}, LIBS),
+    Recipe("onnxruntime", "mixed", "onnxruntime.quantize_static(QDQ,MinMax,per_channel,S8S8,nodes_to_exclude)", "qdq-mixed",
+           build_mixed, {"format": "QDQ", "calibrate": "MinMax", "per_channel": True, "calibration_batch": CALIBRATION_BATCH}, LIBS),
+)
+
+# Modes with no onnxruntime recipe, and why (they appear as n/a rows, never silently dropped).
+UNAVAILABLE: dict[str, str] = {
+    "bf16": "onnxruntime's CPU execution provider has no bfloat16 kernels for Conv/Gemm/MatMul",
+    "qat-int8": "needs a QAT-trained model exported to ONNX with QDQ pairs; the torch QAT recipe does not exist yet",
+    "int16x8": "int16 activations with int8 weights is a TFLite mode; onnxruntime's CPU kernels for 16-bit QDQ are reference-only",
+}

@@ -1,0 +1,99 @@
+"""Rows and the comparison table: one tidy row per case, columns as in the design notes."""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Optional
+
+import pandas as pd
+
+from harness.vocabulary import FRAMEWORKS, MODES
+
+IDENTITY = ["run_id", "case_id", "started_at", "suite", "model", "framework", "mode", "recipe", "target",
+            "target_kind", "profile", "device", "batch_size", "threads"]
+OUTCOME = ["status", "reason"]
+LATENCY = ["init_ms", "first_ms", "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_p50_ms",
+           "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms", "n_runs", "duration_s",
+           "iqr_over_median", "noisy", "valid", "throughput_ips"]
+ACCURACY = ["metric", "accuracy", "accuracy_delta", "accuracy_budget", "within_budget"]
+SIZE_MEMORY = ["size_bytes", "size_ratio", "peak_rss_mb", "gpu_mem_mb"]
+POWER = ["power_source", "idle_power_w", "power_mean_w", "energy_mj_per_inf", "throttled"]
+COMPARISON = ["speedup"]
+PROVENANCE = ["runtime", "runtime_version", "python_version", "host", "artifact_key", "artifact_sha256"]
+
+COLUMNS: list[str] = IDENTITY + OUTCOME + LATENCY + ACCURACY + SIZE_MEMORY + POWER + COMPARISON + PROVENANCE
+
+# The row of a case that never produced numbers still carries every column.
+EMPTY = {c: None for c in COLUMNS}
+
+
+def new_row(**identity: Any) -> dict[str, Any]:
+    row = dict(EMPTY)
+    row.update(identity)
+    return row
+
+
+def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
+    if numerator is None or denominator is None:
+        return None
+    if any(isinstance(v, float) and math.isnan(v) for v in (numerator, denominator)) or denominator == 0:
+        return None
+    return float(numerator) / float(denominator)
+
+
+def compare_to_baseline(row: dict[str, Any], baseline: Optional[Mapping[str, Any]], higher_is_better: bool = True) -> None:
+    """Fill speedup, size_ratio and accuracy_delta against the fp32 row of the same
+    framework, target, model and batch size."""
+    if baseline is None or baseline.get("status") != "ok":
+        return
+    row["speedup"] = ratio(baseline.get("latency_p50_ms"), row.get("latency_p50_ms"))
+    row["size_ratio"] = ratio(row.get("size_bytes"), baseline.get("size_bytes"))
+    if row.get("accuracy") is not None and baseline.get("accuracy") is not None:
+        row["accuracy_delta"] = float(row["accuracy"]) - float(baseline["accuracy"])
+
+
+def frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(list(rows))
+    for column in COLUMNS:
+        if column not in df.columns:
+            df[column] = None
+    extra = [c for c in df.columns if c not in COLUMNS]
+    return df[COLUMNS + extra]
+
+
+def _order(df: pd.DataFrame) -> pd.DataFrame:
+    fw = {f: i for i, f in enumerate(FRAMEWORKS)}
+    md = {m: i for i, m in enumerate(MODES)}
+    keyed = df.assign(_fw=df["framework"].map(fw).fillna(99), _md=df["mode"].map(md).fillna(99))
+    return keyed.sort_values(["model", "target", "batch_size", "_fw", "_md", "recipe"]).drop(columns=["_fw", "_md"])
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def comparison_table(df: pd.DataFrame, reason_width: int = 70) -> str:
+    """One line per case: p50, speedup vs fp32, size ratio, accuracy, delta vs fp32, status."""
+    if df.empty:
+        return "(no cases)"
+    lines = []
+    for _, r in _order(df).iterrows():
+        delta = r["accuracy_delta"]
+        reason = str(r["reason"] or "")
+        if r["status"] == "ok" and r.get("within_budget") is False:
+            reason = "over accuracy budget"
+        flags = "".join(flag for flag, on in (("~", r.get("noisy") is True), ("!", r.get("valid") is False)) if on)
+        lines.append({
+            "model": r["model"], "target": r["target"], "framework": r["framework"], "mode": r["mode"],
+            "recipe": "-" if pd.isna(r["recipe"]) else str(r["recipe"])[:48], "batch": r["batch_size"], "status": r["status"],
+            "p50_ms": _fmt(r["latency_p50_ms"], ".4f") + flags,
+            "speedup": _fmt(r["speedup"], ".2f") + ("x" if r["speedup"] is not None and not pd.isna(r["speedup"]) else ""),
+            "size": _fmt(r["size_ratio"], ".2f"),
+            "accuracy": _fmt(r["accuracy"], ".4f"),
+            "delta_pts": _fmt(None if delta is None or pd.isna(delta) else 100 * delta, "+.2f"),
+            "reason": reason[:reason_width] + ("..." if len(reason) > reason_width else ""),
+        })
+    table = pd.DataFrame(lines).to_string(index=False)
+    legend = "p50 flags: ~ noisy (IQR/median >= 0.10), ! minimums not met. size: artifact bytes / fp32. delta_pts: accuracy points vs fp32."
+    return table + "\n" + legend

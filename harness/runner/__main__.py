@@ -1,0 +1,132 @@
+"""Entry point: `python -m runner CONFIG.json` -> writes the result JSON and outputs .npz.
+
+Config keys: framework, artifact, manifest, inputs (.npz of evaluation inputs by name),
+outputs (path for the evaluation outputs), result (path for the JSON), threads,
+batch_size, warmup_runs, warmup_s, min_runs, min_duration_s, max_duration_s, options.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from . import measure, system
+
+# framework -> backend module inside this package (each imports only its own runtime)
+BACKENDS = {
+    "onnxruntime": "backend_onnxruntime",
+}
+
+RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "tflite": "ai_edge_litert", "torch": "torch"}
+
+
+class RunnerError(Exception):
+    """A failure with a message a user can act on (no traceback needed)."""
+
+
+def _load_backend(framework: str):
+    if framework not in BACKENDS:
+        raise RunnerError(f"this runner has no backend for framework {framework!r} (known: {', '.join(sorted(BACKENDS))})")
+    try:
+        return importlib.import_module("." + BACKENDS[framework], __package__).Backend
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or RUNTIME_MODULES.get(framework, framework)
+        raise RunnerError(
+            f"{missing} is not installed for {sys.executable} on {system.describe()['host']} ({exc})"
+        ) from exc
+
+
+def _check_inputs(input_specs, data, batch_size: int) -> None:
+    """The artifact's inputs must match the data: same names, compatible shapes."""
+    names = [name for name, _, _ in input_specs]
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise RunnerError(f"the model expects inputs {names} but the data has {sorted(data)}")
+    for name, shape, dtype in input_specs:
+        sample = data[name].shape[1:]
+        expected = tuple(shape[1:]) if shape else ()
+        wanted = (batch_size,) + tuple(sample)
+        if len(expected) != len(sample) or any(e is not None and e != s for e, s in zip(expected, sample)) or (
+            shape and shape[0] is not None and shape[0] != batch_size
+        ):
+            raise RunnerError(
+                f"input {name!r}: the model expects shape {tuple('?' if d is None else d for d in shape)} ({dtype}) "
+                f"but the data gives batches of shape {wanted} ({data[name].dtype})"
+            )
+
+
+def run(config: dict) -> dict:
+    threads = int(config["threads"])
+    batch_size = int(config["batch_size"])
+    with np.load(config["inputs"], allow_pickle=False) as npz:
+        data = {k: npz[k] for k in npz.files}
+    backend_cls = _load_backend(config["framework"])
+
+    load_started = time.perf_counter_ns()
+    session = backend_cls(config["artifact"], config.get("manifest", {}), threads, config.get("options", {}))
+    init_ms = (time.perf_counter_ns() - load_started) / 1e6
+    _check_inputs(session.input_specs, data, batch_size)
+
+    bench_feed = session.prepare({k: v[:batch_size] for k, v in data.items()})
+    first_ms = measure.clock_ms(lambda: session.run(bench_feed))
+    call = lambda: session.run(bench_feed)  # noqa: E731 - the exact call the loop times
+    warmup_runs = measure.warmup(call, int(config.get("warmup_runs", 10)), float(config.get("warmup_s", 0.2)))
+    timing = measure.timed_loop(call, int(config["min_runs"]), float(config["min_duration_s"]), float(config["max_duration_s"]))
+
+    # Accuracy pass: same prepare+run path as the timed loop, over every evaluation sample.
+    outputs = measure.evaluation_pass(lambda feed: session.run(session.prepare(feed)), data, batch_size, session.output_names)
+    nonfinite = {name: int(np.size(v) - np.count_nonzero(np.isfinite(v))) for name, v in outputs.items()
+                 if np.issubdtype(np.asarray(v).dtype, np.floating)}
+    np.savez(config["outputs"], **outputs)
+
+    result = {
+        "status": "ok",
+        "reason": "",
+        "init_ms": init_ms,
+        "first_ms": first_ms,
+        "warmup_runs": warmup_runs,
+        "threads": threads,
+        "batch_size": batch_size,
+        "runtime": session.runtime,
+        "runtime_version": session.runtime_version,
+        "runtime_details": session.details,
+        "nonfinite_outputs": {k: v for k, v in nonfinite.items() if v},
+        "n_eval": len(next(iter(data.values()))),
+    }
+    result.update(timing)
+    result["peak_rss_mb"] = system.peak_rss_mb()
+    return result
+
+
+def main(argv) -> int:
+    if len(argv) != 2:
+        sys.stderr.write("usage: python -m runner CONFIG.json\n")
+        return 2
+    with open(argv[1]) as f:
+        config = json.load(f)
+    started = time.time()
+    try:
+        result = run(config)
+    except RunnerError as exc:
+        result = {"status": "error", "reason": str(exc)}
+    except Exception as exc:  # the host turns this into an error row; the traceback goes to the log
+        traceback.print_exc()
+        result = {"status": "error", "reason": f"{type(exc).__name__}: {exc}".strip()}
+    result["system"] = system.describe()
+    result["pid"] = os.getpid()
+    result["wall_s"] = time.time() - started
+    result["imported_modules"] = sorted({name.split(".")[0] for name in list(sys.modules)})
+    tmp = config["result"] + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, config["result"])
+    return 0 if result["status"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

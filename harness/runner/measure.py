@@ -1,0 +1,70 @@
+"""The measurement method: load, first inference, warmup, timed loop, evaluation pass.
+
+The timed loop runs until BOTH a minimum count and a minimum duration are met, capped
+by a maximum duration (as TFLite's benchmark_model and MLPerf LoadGen do). Every
+latency is kept; statistics are computed on the host.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, List
+
+import numpy as np
+
+
+def clock_ms(fn: Callable[[], object]) -> float:
+    start = time.perf_counter_ns()
+    fn()
+    return (time.perf_counter_ns() - start) / 1e6
+
+
+def timed_loop(call: Callable[[], object], min_runs: int, min_duration_s: float, max_duration_s: float) -> dict:
+    latencies: List[float] = []
+    perf = time.perf_counter_ns
+    begin = perf()
+    min_ns, max_ns = int(min_duration_s * 1e9), int(max_duration_s * 1e9)
+    while True:
+        start = perf()
+        call()
+        end = perf()
+        latencies.append((end - start) / 1e6)
+        elapsed = end - begin
+        if (len(latencies) >= min_runs and elapsed >= min_ns) or elapsed >= max_ns:
+            break
+    duration_s = (perf() - begin) / 1e9
+    return {
+        "latencies_ms": latencies,
+        "n_runs": len(latencies),
+        "duration_s": duration_s,
+        # The minimums were met, rather than the cap cutting the loop short.
+        "valid": len(latencies) >= min_runs and duration_s >= min_duration_s,
+    }
+
+
+def warmup(call: Callable[[], object], runs: int, min_s: float) -> int:
+    done = 0
+    deadline = time.perf_counter() + min_s
+    while done < runs or time.perf_counter() < deadline:
+        call()
+        done += 1
+    return done
+
+
+def evaluation_pass(run_batch: Callable[[Dict[str, np.ndarray]], List[np.ndarray]],
+                    inputs: Dict[str, np.ndarray], batch_size: int, output_names: List[str]) -> Dict[str, np.ndarray]:
+    """Run every evaluation sample through the same call as the timed loop.
+
+    The last short batch is padded by repeating its final sample, so models with a
+    static batch dimension work; padded rows are dropped from the outputs.
+    """
+    n = len(next(iter(inputs.values())))
+    collected: Dict[str, List[np.ndarray]] = {name: [] for name in output_names}
+    for start in range(0, n, batch_size):
+        chunk = {k: v[start:start + batch_size] for k, v in inputs.items()}
+        real = len(next(iter(chunk.values())))
+        if real < batch_size:
+            chunk = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - real, axis=0)]) for k, v in chunk.items()}
+        outputs = run_batch(chunk)
+        for name, value in zip(output_names, outputs):
+            collected[name].append(np.asarray(value)[:real])
+    return {name: np.concatenate(parts) for name, parts in collected.items()}

@@ -1,0 +1,62 @@
+"""Facts about the machine and this process (standard library only)."""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import socket
+import sys
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process. ru_maxrss is KiB on Linux, bytes on macOS."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware"):
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def physical_cores() -> int:
+    """Distinct (physical id, core id) pairs from /proc/cpuinfo, else the logical count."""
+    cores = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            phys = core = None
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    phys = value.strip()
+                elif key == "core id":
+                    core = value.strip()
+                elif not line.strip():
+                    if core is not None:
+                        cores.add((phys, core))
+                    phys = core = None
+            if core is not None:
+                cores.add((phys, core))
+    except OSError:
+        pass
+    return len(cores) or (os.cpu_count() or 1)
+
+
+def describe() -> dict:
+    return {
+        "host": socket.gethostname(),
+        "python_version": platform.python_version(),
+        "machine": platform.machine(),
+        "os": platform.platform(),
+        "cpu_model": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical_cores(),
+    }

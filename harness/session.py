@@ -1,0 +1,300 @@
+"""A benchmarking session: one run on one target, case after case.
+
+The path of a case: build (or fetch) the artifact, ship it with the evaluation
+inputs to the target, let the runner measure there, score accuracy here, compare
+with the fp32 baseline of the same framework/target/batch, and write the row.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from harness import report
+from harness.artifacts import ArtifactCache
+from harness.data import Dataset, resolve_data
+from harness.metrics import Metric, resolve_metric
+from harness.progress import Progress, silent
+from harness.quantize import BuildContext, NotApplicable, fp32_recipe
+from harness.stats import latency_stats
+from harness.store import RunStore, new_run_id
+from harness.suite import Case, Timing
+from harness.vocabulary import BASELINE_MODE, STATUS_ERROR, STATUS_NA, STATUS_OK
+from targets import RunnerJob, Target, TargetConfig, open_target
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "quantbench"
+VERSIONED = ("numpy", "pandas", "torch", "torchao", "onnx", "onnxruntime", "onnxconverter-common",
+             "tensorflow-cpu", "ai-edge-litert", "litert-torch", "ai-edge-quantizer", "paramiko")
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """Per-run settings from the command line; None means the suite's own value."""
+
+    results_dir: Path = REPO_ROOT / "results"  # run directories are created under here
+    cache_dir: Path = DEFAULT_CACHE_DIR  # artifacts and trained models, shared across runs
+    threads: Optional[int] = None  # default: the target's physical core count
+    min_runs: Optional[int] = None
+    min_duration_s: Optional[float] = None
+    max_duration_s: Optional[float] = None
+    warmup_runs: Optional[int] = None
+    run_id: Optional[str] = None
+
+    def timing(self, suite_timing: Timing) -> Timing:
+        overrides = {
+            k: v for k, v in (("min_runs", self.min_runs), ("min_duration_s", self.min_duration_s),
+                              ("max_duration_s", self.max_duration_s), ("warmup_runs", self.warmup_runs))
+            if v is not None
+        }
+        timing = replace(suite_timing, **overrides)
+        if timing.min_duration_s > timing.max_duration_s:
+            timing = replace(timing, max_duration_s=timing.min_duration_s)
+        return timing
+
+
+class CaseFailure(Exception):
+    """A case step failed; the message is one actionable line for the row."""
+
+
+def condense(exc: BaseException, limit: int = 300) -> str:
+    """The framework's own message as one line, without the traceback."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, (CaseFailure, NotApplicable)):
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+class BenchSession:
+    def __init__(self, target_config: TargetConfig, options: SessionOptions = SessionOptions(),
+                 progress: Optional[Progress] = None, command: Optional[list[str]] = None) -> None:
+        self.target_config = target_config
+        self.options = options
+        self.progress = progress or silent()
+        self.command = command or sys.argv
+        self.run_id = options.run_id or new_run_id()
+        self.cache = ArtifactCache(Path(options.cache_dir) / "artifacts")
+        self.store = RunStore(options.results_dir, self.run_id)
+        self.target: Target = open_target(target_config, Path(options.cache_dir))
+        self.target_info = self.target.info()
+        self.threads = options.threads or self.target_info.threads
+        self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._contexts: dict[str, BuildContext] = {}
+        self._datasets: dict[str, Dataset] = {}
+        self._inputs: dict[str, Path] = {}
+        self._done: dict[str, dict[str, Any]] = {}  # case_id -> row
+        self._outputs: dict[str, dict[str, np.ndarray]] = {}  # fp32 case_id -> evaluation outputs
+        self.suites: set[str] = set()
+        self._write_run_json(finished=False)
+
+    # -- run bookkeeping ---------------------------------------------------------------
+    def _write_run_json(self, finished: bool) -> None:
+        info = self.target_info
+        self.store.write_run({
+            "run_id": self.run_id,
+            "command": self.command,
+            "started_at": self.started_at,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) if finished else None,
+            "suites": sorted(self.suites),
+            "cases": len(self._done),
+            "versions": library_versions(),
+            "target": {"name": info.name, "kind": info.kind, "profile": info.profile, "threads": self.threads,
+                       "arch": info.arch, "device": info.device, "host": info.host, "facts": dict(info.facts),
+                       "settings": dict(self.target_config.settings)},
+            "options": {k: str(v) for k, v in asdict(self.options).items()},
+        })
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return list(self._done.values())
+
+    def close(self) -> None:
+        self._write_run_json(finished=True)
+        self.store.rebuild()
+        self.target.close()
+
+    # -- per-model state -----------------------------------------------------------------
+    def _dataset(self, case: Case) -> Dataset:
+        name = case.model.name
+        if name not in self._datasets:
+            self._datasets[name] = resolve_data(case.model.data)
+        return self._datasets[name]
+
+    def _context(self, case: Case) -> BuildContext:
+        key = f"{case.model.name}|{','.join(case.keep_float)}"
+        if key not in self._contexts:
+            self._contexts[key] = BuildContext(case.model, self._dataset(case), self.cache,
+                                               Path(self.options.cache_dir) / "models", self.progress, case.keep_float)
+        return self._contexts[key]
+
+    def _inputs_file(self, case: Case) -> Path:
+        name = case.model.name
+        if name not in self._inputs:
+            dataset = self._dataset(case)
+            path = self.store.dir / "inputs" / f"{name}-{dataset.fingerprint()}.npz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **{k: np.ascontiguousarray(v) for k, v in dataset.eval_inputs.items()})
+            self._inputs[name] = path
+        return self._inputs[name]
+
+    # -- the path of one case ------------------------------------------------------------------
+    @staticmethod
+    def baseline_case(case: Case) -> Case:
+        return replace(case, mode=BASELINE_MODE, recipe=fp32_recipe(case.framework), budget=None, na_reason="")
+
+    def run_case(self, case: Case) -> dict[str, Any]:
+        """Run one case (and its fp32 baseline first, if it has not run) and record its row."""
+        if case.case_id in self._done:
+            return self._done[case.case_id]
+        self.suites.add(case.suite)
+        baseline = None
+        if case.mode != BASELINE_MODE and case.recipe is not None:
+            try:
+                baseline = self.run_case(self.baseline_case(case))
+            except LookupError:
+                baseline = None
+        self.progress.start(case.case_id)
+        try:
+            row, latencies = self._measure(case, self.options.timing(case.timing), baseline)
+        finally:
+            self.progress.finish()
+        self._done[case.case_id] = row
+        self.store.write_case(row, latencies)
+        return row
+
+    def _row(self, case: Case) -> dict[str, Any]:
+        info = self.target_info
+        return report.new_row(
+            run_id=self.run_id, case_id=case.case_id, started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            suite=case.suite, model=case.model.name, framework=case.framework, mode=case.mode,
+            recipe=case.recipe.name if case.recipe else None, target=info.name, target_kind=info.kind,
+            profile=info.profile, device=info.device, batch_size=case.batch_size, threads=self.threads,
+            metric=resolve_metric(case.model.metric).name, accuracy_budget=case.budget,
+            power_source=f"none: no power sensor is sampled on {info.kind} target {info.name} (profile {info.profile})",
+        )
+
+    def _measure(self, case: Case, timing: Timing, baseline) -> tuple[dict[str, Any], list[float]]:
+        row = self._row(case)
+        if case.recipe is None:
+            row.update(status=STATUS_NA, reason=case.na_reason)
+            return row, []
+        reason = case.recipe.not_applicable_reason(case.model, self.target_info)
+        if reason:
+            row.update(status=STATUS_NA, reason=reason)
+            return row, []
+        try:
+            ctx = self._context(case)
+            self.progress(f"quantizing ({case.recipe.name})")
+            artifact, built = ctx.artifact(case.recipe)
+            row.update(size_bytes=artifact.size_bytes, artifact_key=artifact.manifest["key"],
+                       artifact_sha256=artifact.manifest["sha256"])
+            self.store.log(f"[{case.case_id}] artifact {artifact.path} ({'built' if built else 'cached'})")
+            self.progress(f"measuring on {self.target_info.name} (up to {timing.max_duration_s:g} s)")
+            outcome = self.target.run(self._job(case, artifact, timing), self.progress)
+            if outcome.log.strip():
+                self.store.log(f"[{case.case_id}] runner output:\n{outcome.log.rstrip()}")
+            result = outcome.result
+            if result.get("status") != STATUS_OK:
+                raise CaseFailure(f"runner on {self.target_info.name}: {result.get('reason') or 'failed without a reason'}")
+            if result.get("nonfinite_outputs"):
+                bad = ", ".join(f"{n} non-finite values in output {k!r}" for k, n in result["nonfinite_outputs"].items())
+                raise CaseFailure(f"model produced NaN/Inf on the evaluation data ({bad})")
+            self.progress("scoring accuracy")
+            self._fill_measurements(row, result)
+            self._score(case, row, outcome.outputs, baseline)
+            report.compare_to_baseline(row, baseline)
+            self._check_budget(case, row, baseline)
+            return row, list(result["latencies_ms"])
+        except NotApplicable as exc:
+            row.update(status=STATUS_NA, reason=condense(exc))
+            return row, []
+        except Exception as exc:  # any failure becomes an error row; the other cases still run
+            self.store.log(f"[{case.case_id}] FAILED\n{traceback.format_exc()}")
+            row.update(status=STATUS_ERROR, reason=condense(exc) + f" (details: {self.store.log_path})")
+            return row, []
+
+    def _job(self, case: Case, artifact, timing: Timing) -> RunnerJob:
+        config = {
+            "framework": case.framework,
+            "threads": self.threads,
+            "batch_size": case.batch_size,
+            "warmup_runs": timing.warmup_runs,
+            "warmup_s": timing.warmup_s,
+            "min_runs": timing.min_runs,
+            "min_duration_s": timing.min_duration_s,
+            "max_duration_s": timing.max_duration_s,
+            "options": {},
+        }
+        return RunnerJob(case.case_id, artifact.path, artifact.manifest["file"], artifact.manifest,
+                         self._inputs_file(case), config, self.store.dir / "work" / case.case_id)
+
+    @staticmethod
+    def _fill_measurements(row: dict[str, Any], result: dict[str, Any]) -> None:
+        row.update(latency_stats(result["latencies_ms"], int(result["batch_size"])))
+        system = result.get("system", {})
+        row.update(
+            status=STATUS_OK, reason="",
+            init_ms=result["init_ms"], first_ms=result["first_ms"], n_runs=result["n_runs"],
+            duration_s=result["duration_s"], valid=bool(result["valid"]), threads=result["threads"],
+            peak_rss_mb=result["peak_rss_mb"], runtime=result["runtime"], runtime_version=result["runtime_version"],
+            python_version=system.get("python_version"), host=system.get("host"),
+            device=system.get("cpu_model") or row["device"],
+        )
+
+    def _score(self, case: Case, row: dict[str, Any], outputs, baseline) -> None:
+        metric: Metric = resolve_metric(case.model.metric)
+        dataset = self._dataset(case)
+        if case.mode == BASELINE_MODE:
+            self._outputs[case.case_id] = outputs
+            reference = outputs
+        else:
+            reference = self._outputs.get(self.baseline_case(case).case_id)
+        if metric.needs_reference and reference is None:
+            raise CaseFailure(f"metric {metric.name} is scored against fp32 outputs, and the fp32 baseline failed")
+        row["accuracy"] = metric.score(outputs, dataset.eval_labels, reference)
+
+    @staticmethod
+    def _check_budget(case: Case, row: dict[str, Any], baseline) -> None:
+        if case.budget is None:
+            return
+        if baseline is None or baseline.get("accuracy") is None:
+            row["within_budget"] = None
+            return
+        loss_points = 100.0 * (float(baseline["accuracy"]) - float(row["accuracy"]))
+        row["within_budget"] = bool(loss_points <= case.budget + 1e-9)
+
+    # -- what a test asserts --------------------------------------------------------------
+    @staticmethod
+    def verdict(case: Case, row: dict[str, Any], baseline: Optional[dict[str, Any]]) -> Optional[str]:
+        """Why the case's test fails, or None when it passes (n/a is a skip, handled by the caller)."""
+        if row["status"] == STATUS_ERROR:
+            return f"{case.case_id}: {row['reason']}"
+        if case.budget is not None and row["status"] == STATUS_OK:
+            if row.get("within_budget") is None:
+                why = baseline["reason"] if baseline else "no fp32 baseline"
+                return f"{case.case_id}: accuracy budget {case.budget} points cannot be checked: fp32 baseline failed ({why})"
+            if not row["within_budget"]:
+                loss = 100.0 * (baseline["accuracy"] - row["accuracy"])
+                return (f"{case.case_id}: accuracy {row['accuracy']:.4f} vs fp32 {baseline['accuracy']:.4f} "
+                        f"loses {loss:.2f} points, over the {case.mode} budget of {case.budget} points")
+        return None
+
+    def baseline_row(self, case: Case) -> Optional[dict[str, Any]]:
+        return self._done.get(self.baseline_case(case).case_id) if case.recipe else None

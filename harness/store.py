@@ -1,0 +1,98 @@
+"""results/<run-id>/: one JSON file per case written the moment it finishes, and the
+tidy report (results.parquet/.csv, latencies.parquet) rebuilt from those files."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import pandas as pd
+
+from harness import report
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RESULTS_DIR = REPO_ROOT / "results"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+class RunStore:
+    def __init__(self, results_dir: Path, run_id: str) -> None:
+        self.run_id = run_id
+        self.dir = Path(results_dir) / run_id
+        self.cases_dir = self.dir / "cases"
+        self.cases_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.dir / "run.log"
+
+    def write_run(self, info: Mapping[str, Any]) -> None:
+        _write_json(self.dir / "run.json", dict(info))
+
+    def write_case(self, row: Mapping[str, Any], latencies_ms: Optional[list[float]] = None) -> None:
+        _write_json(self.cases_dir / f"{row['case_id']}.json", {"row": dict(row), "latencies_ms": latencies_ms or []})
+        self.rebuild()
+
+    def log(self, text: str) -> None:
+        with open(self.log_path, "a") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+
+    def rebuild(self) -> pd.DataFrame:
+        return rebuild(self.dir)
+
+
+def read_cases(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows, latencies = [], []
+    for path in sorted((Path(run_dir) / "cases").glob("*.json")):
+        record = json.loads(path.read_text())
+        rows.append(record["row"])
+        case_id = record["row"]["case_id"]
+        latencies.extend({"case_id": case_id, "i": i, "latency_ms": v} for i, v in enumerate(record["latencies_ms"]))
+    lat = pd.DataFrame(latencies, columns=["case_id", "i", "latency_ms"])
+    return report.frame(rows), lat
+
+
+def rebuild(run_dir: Path) -> pd.DataFrame:
+    """Write results.parquet/.csv and latencies.parquet from the per-case files."""
+    run_dir = Path(run_dir)
+    df, lat = read_cases(run_dir)
+    for name, table in (("results.parquet", df), ("latencies.parquet", lat)):
+        tmp = run_dir / f".{name}.tmp{os.getpid()}"
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, run_dir / name)
+    tmp = run_dir / f".results.csv.tmp{os.getpid()}"
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, run_dir / "results.csv")
+    return df
+
+
+def resolve_run(ref: str, results_dir: Path = DEFAULT_RESULTS_DIR) -> Path:
+    """A run directory from a run id, a path, or 'latest'."""
+    if ref == "latest":
+        runs = sorted(p for p in Path(results_dir).iterdir() if (p / "cases").is_dir()) if Path(results_dir).is_dir() else []
+        if not runs:
+            raise FileNotFoundError(f"no runs under {results_dir}")
+        return runs[-1]
+    for candidate in (Path(ref), Path(results_dir) / ref):
+        if (candidate / "cases").is_dir():
+            return candidate
+    raise FileNotFoundError(f"no run {ref!r} (looked for {ref} and {Path(results_dir) / ref})")
+
+
+def load_run(run_dir: Path) -> pd.DataFrame:
+    """The run's rows; rebuilt from the per-case files when the parquet is missing or stale."""
+    run_dir = Path(run_dir)
+    parquet = run_dir / "results.parquet"
+    cases = list((run_dir / "cases").glob("*.json"))
+    if not parquet.is_file() or any(p.stat().st_mtime > parquet.stat().st_mtime for p in cases):
+        return rebuild(run_dir)
+    return pd.read_parquet(parquet)

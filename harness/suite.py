@@ -1,0 +1,161 @@
+"""Suites: a declaration of one model x frameworks x modes x batch sizes.
+
+    suite = Suite(model=digits_cnn, frameworks=("onnxruntime",), modes=("fp32", "static-int8"),
+                  budgets={"static-int8": 1.0})
+    test_case = suite.pytest_cases()
+
+Declaration errors are raised at import, i.e. at pytest collection, naming the suite
+file and the bad field.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+from harness.models.spec import ModelSpec
+from harness.quantize import Recipe, recipes_for, unavailable_reason
+from harness.vocabulary import BASELINE_MODE, FRAMEWORKS, MODES
+
+
+class SuiteError(ValueError):
+    """A suite declaration is wrong; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long the runner measures. Command-line flags override these per run."""
+
+    warmup_runs: int = 10  # untimed calls after the first inference
+    warmup_s: float = 0.2  # ... and at least this long
+    min_runs: int = 100  # the timed loop runs at least this many calls
+    min_duration_s: float = 1.0  # ... and at least this long
+    max_duration_s: float = 10.0  # ... but stops here even if the minimums are not met (valid=False)
+
+    def validate(self) -> Optional[str]:
+        if min(self.warmup_runs, self.min_runs) < 0 or self.min_runs < 1:
+            return "min_runs must be >= 1 and warmup_runs >= 0"
+        if not 0 <= self.min_duration_s <= self.max_duration_s:
+            return "need 0 <= min_duration_s <= max_duration_s"
+        return None
+
+
+@dataclass(frozen=True)
+class Case:
+    """One (model, framework, mode, recipe, batch) inside a suite."""
+
+    suite: str
+    model: ModelSpec
+    framework: str
+    mode: str
+    recipe: Optional[Recipe]  # None when no recipe exists (then na_reason says why)
+    batch_size: int
+    budget: Optional[float] = None  # max accuracy loss vs fp32, in points
+    na_reason: str = ""
+    timing: "Timing" = field(default_factory=lambda: Timing())  # the suite's measurement settings
+    keep_float: tuple[str, ...] = ()  # the suite's layers for `mixed` (default: the model's)
+
+    @property
+    def case_id(self) -> str:
+        slug = f"-{self.recipe.slug}" if self.recipe and self.recipe.slug != self.mode else ""
+        return f"{self.model.name}-{self.framework}-{self.mode}{slug}-b{self.batch_size}"
+
+
+def _declaring_file() -> str:
+    """The first caller outside this module and the dataclass-generated __init__ ('<string>')."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename in (__file__, "<string>"):
+        frame = frame.f_back
+    return frame.f_code.co_filename if frame is not None else "<unknown>"
+
+
+@dataclass(frozen=True)
+class Suite:
+    model: ModelSpec  # what to benchmark (harness.models.* or onnx_model()/torch_model())
+    frameworks: tuple[str, ...] = ("onnxruntime",)  # subset of harness.vocabulary.FRAMEWORKS
+    modes: tuple[str, ...] = (BASELINE_MODE,)  # subset of harness.vocabulary.MODES; fp32 is always added
+    budgets: Mapping[str, float] = field(default_factory=dict)  # mode -> max accuracy loss vs fp32, in points
+    batch_sizes: tuple[int, ...] = (1,)  # one case per batch size
+    keep_float: tuple[str, ...] = ()  # layers `mixed` keeps in float (default: the model's sensitive layers)
+    timing: Timing = field(default_factory=Timing)  # measurement settings
+    name: str = ""  # the `suite` column; default: the module's file name without test_
+    source: str = field(default="", compare=False)  # the declaring file (filled in automatically)
+
+    def __post_init__(self) -> None:
+        source = self.source or _declaring_file()
+        object.__setattr__(self, "source", source)
+        if not self.name:
+            object.__setattr__(self, "name", Path(source).stem.removeprefix("test_"))
+        for attr in ("frameworks", "modes", "batch_sizes", "keep_float"):
+            value = getattr(self, attr)
+            if isinstance(value, (str, int)):
+                value = (value,)
+            object.__setattr__(self, attr, tuple(value))
+        self._validate()
+
+    def _fail(self, field_name: str, message: str) -> None:
+        raise SuiteError(f"{self.source}: suite field `{field_name}`: {message}")
+
+    def _validate(self) -> None:
+        if not isinstance(self.model, ModelSpec):
+            self._fail("model", f"expected a harness.models.ModelSpec, got {type(self.model).__name__}")
+        if not self.model.sources:
+            self._fail("model", f"model {self.model.name!r} has neither a torch factory, an ONNX file nor a Keras factory")
+        if self.model.onnx_file is not None and not Path(self.model.onnx_file).is_file():
+            self._fail("model", f"ONNX file {self.model.onnx_file} does not exist")
+        if isinstance(self.model.data, (str, Path)) and not Path(self.model.data).expanduser().is_file():
+            self._fail("model.data", f"data file {self.model.data} does not exist")
+        for fw in self.frameworks:
+            if fw not in FRAMEWORKS:
+                self._fail("frameworks", f"unknown framework {fw!r} (known: {', '.join(FRAMEWORKS)})")
+        if not self.frameworks:
+            self._fail("frameworks", "is empty")
+        for mode in self.modes:
+            if mode not in MODES:
+                self._fail("modes", f"unknown mode {mode!r} (known: {', '.join(MODES)})")
+        for mode, points in self.budgets.items():
+            if mode not in MODES:
+                self._fail("budgets", f"unknown mode {mode!r} (known: {', '.join(MODES)})")
+            if mode not in self.modes:
+                self._fail("budgets", f"budget for {mode!r}, which is not in modes {self.modes}")
+            if not isinstance(points, (int, float)) or points < 0:
+                self._fail("budgets", f"budget for {mode!r} must be a non-negative number of points, not {points!r}")
+        for batch in self.batch_sizes:
+            if not isinstance(batch, int) or batch < 1:
+                self._fail("batch_sizes", f"batch sizes must be positive integers, not {batch!r}")
+        problem = self.timing.validate()
+        if problem:
+            self._fail("timing", problem)
+
+    def cases(self) -> list[Case]:
+        """Every case, fp32 first within each framework (it is the baseline of the rest)."""
+        modes = [BASELINE_MODE] + [m for m in self.modes if m != BASELINE_MODE]
+        cases = []
+        for batch in self.batch_sizes:
+            for fw in self.frameworks:
+                for mode in modes:
+                    budget = self.budgets.get(mode)
+                    recipes = recipes_for(fw, mode)
+                    common = dict(budget=budget, timing=self.timing, keep_float=self.keep_float)
+                    if not recipes:
+                        cases.append(Case(self.name, self.model, fw, mode, None, batch, na_reason=unavailable_reason(fw, mode), **common))
+                    for recipe in recipes:
+                        cases.append(Case(self.name, self.model, fw, mode, recipe, batch, **common))
+        return cases
+
+    def pytest_cases(self):
+        """A pytest test function parametrized with one test per case."""
+        import pytest
+
+        cases = self.cases()
+        ids = [c.case_id for c in cases]
+        if len(set(ids)) != len(ids):
+            self._fail("frameworks/modes", "two cases share an id; give the recipes distinct slugs")
+
+        @pytest.mark.parametrize("case", cases, ids=ids)
+        def test_case(case: Case, quantbench) -> None:
+            quantbench.check(case)
+
+        test_case.suite = self
+        return test_case

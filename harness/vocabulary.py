@@ -1,0 +1,33 @@
+"""The names used everywhere: code, columns, CLI, docs (see ../shared/design.md)."""
+from __future__ import annotations
+
+FRAMEWORKS: tuple[str, ...] = ("torch", "onnxruntime", "tflite")
+
+MODES: tuple[str, ...] = (
+    "fp32",          # baseline
+    "fp16",
+    "bf16",
+    "dynamic-int8",  # int8 weights, activations quantized at run time
+    "static-int8",   # post-training, calibrated on real data
+    "qat-int8",      # fine-tuned with fake quantization, then converted
+    "mixed",         # int8 with sensitive layers kept in float
+    "int16x8",       # TFLite: int16 activations, int8 weights
+)
+
+BASELINE_MODE = "fp32"
+
+TARGET_KINDS: tuple[str, ...] = ("local", "cuda", "ssh")
+
+PROFILES: tuple[str, ...] = (
+    "generic-linux",
+    "raspberry-pi-4",
+    "raspberry-pi-5",
+    "jetson-orin",
+    "jetson-nano",
+    "x86-rapl",
+    "nvidia-gpu",
+)
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+STATUS_NA = "n/a"

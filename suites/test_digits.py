@@ -1,0 +1,11 @@
+"""digits-cnn across frameworks and modes: the plumbing suite, small and fast."""
+from harness import Suite
+from harness.models import digits_cnn
+
+suite = Suite(
+    model=digits_cnn,
+    frameworks=("onnxruntime",),
+    modes=("fp32", "fp16", "bf16", "dynamic-int8", "static-int8", "qat-int8", "mixed", "int16x8"),
+    budgets={"dynamic-int8": 1.0, "static-int8": 1.0, "mixed": 0.5},  # accuracy points vs fp32
+)
+test_case = suite.pytest_cases()

@@ -1,0 +1,89 @@
+"""The local target: the runner in a fresh subprocess on this machine, one per case,
+so peak memory belongs to that case alone."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+from typing import Callable
+
+import numpy as np
+
+from harness.runner import system
+from harness.runner_bundle import stage_runner
+from targets.base import RunnerJob, RunnerOutcome, Target, TargetInfo
+
+# Variables that would change what the runner measures if inherited from the host.
+SCRUBBED_ENV = ("TF_USE_LEGACY_KERAS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONPATH")
+
+
+def runner_env(runner_parent) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+    env["PYTHONPATH"] = str(runner_parent)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def collect(job: RunnerJob, log: str, timed_out_after: float = 0.0) -> RunnerOutcome:
+    """Read the result and outputs the runner left in the job's work directory."""
+    result_path = job.work_dir / "result.json"
+    if timed_out_after:
+        return RunnerOutcome({"status": "error", "reason": f"runner exceeded the case timeout of {timed_out_after:g} s and was killed"}, None, log)
+    if not result_path.is_file():
+        tail = " | ".join(log.strip().splitlines()[-3:]) or "no output"
+        return RunnerOutcome({"status": "error", "reason": f"runner died without a result ({tail})"}, None, log)
+    result = json.loads(result_path.read_text())
+    outputs = None
+    if result.get("status") == "ok":
+        with np.load(job.work_dir / "outputs.npz", allow_pickle=False) as npz:
+            outputs = {k: npz[k] for k in npz.files}
+    return RunnerOutcome(result, outputs, log)
+
+
+class LocalTarget(Target):
+    def info(self) -> TargetInfo:
+        facts = system.describe()
+        return TargetInfo(
+            name=self.config.name,
+            kind=self.config.kind,
+            profile=self.config.profile,
+            threads=self.config.threads or facts["physical_cores"],
+            arch=platform.machine(),
+            device=facts["cpu_model"],
+            host=facts["host"],
+            facts=facts,
+        )
+
+    def run(self, job: RunnerJob, progress: Callable[[str], None] = lambda m: None) -> RunnerOutcome:
+        job.work_dir.mkdir(parents=True, exist_ok=True)
+        config = dict(job.config)
+        config.update(
+            artifact=str(job.artifact_dir / job.model_file),
+            manifest=dict(job.manifest),
+            inputs=str(job.inputs_file),
+            outputs=str(job.work_dir / "outputs.npz"),
+            result=str(job.work_dir / "result.json"),
+        )
+        (job.work_dir / "result.json").unlink(missing_ok=True)
+        config_path = job.work_dir / "config.json"
+        config_path.write_text(json.dumps(config, indent=1))
+        python = self.config.python or sys.executable
+        proc = subprocess.Popen(
+            [python, "-m", "runner", str(config_path)],
+            cwd=job.work_dir,
+            env=runner_env(stage_runner(self.cache_dir / "runner")),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # own process group: a timeout kills the runner and its children
+        )
+        try:
+            log, _ = proc.communicate(timeout=self.config.case_timeout_s)
+            return collect(job, log)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            log, _ = proc.communicate()
+            return collect(job, log, timed_out_after=self.config.case_timeout_s)
