@@ -16,7 +16,7 @@ LATENCY = ["init_ms", "first_ms", "latency_mean_ms", "latency_std_ms", "latency_
            "iqr_over_median", "noisy", "valid", "throughput_ips"]
 ACCURACY = ["metric", "accuracy", "accuracy_delta", "accuracy_budget", "within_budget"]
 SIZE_MEMORY = ["size_bytes", "size_ratio", "peak_rss_mb", "gpu_mem_mb"]
-POWER = ["power_source", "idle_power_w", "power_mean_w", "energy_mj_per_inf", "throttled"]
+POWER = ["power_source", "idle_power_w", "power_mean_w", "energy_mj_per_inf", "throttled", "temp_before_c", "temp_after_c"]
 COMPARISON = ["speedup"]
 PROVENANCE = ["runtime", "runtime_version", "python_version", "host", "artifact_key", "artifact_sha256"]
 

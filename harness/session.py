@@ -241,6 +241,8 @@ class BenchSession:
             "min_duration_s": timing.min_duration_s,
             "max_duration_s": timing.max_duration_s,
             "options": {},
+            "sensors": {"profile": self.target_info.profile, "root": "/", "idle_s": 1.0,
+                        "settings": dict(self.target_config.settings.get("sensors", {}))},
         }
         return RunnerJob(case.case_id, artifact.path, artifact.manifest["file"], artifact.manifest,
                          self._inputs_file(case), config, self.store.dir / "work" / case.case_id)
@@ -257,6 +259,19 @@ class BenchSession:
             python_version=system.get("python_version"), host=system.get("host"),
             device=system.get("cpu_model") or row["device"],
         )
+        power = result.get("power") or {}
+        if power.get("power_source"):
+            row["power_source"] = power["power_source"]
+        row["idle_power_w"] = power.get("idle_power_w")
+        row["power_mean_w"] = power.get("power_mean_w")
+        if row["power_mean_w"] is not None and result["n_runs"]:
+            # mean power over the timed window x window / inferences (one inference = one call)
+            row["energy_mj_per_inf"] = 1000.0 * row["power_mean_w"] * power.get("window_s", result["duration_s"]) / result["n_runs"]
+        if "throttled" in power:
+            row["throttled"] = bool(power["throttled"])
+        for when in ("before", "after"):
+            temps = (power.get(f"probes_{when}") or {}).get("thermal", {}).get("temps_c") or {}
+            row[f"temp_{when}_c"] = max(temps.values()) if temps else None
 
     def _score(self, case: Case, row: dict[str, Any], outputs, baseline) -> None:
         metric: Metric = resolve_metric(case.model.metric)

@@ -15,7 +15,7 @@ import traceback
 
 import numpy as np
 
-from . import measure, system
+from . import measure, sensors, system
 
 # framework -> backend module inside this package (each imports only its own runtime)
 BACKENDS = {
@@ -76,7 +76,14 @@ def run(config: dict) -> dict:
     first_ms = measure.clock_ms(lambda: session.run(bench_feed))
     call = lambda: session.run(bench_feed)  # noqa: E731 - the exact call the loop times
     warmup_runs = measure.warmup(call, int(config.get("warmup_runs", 10)), float(config.get("warmup_s", 0.2)))
-    timing = measure.timed_loop(call, int(config["min_runs"]), float(config["min_duration_s"]), float(config["max_duration_s"]))
+    sensing = config.get("sensors") or {}
+    found, probes, none_reason = sensors.discover(sensing.get("profile", "generic-linux"), sensing.get("root", "/"),
+                                                  sensing.get("settings", {}))
+    timing, power = sensors.measure(
+        found, probes, none_reason,
+        lambda: measure.timed_loop(call, int(config["min_runs"]), float(config["min_duration_s"]), float(config["max_duration_s"])),
+        idle_s=float(sensing.get("idle_s", 1.0)),
+    )
 
     # Accuracy pass: same prepare+run path as the timed loop, over every evaluation sample.
     outputs = measure.evaluation_pass(lambda feed: session.run(session.prepare(feed)), data, batch_size, session.output_names)
@@ -99,6 +106,7 @@ def run(config: dict) -> dict:
         "n_eval": len(next(iter(data.values()))),
     }
     result.update(timing)
+    result["power"] = power
     result["peak_rss_mb"] = system.peak_rss_mb()
     return result
 

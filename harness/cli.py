@@ -1,0 +1,75 @@
+"""The `quantbench` command. Each subcommand lives in a small function; COMMANDS is the registry."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _suites_dir() -> Path:
+    local = Path.cwd() / "suites"
+    return local if local.is_dir() else REPO_ROOT / "suites"
+
+
+def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
+    """A thin wrapper over `pytest suites/ --target=NAME`."""
+    import pytest
+
+    argv = [str(_suites_dir()), f"--target={args.target}", "-p", "no:cacheprovider", *rest]
+    if args.inventory:
+        argv.append(f"--inventory={args.inventory}")
+    print("quantbench: pytest " + " ".join(argv), file=sys.stderr)
+    return int(pytest.main(argv))
+
+
+def cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
+    from harness.report import comparison_table
+    from harness.store import load_run, resolve_run
+
+    run_dir = resolve_run(args.run, Path(args.results_dir))
+    print(f"run {run_dir.name} ({run_dir})")
+    print(comparison_table(load_run(run_dir)))
+    return 0
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run suites (pytest suites/ --target=NAME); other arguments go to pytest")
+    p.add_argument("--target", default="local", help="target name from the inventory (default: local)")
+    p.add_argument("--inventory", default=None, help="inventory file (default: $QUANTBENCH_INVENTORY or ./targets.toml)")
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="print a stored run's comparison table")
+    p.add_argument("run", nargs="?", default="latest", help="run id, run directory, or 'latest' (default)")
+    p.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
+
+
+# name -> (add the subparser, handler). A handler gets the parsed args and the unparsed rest.
+COMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace, list[str]], int]]] = {
+    "run": (_add_run, cmd_run),
+    "report": (_add_report, cmd_report),
+}
+
+PASSTHROUGH = {"run"}  # subcommands whose unknown arguments go on to pytest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="quantbench", description="Which quantization mode should we ship on this device?")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command not in PASSTHROUGH:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        return COMMANDS[args.command][1](args, rest)
+    except FileNotFoundError as exc:
+        print(f"quantbench {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

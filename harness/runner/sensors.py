@@ -1,0 +1,192 @@
+"""Power, energy and thermal sensors, sampled by the runner around the timed window.
+
+Standard library only (the runner ships to devices). A profile names which readers
+to try; every reader takes a `root` so tests can point it at a recorded sysfs tree.
+
+Two kinds of power sensor:
+  - "power": read() returns instantaneous watts; sampled every `interval_s` in a thread.
+  - "energy": read() returns a cumulative counter in joules (wrap-around already
+    handled by the reader); read at the start and end of the window.
+
+Register readers in READERS (name -> factory) and list them per profile in PROFILES.
+A factory returns a list of Sensor (possibly empty) and never raises for a missing
+device: it returns [] and the reason comes from `discover`.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+
+class Sensor:
+    name = "sensor"  # e.g. "ina3221:VDD_IN", "rapl:package-0", "nvml:0"
+    kind = "power"  # "power" (watts now) or "energy" (cumulative joules)
+    source = ""  # the `power_source` text, e.g. "ina3221 VDD_IN (total board power)"
+
+    def read(self) -> float:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class Probe:
+    """A before/after snapshot (temperatures, throttling flags, clocks)."""
+
+    name = "probe"
+
+    def snapshot(self) -> Dict[str, object]:
+        raise NotImplementedError
+
+
+def thermal_zones(root: str = "/") -> Dict[str, float]:
+    """Every /sys/class/thermal/thermal_zone*/temp, in degrees C, keyed by zone type."""
+    base = os.path.join(root, "sys/class/thermal")
+    temps: Dict[str, float] = {}
+    try:
+        zones = sorted(z for z in os.listdir(base) if z.startswith("thermal_zone"))
+    except OSError:
+        return temps
+    for zone in zones:
+        try:
+            with open(os.path.join(base, zone, "temp")) as f:
+                milli = float(f.read().strip())
+            try:
+                with open(os.path.join(base, zone, "type")) as f:
+                    label = f.read().strip() or zone
+            except OSError:
+                label = zone
+            temps[label if label not in temps else f"{label}:{zone}"] = milli / 1000.0
+        except (OSError, ValueError):
+            continue
+    return temps
+
+
+class ThermalProbe(Probe):
+    name = "thermal"
+
+    def __init__(self, root: str = "/") -> None:
+        self.root = root
+
+    def snapshot(self) -> Dict[str, object]:
+        return {"temps_c": thermal_zones(self.root)}
+
+
+# reader name -> factory(root, settings) -> list of Sensor
+READERS: Dict[str, Callable[[str, dict], List[Sensor]]] = {}
+# reader name -> factory(root, settings) -> list of Probe
+PROBES: Dict[str, Callable[[str, dict], List[Probe]]] = {
+    "thermal": lambda root, settings: [ThermalProbe(root)],
+}
+# profile -> (power readers to try in order, probes). The first reader that finds a sensor wins.
+PROFILES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
+    "generic-linux": ((), ("thermal",)),
+}
+
+
+def discover(profile: str, root: str = "/", settings: Optional[dict] = None) -> Tuple[List[Sensor], List[Probe], str]:
+    """Sensors and probes for a profile, and the reason when there is no power sensor."""
+    settings = settings or {}
+    readers, probe_names = PROFILES.get(profile, PROFILES["generic-linux"])
+    probes: List[Probe] = []
+    for name in probe_names:
+        if name in PROBES:
+            probes.extend(PROBES[name](root, settings))
+    tried = []
+    for name in readers:
+        if name not in READERS:
+            continue
+        found = READERS[name](root, settings)
+        if found:
+            return found, probes, ""
+        tried.append(name)
+    if tried:
+        return [], probes, f"no power sensor found on this {profile} device (tried {', '.join(tried)})"
+    return [], probes, f"no power sensor on {profile}"
+
+
+class PowerWindow:
+    """Samples power sensors in a background thread between __enter__ and __exit__."""
+
+    def __init__(self, sensors: List[Sensor], interval_s: float = 0.05) -> None:
+        self.sensors = sensors
+        self.interval_s = interval_s
+        self.samples: List[Tuple[float, float]] = []  # (monotonic time, total watts) of "power" sensors
+        self._energy_start: Dict[str, float] = {}
+        self._energy_end: Dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.started = self.stopped = 0.0
+
+    def _power_now(self) -> Optional[float]:
+        power = [s for s in self.sensors if s.kind == "power"]
+        return sum(s.read() for s in power) if power else None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            watts = self._power_now()
+            if watts is not None:
+                self.samples.append((time.monotonic(), watts))
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "PowerWindow":
+        self._energy_start = {s.name: s.read() for s in self.sensors if s.kind == "energy"}
+        self.started = time.monotonic()
+        if any(s.kind == "power" for s in self.sensors):
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.stopped = time.monotonic()
+        self._energy_end = {s.name: s.read() for s in self.sensors if s.kind == "energy"}
+
+    @property
+    def seconds(self) -> float:
+        return self.stopped - self.started
+
+    def mean_power_w(self) -> Optional[float]:
+        """Mean total power over the window: counters' energy / time, plus sampled watts."""
+        total = 0.0
+        have = False
+        if self._energy_start:
+            joules = sum(self._energy_end[k] - self._energy_start[k] for k in self._energy_start)
+            total += joules / self.seconds if self.seconds > 0 else 0.0
+            have = True
+        if self.samples:
+            total += sum(w for _, w in self.samples) / len(self.samples)
+            have = True
+        return total if have else None
+
+
+def measure(sensors: List[Sensor], probes: List[Probe], none_reason: str, timed: Callable[[], dict],
+            idle_s: float = 1.0, interval_s: float = 0.05) -> Tuple[dict, dict]:
+    """Idle power just before the window, then `timed()` inside a sampled window.
+
+    Returns (timed()'s result, power facts for the row)."""
+    before = {p.name: p.snapshot() for p in probes}
+    facts: Dict[str, object] = {"probes_before": before}
+    if sensors:
+        with PowerWindow(sensors, interval_s) as idle:
+            time.sleep(idle_s)
+        with PowerWindow(sensors, interval_s) as window:
+            result = timed()
+        facts.update(
+            power_source=", ".join(s.source or s.name for s in sensors),
+            idle_power_w=idle.mean_power_w(),
+            power_mean_w=window.mean_power_w(),
+            window_s=window.seconds,
+            power_samples=len(window.samples),
+        )
+    else:
+        result = timed()
+        facts.update(power_source=f"none: {none_reason}")
+    facts["probes_after"] = {p.name: p.snapshot() for p in probes}
+    for s in sensors:
+        s.close()
+    return result, facts
