@@ -1,0 +1,53 @@
+"""Shared fixtures for the harness's own tests."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Small timing budgets: tests check behaviour, benchmarks/ checks speed.
+FAST_TIMING = ("--min-runs", "20", "--min-duration", "0.1", "--max-duration", "2", "--warmup-runs", "2")
+
+
+@dataclass
+class SuiteRun:
+    returncode: int
+    output: str
+    run_dir: Path
+
+    @property
+    def results(self) -> pd.DataFrame:
+        from harness.store import load_run
+
+        return load_run(self.run_dir)
+
+    def row(self, case_id: str) -> dict:
+        df = self.results
+        rows = df[df["case_id"] == case_id]
+        assert len(rows) == 1, f"no single row {case_id!r}; cases: {sorted(df['case_id'])}"
+        return rows.iloc[0].to_dict()
+
+
+@pytest.fixture
+def run_suite(tmp_path):
+    """Run `pytest <suite files> -p harness.pytest_plugin` in a fresh process, the way a user
+    does, with fast timing and a private results dir; the artifact cache is shared."""
+    counter = iter(range(1000))
+
+    def run(*paths, extra=(), env=None, timeout=900) -> SuiteRun:
+        run_id = f"test-{next(counter)}"
+        results = tmp_path / "results"
+        cmd = [sys.executable, "-m", "pytest", *map(str, paths), "-p", "harness.pytest_plugin",
+               "-p", "no:cacheprovider", "-q", f"--results-dir={results}", f"--run-id={run_id}",
+               f"--rootdir={tmp_path}", *FAST_TIMING, *extra]
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **(env or {})})
+        return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / run_id)
+
+    return run
