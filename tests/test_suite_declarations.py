@@ -1,0 +1,77 @@
+"""Bad suite declarations fail at collection, naming the suite file and the field."""
+import textwrap
+
+import pytest
+
+from harness import Suite, SuiteError
+from harness.models import digits_cnn, onnx_model
+
+
+def test_unknown_mode_names_file_and_field():
+    with pytest.raises(SuiteError) as err:
+        Suite(model=digits_cnn, modes=("fp32", "int4"))
+    message = str(err.value)
+    assert __file__ in message and "`modes`" in message and "'int4'" in message
+
+
+def test_unknown_framework():
+    with pytest.raises(SuiteError, match=r"`frameworks`: unknown framework 'tensorrt'"):
+        Suite(model=digits_cnn, frameworks=("tensorrt",))
+
+
+def test_budget_for_a_mode_not_in_the_suite():
+    with pytest.raises(SuiteError, match="`budgets`"):
+        Suite(model=digits_cnn, modes=("fp32",), budgets={"static-int8": 1.0})
+
+
+def test_negative_budget():
+    with pytest.raises(SuiteError, match="non-negative"):
+        Suite(model=digits_cnn, modes=("static-int8",), budgets={"static-int8": -1})
+
+
+def test_missing_data_file(tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    with pytest.raises(SuiteError, match=r"`model.data`: data file .*missing.npz does not exist"):
+        Suite(model=onnx_model("m", model, data=tmp_path / "missing.npz"))
+
+
+def test_missing_onnx_file(tmp_path):
+    with pytest.raises(SuiteError, match=r"ONNX file .*nope.onnx does not exist"):
+        Suite(model=onnx_model("m", tmp_path / "nope.onnx", data=tmp_path / "d.npz"))
+
+
+def test_bad_batch_size():
+    with pytest.raises(SuiteError, match="`batch_sizes`"):
+        Suite(model=digits_cnn, batch_sizes=(0,))
+
+
+def test_cases_put_fp32_first_and_keep_unavailable_modes_as_na():
+    suite = Suite(model=digits_cnn, frameworks=("onnxruntime",), modes=("static-int8", "bf16"))
+    cases = suite.cases()
+    assert [c.mode for c in cases] == ["fp32", "static-int8", "bf16"]
+    bf16 = cases[-1]
+    assert bf16.recipe is None and "bfloat16" in bf16.na_reason
+    assert len({c.case_id for c in cases}) == len(cases)
+
+
+def test_collection_error_reaches_pytest_output(run_suite, tmp_path):
+    suite_file = tmp_path / "test_bad_suite.py"
+    suite_file.write_text(textwrap.dedent("""
+        from harness import Suite
+        from harness.models import digits_cnn
+        suite = Suite(model=digits_cnn, modes=("fp32", "fp8"))
+        test_case = suite.pytest_cases()
+    """))
+    run = run_suite(suite_file)
+    assert run.returncode != 0
+    assert "test_bad_suite.py: suite field `modes`: unknown mode 'fp8'" in run.output
+
+
+def test_unknown_target_is_a_usage_error_listing_known_targets(run_suite, tmp_path):
+    suite_file = tmp_path / "test_ok_suite.py"
+    suite_file.write_text("from harness import Suite\nfrom harness.models import digits_cnn\n"
+                          "test_case = Suite(model=digits_cnn).pytest_cases()\n")
+    run = run_suite(suite_file, extra=("--target=nowhere",))
+    assert run.returncode == 4  # pytest's usage error
+    assert "unknown target 'nowhere'; known targets: local" in run.output
