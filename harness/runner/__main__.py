@@ -41,6 +41,10 @@ def _load_backend(framework: str):
         ) from exc
 
 
+def _shape(dims) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+
+
 def _check_inputs(input_specs, data, batch_size: int) -> None:
     """The artifact's inputs must match the data: same names, compatible shapes."""
     names = [name for name, _, _ in input_specs]
@@ -55,8 +59,8 @@ def _check_inputs(input_specs, data, batch_size: int) -> None:
             shape and shape[0] is not None and shape[0] != batch_size
         ):
             raise RunnerError(
-                f"input {name!r}: the model expects shape {tuple('?' if d is None else d for d in shape)} ({dtype}) "
-                f"but the data gives batches of shape {wanted} ({data[name].dtype})"
+                f"input {name!r}: the model expects shape {_shape(shape)} ({dtype}) "
+                f"but the data gives batches of shape {_shape(wanted)} ({data[name].dtype})"
             )
 
 

@@ -1,0 +1,139 @@
+"""End to end on the local target: the onnxruntime digits suite, a user model over its
+accuracy budget, and broken user models, in one pytest run; then a cached re-run."""
+import json
+import textwrap
+
+import pytest
+
+from harness.quantize import UNAVAILABLE
+from harness.vocabulary import MODES
+from tests import onnx_models
+
+DIGITS_SUITE = """
+from harness import Suite
+from harness.models import digits_cnn
+
+suite = Suite(model=digits_cnn, frameworks=("onnxruntime",), modes={modes!r},
+              budgets={{"static-int8": 1.0, "mixed": 1.0}})
+test_case = suite.pytest_cases()
+"""
+
+USER_SUITES = """
+from pathlib import Path
+from harness import Suite
+from harness.models import onnx_model
+
+HERE = Path(__file__).parent
+fragile = Suite(name="fragile", model=onnx_model("fragile-logreg", HERE / "fragile.onnx", data=HERE / "digits_flat.npz"),
+                modes=("dynamic-int8",), budgets={"dynamic-int8": 1.0})
+wrong_shape = Suite(name="wrong-shape", model=onnx_model("logreg-wrong-shape", HERE / "logreg.onnx", data=HERE / "digits_images.npz"))
+nan = Suite(name="nan", model=onnx_model("nan-model", HERE / "nan.onnx", data=HERE / "digits_flat.npz"))
+test_fragile = fragile.pytest_cases()
+test_wrong_shape = wrong_shape.pytest_cases()
+test_nan = nan.pytest_cases()
+"""
+
+
+@pytest.fixture(scope="module")
+def suite_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("suites")
+    (d / "test_digits_ort.py").write_text(DIGITS_SUITE.format(modes=MODES))
+    (d / "test_user_models.py").write_text(USER_SUITES)
+    _, _, x_calib, x_eval, y_eval = onnx_models.digits_flat()
+    onnx_models.write_npz(d / "digits_flat.npz", x_eval, y_eval, x_calib)
+    onnx_models.write_npz(d / "digits_images.npz", x_eval.reshape(-1, 1, 8, 8), y_eval, x_calib.reshape(-1, 1, 8, 8))
+    onnx_models.logistic_regression(d / "logreg.onnx")
+    onnx_models.logistic_regression(d / "fragile.onnx", outlier=500.0)
+    onnx_models.nan_model(d / "nan.onnx")
+    return d
+
+
+@pytest.fixture(scope="module")
+def first_run(suite_dir, tmp_path_factory):
+    from tests.conftest import FAST_TIMING, SuiteRun
+    import os, subprocess, sys
+
+    work = tmp_path_factory.mktemp("run")
+    results, cache = work / "results", work / "cache"
+
+    def run(run_id):
+        cmd = [sys.executable, "-m", "pytest", str(suite_dir), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
+               "-q", f"--results-dir={results}", f"--cache-dir={cache}", f"--run-id={run_id}", f"--rootdir={suite_dir}", *FAST_TIMING]
+        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=900, env=dict(os.environ))
+        return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / run_id)
+
+    return run("first"), run
+
+
+def test_every_mode_has_a_row_with_the_right_status(first_run):
+    run, _ = first_run
+    df = run.results
+    digits = df[df["model"] == "digits-cnn"]
+    assert sorted(digits["mode"]) == sorted(MODES)
+    for _, row in digits.iterrows():
+        expected = "n/a" if ("onnxruntime", row["mode"]) in UNAVAILABLE else "ok"
+        assert row["status"] == expected, (row["case_id"], row["reason"])
+        if expected == "n/a":
+            assert row["reason"], row["case_id"]
+
+
+def test_accuracy_size_and_latency_columns(first_run):
+    run, _ = first_run
+    fp32 = run.row("digits-cnn-onnxruntime-fp32-b1")
+    assert 0.95 <= fp32["accuracy"] <= 1.0
+    assert fp32["latency_p50_ms"] > 0 and fp32["n_runs"] >= 20 and fp32["valid"]
+    assert fp32["threads"] >= 1 and fp32["peak_rss_mb"] > 0 and fp32["runtime"] == "onnxruntime"
+    static = run.row("digits-cnn-onnxruntime-static-int8-qdq-b1")
+    assert static["accuracy_delta"] >= -0.01 and static["within_budget"]
+    for case in ("static-int8-qdq", "dynamic-int8-dyn", "mixed-qdq-mixed"):
+        row = run.row(f"digits-cnn-onnxruntime-{case}-b1")
+        assert row["size_ratio"] <= 0.35, (case, row["size_ratio"])
+        assert row["speedup"] > 0
+    assert run.row("digits-cnn-onnxruntime-fp16-b1")["size_ratio"] <= 0.55
+
+
+def test_budget_failure_fails_the_test_and_is_recorded(first_run):
+    run, _ = first_run
+    row = run.row("fragile-logreg-onnxruntime-dynamic-int8-dyn-b1")
+    assert row["status"] == "ok" and row["within_budget"] is not None and not row["within_budget"]
+    base = run.row("fragile-logreg-onnxruntime-fp32-b1")
+    assert base["accuracy"] > 0.9 and row["accuracy"] < base["accuracy"] - 0.01
+    assert "over the dynamic-int8 budget of 1.0 points" in run.output
+    assert f"accuracy {row['accuracy']:.4f} vs fp32 {base['accuracy']:.4f}" in run.output
+
+
+def test_failing_cases_are_errors_with_actionable_reasons(first_run):
+    run, _ = first_run
+    wrong = run.row("logreg-wrong-shape-onnxruntime-fp32-b1")
+    assert wrong["status"] == "error"
+    assert "input 'input': the model expects shape (?, 64) (float32)" in wrong["reason"]
+    assert "(1, 1, 8, 8)" in wrong["reason"]
+    nan = run.row("nan-model-onnxruntime-fp32-b1")
+    assert nan["status"] == "error" and "NaN/Inf" in nan["reason"]
+    assert run.returncode == 1  # failed tests, not a crash
+    assert "FAILED" in run.output and "NaN/Inf" in run.output
+
+
+def test_report_files_and_summary(first_run):
+    run, _ = first_run
+    for name in ("results.parquet", "results.csv", "latencies.parquet", "run.json"):
+        assert (run.run_dir / name).is_file(), name
+    import pandas as pd
+
+    lat = pd.read_parquet(run.run_dir / "latencies.parquet")
+    fp32 = run.row("digits-cnn-onnxruntime-fp32-b1")
+    assert (lat["case_id"] == fp32["case_id"]).sum() == fp32["n_runs"]
+    info = json.loads((run.run_dir / "run.json").read_text())
+    assert info["target"]["name"] == "local" and info["versions"]["onnxruntime"] and info["finished_at"]
+    assert "quantbench: run first on local" in run.output
+    assert "report: " in run.output and "results.parquet" in run.output
+
+
+def test_second_run_quantizes_nothing(first_run):
+    first, run = first_run
+    assert "(built)" in (first.run_dir / "run.log").read_text()
+    second = run("second")
+    log = (second.run_dir / "run.log").read_text()
+    assert "(cached)" in log and "(built)" not in log
+    assert second.row("digits-cnn-onnxruntime-static-int8-qdq-b1")["artifact_key"] == \
+        first.row("digits-cnn-onnxruntime-static-int8-qdq-b1")["artifact_key"]
