@@ -204,6 +204,7 @@ class BenchSession:
             self.progress(f"quantizing ({case.recipe.name})")
             artifact, built = ctx.artifact(case.recipe)
             row.update(size_bytes=artifact.size_bytes, artifact_key=artifact.manifest["key"],
+                       recipe=artifact.manifest.get("notes", {}).get("recipe", row["recipe"]),
                        artifact_sha256=artifact.manifest["sha256"])
             self.store.log(f"[{case.case_id}] artifact {artifact.path} ({'built' if built else 'cached'})")
             self.progress(f"measuring on {self.target_info.name} (up to {timing.max_duration_s:g} s)")

@@ -6,6 +6,7 @@ from harness.artifacts import ArtifactCache, BuiltModel, TensorSpec, content_key
 from harness.data import Dataset
 from harness.models.spec import ModelSpec
 from harness.quantize import BuildContext, recipes_for
+from tests.onnx_models import gemm_model
 
 
 def test_content_key_is_stable_and_order_independent():
@@ -64,9 +65,8 @@ def test_key_follows_the_model_weights_and_data(tmp_path):
     x = np.zeros((4, 3), np.float32)
     data_a = Dataset("a", {"input": x}, {"input": x}, np.zeros(4, np.int64))
     data_b = Dataset("b", {"input": x + 1}, {"input": x}, np.zeros(4, np.int64))
-    onnx_a, onnx_b = tmp_path / "a.onnx", tmp_path / "b.onnx"
-    onnx_a.write_bytes(b"a")
-    onnx_b.write_bytes(b"b")
+    onnx_a = gemm_model(tmp_path / "a.onnx", np.ones((3, 2)), np.zeros(2))
+    onnx_b = gemm_model(tmp_path / "b.onnx", np.ones((3, 2)), np.ones(2))
     recipe = recipes_for("onnxruntime", "static-int8")[0]
     cache = ArtifactCache(tmp_path / "cache")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
-from harness.artifacts import Artifact, ArtifactCache, BuiltModel
+from harness.artifacts import Artifact, ArtifactCache, BuiltModel, sha256_file
 from harness.data import Dataset
 from harness.models.spec import ModelContext, ModelSpec
 
@@ -50,6 +50,23 @@ def library_versions(names: tuple[str, ...]) -> dict[str, str]:
     return versions
 
 
+def onnx_files(path: Path) -> list[Path]:
+    """An ONNX file and the external-data files it references (they are part of the model)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file {path} does not exist")
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer if uses_external_data(tensor)
+        for entry in tensor.external_data if entry.key == "location"
+    }
+    return [path] + [path.parent / loc for loc in sorted(locations)]
+
+
 class BuildContext:
     """Everything a recipe may need, built lazily and once per model per session."""
 
@@ -85,11 +102,8 @@ class BuildContext:
         """Identity of the fp32 model: spec version, data, and the weights themselves."""
         h = hashlib.sha256(f"{self.spec.name}:{self.spec.version}:{self.dataset.fingerprint()}".encode())
         if self.spec.onnx_file is not None:
-            if not self.spec.onnx_file.is_file():
-                raise FileNotFoundError(f"model {self.spec.name}: ONNX file {self.spec.onnx_file} does not exist")
-            from harness.artifacts import sha256_file
-
-            h.update(sha256_file(self.spec.onnx_file).encode())
+            for path in onnx_files(self.spec.onnx_file):
+                h.update(sha256_file(path).encode())
         if self.spec.torch_factory is not None:
             for name, tensor in self.torch_module.state_dict().items():
                 h.update(name.encode())

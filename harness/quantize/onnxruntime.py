@@ -4,7 +4,6 @@ Everything is calibrated on the dataset's calibration split, never on random dat
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -72,16 +71,20 @@ def _export_torch(ctx: BuildContext, out: Path) -> dict:
     max_abs = float(np.max(np.abs(got - expected.numpy())))
     if not max_abs < 1e-3 * max(1.0, float(np.max(np.abs(expected.numpy())))):
         raise RuntimeError(f"ONNX export differs from the torch module by {max_abs:.3g} (max abs) on evaluation samples")
-    return {"exporter": f"torch.onnx.export(dynamo=True, opset={OPSET})", "export_max_abs_diff": max_abs}
+    return {"recipe": f"onnxruntime.fp32(torch.onnx.export dynamo, opset {OPSET})", "export_max_abs_diff": max_abs}
 
 
 def build_fp32(ctx: BuildContext, out: Path) -> BuiltModel:
     target = out / FP32_FILE
     if ctx.spec.onnx_file is not None:
+        import onnx
+
         if not ctx.spec.onnx_file.is_file():
             raise FileNotFoundError(f"ONNX file {ctx.spec.onnx_file} does not exist")
-        shutil.copyfile(ctx.spec.onnx_file, target)
-        notes = {"source": str(ctx.spec.onnx_file)}
+        # onnx.load pulls in external data (e.g. model.onnx.data beside the file); saving
+        # one self-contained file keeps the artifact a single file a device can load.
+        onnx.save(onnx.load(str(ctx.spec.onnx_file)), str(target))
+        notes = {"source": str(ctx.spec.onnx_file), "recipe": "onnxruntime.fp32(user ONNX file)"}
     else:
         notes = _export_torch(ctx, target)
     return describe(target, notes)
@@ -207,7 +210,7 @@ def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
     return describe(out / "model.onnx", {"kept_float": exclude, "layers": list(ctx.keep_float) or "first and last weighted node"})
 
 
-FP32 = Recipe("onnxruntime", "fp32", "onnxruntime.fp32(torch.onnx.export dynamo)", "fp32", build_fp32, {"opset": OPSET}, ("torch", "onnx", "onnxscript"))
+FP32 = Recipe("onnxruntime", "fp32", "onnxruntime.fp32", "fp32", build_fp32, {"opset": OPSET}, ("torch", "onnx", "onnxscript"))
 RECIPES: tuple[Recipe, ...] = (
     FP32,
     Recipe("onnxruntime", "fp16", "onnxconverter_common.convert_float_to_float16(keep_io_types)", "fp16", build_fp16,
