@@ -3,6 +3,11 @@
 Config keys: framework, artifact, manifest, inputs (.npz of evaluation inputs by name),
 outputs (path for the evaluation outputs), result (path for the JSON), threads,
 batch_size, warmup_runs, warmup_s, min_runs, min_duration_s, max_duration_s, options.
+
+A backend has input_specs, output_names, details, prepare(feed) and run(prepared), and
+may add: fetch(outputs) -> host arrays (when run leaves outputs on a device),
+after_window() -> facts read right after the timed window (e.g. peak device memory),
+post_details() -> facts that need an extra probing run, taken after every figure.
 """
 from __future__ import annotations
 
@@ -70,6 +75,10 @@ def run(config: dict) -> dict:
     with np.load(config["inputs"], allow_pickle=False) as npz:
         data = {k: npz[k] for k in npz.files}
     backend_cls = _load_backend(config["framework"])
+    # Sensors before the model loads: the NVML probe notes the GPU memory already in use.
+    sensing = config.get("sensors") or {}
+    found, probes, none_reason = sensors.discover(sensing.get("profile", "generic-linux"), sensing.get("root", "/"),
+                                                  sensing.get("settings", {}))
 
     load_started = time.perf_counter_ns()
     session = backend_cls(config["artifact"], config.get("manifest", {}), threads, config.get("options", {}))
@@ -80,17 +89,25 @@ def run(config: dict) -> dict:
     first_ms = measure.clock_ms(lambda: session.run(bench_feed))
     call = lambda: session.run(bench_feed)  # noqa: E731 - the exact call the loop times
     warmup_runs = measure.warmup(call, int(config.get("warmup_runs", 10)), float(config.get("warmup_s", 0.2)))
-    sensing = config.get("sensors") or {}
-    found, probes, none_reason = sensors.discover(sensing.get("profile", "generic-linux"), sensing.get("root", "/"),
-                                                  sensing.get("settings", {}))
+    requested_s = float(config["min_duration_s"])
+    min_s, max_s = requested_s, float(config["max_duration_s"])
+    window_s, why = sensors.min_window(found, sensing.get("settings", {}))
+    if window_s > min_s:  # a sensor too coarse for a short window: run the loop longer
+        min_s, max_s = window_s, max(max_s, window_s)
     timing, power = sensors.measure(
         found, probes, none_reason,
-        lambda: measure.timed_loop(call, int(config["min_runs"]), float(config["min_duration_s"]), float(config["max_duration_s"])),
+        lambda: measure.timed_loop(call, int(config["min_runs"]), min_s, max_s),
         idle_s=float(sensing.get("idle_s", 1.0)),
     )
+    if min_s > requested_s:
+        power["window_extended"] = f"timed loop extended from {requested_s:g} s to at least {min_s:g} s for the energy figure ({why})"
+    details = dict(session.details)
+    if hasattr(session, "after_window"):  # e.g. peak device memory, read before anything else runs
+        details.update(session.after_window())
 
     # Accuracy pass: same prepare+run path as the timed loop, over every evaluation sample.
-    outputs = measure.evaluation_pass(lambda feed: session.run(session.prepare(feed)), data, batch_size, session.output_names)
+    fetch = getattr(session, "fetch", lambda outputs: outputs)  # device outputs -> host arrays
+    outputs = measure.evaluation_pass(lambda feed: fetch(session.run(session.prepare(feed))), data, batch_size, session.output_names)
     nonfinite = {name: int(np.size(v) - np.count_nonzero(np.isfinite(v))) for name, v in outputs.items()
                  if np.issubdtype(np.asarray(v).dtype, np.floating)}
     np.savez(config["outputs"], **outputs)
@@ -105,13 +122,15 @@ def run(config: dict) -> dict:
         "batch_size": batch_size,
         "runtime": session.runtime,
         "runtime_version": session.runtime_version,
-        "runtime_details": session.details,
+        "runtime_details": details,
         "nonfinite_outputs": {k: v for k, v in nonfinite.items() if v},
         "n_eval": len(next(iter(data.values()))),
     }
     result.update(timing)
     result["power"] = power
     result["peak_rss_mb"] = system.peak_rss_mb()
+    if hasattr(session, "post_details"):  # facts that need an extra probing run, after every figure
+        details.update(session.post_details())
     return result
 
 

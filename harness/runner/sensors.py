@@ -10,20 +10,29 @@ Two kinds of power sensor:
 
 Register readers in READERS (name -> factory) and list them per profile in PROFILES.
 A factory returns a list of Sensor (possibly empty) and never raises for a missing
-device: it returns [] and the reason comes from `discover`.
+device: it returns [] (the reason comes from `discover`), or raises NoSensor("exact
+reason") so the row says precisely why (e.g. "no /sys/class/powercap on this host").
 """
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 
+class NoSensor(Exception):
+    """Raised by a reader factory that found nothing; the message is the exact reason."""
+
+
 class Sensor:
     name = "sensor"  # e.g. "ina3221:VDD_IN", "rapl:package-0", "nvml:0"
     kind = "power"  # "power" (watts now) or "energy" (cumulative joules)
     source = ""  # the `power_source` text, e.g. "ina3221 VDD_IN (total board power)"
+    # Shortest window this sensor measures meaningfully (e.g. NVML's counter updates every
+    # ~100 ms): the runner extends the timed loop to at least this long (see min_window).
+    min_window_s = 0.0
 
     def read(self) -> float:
         raise NotImplementedError
@@ -74,15 +83,28 @@ class ThermalProbe(Probe):
         return {"temps_c": thermal_zones(self.root)}
 
 
+def _sibling(module: str, factory: str) -> Callable[[str, dict], list]:
+    """A factory defined in a sibling module, imported on first use (no import cycle)."""
+    def load(root: str, settings: dict) -> list:
+        return getattr(importlib.import_module(f"{__package__}.{module}"), factory)(root, settings)
+    return load
+
+
 # reader name -> factory(root, settings) -> list of Sensor
-READERS: Dict[str, Callable[[str, dict], List[Sensor]]] = {}
+READERS: Dict[str, Callable[[str, dict], List[Sensor]]] = {
+    "rapl": _sibling("sensors_rapl", "find_rapl"),  # CPU package energy (Intel/AMD RAPL via powercap)
+    "nvml": _sibling("sensors_nvml", "find_nvml"),  # NVIDIA GPU energy counter, else sampled power
+}
 # reader name -> factory(root, settings) -> list of Probe
 PROBES: Dict[str, Callable[[str, dict], List[Probe]]] = {
     "thermal": lambda root, settings: [ThermalProbe(root)],
+    "nvml": _sibling("sensors_nvml", "nvml_probes"),  # GPU clocks, temperature, throttle reasons, memory
 }
 # profile -> (power readers to try in order, probes). The first reader that finds a sensor wins.
 PROFILES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
-    "generic-linux": ((), ("thermal",)),
+    "generic-linux": (("rapl",), ("thermal",)),
+    "x86-rapl": (("rapl",), ("thermal",)),
+    "nvidia-gpu": (("nvml",), ("thermal", "nvml")),
 }
 
 
@@ -98,13 +120,31 @@ def discover(profile: str, root: str = "/", settings: Optional[dict] = None) -> 
     for name in readers:
         if name not in READERS:
             continue
-        found = READERS[name](root, settings)
+        try:
+            found = READERS[name](root, settings)
+        except NoSensor as exc:
+            tried.append(f"{name}: {exc}")
+            continue
         if found:
             return found, probes, ""
         tried.append(name)
     if tried:
         return [], probes, f"no power sensor found on this {profile} device (tried {', '.join(tried)})"
     return [], probes, f"no power sensor on {profile}"
+
+
+def min_window(sensors: List[Sensor], settings: Optional[dict] = None) -> Tuple[float, str]:
+    """The shortest timed window the sensors need, and why (empty when none is needed).
+    settings["min_window_s"] overrides the sensors' own figure."""
+    settings = settings or {}
+    if not sensors:
+        return 0.0, ""
+    if "min_window_s" in settings:
+        return float(settings["min_window_s"]), "the target's sensors.min_window_s setting"
+    slowest = max(sensors, key=lambda s: s.min_window_s, default=None)
+    if slowest is None or slowest.min_window_s <= 0:
+        return 0.0, ""
+    return slowest.min_window_s, f"{slowest.name} needs a window of at least {slowest.min_window_s:g} s"
 
 
 class PowerWindow:
