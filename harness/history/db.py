@@ -1,0 +1,398 @@
+"""The results database: one code path (SQLAlchemy Core) for a SQLite file and PostgreSQL.
+
+    db = HistoryDB.open()                          # $QUANTBENCH_RESULTS_DB or results/history.sqlite
+    db = HistoryDB.open("postgresql://bench@db.lab/quantbench")
+    db.append_run_dir("results/20261125-205725-2d28", tags=["nightly"])
+    db.results(target="jetson", model="digits-cnn")  # pandas DataFrame, one row per case
+    db.latencies(run_id="20261125-205725-2d28")     # long form: run_id, case_id, i, latency_ms
+
+Appending a run is one transaction (SQLite: BEGIN IMMEDIATE with a long busy timeout;
+PostgreSQL: row-level), so concurrent writers queue instead of losing rows. Appending a
+run id that is already there replaces it, so importing a run twice is harmless.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from harness.history import schema
+from harness.history.schema import (LATEST_VERSION, MIGRATIONS, RESULT_COLUMNS_V1, comparisons, latencies, results,
+                                    run_tags, runs, schema_version)
+
+ENV_VAR = "QUANTBENCH_RESULTS_DB"
+DEFAULT_FILE_NAME = "history.sqlite"  # under the results directory
+DISABLED = ("off", "none", "no")  # --results-db=off: keep results/<run-id>/ only
+LATENCY_ENCODING = "zlib-f8le"
+SQLITE_BUSY_TIMEOUT_S = 300.0  # a writer waits this long for another writer's transaction
+_PG_MIGRATION_LOCK = 0x71B7_0007  # pg_advisory_xact_lock key that serializes migrations
+TYPED = [c for c in RESULT_COLUMNS_V1]
+
+
+class HistoryError(RuntimeError):
+    """The results database cannot be used; the message names the database and what to do."""
+
+
+def resolve_url(explicit: Optional[str] = None, results_dir: Optional[Path] = None) -> Optional[str]:
+    """The database in force: --results-db, else $QUANTBENCH_RESULTS_DB, else <results_dir>/history.sqlite.
+
+    A plain path means a SQLite file; `postgresql://...` uses psycopg 3. None when disabled (`off`).
+    """
+    from harness.store import DEFAULT_RESULTS_DIR
+
+    value = explicit or os.environ.get(ENV_VAR) or str(Path(results_dir or DEFAULT_RESULTS_DIR) / DEFAULT_FILE_NAME)
+    if value.strip().lower() in DISABLED:
+        return None
+    if "://" not in value:
+        return f"sqlite:///{Path(value).expanduser().resolve()}"
+    for plain in ("postgresql://", "postgres://"):
+        if value.startswith(plain):
+            return "postgresql+psycopg://" + value[len(plain):]
+    return value
+
+
+def display_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def _engine(url: str) -> sa.Engine:
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+
+        # pysqlite's own transaction handling defers BEGIN and cannot take the write lock
+        # up front; take over so a writer holds RESERVED from its first statement.
+        @sa.event.listens_for(engine, "connect")
+        def _connect(dbapi_connection, _record) -> None:
+            dbapi_connection.isolation_level = None
+            dbapi_connection.execute("PRAGMA foreign_keys = ON")
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("qb_write") else "BEGIN")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _plain(value: Any) -> Any:
+    """A value the DB-API drivers accept: numpy scalars unwrapped, NaN as NULL."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _timestamp(text: Any) -> Optional[dt.datetime]:
+    if not text or (isinstance(text, float) and math.isnan(text)):
+        return None
+    if isinstance(text, dt.datetime):
+        return text.replace(tzinfo=None)
+    value = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def encode_latencies(values: Sequence[float]) -> bytes:
+    return zlib.compress(np.asarray(values, dtype="<f8").tobytes(), 6)
+
+
+def decode_latencies(data: bytes, encoding: str) -> np.ndarray:
+    if encoding != LATENCY_ENCODING:
+        raise HistoryError(f"latencies stored as {encoding!r}, which this quantbench cannot read; upgrade quantbench")
+    return np.frombuffer(zlib.decompress(data), dtype="<f8")
+
+
+def read_run_dir(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[float]]]:
+    """run.json, the rows and the raw latencies of results/<run-id>/, from the per-case files."""
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / "run.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a quantbench run directory (no run.json)")
+    manifest = json.loads(manifest_path.read_text())
+    rows, lat = [], {}
+    for path in sorted((run_dir / "cases").glob("*.json")):
+        record = json.loads(path.read_text())
+        rows.append(record["row"])
+        lat[record["row"]["case_id"]] = record.get("latencies_ms") or []
+    return manifest, rows, lat
+
+
+Selector = Union[None, str, int, Iterable[Any]]
+
+
+def _where(table: sa.Table, **selectors: Selector) -> list[sa.ColumnElement]:
+    clauses = []
+    for name, value in selectors.items():
+        if value is None:
+            continue
+        column = table.c[name]
+        if isinstance(value, (str, int)):
+            clauses.append(column == value)
+        else:
+            clauses.append(column.in_(list(value)))
+    return clauses
+
+
+class HistoryDB:
+    """A results database, migrated to the latest schema on open."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _engine(url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        try:
+            self.version = migrate(self.engine)
+        except sa.exc.OperationalError as exc:
+            raise HistoryError(f"cannot open the results database {display_url(url)}: {exc.orig or exc}; "
+                               f"check --results-db / ${ENV_VAR} (or pass --results-db=off)") from exc
+
+    @classmethod
+    def open(cls, explicit: Optional[str] = None, results_dir: Optional[Path] = None) -> "HistoryDB":
+        url = resolve_url(explicit, results_dir)
+        if url is None:
+            raise HistoryError("the results database is disabled (--results-db=off)")
+        return cls(url)
+
+    def __repr__(self) -> str:
+        return f"HistoryDB({display_url(self.url)})"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self.engine.connect().execution_options(qb_write=True) as conn, conn.begin():
+            yield conn
+
+    # -- writing -----------------------------------------------------------------------
+    def append_run_dir(self, run_dir: Path, tags: Sequence[str] = ()) -> str:
+        manifest, rows, lat = read_run_dir(Path(run_dir))
+        return self.append_run(manifest, rows, lat, tags)
+
+    def append_run(self, manifest: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+                   latencies_ms: Mapping[str, Sequence[float]], tags: Sequence[str] = ()) -> str:
+        """Record one run (replacing an earlier copy of the same run id); returns the run id."""
+        run_id = str(manifest["run_id"])
+        target = dict(manifest.get("target") or {})
+        first = rows[0] if rows else {}
+        run_values = {
+            "run_id": run_id,
+            "started_at": _timestamp(manifest.get("started_at")) or _now(),
+            "finished_at": _timestamp(manifest.get("finished_at")),
+            "target": target.get("name") or first.get("target") or "unknown",
+            "target_kind": target.get("kind") or first.get("target_kind"),
+            "profile": target.get("profile") or first.get("profile"),
+            "device": target.get("device") or first.get("device"),
+            "host": target.get("host") or first.get("host"),
+            "suites": ",".join(manifest.get("suites") or sorted({r.get("suite") for r in rows if r.get("suite")})),
+            "command": json.dumps(manifest.get("command") or []),
+            "n_cases": len(rows),
+            "manifest": json.dumps(dict(manifest), default=str),
+            "recorded_at": _now(),
+        }
+        with self._write() as conn:
+            self._delete_run(conn, run_id)
+            run_pk = conn.execute(runs.insert().values(**run_values)).inserted_primary_key[0]
+            for tag in sorted(set(tags)):
+                conn.execute(run_tags.insert().values(run_pk=run_pk, tag=tag))
+            for row in rows:
+                typed = {c: _plain(row.get(c)) for c in TYPED}
+                extra = {k: _plain(v) for k, v in row.items() if k not in RESULT_COLUMNS_V1 and k != "run_id"}
+                result_pk = conn.execute(results.insert().values(
+                    run_pk=run_pk, extra=json.dumps(extra, default=str) if extra else None, **typed)).inserted_primary_key[0]
+                values = latencies_ms.get(row["case_id"]) or []
+                if len(values):
+                    conn.execute(latencies.insert().values(result_pk=result_pk, n=len(values), encoding=LATENCY_ENCODING,
+                                                           data=encode_latencies(values)))
+        return run_id
+
+    @staticmethod
+    def _delete_run(conn: sa.Connection, run_id: str) -> None:
+        pk = conn.execute(sa.select(runs.c.id).where(runs.c.run_id == run_id)).scalar()
+        if pk is None:
+            return
+        result_pks = sa.select(results.c.id).where(results.c.run_pk == pk).scalar_subquery()
+        conn.execute(latencies.delete().where(latencies.c.result_pk.in_(result_pks)))
+        for table in (comparisons, results, run_tags):
+            conn.execute(table.delete().where(table.c.run_pk == pk))
+        conn.execute(runs.delete().where(runs.c.id == pk))
+
+    def add_tags(self, run_id: str, tags: Sequence[str]) -> None:
+        with self._write() as conn:
+            pk = self._run_pk(conn, run_id)
+            have = set(conn.execute(sa.select(run_tags.c.tag).where(run_tags.c.run_pk == pk)).scalars())
+            for tag in sorted(set(tags) - have):
+                conn.execute(run_tags.insert().values(run_pk=pk, tag=tag))
+
+    def record_comparisons(self, run_id: str, verdicts: pd.DataFrame) -> None:
+        """Store a run's gate verdicts (harness.history.regress.compare's frame), replacing earlier ones."""
+        with self._write() as conn:
+            pk = self._run_pk(conn, run_id)
+            conn.execute(comparisons.delete().where(comparisons.c.run_pk == pk))
+            for rec in verdicts.to_dict("records"):
+                conn.execute(comparisons.insert().values(
+                    run_pk=pk, **{c: _plain(rec.get(c)) for c in ("baseline_run_id", "case_id", "quantity", "old", "new",
+                                                                  "change", "p_value", "method", "verdict", "detail")}))
+
+    def _run_pk(self, conn: sa.Connection, run_id: str) -> int:
+        pk = conn.execute(sa.select(runs.c.id).where(runs.c.run_id == run_id)).scalar()
+        if pk is None:
+            raise HistoryError(f"no run {run_id!r} in {display_url(self.url)}; `quantbench history` lists the runs")
+        return pk
+
+    # -- reading -----------------------------------------------------------------------
+    def _frame(self, query: sa.Select) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            return pd.DataFrame(result.mappings().all(), columns=list(result.keys()))
+
+    def _tags_by_run(self, run_pks: Iterable[int]) -> dict[int, list[str]]:
+        pks = sorted(set(int(p) for p in run_pks))
+        tags: dict[int, list[str]] = {pk: [] for pk in pks}
+        if not pks:
+            return tags
+        query = sa.select(run_tags.c.run_pk, run_tags.c.tag).where(run_tags.c.run_pk.in_(pks)).order_by(run_tags.c.tag)
+        with self.engine.connect() as conn:
+            for pk, tag in conn.execute(query):
+                tags[pk].append(tag)
+        return tags
+
+    def runs(self, target: Selector = None, tag: Optional[str] = None, run_id: Selector = None,
+             limit: Optional[int] = None) -> pd.DataFrame:
+        """Runs, newest first: run_id, started_at, finished_at, target, ..., tags, and case counts by status."""
+        query = sa.select(runs).where(*_where(runs, target=target, run_id=run_id)).order_by(runs.c.started_at.desc(), runs.c.id.desc())
+        if tag is not None:
+            query = query.where(runs.c.id.in_(sa.select(run_tags.c.run_pk).where(run_tags.c.tag == tag)))
+        if limit:
+            query = query.limit(limit)
+        df = self._frame(query)
+        tags = self._tags_by_run(df["id"]) if len(df) else {}
+        df["tags"] = [",".join(tags.get(pk, [])) for pk in df["id"]]
+        counts = self._frame(sa.select(results.c.run_pk, results.c.status, sa.func.count().label("n"))
+                             .where(results.c.run_pk.in_([int(p) for p in df["id"]])).group_by(results.c.run_pk, results.c.status))
+        for status, column in (("ok", "n_ok"), ("error", "n_error"), ("n/a", "n_na")):
+            sub = counts[counts["status"] == status].set_index("run_pk")["n"] if len(counts) else pd.Series(dtype=int)
+            df[column] = [int(sub.get(pk, 0)) for pk in df["id"]]
+        return df.rename(columns={"id": "run_pk"})
+
+    def results(self, run_id: Selector = None, target: Selector = None, model: Selector = None, suite: Selector = None,
+                framework: Selector = None, mode: Selector = None, batch_size: Selector = None, status: Selector = None,
+                case_id: Selector = None, tag: Optional[str] = None, since: Optional[dt.datetime] = None) -> pd.DataFrame:
+        """Rows with harness.report's columns (plus extras), oldest run first, each with
+        run_started_at, tags and result_pk (the key of its raw latencies)."""
+        from harness import report
+
+        query = (sa.select(results, runs.c.run_id, runs.c.started_at.label("run_started_at"))
+                 .join(runs, results.c.run_pk == runs.c.id)
+                 .where(*_where(results, target=target, model=model, suite=suite, framework=framework, mode=mode,
+                                batch_size=batch_size, status=status, case_id=case_id),
+                        *_where(runs, run_id=run_id))
+                 .order_by(runs.c.started_at, runs.c.id, results.c.id))
+        if tag is not None:
+            query = query.where(runs.c.id.in_(sa.select(run_tags.c.run_pk).where(run_tags.c.tag == tag)))
+        if since is not None:
+            query = query.where(runs.c.started_at >= since)
+        df = self._frame(query)
+        if df.empty:
+            return report.frame([]).assign(run_started_at=pd.Series(dtype="datetime64[ns]"), tags=pd.Series(dtype=str),
+                                           result_pk=pd.Series(dtype=int))
+        extras = [json.loads(e) if e else {} for e in df.pop("extra")]
+        extra_df = pd.DataFrame(extras, index=df.index)
+        for column in extra_df.columns:
+            if column not in df.columns:
+                df[column] = extra_df[column]
+        tags = self._tags_by_run(df["run_pk"])
+        df["tags"] = [",".join(tags.get(pk, [])) for pk in df["run_pk"]]
+        df = df.rename(columns={"id": "result_pk"}).drop(columns=["run_pk"])
+        return report.frame(df.to_dict("records"))
+
+    def latency_arrays(self, result_pks: Iterable[int]) -> dict[int, np.ndarray]:
+        pks = sorted(set(int(p) for p in result_pks))
+        out: dict[int, np.ndarray] = {}
+        for start in range(0, len(pks), 500):  # keep IN lists short
+            query = sa.select(latencies).where(latencies.c.result_pk.in_(pks[start:start + 500]))
+            with self.engine.connect() as conn:
+                for rec in conn.execute(query).mappings():
+                    out[rec["result_pk"]] = decode_latencies(rec["data"], rec["encoding"])
+        return out
+
+    def latencies(self, run_id: Selector = None, case_id: Selector = None, target: Selector = None) -> pd.DataFrame:
+        """Raw latencies in long form: run_id, case_id, i, latency_ms."""
+        rows = self.results(run_id=run_id, case_id=case_id, target=target)
+        arrays = self.latency_arrays(rows["result_pk"])
+        parts = [pd.DataFrame({"run_id": r.run_id, "case_id": r.case_id, "i": np.arange(len(arrays[r.result_pk])),
+                               "latency_ms": arrays[r.result_pk]})
+                 for r in rows.itertuples() if r.result_pk in arrays]
+        if not parts:
+            return pd.DataFrame({"run_id": pd.Series(dtype=str), "case_id": pd.Series(dtype=str),
+                                 "i": pd.Series(dtype=int), "latency_ms": pd.Series(dtype=float)})
+        return pd.concat(parts, ignore_index=True)
+
+    def comparisons(self, run_id: Selector = None, verdict: Selector = None) -> pd.DataFrame:
+        query = (sa.select(comparisons, runs.c.run_id, runs.c.target, runs.c.started_at.label("run_started_at"))
+                 .join(runs, comparisons.c.run_pk == runs.c.id)
+                 .where(*_where(runs, run_id=run_id), *_where(comparisons, verdict=verdict))
+                 .order_by(runs.c.started_at, comparisons.c.id))
+        return self._frame(query).drop(columns=["id", "run_pk"], errors="ignore")
+
+    def manifest(self, run_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            text = conn.execute(sa.select(runs.c.manifest).where(runs.c.run_id == run_id)).scalar()
+        if text is None:
+            raise HistoryError(f"no run {run_id!r} in {display_url(self.url)}; `quantbench history` lists the runs")
+        return json.loads(text)
+
+
+def current_version(conn: sa.Connection) -> int:
+    if not sa.inspect(conn).has_table(schema_version.name):
+        return 0
+    return int(conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0)
+
+
+def migrate(engine: sa.Engine, upto: int = LATEST_VERSION) -> int:
+    """Bring the database forward to version `upto`; concurrent callers wait for each other."""
+    with engine.connect() as conn:
+        have = current_version(conn)
+        conn.rollback()
+    if have > LATEST_VERSION:
+        raise HistoryError(f"the results database {display_url(str(engine.url))} has schema version {have}, newer than "
+                           f"this quantbench knows ({LATEST_VERSION}); upgrade quantbench")
+    if have >= upto:
+        return have
+    with engine.connect().execution_options(qb_write=True) as conn, conn.begin():
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        if not sa.inspect(conn).has_table(schema_version.name):
+            schema_version.create(conn)
+        have = current_version(conn)  # again, under the lock: another process may have migrated
+        for version, description, apply in MIGRATIONS:
+            if have < version <= upto:
+                apply(conn)
+                conn.execute(schema_version.insert().values(version=version, description=description, applied_at=_now()))
+                have = version
+    return have
+
+
+__all__ = ["ENV_VAR", "HistoryDB", "HistoryError", "display_url", "migrate", "read_run_dir", "resolve_url", "schema"]

@@ -1,0 +1,186 @@
+"""What harness.pytest_plugin calls for the history: options, the per-case gate, and at the
+end of the session the run's append to the database and the table of regressions."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.history.gates import Gates
+
+# command-line flag -> Gates field (None: the suite's value)
+THRESHOLD_OPTIONS = {
+    "--latency-threshold": ("latency", float, "relative p50 change that counts as a regression (default 0.10 = 10%)"),
+    "--accuracy-threshold": ("accuracy_points", float, "accuracy drop in points that counts (default 0.5)"),
+    "--size-threshold": ("size", float, "relative artifact size change that counts (default 0.10)"),
+    "--memory-threshold": ("memory", float, "relative peak memory change that counts (default 0.10)"),
+    "--energy-threshold": ("energy", float, "relative energy-per-inference change that counts (default 0.10)"),
+    "--alpha": ("alpha", float, "significance level of the latency test (default 0.01; CIs are 1-alpha)"),
+    "--noise-threshold": ("noise", float, "IQR/median at which timing is flagged instead of judged (default 0.10)"),
+}
+
+
+def add_options(group) -> None:
+    group.addoption("--results-db", default=None,
+                    help="results database: a SQLite path or postgresql://... (default: $QUANTBENCH_RESULTS_DB, "
+                         "else <results-dir>/history.sqlite; 'off' keeps results/<run-id>/ only)")
+    group.addoption("--baseline", default=None,
+                    help="compare each case with latest | RUN_ID | TAG from the results database; regressions fail")
+    group.addoption("--tag", action="append", default=[], help="label this run in the results database (repeatable)")
+    for flag, (_, kind, text) in THRESHOLD_OPTIONS.items():
+        group.addoption(flag, type=kind, default=None, help=text)
+
+
+def _overrides(config: pytest.Config) -> dict[str, Any]:
+    return {name: config.getoption(flag) for flag, (name, _, _) in THRESHOLD_OPTIONS.items()}
+
+
+def configure(config: pytest.Config, target_name: str) -> None:
+    """Validate the options; with --baseline, resolve it now so a bad one stops the run before it starts."""
+    problem = Gates().override(_overrides(config)).validate()
+    if problem:
+        raise pytest.UsageError(f"quantbench: {problem.replace('gates.', 'threshold ')}")
+    config.stash[_STATE] = None
+    ref = config.getoption("--baseline")
+    if not ref:
+        return
+    from harness.history.db import HistoryDB, HistoryError, resolve_url
+    from harness.history.regress import select_baseline
+
+    url = resolve_url(config.getoption("--results-db"), Path(config.getoption("--results-dir")))
+    if url is None:
+        raise pytest.UsageError("quantbench: --baseline needs the results database, but --results-db is off")
+    try:
+        db = HistoryDB(url)
+        baseline = select_baseline(db, ref, target_name, exclude_run_id=config.getoption("--run-id"))
+    except HistoryError as exc:
+        raise pytest.UsageError(f"quantbench: {exc}") from exc
+    config.stash[_PRESET] = (db, baseline)
+
+
+_STATE = pytest.StashKey()
+_PRESET = pytest.StashKey()
+
+
+def _higher_is_better(metric: str) -> bool:
+    from harness.metrics import METRICS
+
+    return METRICS[metric].higher_is_better if metric in METRICS else True
+
+
+class HistoryGate:
+    """One per session: judges cases against the baseline and records the run at the end."""
+
+    def __init__(self, config: pytest.Config, session) -> None:
+        from harness.history.db import HistoryDB, HistoryError, resolve_url
+
+        self.config = config
+        self.session = session
+        self.overrides = _overrides(config)
+        self.tags = list(config.getoption("--tag") or [])
+        preset = config.stash.get(_PRESET, None)
+        self.db, self.baseline = preset if preset else (None, None)
+        self.error: Optional[str] = None  # why the database could not be opened (the run goes on)
+        if self.db is None:
+            url = resolve_url(config.getoption("--results-db"), Path(config.getoption("--results-dir")))
+            try:
+                self.db = HistoryDB(url) if url else None
+            except HistoryError as exc:
+                self.error = str(exc)
+        self.gates_by_suite: dict[str, Gates] = {}
+        self.verdicts: dict[str, pd.DataFrame] = {}  # case_id -> its verdicts
+
+    @classmethod
+    def for_session(cls, config: pytest.Config, session) -> "HistoryGate":
+        if config.stash.get(_STATE, None) is None:
+            config.stash[_STATE] = cls(config, session)
+        return config.stash[_STATE]
+
+    def gates(self, case_or_row: Any) -> Gates:
+        suite = case_or_row.suite if hasattr(case_or_row, "suite") else case_or_row.get("suite")
+        if hasattr(case_or_row, "gates"):
+            self.gates_by_suite[suite] = case_or_row.gates
+        return self.gates_by_suite.get(suite, Gates()).override(self.overrides)
+
+    def _new_latencies(self, case_id: str) -> Optional[np.ndarray]:
+        path = self.session.store.cases_dir / f"{case_id}.json"
+        if not path.is_file():
+            return None
+        return np.asarray(json.loads(path.read_text()).get("latencies_ms") or [], dtype=np.float64)
+
+    def _old_latencies(self, row: Mapping[str, Any]) -> Optional[np.ndarray]:
+        pk = row.get("result_pk")
+        if pk is None or (isinstance(pk, float) and math.isnan(pk)):
+            return None
+        return self.db.latency_arrays([int(pk)]).get(int(pk))
+
+    def _judge(self, rows: pd.DataFrame) -> pd.DataFrame:
+        from harness.history.regress import compare
+
+        return compare(rows, self.baseline, self.gates, self._new_latencies, self._old_latencies, _higher_is_better)
+
+    def check(self, case, row: Mapping[str, Any]) -> Optional[str]:
+        """Why this case's test fails against the baseline, or None."""
+        from harness.history.regress import failure_message
+
+        self.gates(case)
+        if self.baseline is None:
+            return None
+        verdicts = self._judge(pd.DataFrame([dict(row)]))
+        self.verdicts[case.case_id] = verdicts
+        return failure_message(case.case_id, verdicts, self.baseline)
+
+    def finish(self, reporter) -> None:
+        """Append the run to the database, store and print the verdicts (after BenchSession.close)."""
+        from harness.history.db import display_url, read_run_dir
+        from harness.history.regress import IMPROVEMENT, NOISY, REGRESSION, VERDICT_COLUMNS, verdict_table
+
+        session = self.session
+        manifest, rows, lat = read_run_dir(session.store.dir)
+        verdicts = pd.DataFrame(columns=VERDICT_COLUMNS)
+        if self.baseline is not None:
+            frame = pd.DataFrame(rows)
+            missing = frame[~frame["case_id"].isin(self.verdicts)] if len(frame) else frame
+            parts = [v for v in self.verdicts.values() if len(v)] + ([self._judge(missing)] if len(missing) else [])
+            if parts:
+                verdicts = pd.concat(parts, ignore_index=True)
+        if self.db is not None:
+            try:
+                self.db.append_run(manifest, rows, lat, self.tags)
+                if self.baseline is not None:
+                    self.db.record_comparisons(session.run_id, verdicts)
+                where = f"recorded in {display_url(self.db.url)}" + (f" (tags: {', '.join(self.tags)})" if self.tags else "")
+            except Exception as exc:  # the run is safe on disk; say how to add it later
+                where = (f"NOT recorded in {display_url(self.db.url)}: {exc}. Add it later with "
+                         f"`quantbench history import {session.store.dir}`")
+        elif self.error:
+            where = f"NOT recorded: {self.error}. Add it later with `quantbench history import {session.store.dir}`"
+        else:
+            where = "not recorded (--results-db=off)"
+        reporter.write_line(f"history: run {session.run_id} {where}")
+        if self.baseline is None:
+            return
+        reporter.section(f"quantbench: against {self.baseline.describe()}")
+        table = verdict_table(verdicts)
+        n_reg = int((verdicts["verdict"] == REGRESSION).sum())
+        n_imp = int((verdicts["verdict"] == IMPROVEMENT).sum())
+        reporter.write_line(table if table else "no regressions or improvements beyond the thresholds")
+        noisy = sorted(set(verdicts.loc[verdicts["verdict"] == NOISY, "case_id"]))
+        if noisy:
+            reporter.write_line(f"noisy, timing not judged (IQR/median >= threshold): {', '.join(noisy)}")
+        judged = set(verdicts["case_id"])
+        unmatched = sorted(r["case_id"] for r in rows if r.get("status") == "ok" and r["case_id"] not in judged)
+        if unmatched:
+            reporter.write_line(f"no baseline row for: {', '.join(unmatched)}")
+        reporter.write_line(f"{n_reg} regression(s), {n_imp} improvement(s), {len(noisy)} noisy case(s)")
+
+
+def finish(config: pytest.Config, reporter) -> None:
+    gate: Optional[HistoryGate] = config.stash.get(_STATE, None)
+    if gate is not None:
+        gate.finish(reporter)

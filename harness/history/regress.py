@@ -1,0 +1,297 @@
+"""Baselines and regression gates.
+
+A case is compared with the row of the same (model, framework, mode, recipe, target,
+batch) in the baseline. Latency regresses only when the change is both statistically
+real and large, as in airspeed velocity: a two-sided Mann-Whitney U test on the two
+runs' raw latencies (or, with fewer than `min_samples` latencies on a side, 99%
+confidence intervals of the mean that do not overlap) AND a p50 change above the
+threshold. Consecutive latencies are not independent, so the p-value alone overstates
+certainty; the relative threshold is what keeps the gate from firing on tiny shifts.
+Accuracy is judged by its absolute drop in points; size, peak memory and energy by
+relative change. Timing (latency, energy) of a noisy case (IQR/median >= gates.noise on
+either side) is flagged, not judged.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from harness.history.gates import Gates
+
+KEY = ("model", "framework", "mode", "recipe", "target", "batch_size")
+REGRESSION, IMPROVEMENT, SAME, NOISY = "regression", "improvement", "same", "noisy"
+VERDICT_COLUMNS = ["case_id", "baseline_run_id", "quantity", "old", "new", "change", "p_value", "method", "verdict", "detail"]
+
+
+@dataclass(frozen=True)
+class Quantity:
+    column: str  # the result column
+    gate: str  # the Gates field holding its threshold
+    relative: bool  # change as new/old - 1 (else: absolute, in points)
+    lower_is_better: bool
+    timing: bool  # derived from the timed window: flagged, not judged, when the case is noisy
+    unit: str
+
+
+QUANTITIES: tuple[Quantity, ...] = (
+    Quantity("latency_p50_ms", "latency", True, True, True, "ms"),
+    Quantity("accuracy", "accuracy_points", False, False, False, "pts"),
+    Quantity("size_bytes", "size", True, True, False, "B"),
+    Quantity("peak_rss_mb", "memory", True, True, False, "MB"),
+    Quantity("gpu_mem_mb", "memory", True, True, False, "MB"),
+    Quantity("energy_mj_per_inf", "energy", True, True, True, "mJ"),
+)
+
+
+def case_key(row: Mapping[str, Any]) -> tuple:
+    """The identity a case keeps across runs (recipe None for n/a rows)."""
+    out = []
+    for column in KEY:
+        value = row.get(column)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            value = None
+        elif column == "batch_size":
+            value = int(value)
+        out.append(value)
+    return tuple(out)
+
+
+def _number(value: Any) -> Optional[float]:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+# -- baselines -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Baseline:
+    """The rows a run is compared with: one ok row per case key."""
+
+    ref: str  # what was asked for: latest, a run id or a tag
+    how: str  # 'latest', 'run' or 'tag'
+    rows: pd.DataFrame  # history rows (harness.history.db.HistoryDB.results), one per key
+
+    def describe(self) -> str:
+        runs = sorted(set(self.rows["run_id"])) if len(self.rows) else []
+        where = runs[0] if len(runs) == 1 else f"{len(runs)} runs" if runs else "no runs"
+        if self.how == "run":
+            return f"run {self.ref}"
+        if self.how == "tag":
+            return f"the latest runs tagged {self.ref!r} ({where})"
+        return f"the latest earlier result of each case ({where})"
+
+    def row_for(self, row: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+        if not len(self.rows):
+            return None
+        if not hasattr(self, "_index"):
+            object.__setattr__(self, "_index", {case_key(r): r for r in self.rows.to_dict("records")})
+        return self._index.get(case_key(row))  # type: ignore[attr-defined]
+
+
+def _latest_per_key(df: pd.DataFrame) -> pd.DataFrame:
+    """The newest row of each case key (df is ordered oldest run first)."""
+    if df.empty:
+        return df
+    keys = [case_key(r) for r in df[list(KEY)].to_dict("records")]
+    keep = ~pd.Series(keys, index=df.index).duplicated(keep="last")
+    return df[keep.values]
+
+
+def select_baseline(db, ref: str, target: str, exclude_run_id: Optional[str] = None) -> Baseline:
+    """`latest`: each case's newest earlier ok result on this target; a run id: that run;
+    otherwise a tag: each case's newest ok result among runs with that tag on this target."""
+    from harness.history.db import HistoryError, display_url
+
+    if ref == "latest":
+        rows = db.results(target=target, status="ok")
+        rows = rows[rows["run_id"] != exclude_run_id]
+        return Baseline(ref, "latest", _latest_per_key(rows))
+    if len(db.runs(run_id=ref)):
+        rows = db.results(run_id=ref, status="ok")
+        return Baseline(ref, "run", rows)
+    if len(db.runs(tag=ref)):
+        rows = db.results(tag=ref, target=target, status="ok")
+        rows = rows[rows["run_id"] != exclude_run_id]
+        return Baseline(ref, "tag", _latest_per_key(rows))
+    recent = db.runs(target=target, limit=5)
+    tags = sorted({t for ts in db.runs(target=target)["tags"] for t in ts.split(",") if t})
+    raise HistoryError(
+        f"--baseline {ref!r}: no run id or tag {ref!r} in {display_url(db.url)} (target {target}). "
+        f"Recent runs on {target}: {', '.join(recent['run_id']) or 'none'}; tags: {', '.join(tags) or 'none'}. "
+        f"Use --baseline=latest, one of those, or run once with --tag {ref} first.")
+
+
+# -- statistics --------------------------------------------------------------------------------
+def mann_whitney_p(old: np.ndarray, new: np.ndarray) -> float:
+    """Two-sided Mann-Whitney U p-value (normal approximation with tie correction)."""
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(old, new, alternative="two-sided", method="asymptotic").pvalue)
+
+
+def mean_ci(confidence: float, latencies: Optional[np.ndarray] = None,
+            row: Optional[Mapping[str, Any]] = None) -> Optional[tuple[float, float]]:
+    """Student-t interval of the mean latency, from raw latencies or the row's mean/std/n."""
+    from scipy.stats import t
+
+    if latencies is not None and len(latencies) >= 2:
+        n, mean, std = len(latencies), float(np.mean(latencies)), float(np.std(latencies, ddof=1))
+    elif row is not None:
+        n, mean, std = _number(row.get("n_runs")), _number(row.get("latency_mean_ms")), _number(row.get("latency_std_ms"))
+        if n is None or mean is None or std is None or n < 2:
+            return None
+        n = int(n)
+    else:
+        return None
+    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def _verdict(q: Quantity, old: float, new: float, threshold: float) -> tuple[str, float]:
+    if q.relative:
+        change = new / old - 1.0 if old else math.inf
+        worse = change if q.lower_is_better else -change
+        better = (old / new - 1.0 if new else math.inf) if q.lower_is_better else (new / old - 1.0)
+    else:
+        change = 100.0 * (new - old)  # points
+        worse = -change if not q.lower_is_better else change
+        better = -worse
+    eps = 1e-12
+    if worse > threshold + eps:
+        return REGRESSION, change
+    if better > threshold + eps:
+        return IMPROVEMENT, change
+    return SAME, change
+
+
+def _noise(row: Mapping[str, Any], latencies: Optional[np.ndarray]) -> Optional[float]:
+    value = _number(row.get("iqr_over_median"))
+    if value is None and latencies is not None and len(latencies):
+        p25, p50, p75 = np.percentile(latencies, [25, 50, 75])
+        value = float((p75 - p25) / p50) if p50 > 0 else None
+    return value
+
+
+def judge_case(new: Mapping[str, Any], old: Mapping[str, Any], gates: Gates,
+               new_latencies: Optional[np.ndarray] = None, old_latencies: Optional[np.ndarray] = None,
+               higher_is_better: bool = True) -> list[dict[str, Any]]:
+    """One verdict per quantity measured on both sides."""
+    out = []
+    noise = {side: _noise(row, lat) for side, row, lat in (("old", old, old_latencies), ("new", new, new_latencies))}
+    noisy = [f"{side} IQR/median {v:.3f}" for side, v in noise.items() if v is not None and v >= gates.noise]
+    for q in QUANTITIES:
+        a, b = _number(old.get(q.column)), _number(new.get(q.column))
+        if a is None or b is None:
+            continue
+        if q.column == "accuracy" and not higher_is_better:
+            q = Quantity(q.column, q.gate, q.relative, True, q.timing, q.unit)
+        threshold = float(getattr(gates, q.gate))
+        verdict, change = _verdict(q, a, b, threshold)
+        record = {"case_id": new.get("case_id"), "baseline_run_id": old.get("run_id"), "quantity": q.column,
+                  "old": a, "new": b, "change": change, "p_value": None, "method": "threshold", "verdict": verdict,
+                  "detail": f"threshold {threshold:g}{'' if q.relative else ' points'}"}
+        if q.timing and noisy:
+            record.update(verdict=NOISY, detail=f"not judged: {', '.join(noisy)} >= {gates.noise:g}")
+        elif q.column == "latency_p50_ms" and verdict != SAME:
+            record.update(_significance(new, old, new_latencies, old_latencies, gates))
+            if not record.pop("significant"):
+                record["verdict"] = SAME
+        out.append(record)
+    return out
+
+
+def _significance(new, old, new_lat, old_lat, gates: Gates) -> dict[str, Any]:
+    enough = all(lat is not None and len(lat) >= gates.min_samples for lat in (new_lat, old_lat))
+    if enough:
+        p = mann_whitney_p(np.asarray(old_lat), np.asarray(new_lat))
+        return {"p_value": p, "method": "mann-whitney", "significant": p < gates.alpha,
+                "detail": f"Mann-Whitney U p={p:.2g} ({'<' if p < gates.alpha else '>='} alpha {gates.alpha:g}), "
+                          f"threshold {gates.latency:.0%}"}
+    confidence = 1.0 - gates.alpha
+    ci_old, ci_new = mean_ci(confidence, old_lat, old), mean_ci(confidence, new_lat, new)
+    label = f"ci{round(100 * confidence):d}"
+    if ci_old is None or ci_new is None:
+        return {"method": label, "significant": False,
+                "detail": f"too few latencies for a {confidence:.0%} confidence interval: not judged"}
+    apart = ci_new[0] > ci_old[1] or ci_old[0] > ci_new[1]
+    return {"method": label, "significant": apart,
+            "detail": f"{confidence:.0%} CIs of the mean [{ci_old[0]:.4g}, {ci_old[1]:.4g}] vs [{ci_new[0]:.4g}, "
+                      f"{ci_new[1]:.4g}] ms {'do not overlap' if apart else 'overlap'}, threshold {gates.latency:.0%}"}
+
+
+def compare(new_rows: pd.DataFrame, baseline: Baseline, gates: Callable[[Mapping[str, Any]], Gates] | Gates,
+            new_latencies: Callable[[str], Optional[np.ndarray]], old_latencies: Callable[[Mapping[str, Any]], Optional[np.ndarray]],
+            higher_is_better: Callable[[str], bool] = lambda metric: True) -> pd.DataFrame:
+    """Verdicts (VERDICT_COLUMNS) for every ok row of a run that has a baseline row."""
+    records: list[dict[str, Any]] = []
+    for row in new_rows.to_dict("records"):
+        if row.get("status") != "ok":
+            continue
+        old = baseline.row_for(row)
+        if old is None:
+            continue
+        g = gates(row) if callable(gates) else gates
+        records.extend(judge_case(row, old, g, new_latencies(row["case_id"]), old_latencies(old),
+                                  higher_is_better(str(row.get("metric")))))
+    return pd.DataFrame(records, columns=VERDICT_COLUMNS)
+
+
+# -- the table pytest prints ---------------------------------------------------------------------
+def _fmt(q: str, value: Optional[float]) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if q == "size_bytes":
+        return f"{value:,.0f} B"
+    if q == "accuracy":
+        return f"{value:.4f}"
+    if q.endswith("_ms"):
+        return f"{value:.4g} ms"
+    if q.endswith("_mb"):
+        return f"{value:.1f} MB"
+    if q == "energy_mj_per_inf":
+        return f"{value:.4g} mJ"
+    return f"{value:.4g}"
+
+
+def format_change(quantity: str, change: Optional[float]) -> str:
+    if change is None or (isinstance(change, float) and math.isnan(change)):
+        return "-"
+    return f"{change:+.2f} pts" if quantity == "accuracy" else f"{100 * change:+.1f}%"
+
+
+def verdict_table(verdicts: pd.DataFrame, show: Sequence[str] = (REGRESSION, IMPROVEMENT)) -> str:
+    """Regressions and improvements: case, quantity, old, new, change, p-value, method, verdict."""
+    picked = verdicts[verdicts["verdict"].isin(show)]
+    if picked.empty:
+        return ""
+    order = {v: i for i, v in enumerate(show)}
+    picked = picked.assign(_o=picked["verdict"].map(order)).sort_values(["_o", "case_id", "quantity"])
+    lines = [{
+        "verdict": r["verdict"], "case": r["case_id"], "quantity": r["quantity"],
+        "old": _fmt(r["quantity"], r["old"]), "new": _fmt(r["quantity"], r["new"]),
+        "change": format_change(r["quantity"], r["change"]),
+        "p_value": "-" if r["p_value"] is None or pd.isna(r["p_value"]) else f"{r['p_value']:.2g}",
+        "method": r["method"], "baseline": r["baseline_run_id"],
+    } for _, r in picked.iterrows()]
+    return pd.DataFrame(lines).to_string(index=False)
+
+
+def failure_message(case_id: str, verdicts: pd.DataFrame, baseline: Baseline) -> Optional[str]:
+    """Why a case's test fails, or None when nothing regressed."""
+    bad = verdicts[verdicts["verdict"] == REGRESSION]
+    if bad.empty:
+        return None
+    parts = [f"{r['quantity']} {_fmt(r['quantity'], r['old'])} -> {_fmt(r['quantity'], r['new'])} "
+             f"({format_change(r['quantity'], r['change'])}; {r['detail']})" for _, r in bad.iterrows()]
+    run = bad.iloc[0]["baseline_run_id"]
+    return (f"{case_id}: regressed against {baseline.describe()} [baseline run {run}]: " + "; ".join(parts)
+            + ". If the change is intended, rerun with --baseline=<this run id> next time or raise the threshold "
+              "(--latency-threshold, --accuracy-threshold, ... or Suite(gates=Gates(...))).")
