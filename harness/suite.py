@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from harness.models.spec import ModelSpec
+from harness.history.gates import Gates
 from harness.quantize import Recipe, recipes_for, unavailable_reason
 from harness.vocabulary import BASELINE_MODE, FRAMEWORKS, MODES
 
@@ -55,6 +56,7 @@ class Case:
     na_reason: str = ""
     timing: "Timing" = field(default_factory=lambda: Timing())  # the suite's measurement settings
     keep_float: tuple[str, ...] = ()  # the suite's layers for `mixed` (default: the model's)
+    gates: Gates = field(default_factory=Gates)  # the suite's regression thresholds vs a baseline run
 
     @property
     def case_id(self) -> str:
@@ -79,6 +81,7 @@ class Suite:
     batch_sizes: tuple[int, ...] = (1,)  # one case per batch size
     keep_float: tuple[str, ...] = ()  # layers `mixed` keeps in float (default: the model's sensitive layers)
     timing: Timing = field(default_factory=Timing)  # measurement settings
+    gates: Gates = field(default_factory=Gates)  # regression thresholds vs a --baseline run (flags override)
     name: str = ""  # the `suite` column; default: the module's file name without test_
     source: str = field(default="", compare=False)  # the declaring file (filled in automatically)
 
@@ -124,6 +127,8 @@ class Suite:
         for batch in self.batch_sizes:
             if not isinstance(batch, int) or batch < 1:
                 self._fail("batch_sizes", f"batch sizes must be positive integers, not {batch!r}")
+        if not isinstance(self.gates, Gates) or self.gates.validate():
+            self._fail("gates", self.gates.validate() if isinstance(self.gates, Gates) else "expected harness.history.gates.Gates")
         problem = self.timing.validate()
         if problem:
             self._fail("timing", problem)
@@ -137,7 +142,7 @@ class Suite:
                 for mode in modes:
                     budget = self.budgets.get(mode)
                     recipes = recipes_for(fw, mode)
-                    common = dict(budget=budget, timing=self.timing, keep_float=self.keep_float)
+                    common = dict(budget=budget, timing=self.timing, keep_float=self.keep_float, gates=self.gates)
                     if not recipes:
                         cases.append(Case(self.name, self.model, fw, mode, None, batch, na_reason=unavailable_reason(fw, mode), **common))
                     for recipe in recipes:
