@@ -1,6 +1,8 @@
 """One live line per case saying which phase it is in.
 
-On a terminal the line is rewritten in place; in a log (CI) each phase is one line.
+On a terminal the line sits below pytest's progress line and is rewritten in place, then
+erased, and the cursor goes back to where pytest left it. In a log (CI) each phase is
+one line.
 """
 from __future__ import annotations
 
@@ -9,26 +11,29 @@ from typing import Callable, Optional
 
 
 class Progress:
-    def __init__(self, write: Callable[[str], None], live: bool) -> None:
-        self._write = write
-        self._live = live
+    def __init__(self, write: Callable[[str], None], live: bool, column: Callable[[], int] = lambda: 0) -> None:
+        self._write = write  # writes text to the terminal, uncaptured
+        self._live = live  # True on a terminal that understands ANSI cursor movement
+        self._column = column  # pytest's current column, to return to after erasing the live line
         self._case: Optional[str] = None
         self._started = 0.0
+        self._opened = False  # a progress line is below pytest's line
 
     def start(self, case_id: str) -> None:
         self._case, self._started = case_id, time.monotonic()
 
     def __call__(self, message: str) -> None:
-        elapsed = time.monotonic() - self._started
-        line = f"[quantbench] {self._case or ''} {elapsed:5.1f}s {message}"
-        if self._live:
-            self._write("\r\x1b[K" + line)
-        else:
-            self._write(line + "\n")
+        line = f"[quantbench] {self._case or ''} {time.monotonic() - self._started:5.1f}s {message}"
+        if not self._opened:
+            self._write("\n")
+            self._opened = True
+        self._write(("\r\x1b[K" + line) if self._live else (line + "\n"))
 
     def finish(self) -> None:
-        if self._live and self._case is not None:
-            self._write("\r\x1b[K")
+        if self._opened and self._live:
+            # erase the live line, go up to pytest's line and back to its column
+            self._write(f"\r\x1b[K\x1b[1A\x1b[{self._column() + 1}G")
+        self._opened = False
         self._case = None
 
 

@@ -4,11 +4,13 @@ Loaded by the repo's conftest.py; elsewhere use `pytest -p harness.pytest_plugin
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
 import pytest
 
+from harness.history import pytest_gates
 from harness.progress import Progress
 from harness.session import DEFAULT_CACHE_DIR, REPO_ROOT, BenchSession, SessionOptions
 from harness.vocabulary import STATUS_NA
@@ -27,6 +29,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--max-duration", type=float, default=None, help="override the suites' maximum timed seconds")
     group.addoption("--warmup-runs", type=int, default=None, help="override the suites' warmup runs")
     group.addoption("--run-id", default=None, help="name of the run directory (default: UTC time + random suffix)")
+    pytest_gates.add_options(group)  # --results-db, --baseline, --tag, thresholds
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,6 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"unknown target {name!r}; known targets: {', '.join(sorted(inventory))}")
     config.stash[_TARGET] = inventory[name]
     config.stash[_SESSION] = None
+    pytest_gates.configure(config, name)
 
 
 _TARGET = pytest.StashKey()
@@ -54,8 +58,9 @@ def _cache_dir(config: pytest.Config) -> Path:
 class _Fixture:
     """What a suite's test function talks to: runs a case and turns the row into a verdict."""
 
-    def __init__(self, session: BenchSession) -> None:
+    def __init__(self, session: BenchSession, history: Optional[pytest_gates.HistoryGate] = None) -> None:
         self.session = session
+        self.history = history
 
     def check(self, case) -> None:
         row = self.session.run_case(case)
@@ -64,6 +69,9 @@ class _Fixture:
         failure = self.session.verdict(case, row, self.session.baseline_row(case))
         if failure:
             pytest.fail(failure, pytrace=False)
+        regression = self.history.check(case, row) if self.history else None
+        if regression:
+            pytest.fail(regression, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +80,22 @@ def quantbench(request: pytest.FixtureRequest) -> _Fixture:
     if config.stash[_SESSION] is None:
         terminal = config.pluginmanager.get_plugin("terminalreporter")
         live = bool(terminal and terminal.isatty() and config.get_verbosity() < 2)
-        write = (lambda text: terminal.write(text)) if terminal else (lambda text: None)
+        capture = config.pluginmanager.get_plugin("capturemanager")
+
+        def write(text: str) -> None:
+            # Straight to the real stdout (not through pytest's writer, so its column
+            # bookkeeping stays right); tests' output is captured, progress must not be.
+            if capture is None:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                return
+            with capture.global_and_fixture_disabled():
+                sys.stdout.write(text)
+                sys.stdout.flush()
+
+        def column() -> int:
+            return getattr(getattr(terminal, "_tw", None), "width_of_current_line", 0)
+
         options = SessionOptions(
             results_dir=Path(config.getoption("--results-dir")),
             cache_dir=_cache_dir(config),
@@ -83,9 +106,9 @@ def quantbench(request: pytest.FixtureRequest) -> _Fixture:
             warmup_runs=config.getoption("--warmup-runs"),
             run_id=config.getoption("--run-id"),
         )
-        config.stash[_SESSION] = BenchSession(config.stash[_TARGET], options, Progress(write, live),
+        config.stash[_SESSION] = BenchSession(config.stash[_TARGET], options, Progress(write, live, column),
                                               command=["pytest", *config.invocation_params.args])
-    return _Fixture(config.stash[_SESSION])
+    return _Fixture(config.stash[_SESSION], pytest_gates.HistoryGate.for_session(config, config.stash[_SESSION]))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
@@ -99,3 +122,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     terminalreporter.section(f"quantbench: run {session.run_id} on {session.target_info.name}")
     terminalreporter.write_line(comparison_table(load_run(session.store.dir)))
     terminalreporter.write_line(f"report: {session.store.dir / 'results.parquet'} (also results.csv, latencies.parquet, run.json)")
+    pytest_gates.finish(config, terminalreporter)  # into the results database; regressions table

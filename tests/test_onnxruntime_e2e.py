@@ -127,6 +127,9 @@ def test_report_files_and_summary(first_run):
     assert info["target"]["name"] == "local" and info["versions"]["onnxruntime"] and info["finished_at"]
     assert "quantbench: run first on local" in run.output
     assert "report: " in run.output and "results.parquet" in run.output
+    # one progress line per phase when the output is not a terminal
+    assert "[quantbench] digits-cnn-onnxruntime-static-int8-qdq-b1" in run.output
+    assert "calibrating on 200 samples" in run.output and "measuring on local" in run.output
 
 
 def test_second_run_quantizes_nothing(first_run):
