@@ -28,9 +28,11 @@ fragile = Suite(name="fragile", model=onnx_model("fragile-logreg", HERE / "fragi
                 modes=("dynamic-int8",), budgets={"dynamic-int8": 1.0})
 wrong_shape = Suite(name="wrong-shape", model=onnx_model("logreg-wrong-shape", HERE / "logreg.onnx", data=HERE / "digits_images.npz"))
 nan = Suite(name="nan", model=onnx_model("nan-model", HERE / "nan.onnx", data=HERE / "digits_flat.npz"))
+garbage = Suite(name="garbage", model=onnx_model("not-onnx", HERE / "garbage.onnx", data=HERE / "digits_flat.npz"))
 test_fragile = fragile.pytest_cases()
 test_wrong_shape = wrong_shape.pytest_cases()
 test_nan = nan.pytest_cases()
+test_garbage = garbage.pytest_cases()
 """
 
 
@@ -45,6 +47,7 @@ def suite_dir(tmp_path_factory):
     onnx_models.logistic_regression(d / "logreg.onnx")
     onnx_models.logistic_regression(d / "fragile.onnx", outlier=500.0)
     onnx_models.nan_model(d / "nan.onnx")
+    (d / "garbage.onnx").write_bytes(b"this is not a protobuf")
     return d
 
 
@@ -110,6 +113,8 @@ def test_failing_cases_are_errors_with_actionable_reasons(first_run):
     assert "(1, 1, 8, 8)" in wrong["reason"]
     nan = run.row("nan-model-onnxruntime-fp32-b1")
     assert nan["status"] == "error" and "NaN/Inf" in nan["reason"]
+    garbage = run.row("not-onnx-onnxruntime-fp32-b1")
+    assert garbage["status"] == "error" and "cannot read ONNX file" in garbage["reason"] and "garbage.onnx" in garbage["reason"]
     assert run.returncode == 1  # failed tests, not a crash
     assert "FAILED" in run.output and "NaN/Inf" in run.output
 

@@ -37,6 +37,10 @@ class Recipe:
     applicable: Optional[Callable[[ModelSpec, "TargetInfo"], Optional[str]]] = None
 
     def not_applicable_reason(self, spec: ModelSpec, target: "TargetInfo") -> Optional[str]:
+        # A target may declare frameworks it cannot run at all (tflite on a cuda target).
+        unsupported = (target.facts or {}).get("unsupported_frameworks", {}).get(self.framework)
+        if unsupported:
+            return unsupported
         return self.applicable(spec, target) if self.applicable else None
 
 
@@ -58,7 +62,10 @@ def onnx_files(path: Path) -> list[Path]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file {path} does not exist")
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError does not say which file
+        raise ValueError(f"cannot read ONNX file {path} ({type(exc).__name__}: {exc}); is it an ONNX model?") from exc
     locations = {
         entry.value
         for tensor in model.graph.initializer if uses_external_data(tensor)
