@@ -4,11 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from targets.base import RunnerJob, RunnerOutcome, Target, TargetConfig, TargetError, TargetInfo
+from targets.cuda import CudaTarget
 from targets.inventory import load_inventory
 from targets.local import LocalTarget
 
 KINDS: dict[str, type[Target]] = {
     "local": LocalTarget,
+    "cuda": CudaTarget,  # this machine's NVIDIA GPU
 }
 
 

@@ -1,5 +1,5 @@
 """The target inventory: `targets.toml` (repo root by default), `--inventory PATH` or
-$QUANTBENCH_INVENTORY. A `local` target exists even without a file."""
+$QUANTBENCH_INVENTORY. `local` (this CPU) and `cuda` (this machine's GPU 0) exist even without a file."""
 from __future__ import annotations
 
 import os
@@ -17,7 +17,8 @@ DEFAULT_FILE = REPO_ROOT / "targets.toml"
 COMMON_FIELDS = {f.name for f in fields(TargetConfig)} - {"name", "settings"}
 SECRET_FIELDS = ("password", "passphrase")
 
-BUILTIN = {"local": TargetConfig(name="local", kind="local")}
+BUILTIN = {"local": TargetConfig(name="local", kind="local"),
+           "cuda": TargetConfig(name="cuda", kind="cuda", profile="nvidia-gpu")}  # GPU 0 of this machine
 
 
 def inventory_path(explicit: Optional[str] = None) -> Optional[Path]:

@@ -44,6 +44,10 @@ def collect(job: RunnerJob, log: str, timed_out_after: float = 0.0) -> RunnerOut
 
 
 class LocalTarget(Target):
+    def environment(self) -> dict:
+        """The runner's environment (the cuda target adds CUDA_VISIBLE_DEVICES)."""
+        return runner_env(stage_runner(self.cache_dir / "runner"))
+
     def info(self) -> TargetInfo:
         facts = system.describe()
         return TargetInfo(
@@ -74,7 +78,7 @@ class LocalTarget(Target):
         proc = subprocess.Popen(
             [python, "-m", "runner", str(config_path)],
             cwd=job.work_dir,
-            env=runner_env(stage_runner(self.cache_dir / "runner")),
+            env=self.environment(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

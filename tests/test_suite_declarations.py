@@ -74,4 +74,4 @@ def test_unknown_target_is_a_usage_error_listing_known_targets(run_suite, tmp_pa
                           "test_case = Suite(model=digits_cnn).pytest_cases()\n")
     run = run_suite(suite_file, extra=("--target=nowhere",))
     assert run.returncode == 4  # pytest's usage error
-    assert "unknown target 'nowhere'; known targets: local" in run.output
+    assert "unknown target 'nowhere'; known targets: cuda, local" in run.output

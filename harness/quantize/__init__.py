@@ -5,10 +5,11 @@ Each framework module exposes RECIPES (tuple of Recipe) and UNAVAILABLE (mode ->
 from __future__ import annotations
 
 from harness.quantize import onnxruntime as _onnxruntime
+from harness.quantize import onnxruntime_tensorrt as _onnxruntime_tensorrt
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 
 RECIPES: dict[str, tuple[Recipe, ...]] = {
-    "onnxruntime": _onnxruntime.RECIPES,
+    "onnxruntime": _onnxruntime.RECIPES + _onnxruntime_tensorrt.registered(),  # TensorRT ones where onnxruntime-gpu is
 }
 
 UNAVAILABLE: dict[tuple[str, str], str] = {

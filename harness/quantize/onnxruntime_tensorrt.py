@@ -1,0 +1,102 @@
+"""onnxruntime recipes that run through TensorRT (TensorrtExecutionProvider) on a CUDA GPU.
+
+  - fp16: the fp32 graph, with TensorRT free to pick fp16 kernels (trt_fp16_enable);
+  - static-int8: a QDQ graph quantized for TensorRT's explicit quantization (symmetric
+    int8 activations and per-channel weights, zero points 0, as TensorRT requires),
+    run with trt_int8_enable and no calibration table (the scales are in the graph).
+
+The provider and its options travel in the recipe's params (so in the manifest): the
+runner puts that provider first, before the target's CUDA and CPU providers. These
+recipes exist where onnxruntime-gpu is installed (the only package with TensorRT);
+on a target without a GPU, onnxruntime-gpu or TensorRT they are n/a with the reason.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from harness.artifacts import BuiltModel
+from harness.data import batches
+from harness.quantize.base import BuildContext, Recipe
+from harness.quantize.onnxruntime import CALIBRATION_BATCH, describe, fp32_path
+
+if TYPE_CHECKING:
+    from harness.models.spec import ModelSpec
+    from targets.base import TargetInfo
+
+PROVIDER = "TensorrtExecutionProvider"
+DISTRIBUTION = "onnxruntime-gpu"  # the onnxruntime build that has TensorrtExecutionProvider
+LIBS = (DISTRIBUTION, "onnx")  # versions that decide the artifact bytes
+
+
+def tensorrt_reason(spec: "ModelSpec", target: "TargetInfo") -> Optional[str]:
+    """Why TensorRT cannot run on this target, or None."""
+    if target.kind != "cuda":
+        return f"TensorRT runs on an NVIDIA GPU: use a cuda target, not {target.kind} target {target.name}"
+    if PROVIDER not in target.facts.get("onnxruntime_providers", []):
+        return (f"onnxruntime on target {target.name} has no {PROVIDER} "
+                f"(it has {', '.join(target.facts.get('onnxruntime_providers', [])) or 'no onnxruntime'}): install onnxruntime-gpu")
+    trt = target.facts.get("tensorrt") or {}
+    if not trt.get("loadable"):
+        return (f"TensorRT 10 is not loadable on target {target.name} ({trt.get('reason', 'not probed')}): "
+                "install TensorRT 10 and put its lib/ directory on LD_LIBRARY_PATH")
+    return None
+
+
+def build_fp32_graph(ctx: BuildContext, out: Path) -> BuiltModel:
+    shutil.copyfile(fp32_path(ctx), out / "model.onnx")
+    return describe(out / "model.onnx", {"graph": "fp32 (TensorRT chooses fp16 kernels)"})
+
+
+class _Calibration:
+    def __init__(self, ctx: BuildContext) -> None:
+        self._batches = iter(list(batches(ctx.dataset.calib_inputs, CALIBRATION_BATCH)))
+
+    def get_next(self):
+        return next(self._batches, None)
+
+    def rewind(self) -> None:
+        pass
+
+
+def build_symmetric_qdq(ctx: BuildContext, out: Path) -> BuiltModel:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = out / "preprocessed.onnx.tmp"
+    ctx.progress("quant_pre_process (shape inference, graph optimization)")
+    quant_pre_process(str(fp32_path(ctx)), str(pre))
+    try:
+        ctx.progress(f"calibrating on {len(next(iter(ctx.dataset.calib_inputs.values())))} samples (MinMax, symmetric)")
+        quantize_static(
+            str(pre), str(out / "model.onnx"), _Calibration(ctx),
+            quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+    finally:
+        pre.unlink(missing_ok=True)
+    return describe(out / "model.onnx", {"graph": "QDQ, symmetric int8 (TensorRT explicit quantization)"})
+
+
+PARAMS_INT8 = {"format": "QDQ", "calibrate": "MinMax", "per_channel": True, "activation": "QInt8 symmetric",
+               "weight": "QInt8 symmetric", "calibration_batch": CALIBRATION_BATCH,
+               "execution_provider": [PROVIDER, {"trt_int8_enable": True}]}
+
+RECIPES: tuple[Recipe, ...] = (
+    Recipe("onnxruntime", "fp16", "onnxruntime.TensorRT(trt_fp16_enable) on the fp32 graph", "trt-fp16",
+           build_fp32_graph, {"execution_provider": [PROVIDER, {"trt_fp16_enable": True}]}, LIBS, tensorrt_reason),
+    Recipe("onnxruntime", "static-int8", "onnxruntime.TensorRT(trt_int8_enable) on quantize_static(QDQ,MinMax,per_channel,symmetric)",
+           "trt-int8", build_symmetric_qdq, PARAMS_INT8, LIBS, tensorrt_reason),
+)
+
+
+def registered() -> tuple[Recipe, ...]:
+    """The recipes, where onnxruntime-gpu is installed; elsewhere none (no TensorRT to run them)."""
+    try:
+        importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return ()
+    return RECIPES
