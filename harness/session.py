@@ -232,6 +232,7 @@ class BenchSession:
             return row, []
 
     def _job(self, case: Case, artifact, timing: Timing) -> RunnerJob:
+        sensing = dict(self.target_config.settings.get("sensors", {}))  # the inventory's [targets.X.sensors]
         config = {
             "framework": case.framework,
             "threads": self.threads,
@@ -242,8 +243,8 @@ class BenchSession:
             "min_duration_s": timing.min_duration_s,
             "max_duration_s": timing.max_duration_s,
             "options": {},
-            "sensors": {"profile": self.target_info.profile, "root": "/", "idle_s": 1.0,
-                        "settings": dict(self.target_config.settings.get("sensors", {}))},
+            "sensors": {"profile": self.target_info.profile, "root": sensing.get("root", "/"),
+                        "idle_s": sensing.get("idle_s", 1.0), "settings": sensing},
         }
         return RunnerJob(case.case_id, artifact.path, artifact.manifest["file"], artifact.manifest,
                          self._inputs_file(case), config, self.store.dir / "work" / case.case_id)
@@ -270,9 +271,9 @@ class BenchSession:
             row["energy_mj_per_inf"] = 1000.0 * row["power_mean_w"] * power.get("window_s", result["duration_s"]) / result["n_runs"]
         if "throttled" in power:
             row["throttled"] = bool(power["throttled"])
-        for when in ("before", "after"):
-            temps = (power.get(f"probes_{when}") or {}).get("thermal", {}).get("temps_c") or {}
-            row[f"temp_{when}_c"] = max(temps.values()) if temps else None
+        for when in ("before", "after"):  # the hottest reading of any probe (thermal zones, vcgencmd, ...)
+            temps = [t for snap in (power.get(f"probes_{when}") or {}).values() for t in (snap.get("temps_c") or {}).values()]
+            row[f"temp_{when}_c"] = max(temps) if temps else None
 
     def _score(self, case: Case, row: dict[str, Any], outputs, baseline) -> None:
         metric: Metric = resolve_metric(case.model.metric)

@@ -33,6 +33,9 @@ class Sensor:
     # Shortest window this sensor measures meaningfully (e.g. NVML's counter updates every
     # ~100 ms): the runner extends the timed loop to at least this long (see min_window).
     min_window_s = 0.0
+    # Longest a "power" sensor wants between reads (one process per read, e.g. vcgencmd, should
+    # not run every 50 ms on the cores being measured): the window samples no faster than this.
+    min_interval_s = 0.0
 
     def read(self) -> float:
         raise NotImplementedError
@@ -42,12 +45,26 @@ class Sensor:
 
 
 class Probe:
-    """A before/after snapshot (temperatures, throttling flags, clocks)."""
+    """A before/after snapshot (temperatures, throttling flags, clocks).
+
+    A snapshot may carry "temps_c": {label: degrees C} (the row's temp_before_c/temp_after_c
+    are the hottest over all probes) and "throttled": bool. `throttled(before, after)` turns
+    the two snapshots into the reasons the device throttled during the case; `measure` sets
+    the row's `throttled` from every probe that can tell."""
 
     name = "probe"
 
     def snapshot(self) -> Dict[str, object]:
         raise NotImplementedError
+
+    def throttled(self, before: Dict[str, object], after: Dict[str, object]) -> Optional[List[str]]:
+        """Why the device throttled between the snapshots: [] = it did not, None = this probe
+        cannot tell. Default: the snapshots' own "throttled" flags."""
+        flags = {when: snap.get("throttled") for when, snap in (("start", before), ("end", after))
+                 if snap.get("throttled") is not None}
+        if not flags:
+            return None
+        return [f"{self.name}: throttled at the {when} of the window" for when, on in flags.items() if on]
 
 
 def thermal_zones(root: str = "/") -> Dict[str, float]:
@@ -94,17 +111,29 @@ def _sibling(module: str, factory: str) -> Callable[[str, dict], list]:
 READERS: Dict[str, Callable[[str, dict], List[Sensor]]] = {
     "rapl": _sibling("sensors_rapl", "find_rapl"),  # CPU package energy (Intel/AMD RAPL via powercap)
     "nvml": _sibling("sensors_nvml", "find_nvml"),  # NVIDIA GPU energy counter, else sampled power
+    "ina3221": _sibling("sensors_jetson", "find_ina3221"),  # Jetson INA3221 rails, JetPack 5+ hwmon
+    "ina3221x": _sibling("sensors_jetson", "find_ina3221x"),  # Jetson INA3221 rails, JetPack 4 iio
+    "tegrastats": _sibling("sensors_jetson", "find_tegrastats"),  # Jetson rails parsed from tegrastats lines
+    "pmic": _sibling("sensors_pi", "find_pmic"),  # Raspberry Pi 5 PMIC rails (vcgencmd pmic_read_adc)
+    "meter": _sibling("sensors_meter", "find_meter"),  # the target's sensors.meter_command (prints watts)
 }
 # reader name -> factory(root, settings) -> list of Probe
 PROBES: Dict[str, Callable[[str, dict], List[Probe]]] = {
     "thermal": lambda root, settings: [ThermalProbe(root)],
     "nvml": _sibling("sensors_nvml", "nvml_probes"),  # GPU clocks, temperature, throttle reasons, memory
+    "vcgencmd": _sibling("sensors_pi", "find_vcgencmd_probe"),  # Pi firmware temperature and get_throttled
+    "soctherm_oc": _sibling("sensors_jetson", "find_soctherm_oc"),  # Jetson hardware throttling counters
+    "cooling": _sibling("sensors_cooling", "find_cooling"),  # cpufreq/devfreq cooling devices capping clocks
 }
 # profile -> (power readers to try in order, probes). The first reader that finds a sensor wins.
 PROFILES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
     "generic-linux": (("rapl",), ("thermal",)),
     "x86-rapl": (("rapl",), ("thermal",)),
     "nvidia-gpu": (("nvml",), ("thermal", "nvml")),
+    "raspberry-pi-4": ((), ("thermal", "vcgencmd", "cooling")),
+    "raspberry-pi-5": (("pmic",), ("thermal", "vcgencmd", "cooling")),
+    "jetson-orin": (("ina3221", "tegrastats"), ("thermal", "soctherm_oc", "cooling")),
+    "jetson-nano": (("ina3221", "ina3221x", "tegrastats"), ("thermal", "soctherm_oc", "cooling")),
 }
 
 
@@ -112,6 +141,8 @@ def discover(profile: str, root: str = "/", settings: Optional[dict] = None) -> 
     """Sensors and probes for a profile, and the reason when there is no power sensor."""
     settings = settings or {}
     readers, probe_names = PROFILES.get(profile, PROFILES["generic-linux"])
+    if settings.get("meter_command"):  # an external meter the target names comes before the board's own sensors
+        readers = ("meter",) + tuple(readers)
     probes: List[Probe] = []
     for name in probe_names:
         if name in PROBES:
@@ -130,7 +161,7 @@ def discover(profile: str, root: str = "/", settings: Optional[dict] = None) -> 
         tried.append(name)
     if tried:
         return [], probes, f"no power sensor found on this {profile} device (tried {', '.join(tried)})"
-    return [], probes, f"no power sensor on {profile}"
+    return [], probes, f"no power sensor on {profile} (a target can name an external meter: sensors.meter_command)"
 
 
 def min_window(sensors: List[Sensor], settings: Optional[dict] = None) -> Tuple[float, str]:
@@ -152,7 +183,8 @@ class PowerWindow:
 
     def __init__(self, sensors: List[Sensor], interval_s: float = 0.05) -> None:
         self.sensors = sensors
-        self.interval_s = interval_s
+        self.interval_s = max([interval_s] + [s.min_interval_s for s in sensors if s.kind == "power"])
+        self.error = ""  # why sampling stopped early, when a sensor failed
         self.samples: List[Tuple[float, float]] = []  # (monotonic time, total watts) of "power" sensors
         self._energy_start: Dict[str, float] = {}
         self._energy_end: Dict[str, float] = {}
@@ -166,7 +198,11 @@ class PowerWindow:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            watts = self._power_now()
+            try:
+                watts = self._power_now()
+            except Exception as exc:  # keep what was sampled; measure() says why the rest is missing
+                self.error = f"{type(exc).__name__}: {exc}"
+                return
             if watts is not None:
                 self.samples.append((time.monotonic(), watts))
             self._stop.wait(self.interval_s)
@@ -216,17 +252,35 @@ def measure(sensors: List[Sensor], probes: List[Probe], none_reason: str, timed:
             time.sleep(idle_s)
         with PowerWindow(sensors, interval_s) as window:
             result = timed()
+        source = ", ".join(s.source or s.name for s in sensors)
         facts.update(
-            power_source=", ".join(s.source or s.name for s in sensors),
+            power_source=source,
             idle_power_w=idle.mean_power_w(),
             power_mean_w=window.mean_power_w(),
             window_s=window.seconds,
             power_samples=len(window.samples),
+            # (seconds since the window opened, total watts) of every sample
+            power_trace=[(round(t - window.started, 4), w) for t, w in window.samples],
         )
+        if facts["power_mean_w"] is None and (window.error or idle.error):
+            facts["power_source"] = f"none: {source} failed ({window.error or idle.error})"
     else:
         result = timed()
         facts.update(power_source=f"none: {none_reason}")
-    facts["probes_after"] = {p.name: p.snapshot() for p in probes}
+    after = {p.name: p.snapshot() for p in probes}
+    facts["probes_after"] = after
+    reasons = [throttle_reasons(p, before.get(p.name, {}), after.get(p.name, {})) for p in probes]
+    known = [r for r in reasons if r is not None]
+    if known:  # at least one probe can tell
+        facts["throttle_reasons"] = [why for r in known for why in r]
+        facts["throttled"] = bool(facts["throttle_reasons"])
     for s in sensors:
         s.close()
     return result, facts
+
+
+def throttle_reasons(probe: Probe, before: Dict[str, object], after: Dict[str, object]) -> Optional[List[str]]:
+    try:
+        return probe.throttled(before, after)
+    except Exception:  # a probe that cannot compare says nothing rather than failing the case
+        return None
