@@ -63,9 +63,7 @@ def fill_device_columns(row: dict[str, Any], result: Mapping[str, Any]) -> None:
                 gpu_clock_events_before=_reasons(before), gpu_clock_events_after=_reasons(after),
             )
             row["gpu_mem_mb"], row["gpu_mem_source"] = _gpu_memory(before, after)
-            flags = [snap.get("throttled") for snap in (before, after) if snap.get("throttled") is not None]
-            if flags:  # another probe (e.g. a Pi's vcgencmd) may already have said so
-                row["throttled"] = bool(row.get("throttled")) or any(flags)
+            # `throttled` itself comes from the probes through sensors.measure (NvmlProbe.throttled)
     if details.get("gpu_mem_peak_allocated_mb") is not None:
         row["gpu_mem_peak_allocated_mb"] = details["gpu_mem_peak_allocated_mb"]
     if details.get("providers_requested"):

@@ -20,6 +20,7 @@ import numpy as np
 from harness import report
 from harness.artifacts import ArtifactCache
 from harness.data import Dataset, resolve_data
+from harness.device_columns import fill_device_columns
 from harness.metrics import Metric, resolve_metric
 from harness.progress import Progress, silent
 from harness.quantize import BuildContext, NotApplicable, fp32_recipe
@@ -274,6 +275,7 @@ class BenchSession:
         for when in ("before", "after"):  # the hottest reading of any probe (thermal zones, vcgencmd, ...)
             temps = [t for snap in (power.get(f"probes_{when}") or {}).values() for t in (snap.get("temps_c") or {}).values()]
             row[f"temp_{when}_c"] = max(temps) if temps else None
+        fill_device_columns(row, result)  # GPU state and memory, execution providers, copies, window note
 
     def _score(self, case: Case, row: dict[str, Any], outputs, baseline) -> None:
         metric: Metric = resolve_metric(case.model.metric)

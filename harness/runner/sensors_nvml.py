@@ -221,5 +221,14 @@ class NvmlProbe(Probe):
         }
 
 
+    def throttled(self, before: Dict[str, object], after: Dict[str, object]) -> Optional[List[str]]:
+        """The power and thermal clock-event reasons active at the start or end of the window."""
+        seen = [(when, snap.get("clock_event_reasons")) for when, snap in (("start", before), ("end", after))]
+        if all(reasons is None for _, reasons in seen):
+            return None
+        return [f"nvml: {reason} at the {when} of the window" for when, reasons in seen
+                for reason in (reasons or []) if reason in THROTTLING]
+
+
 def nvml_probes(root: str, settings: dict) -> List[Probe]:
     return [NvmlProbe(settings)]
