@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from harness import cli_history
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -51,6 +53,7 @@ def _add_report(sub) -> None:
 COMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace, list[str]], int]]] = {
     "run": (_add_run, cmd_run),
     "report": (_add_report, cmd_report),
+    **cli_history.COMMANDS,  # history, dashboard, recommend, export (harness/cli_history.py)
 }
 
 PASSTHROUGH = {"run"}  # subcommands whose unknown arguments go on to pytest

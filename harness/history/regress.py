@@ -96,13 +96,26 @@ class Baseline:
         return self._index.get(case_key(row))  # type: ignore[attr-defined]
 
 
-def _latest_per_key(df: pd.DataFrame) -> pd.DataFrame:
+def latest_per_key(df: pd.DataFrame) -> pd.DataFrame:
     """The newest row of each case key (df is ordered oldest run first)."""
     if df.empty:
         return df
     keys = [case_key(r) for r in df[list(KEY)].to_dict("records")]
     keep = ~pd.Series(keys, index=df.index).duplicated(keep="last")
     return df[keep.values]
+
+
+def current_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """What a target looks like now: for each (target, model, batch, framework, mode), the rows
+    of the newest run that measured it (all its recipes). A recipe renamed or dropped since then
+    does not linger as a stale row of its own."""
+    if df.empty:
+        return df
+    group = ["target", "model", "batch_size", "framework", "mode"]
+    order = df["run_started_at"].astype("datetime64[ns]") if "run_started_at" in df else pd.Series(range(len(df)), index=df.index)
+    newest = df.assign(_t=order).groupby(group, dropna=False)["_t"].transform("max")
+    current = df[(order == newest).values]
+    return latest_per_key(current)
 
 
 def select_baseline(db, ref: str, target: str, exclude_run_id: Optional[str] = None) -> Baseline:
@@ -113,14 +126,14 @@ def select_baseline(db, ref: str, target: str, exclude_run_id: Optional[str] = N
     if ref == "latest":
         rows = db.results(target=target, status="ok")
         rows = rows[rows["run_id"] != exclude_run_id]
-        return Baseline(ref, "latest", _latest_per_key(rows))
+        return Baseline(ref, "latest", latest_per_key(rows))
     if len(db.runs(run_id=ref)):
         rows = db.results(run_id=ref, status="ok")
         return Baseline(ref, "run", rows)
     if len(db.runs(tag=ref)):
         rows = db.results(tag=ref, target=target, status="ok")
         rows = rows[rows["run_id"] != exclude_run_id]
-        return Baseline(ref, "tag", _latest_per_key(rows))
+        return Baseline(ref, "tag", latest_per_key(rows))
     recent = db.runs(target=target, limit=5)
     tags = sorted({t for ts in db.runs(target=target)["tags"] for t in ts.split(",") if t})
     raise HistoryError(

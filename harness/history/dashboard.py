@@ -1,0 +1,210 @@
+"""The static dashboard: index.html (targets, models, the recommended mode of each) and one
+page per target (Pareto plot with the recommendation marked, size/memory/energy bars, the
+latest verdicts against the baseline, trend plots per case with step-detected regressions).
+
+Everything is local files (HTML, inline CSS, PNGs under img/): open index.html from disk
+or serve the folder; nothing is fetched from the network.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import math
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+
+from harness.history import plots
+from harness.history.gates import Gates
+from harness.history.recommend import DEFAULT_MAX_DROP, Recommendation, recommend
+from harness.history.regress import IMPROVEMENT, KEY, REGRESSION, case_key, current_rows, format_change
+from harness.history.stepdetect import detect_steps
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; }
+h1, h2, h3 { font-weight: 600; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 12px; margin: .5em 0; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; max-width: 380px; } th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.rec { background: #eef8ee; border-left: 4px solid #2ca02c; padding: .5em 1em; margin: .5em 0; }
+.rec.none { background: #fbeeee; border-left-color: #d62728; }
+.rec ul { margin: .3em 0; padding-left: 1.2em; font-size: 13px; }
+.regression { color: #b00; font-weight: 600; } .improvement { color: #080; font-weight: 600; }
+.grid { display: flex; flex-wrap: wrap; gap: 12px; } .grid figure { margin: 0; }
+figcaption { font-size: 12px; color: #555; max-width: 620px; }
+#broken { background: #fdd; padding: .5em; }
+.meta { color: #666; font-size: 13px; }
+"""
+
+# Marks every image as loaded or not and says so on the page when one failed (a browser
+# test reads the marks; a reader sees the warning).
+CHECK_IMAGES = """
+window.addEventListener("load", function () {
+  var imgs = document.images, bad = [];
+  for (var i = 0; i < imgs.length; i++) {
+    var ok = imgs[i].complete && imgs[i].naturalWidth > 0;
+    imgs[i].setAttribute("data-loaded", ok ? "yes" : "no");
+    if (!ok) { bad.push(imgs[i].getAttribute("src")); }
+  }
+  document.body.setAttribute("data-images", (imgs.length - bad.length) + "/" + imgs.length);
+  if (bad.length) {
+    var p = document.getElementById("broken");
+    p.textContent = "These images failed to load: " + bad.join(", ");
+    p.hidden = false;
+  }
+});
+"""
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "x"
+
+
+def _e(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return html.escape(str(value))
+
+
+def _num(value: Any) -> Optional[float]:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def _fmt(value: Any, spec: str, suffix: str = "") -> str:
+    number = _num(value)
+    return "-" if number is None else format(number, spec) + suffix
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
+            f"<style>{CSS}</style></head>\n<body>\n<p id=\"broken\" hidden></p>\n{body}\n"
+            f"<script>{CHECK_IMAGES}</script>\n</body></html>\n")
+
+
+def _table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td class=\"num\">{c}</td>" if i in numeric else f"<td>{c}</td>"
+                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _rec_block(rec: Recommendation) -> str:
+    cls = "rec" if rec.choice else "rec none"
+    items = "".join(f"<li>{_e(line)}</li>" for line in rec.evidence())
+    return (f"<div class=\"{cls}\" data-model=\"{_e(rec.model)}\" data-batch=\"{rec.batch_size}\" "
+            f"data-recommended=\"{_e(rec.answer)}\"><b>Recommended for {_e(rec.model)} (batch {rec.batch_size}) "
+            f"within {rec.max_drop:g} accuracy points: {_e(rec.answer)}</b><ul>{items}</ul></div>")
+
+
+def _latest_table(rows: pd.DataFrame) -> str:
+    out = []
+    for r in rows.to_dict("records"):
+        delta = _num(r.get("accuracy_delta"))
+        out.append([_e(r["framework"]), _e(r["mode"]), _e(r.get("recipe")) or "-", _e(r["status"]),
+                    _fmt(r.get("latency_p50_ms"), ".4g"), _fmt(r.get("speedup"), ".2f", "x"),
+                    _fmt(r.get("accuracy"), ".4f"), "-" if delta is None else f"{100 * delta:+.2f}",
+                    _fmt(r.get("size_ratio"), ".2f"), _fmt(r.get("peak_rss_mb"), ".1f"),
+                    _fmt(r.get("energy_mj_per_inf"), ".4g"), _e(r["run_id"]),
+                    _e(str(r.get("reason") or "")[:100])])
+    return _table(["framework", "mode", "recipe", "status", "p50 ms", "speedup", "accuracy", "Δ pts", "size vs fp32",
+                   "peak RSS MB", "mJ/inf", "run", "reason"], out, numeric={4, 5, 6, 7, 8, 9, 10})
+
+
+def _verdicts_section(verdicts: pd.DataFrame, run_id: str) -> str:
+    mine = verdicts[(verdicts["run_id"] == run_id) & verdicts["verdict"].isin([REGRESSION, IMPROVEMENT])] \
+        if len(verdicts) else verdicts
+    if not len(verdicts) or not len(verdicts[verdicts["run_id"] == run_id]):
+        return f"<p class=\"meta\">Run {_e(run_id)} was not compared with a baseline (run it with --baseline).</p>"
+    if mine.empty:
+        return f"<p>Run {_e(run_id)}: no regressions or improvements beyond the thresholds.</p>"
+    rows = [[f"<span class=\"{_e(v['verdict'])}\">{_e(v['verdict'])}</span>", _e(v["case_id"]), _e(v["quantity"]),
+             _fmt(v["old"], ".5g"), _fmt(v["new"], ".5g"), _e(format_change(v["quantity"], _num(v["change"]))),
+             _fmt(v["p_value"], ".2g"), _e(v["method"]), _e(v["baseline_run_id"])] for v in mine.to_dict("records")]
+    return _table(["verdict", "case", "quantity", "old", "new", "change", "p-value", "method", "baseline"], rows,
+                  numeric={3, 4, 6})
+
+
+def _target_page(db, target: str, out: Path, max_drop: float, gates: Gates) -> tuple[str, list[Recommendation], dict]:
+    history = db.results(target=target)
+    runs = db.runs(target=target)
+    verdicts = db.comparisons(run_id=list(runs["run_id"])) if len(runs) else pd.DataFrame()
+    recs = recommend(history, max_drop)
+    latest = current_rows(history)
+    latest_run = runs.iloc[0]
+    img = out / "img" / slug(target)
+    body = [f"<p><a href=\"index.html\">&larr; all targets</a></p><h1>Target {_e(target)}</h1>",
+            f"<p class=\"meta\">kind {_e(latest_run['target_kind'])}, profile {_e(latest_run['profile'])}, "
+            f"device {_e(latest_run['device'])}, host {_e(latest_run['host'])}; {len(runs)} run(s), latest "
+            f"{_e(latest_run['run_id'])} at {_e(latest_run['started_at'])} UTC</p>"]
+    body.append("<h2>Latest run against its baseline</h2>" + _verdicts_section(verdicts, latest_run["run_id"]))
+    for rec in recs:
+        rows = latest[(latest["model"] == rec.model) & (latest["batch_size"] == rec.batch_size)]
+        name = f"{slug(rec.model)}-b{rec.batch_size}"
+        pareto = plots.pareto(rows, rec, img / f"pareto-{name}.png")
+        bar = plots.bars(rows, f"{rec.model}, batch {rec.batch_size} on {target}: newest result of each case",
+                         img / f"bars-{name}.png")
+        body += [f"<h2 id=\"{_e(name)}\">{_e(rec.model)}, batch {rec.batch_size}</h2>", _rec_block(rec),
+                 f"<figure><img src=\"{pareto.relative_to(out).as_posix()}\" alt=\"Pareto plot: accuracy vs p50 latency of "
+                 f"{_e(rec.model)} on {_e(target)}\"><figcaption>Accuracy vs p50 latency, newest result of each "
+                 f"(framework, mode); the green ring is the recommendation, dotted lines the accuracy budget of each "
+                 f"framework's fp32.</figcaption></figure>",
+                 f"<figure><img src=\"{bar.relative_to(out).as_posix()}\" alt=\"size, memory and energy of "
+                 f"{_e(rec.model)} on {_e(target)}\"></figure>",
+                 "<h3>Newest result of each case</h3>", _latest_table(rows), "<h3>Trends</h3>", "<div class=\"grid\">"]
+        gate_bad = verdicts[(verdicts["verdict"] == REGRESSION) & (verdicts["quantity"] == "latency_p50_ms")] \
+            if len(verdicts) else pd.DataFrame(columns=["case_id", "run_id"])
+        for key_row in rows.to_dict("records"):
+            key = case_key(key_row)
+            series = history[(history["status"] == "ok") & history["latency_p50_ms"].notna()]
+            series = series[[case_key(r) == key for r in series[list(KEY)].to_dict("records")]]
+            if series.empty:
+                continue
+            threshold = gates.latency
+            steps = detect_steps(series["latency_p50_ms"].astype(float).to_numpy(), threshold)
+            flagged = list(gate_bad.loc[gate_bad["case_id"] == key_row["case_id"], "run_id"])
+            png = plots.trend(series, steps, flagged, threshold, f"{key_row['case_id']}: p50 over {len(series)} run(s)",
+                              img / f"trend-{slug(key_row['case_id'])}.png")
+            marks = ", ".join(f"{s.kind} {s.change:+.0%} at run {series.iloc[s.index]['run_id']}" for s in steps)
+            body.append(f"<figure data-case=\"{_e(key_row['case_id'])}\" data-steps=\"{len(steps)}\">"
+                        f"<img src=\"{png.relative_to(out).as_posix()}\" alt=\"p50 trend of {_e(key_row['case_id'])}\">"
+                        f"<figcaption>{_e(key_row['case_id'])}: {_e(marks) if marks else 'no step in the history'}"
+                        f"{'; gate regressions: ' + _e(', '.join(flagged)) if flagged else ''}</figcaption></figure>")
+        body.append("</div>")
+    page = f"target-{slug(target)}.html"
+    (out / page).write_text(_page(f"quantbench: {target}", "\n".join(body)))
+    info = {"page": page, "runs": len(runs), "latest": latest_run["run_id"], "started": latest_run["started_at"],
+            "device": latest_run["device"], "kind": latest_run["target_kind"], "profile": latest_run["profile"]}
+    return page, recs, info
+
+
+def build(db, out_dir: Path, max_drop: float = DEFAULT_MAX_DROP, gates: Gates = Gates()) -> Path:
+    """Render the site into out_dir; returns the index page."""
+    from harness.history.db import display_url
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    all_runs = db.runs()
+    targets = sorted(set(all_runs["target"])) if len(all_runs) else []
+    sections = []
+    for target in targets:
+        page, recs, info = _target_page(db, target, out, max_drop, gates)
+        rows = [[_e(r.model), str(r.batch_size), f"<span data-recommended=\"{_e(r.answer)}\">{_e(r.answer)}</span>",
+                 _e(r.evidence()[0])] for r in recs]
+        sections.append(f"<h2><a href=\"{page}\">{_e(target)}</a></h2><p class=\"meta\">{_e(info['kind'])} / "
+                        f"{_e(info['profile'])} / {_e(info['device'])}; {info['runs']} run(s), latest "
+                        f"{_e(info['latest'])} at {_e(info['started'])} UTC</p>"
+                        + _table(["model", "batch", f"recommended (budget {max_drop:g} pts)", "evidence"], rows))
+    generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = (f"<h1>quantbench dashboard</h1><p class=\"meta\">{len(all_runs)} run(s) from {_e(display_url(db.url))}, "
+            f"generated {generated}. Each target page shows the accuracy/latency trade-off, the recommended mode, "
+            f"size/memory/energy and the history of every case.</p>"
+            + ("".join(sections) if sections else "<p>The results database holds no runs yet.</p>"))
+    index = out / "index.html"
+    index.write_text(_page("quantbench dashboard", body))
+    return index

@@ -1,0 +1,156 @@
+"""The dashboard's figures (matplotlib, written as PNG files; no pyplot global state)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from harness.history.recommend import Recommendation
+from harness.history.stepdetect import REGRESSION, Step, levels
+
+FRAMEWORK_COLORS = {"torch": "#d62728", "onnxruntime": "#1f77b4", "tflite": "#ff7f0e"}
+MODE_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "D", "dynamic-int8": "^", "static-int8": "v", "qat-int8": "P",
+                "mixed": "X", "int16x8": "h"}
+DPI = 96
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def _num(value: Any) -> Optional[float]:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def _color(framework: str) -> str:
+    return FRAMEWORK_COLORS.get(framework, "#7f7f7f")
+
+
+def pareto(rows: pd.DataFrame, rec: Recommendation, path: Path) -> Path:
+    """Accuracy vs p50 latency of every measured (framework, mode); frontier, budgets, the choice."""
+    fig = Figure(figsize=(7.0, 4.4))
+    ax = fig.add_subplot()
+    ok = rows[(rows["status"] == "ok") & rows["latency_p50_ms"].notna() & rows["accuracy"].notna()]
+    if ok.empty:
+        ax.text(0.5, 0.5, "no measured cases with accuracy", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return _save(fig, path)
+    for r in ok.to_dict("records"):  # colour = framework, marker = mode; named in the legend
+        ax.scatter(r["latency_p50_ms"], r["accuracy"], s=60, color=_color(r["framework"]),
+                   marker=MODE_MARKERS.get(r["mode"], "o"), edgecolors="black", linewidths=0.5, zorder=3,
+                   label=f"{r['framework']} {r['mode']}")
+    front, best = [], -math.inf  # fastest-first; a point is on the frontier if nothing faster is as accurate
+    for r in ok.sort_values(["latency_p50_ms", "accuracy"], ascending=[True, False]).to_dict("records"):
+        if r["accuracy"] > best:
+            front.append((r["latency_p50_ms"], r["accuracy"]))
+            best = r["accuracy"]
+    xs, ys = zip(*front)
+    ax.step(xs, ys, where="post", color="#555555", linestyle="--", linewidth=1, label="Pareto frontier", zorder=2)
+    for fw, group in ok.groupby("framework"):
+        base = group[group["mode"] == "fp32"]
+        if len(base):
+            line = float(base["accuracy"].iloc[0]) - rec.max_drop / 100.0
+            ax.axhline(line, color=_color(str(fw)), linestyle=":", linewidth=1,
+                       label=f"{fw} fp32 - {rec.max_drop:g} pts (budget)")
+    if rec.choice is not None:
+        r = rec.choice.row
+        ax.scatter(r["latency_p50_ms"], r["accuracy"], s=420, facecolors="none", edgecolors="#2ca02c", linewidths=2.5,
+                   zorder=4, label=f"recommended: {rec.answer}")
+    p50 = ok["latency_p50_ms"].astype(float)
+    if p50.max() / max(p50.min(), 1e-12) > 10:
+        ax.set_xscale("log")
+    ax.set_xlabel("p50 latency (ms), lower is better")
+    ax.set_ylabel(f"accuracy ({ok['metric'].iloc[0]}), higher is better")
+    ax.set_title(f"{rec.model}, batch {rec.batch_size} on {rec.target}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return _save(fig, path)
+
+
+def bars(rows: pd.DataFrame, title: str, path: Path) -> Path:
+    """Artifact size, peak memory and energy per inference of each measured case."""
+    ok = rows[rows["status"] == "ok"].copy()
+    fig = Figure(figsize=(10.0, max(2.2, 0.35 * len(ok) + 1.2)))
+    panels = (("size_bytes", "artifact size (KiB)", 1 / 1024), ("peak_rss_mb", "peak RSS (MB)", 1.0),
+              ("energy_mj_per_inf", "energy per inference (mJ)", 1.0))
+    labels = [f"{r['framework']} {r['mode']}" for r in ok.to_dict("records")]
+    colors = [_color(fw) for fw in ok["framework"]]
+    for i, (column, name, scale) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, i + 1)
+        values = [(_num(v) or float("nan")) * scale for v in ok[column]] if len(ok) else []
+        if not values or all(math.isnan(v) for v in values):
+            sources = sorted({str(s) for s in ok.get("power_source", pd.Series(dtype=str)).dropna()}) if column.startswith("energy") else []
+            why = sources[0] if sources else "not measured"
+            ax.text(0.5, 0.5, "\n".join(_wrap(f"{name}: {why}", 38)), ha="center", va="center", fontsize=8,
+                    transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        y = np.arange(len(values))
+        ax.barh(y, [0 if math.isnan(v) else v for v in values], color=colors)
+        ax.set_yticks(y, labels if i == 0 else [""] * len(y), fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(name, fontsize=9)
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=10, y=1.04)
+    return _save(fig, path)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + ([line] if line else [])
+
+
+def trend(history: pd.DataFrame, steps: Sequence[Step], gate_regressions: Sequence[str], threshold: float,
+          title: str, path: Path) -> Path:
+    """p50 (and the p50-p90 band) of one case over runs, with its step-detected levels and steps,
+    and the runs the pairwise gate flagged."""
+    fig = Figure(figsize=(6.4, 2.6))
+    ax = fig.add_subplot()
+    h = history.reset_index(drop=True)
+    x = np.arange(len(h))
+    p50 = h["latency_p50_ms"].astype(float).to_numpy()
+    p90 = h["latency_p90_ms"].astype(float).to_numpy()
+    ax.fill_between(x, p50, p90, color="#1f77b4", alpha=0.15, label="p50-p90")
+    noisy = h["iqr_over_median"].astype(float).fillna(0).to_numpy() >= 0.10
+    ax.plot(x, p50, color="#1f77b4", linewidth=1, zorder=2)
+    ax.scatter(x[~noisy], p50[~noisy], color="#1f77b4", s=14, zorder=3, label="p50")
+    if noisy.any():
+        ax.scatter(x[noisy], p50[noisy], facecolors="white", edgecolors="#1f77b4", s=18, zorder=3, label="p50 (noisy)")
+    for start, end, level in levels(p50, threshold):
+        ax.hlines(level, start - 0.4, end - 0.6, color="#555555", linewidth=1.5, zorder=2)
+    for step in steps:
+        bad = step.kind == REGRESSION
+        ax.scatter([step.index], [p50[step.index]], marker="^" if bad else "v", s=90,
+                   color="#d62728" if bad else "#2ca02c", zorder=4)
+        ax.annotate(f"{step.change:+.0%}", (step.index, p50[step.index]), textcoords="offset points", xytext=(5, 6),
+                    fontsize=7, color="#d62728" if bad else "#2ca02c")
+    flagged = [i for i, run in enumerate(h["run_id"]) if run in set(gate_regressions)]
+    if flagged:
+        ax.scatter(flagged, p50[flagged], marker="x", s=70, color="black", zorder=5, label="gate: regression")
+    dates = [pd.Timestamp(t).strftime("%m-%d %H:%M") if pd.notna(t) else "" for t in h["run_started_at"]]
+    every = max(1, len(x) // 6)
+    ax.set_xticks(x[::every], dates[::every], fontsize=7)
+    ax.set_xlim(-0.6, max(len(x) - 0.4, 0.6))
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(title, fontsize=8)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=6, loc="upper left")
+    return _save(fig, path)
