@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 PROVIDER = "TensorrtExecutionProvider"
 DISTRIBUTION = "onnxruntime-gpu"  # the onnxruntime build that has TensorrtExecutionProvider
-LIBS = (DISTRIBUTION, "onnx")  # versions that decide the artifact bytes
+LIBS = ("onnxruntime", DISTRIBUTION, "onnx")  # whichever onnxruntime build is installed quantizes
 
 
 def tensorrt_reason(spec: "ModelSpec", target: "TargetInfo") -> Optional[str]:

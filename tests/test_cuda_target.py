@@ -1,0 +1,272 @@
+"""The cuda target and the GPU code paths.
+
+With an NVIDIA GPU the digits suite runs on --target=cuda and the rows are checked
+(providers, GPU memory, NVML energy over a window of at least 1 s, GPU facts). Without
+one those tests skip with "no CUDA device", and what needs no GPU is tested for real: the
+target's error and what it hands the runner, onnxruntime's IO binding, node placement and
+provider checks through the real runner, the n/a reasons, and the TensorRT int8 artifact.
+"""
+import json
+import os
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.device_columns import placement_text
+from harness.runner.sensors import NoSensor
+from harness.runner.backend_onnxruntime import requested_providers
+from targets import TargetError, load_inventory, open_target
+from targets.base import RunnerJob, TargetConfig, TargetInfo
+from targets.cuda import UNSUPPORTED_FRAMEWORKS, gpu_options
+from tests.runner_job import logreg, run_runner
+
+
+def _gpu_name():
+    from harness.runner import sensors_nvml
+
+    try:
+        pynvml = sensors_nvml.nvml()
+        return sensors_nvml.describe(pynvml, sensors_nvml.device_handle(pynvml, 0))["name"]
+    except NoSensor:
+        return None
+
+
+GPU = _gpu_name()
+needs_gpu = pytest.mark.skipif(GPU is None, reason="no CUDA device")
+without_gpu = pytest.mark.skipif(GPU is not None, reason=f"a CUDA device is present ({GPU}): the GPU tests cover this")
+CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or Path(__file__).resolve().parent.parent / ".cache" / "quantbench")
+
+
+def cuda_info(**facts) -> TargetInfo:
+    return TargetInfo(name="gpu", kind="cuda", profile="nvidia-gpu", threads=2, arch="x86_64", device="a GPU",
+                      host="h", facts={"unsupported_frameworks": dict(UNSUPPORTED_FRAMEWORKS), **facts})
+
+
+# -- without a GPU: the real components that do not need one -------------------------------
+@without_gpu
+def test_cuda_target_without_a_gpu_is_an_error_that_says_so(tmp_path):
+    target = open_target(load_inventory()["cuda"], tmp_path)
+    with pytest.raises(TargetError, match=r"^target cuda \(kind cuda\): no CUDA device: NVML cannot start: "):
+        target.info()
+
+
+@without_gpu
+def test_cuda_target_hands_the_runner_cuda_providers_and_nvml_sensors(tmp_path):
+    """Through CudaTarget.run on this GPU-less host: the config asks for CUDA, and the runner
+    refuses to fall back to the CPU silently."""
+    model, inputs = logreg(tmp_path / "model")
+    target = open_target(TargetConfig(name="gpu", kind="cuda", settings={"inputs_on_device": True}), tmp_path / "cache")
+    config = {"framework": "onnxruntime", "threads": 1, "batch_size": 1, "warmup_runs": 1, "warmup_s": 0.0,
+              "min_runs": 5, "min_duration_s": 0.0, "max_duration_s": 1.0, "options": {},
+              "sensors": {"profile": "nvidia-gpu", "root": "/", "idle_s": 0.1, "settings": {}}}
+    job = RunnerJob("logreg", model.parent, model.name, {}, inputs, config, tmp_path / "work")
+    outcome = target.run(job)
+    sent = json.loads((tmp_path / "work" / "config.json").read_text())
+    assert sent["options"] == {"providers": [["CUDAExecutionProvider", {"device_id": 0}], "CPUExecutionProvider"], "io": "device"}
+    assert sent["sensors"]["profile"] == "nvidia-gpu" and sent["sensors"]["settings"] == {"gpu": 0}
+    assert outcome.result["status"] == "error"
+    assert "has no CUDAExecutionProvider" in outcome.result["reason"] and "onnxruntime-gpu" in outcome.result["reason"]
+
+
+def test_target_settings_are_checked(tmp_path):
+    with pytest.raises(TargetError, match="gpu must be an NVML index"):
+        open_target(TargetConfig(name="gpu", kind="cuda", settings={"gpu": "first"}), tmp_path)
+    with pytest.raises(TargetError, match="inputs_on_device must be true or false"):
+        open_target(TargetConfig(name="gpu", kind="cuda", settings={"inputs_on_device": "yes"}), tmp_path)
+    assert open_target(TargetConfig(name="gpu", kind="cuda"), tmp_path).profile == "nvidia-gpu"
+
+
+def test_gpu_options_per_framework():
+    ort = gpu_options("onnxruntime", {"cuda_provider_options": {"cudnn_conv_algo_search": "HEURISTIC"}})
+    assert ort == {"providers": [["CUDAExecutionProvider", {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"}],
+                                 "CPUExecutionProvider"], "io": "host"}
+    assert gpu_options("torch", {"inputs_on_device": True}) == {"device": "cuda", "io": "device"}
+    assert gpu_options("tflite", {}) == {}
+
+
+def test_recipe_provider_goes_first_once():
+    manifest = {"params": {"execution_provider": ["TensorrtExecutionProvider", {"trt_fp16_enable": True}]}}
+    options = {"providers": [["CUDAExecutionProvider", {"device_id": 0}], "CPUExecutionProvider"]}
+    assert requested_providers(options, manifest) == [
+        ("TensorrtExecutionProvider", {"trt_fp16_enable": True}), ("CUDAExecutionProvider", {"device_id": 0}),
+        "CPUExecutionProvider"]
+    assert requested_providers({}, {}) == ["CPUExecutionProvider"]
+    assert requested_providers({"providers": ["CPUExecutionProvider", "CPUExecutionProvider"]}, {}) == ["CPUExecutionProvider"]
+
+
+def test_io_binding_and_node_placement_through_the_runner(tmp_path):
+    """io=device binds inputs and outputs through IOBinding (here on the CPU provider, the same
+    code path the CUDA provider takes) and gives the outputs of a plain run."""
+    host, host_out = run_runner(tmp_path / "host", options={"io": "host"})
+    bound, bound_out = run_runner(tmp_path / "bound", options={"io": "device", "node_placement": True})
+    assert host["status"] == bound["status"] == "ok", (host.get("reason"), bound.get("reason"))
+    np.testing.assert_array_equal(host_out["logits"], bound_out["logits"])
+    details = bound["runtime_details"]
+    assert details["io"] == "device" and details["timing_sync"].endswith("synchronize_outputs()")
+    assert details["providers_requested"] == details["providers_used"] == ["CPUExecutionProvider"]
+    assert details["host_device_copies_timed"] is None  # no device but the host
+    assert details["node_placement"] == {"CPUExecutionProvider": {"Gemm": 1}}
+    assert "node_placement" not in host["runtime_details"]  # only probed for GPU providers or on request
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(),
+                    reason="this onnxruntime has the CUDA provider")
+def test_a_requested_provider_onnxruntime_lacks_is_an_error(tmp_path):
+    result, _ = run_runner(tmp_path, options={"providers": [["CUDAExecutionProvider", {"device_id": 0}], "CPUExecutionProvider"]})
+    assert result["status"] == "error"
+    assert "has no CUDAExecutionProvider" in result["reason"] and "requirements/gpu.txt" in result["reason"]
+
+
+def test_tflite_is_na_on_a_cuda_target_and_onnxruntime_is_not():
+    from harness.quantize import RECIPES, fp32_recipe
+    from harness.models import digits_cnn
+
+    ort = fp32_recipe("onnxruntime")
+    assert ort.not_applicable_reason(digits_cnn, cuda_info()) is None
+    tflite_recipes = RECIPES.get("tflite") or (replace(ort, framework="tflite"),)
+    for recipe in tflite_recipes:
+        reason = recipe.not_applicable_reason(digits_cnn, cuda_info())
+        assert reason == UNSUPPORTED_FRAMEWORKS["tflite"] and "mobile GPUs" in reason
+
+
+def test_tensorrt_recipes_say_why_they_cannot_run():
+    from harness.models import digits_cnn
+    from harness.quantize.onnxruntime_tensorrt import RECIPES
+
+    local = TargetInfo(name="local", kind="local", profile="generic-linux", threads=2, arch="x86_64", device="cpu", host="h")
+    fp16, int8 = RECIPES
+    assert fp16.not_applicable_reason(digits_cnn, local) == "TensorRT runs on an NVIDIA GPU: use a cuda target, not local target local"
+    cpu_only = cuda_info(onnxruntime_providers=["CPUExecutionProvider"])
+    assert "has no TensorrtExecutionProvider (it has CPUExecutionProvider): install onnxruntime-gpu" in int8.not_applicable_reason(digits_cnn, cpu_only)
+    no_libs = cuda_info(onnxruntime_providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+                        tensorrt={"loadable": False, "reason": "libnvinfer.so.10: cannot open shared object file"})
+    assert "TensorRT 10 is not loadable on target gpu (libnvinfer.so.10: cannot" in int8.not_applicable_reason(digits_cnn, no_libs)
+    ready = cuda_info(onnxruntime_providers=["TensorrtExecutionProvider"], tensorrt={"loadable": True})
+    assert int8.not_applicable_reason(digits_cnn, ready) is None
+    assert fp16.params["execution_provider"] == ["TensorrtExecutionProvider", {"trt_fp16_enable": True}]
+
+
+def test_tensorrt_int8_artifact_is_symmetric_and_keeps_accuracy(tmp_path):
+    """TensorRT's explicit quantization needs zero points of 0; the graph must still classify
+    the digits like the fp32 graph (run here on onnxruntime's CPU provider)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from harness.artifacts import ArtifactCache
+    from harness.models import digits_cnn
+    from harness.quantize import BuildContext, fp32_recipe
+    from harness.quantize.onnxruntime_tensorrt import RECIPES
+
+    data = digits_cnn.data() if callable(digits_cnn.data) else digits_cnn.data
+    ctx = BuildContext(digits_cnn, data, ArtifactCache(CACHE / "artifacts"), CACHE / "models")
+    int8, _ = ctx.artifact(RECIPES[1])
+    fp32, _ = ctx.artifact(fp32_recipe("onnxruntime"))
+    model = onnx.load(str(int8.model_file))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert len(qdq) >= 8
+    for node in qdq:
+        assert len(node.input) == 3 and not inits[node.input[2]].any(), f"{node.name}: zero point not 0"
+    assert int8.manifest["params"]["execution_provider"] == ["TensorrtExecutionProvider", {"trt_int8_enable": True}]
+
+    def top1(path):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        logits = session.run(None, {"input": data.eval_inputs["input"]})[0]
+        return float(np.mean(logits.argmax(1) == data.eval_labels))
+
+    assert top1(int8.model_file) >= top1(fp32.model_file) - 0.01
+
+
+def test_placement_text_names_the_nodes_off_the_main_provider():
+    text = placement_text({"CUDAExecutionProvider": {"Conv": 2, "Gemm": 2, "MemcpyToHost": 1},
+                           "CPUExecutionProvider": {"ConvInteger": 2, "DynamicQuantizeLinear": 1}})
+    assert text == ("CUDAExecutionProvider: 5 nodes; "
+                    "CPUExecutionProvider: 3 nodes (ConvInteger x2, DynamicQuantizeLinear x1)")
+
+
+# -- with a GPU: the digits suite on --target=cuda ---------------------------------------
+GPU_SUITE = """
+from harness import Suite
+from harness.models import digits_cnn
+
+suite = Suite(model=digits_cnn, frameworks={frameworks!r}, modes=("fp32", "fp16", "static-int8"))
+test_case = suite.pytest_cases()
+"""
+
+
+@pytest.fixture(scope="module")
+def gpu_runs(tmp_path_factory):
+    if GPU is None:
+        pytest.skip("no CUDA device")
+    from tests.conftest import SuiteRun
+    import subprocess
+    import sys
+
+    from harness.quantize import RECIPES
+
+    work = tmp_path_factory.mktemp("gpu")
+    frameworks = tuple(f for f in ("onnxruntime", "torch", "tflite") if f in RECIPES)
+    (work / "test_gpu_digits.py").write_text(GPU_SUITE.format(frameworks=frameworks))
+    (work / "targets.toml").write_text(textwrap.dedent("""
+        [targets.gpu-device-io]
+        kind = "cuda"
+        inputs_on_device = true
+    """))
+    runs = {}
+    for name, target in (("host", "cuda"), ("device", "gpu-device-io")):
+        cmd = [sys.executable, "-m", "pytest", str(work / "test_gpu_digits.py"), "-p", "harness.pytest_plugin",
+               "-p", "no:cacheprovider", "-q", f"--results-dir={work / 'results'}", f"--run-id={name}",
+               f"--rootdir={work}", f"--target={target}", f"--inventory={work / 'targets.toml'}",
+               "--min-runs", "20", "--min-duration", "0.1", "--max-duration", "2", "--warmup-runs", "5"]
+        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=1800, env=dict(os.environ))
+        runs[name] = SuiteRun(proc.returncode, proc.stdout + proc.stderr, work / "results" / name)
+    return runs
+
+
+@needs_gpu
+def test_onnxruntime_on_the_gpu(gpu_runs):
+    run = gpu_runs["host"]
+    fp32 = run.row("digits-cnn-onnxruntime-fp32-b1")
+    assert fp32["status"] == "ok", fp32["reason"]
+    assert fp32["device"] == GPU and fp32["target_kind"] == "cuda" and fp32["profile"] == "nvidia-gpu"
+    assert fp32["providers_used"].startswith("CUDAExecutionProvider")
+    assert fp32["node_placement"].startswith("CUDAExecutionProvider")
+    assert fp32["host_device_copies_timed"] is True
+    assert 0.95 <= fp32["accuracy"] <= 1.0
+    assert fp32["gpu_mem_mb"] > 0 and fp32["gpu_mem_source"].startswith("nvml:")
+    assert fp32["gpu_driver_version"] and fp32["gpu_cuda_version"] and fp32["gpu_compute_capability"]
+    assert fp32["gpu_temp_before_c"] is not None and fp32["gpu_sm_clock_after_mhz"] > 0
+    assert fp32["gpu_clock_events_after"] is not None
+    assert fp32["power_source"].startswith("NVML")
+    assert fp32["idle_power_w"] > 0 and fp32["power_mean_w"] > 0 and fp32["energy_mj_per_inf"] > 0
+    # the 0.1 s timed loop was stretched to NVML's 1 s minimum, and the row says so
+    assert fp32["duration_s"] >= 1.0 and "extended from 0.1 s to at least 1 s" in fp32["power_window_note"]
+    for case in ("fp16", "static-int8-qdq"):
+        row = run.row(f"digits-cnn-onnxruntime-{case}-b1")
+        assert row["status"] == "ok", (case, row["reason"])
+        assert row["accuracy_delta"] >= -0.02, case
+
+
+@needs_gpu
+def test_inputs_on_device_keeps_copies_out_of_the_timed_region(gpu_runs):
+    host = gpu_runs["host"].row("digits-cnn-onnxruntime-fp32-b1")
+    device = gpu_runs["device"].row("digits-cnn-onnxruntime-fp32-b1")
+    assert device["status"] == "ok", device["reason"]
+    assert device["host_device_copies_timed"] is False
+    assert device["accuracy"] == pytest.approx(host["accuracy"], abs=0.002)
+
+
+@needs_gpu
+def test_other_frameworks_on_the_gpu(gpu_runs):
+    df = gpu_runs["host"].results
+    tflite = df[df["framework"] == "tflite"]
+    for _, row in tflite.iterrows():
+        assert row["status"] == "n/a" and row["reason"] == UNSUPPORTED_FRAMEWORKS["tflite"]
+    torch_fp32 = df[(df["framework"] == "torch") & (df["mode"] == "fp32")]
+    for _, row in torch_fp32.iterrows():
+        assert row["status"] == "ok", row["reason"]
+        assert row["gpu_mem_peak_allocated_mb"] > 0 and row["host_device_copies_timed"] is True
