@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from harness.quantize import onnxruntime as _onnxruntime
 from harness.quantize import onnxruntime_tensorrt as _onnxruntime_tensorrt
+from harness.quantize import torch as _torch
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 
 RECIPES: dict[str, tuple[Recipe, ...]] = {
     "onnxruntime": _onnxruntime.RECIPES + _onnxruntime_tensorrt.registered(),  # TensorRT ones where onnxruntime-gpu is
+    "torch": _torch.RECIPES,
 }
 
 UNAVAILABLE: dict[tuple[str, str], str] = {
     ("onnxruntime", mode): reason for mode, reason in _onnxruntime.UNAVAILABLE.items()
 }
+UNAVAILABLE.update({("torch", mode): reason for mode, reason in _torch.UNAVAILABLE.items()})
 
 
 def recipes_for(framework: str, mode: str) -> tuple[Recipe, ...]:

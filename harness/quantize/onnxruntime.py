@@ -11,6 +11,7 @@ import numpy as np
 
 from harness.artifacts import BuiltModel, TensorSpec
 from harness.data import batches
+from harness.quantize import qat_torch
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 
 FP32_FILE = "model.onnx"
@@ -222,11 +223,11 @@ RECIPES: tuple[Recipe, ...] = (
             "calibration_batch": CALIBRATION_BATCH}, LIBS),
     Recipe("onnxruntime", "mixed", "onnxruntime.quantize_static(QDQ,MinMax,per_channel,S8S8,nodes_to_exclude)", "qdq-mixed",
            build_mixed, {"format": "QDQ", "calibrate": "MinMax", "per_channel": True, "calibration_batch": CALIBRATION_BATCH}, LIBS),
+    qat_torch.onnx_recipe(),  # the torch qat-int8 model (PT2E QAT), exported with its QDQ pairs
 )
 
 # Modes with no onnxruntime recipe, and why (they appear as n/a rows, never silently dropped).
 UNAVAILABLE: dict[str, str] = {
     "bf16": "onnxruntime's CPU execution provider has no bfloat16 kernels for Conv/Gemm/MatMul",
-    "qat-int8": "needs a QAT-trained model exported to ONNX with QDQ pairs; the torch QAT recipe does not exist yet",
     "int16x8": "int16 activations with int8 weights is a TFLite mode; onnxruntime's CPU kernels for 16-bit QDQ are reference-only",
 }

@@ -1,0 +1,129 @@
+"""PT2E quantization (torch.export + torchao.quantization.pt2e): quantizers, calibration,
+the layers `mixed` keeps in float, and what a converted graph really computes in int8.
+
+The X86InductorQuantizer and ArmInductorQuantizer annotate for the int8 kernels inductor
+lowers to (oneDNN on x86, the ARM path on aarch64). The converted graph holds int8 weights
+and quantize/dequantize ops around float ops: run eagerly it is a reference of the int8
+numerics; torch.compile on the target fuses it into int8 kernels.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
+
+import numpy as np
+
+from harness.data import batches
+from harness.models.spec import ModelSpec
+from harness.quantize.base import BuildContext
+
+if TYPE_CHECKING:
+    from targets.base import TargetInfo
+
+CALIBRATION_BATCH = 16
+# quantizer name -> (module, class, default-config function)
+QUANTIZERS: dict[str, tuple[str, str, str]] = {
+    "x86": ("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer", "X86InductorQuantizer",
+            "get_default_x86_inductor_quantization_config"),
+    "arm": ("torchao.quantization.pt2e.quantizer.arm_inductor_quantizer", "ArmInductorQuantizer",
+            "get_default_arm_inductor_quantization_config"),
+}
+# The ops the converted graph needs registered before torch.export.load can read it (torch itself).
+RUNTIME_REQUIRES = ("torch.ao.quantization.fx._decomposed",)
+# quantizer name -> the target architectures whose int8 kernels it annotates for
+ARCHES: dict[str, tuple[str, ...]] = {"x86": ("x86_64", "amd64", "i686"), "arm": ("aarch64", "arm64")}
+WEIGHTED = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d", "Linear")
+
+
+def arch_family(arch: str) -> str:
+    arch = arch.lower()
+    return next((name for name, arches in ARCHES.items() if arch in arches), arch)
+
+
+def quantizer_applicable(name: str) -> Callable[[ModelSpec, "TargetInfo"], Optional[str]]:
+    """A recipe built with quantizer `name` runs only on the architecture it annotates for."""
+
+    def check(spec: ModelSpec, target: "TargetInfo") -> Optional[str]:
+        if arch_family(target.arch) == name:
+            return None
+        other = arch_family(target.arch)
+        hint = f"; the {other} recipe of this mode is the one for {target.name}" if other in QUANTIZERS else ""
+        return (f"{QUANTIZERS[name][1]} annotates for {name} int8 kernels and target {target.name} is "
+                f"{target.arch}{hint}")
+
+    return check
+
+
+def make_quantizer(name: str, is_qat: bool = False, keep_float: Iterable[str] = ()):
+    module_name, class_name, config_name = QUANTIZERS[name]
+    module = importlib.import_module(module_name)
+    quantizer = getattr(module, class_name)().set_global(getattr(module, config_name)(is_qat=is_qat))
+    for layer in keep_float:
+        quantizer.set_module_name_qconfig(layer, None)  # None: leave this module in float
+    return quantizer
+
+
+def weighted_layers(module) -> list[str]:
+    return [name for name, m in module.named_modules() if type(m).__name__ in WEIGHTED]
+
+
+def resolve_keep_float(ctx: BuildContext, module) -> list[str]:
+    """The module names `mixed` keeps in float: the suite's / model's, else the first and
+    last weighted layer. A name that is not a module of the model is an error."""
+    layers = weighted_layers(module)
+    names = list(ctx.keep_float) or ([layers[0], layers[-1]] if layers else [])
+    modules = dict(module.named_modules())
+    unknown = [n for n in names if n not in modules]
+    if unknown:
+        raise ValueError(
+            f"layers to keep in float {unknown} are not modules of {ctx.spec.name}; its weighted modules are "
+            f"{', '.join(layers) or 'none'} (set Suite(keep_float=...) or the model's sensitive_layers to module names)"
+        )
+    return list(dict.fromkeys(names))
+
+
+def capture(module, ctx: BuildContext):
+    """torch.export(...).module(): the ATen graph PT2E annotates."""
+    from harness.quantize.torch_export import export_program
+
+    return export_program(module, ctx, "PT2E quantization").module()
+
+
+def calibrate(prepared, ctx: BuildContext) -> int:
+    """Run the calibration split through the observers; returns the sample count."""
+    import torch
+
+    names = ctx.dataset.input_names
+    seen = 0
+    with torch.no_grad():
+        for chunk in batches(ctx.dataset.calib_inputs, CALIBRATION_BATCH):
+            prepared(*(torch.from_numpy(np.ascontiguousarray(chunk[n])) for n in names))
+            seen += len(chunk[names[0]])
+    return seen
+
+
+def _module_path(node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else ""
+
+
+def _op_name(node) -> str:
+    """'dequantize_per_channel' for the target quantized_decomposed.dequantize_per_channel.default."""
+    parts = str(node.target).split(".")
+    return parts[-2] if len(parts) >= 2 else parts[-1]
+
+
+def layer_precision(gm) -> dict[str, str]:
+    """module path -> "int8" when its conv/linear reads a dequantized int8 weight, else "float"."""
+    import torch
+
+    weighted = {torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.conv3d.default,
+                torch.ops.aten.linear.default}
+    dequantize = {"dequantize_per_channel", "dequantize_per_tensor", "dequantize_affine"}
+    found: dict[str, str] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in weighted:
+            weight = node.args[1]
+            is_int8 = getattr(weight, "op", "") == "call_function" and _op_name(weight) in dequantize
+            found[_module_path(node) or node.name] = "int8" if is_int8 else "float"
+    return found

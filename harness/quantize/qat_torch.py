@@ -1,0 +1,182 @@
+"""Quantization-aware training through PT2E, shared by two recipes:
+
+  - torch qat-int8: fake-quantized fine-tuning from the fp32 weights on the train split
+    (prepare_qat_pt2e), then convert_pt2e; saved as a torch.export .pt2;
+  - onnxruntime qat-int8: that same converted model (the torch artifact, from the cache)
+    exported to ONNX, where its quantize/dequantize pairs become QDQ nodes.
+
+Training is deterministic (fixed seed, fixed batch order, one thread). A non-finite loss
+stops training with QATDiverged: the case becomes `error`, never a model.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.artifacts import BuiltModel
+from harness.quantize.base import BuildContext, NotApplicable, Recipe
+from harness.quantize.pt2e_torch import QUANTIZERS, quantizer_applicable
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    epochs: int = 3  # fine-tuning passes over the train split
+    learning_rate: float = 1e-4  # Adam, starting from the trained fp32 weights
+    batch_size: int = 32  # train batch size
+    seed: int = 0  # fixes the batch order (and any randomness in the model)
+    quantizer: str = "x86"  # PT2E quantizer, a key of pt2e_torch.QUANTIZERS
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class QATDiverged(RuntimeError):
+    """The fine-tuning loss became NaN/Inf; no model is produced."""
+
+
+def _train_split(ctx: BuildContext):
+    import torch
+
+    data = ctx.dataset
+    if data.train_inputs is None or data.train_labels is None:
+        raise NotApplicable(
+            f"qat-int8 fine-tunes on a train split and dataset {data.name!r} has none "
+            "(give x_train/y_train in the .npz, or train_inputs/train_labels in the Dataset)"
+        )
+    labels = np.asarray(data.train_labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise NotApplicable(
+            f"qat-int8 here fine-tunes a classifier with cross-entropy on integer labels; dataset {data.name!r} "
+            f"has {labels.dtype} train labels"
+        )
+    inputs = tuple(torch.from_numpy(np.ascontiguousarray(data.train_inputs[n])) for n in data.input_names)
+    return inputs, torch.from_numpy(labels.astype(np.int64))
+
+
+def qat_convert(ctx: BuildContext, config: QATConfig):
+    """Fine-tune with fake quantization, then convert. Returns (converted GraphModule, facts)."""
+    import torch
+    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    from harness.quantize.pt2e_torch import capture, layer_precision, make_quantizer
+    from harness.quantize.torch_export import drop_unused_state, fp32_copy
+
+    inputs, labels = _train_split(ctx)
+    torch.manual_seed(config.seed)
+    prepared = prepare_qat_pt2e(capture(fp32_copy(ctx), ctx), make_quantizer(config.quantizer, is_qat=True))
+    move_exported_model_to_train(prepared)
+    optimizer = torch.optim.Adam(prepared.parameters(), lr=config.learning_rate)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(config.seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread keeps float reductions in a fixed order
+    epoch_losses = []
+    try:
+        for epoch in range(config.epochs):
+            ctx.progress(f"QAT epoch {epoch + 1}/{config.epochs}")
+            total, steps = 0.0, 0
+            for step, idx in enumerate(torch.randperm(len(labels), generator=generator).split(config.batch_size)):
+                optimizer.zero_grad()
+                out = prepared(*(x[idx] for x in inputs))
+                loss = loss_fn(out if isinstance(out, torch.Tensor) else out[0], labels[idx])
+                if not torch.isfinite(loss):
+                    raise QATDiverged(
+                        f"QAT of {ctx.spec.name} diverged: loss became {loss.item()} at epoch {epoch + 1} step {step + 1} "
+                        f"(learning_rate={config.learning_rate:g}); lower the QAT learning rate or check the train split "
+                        f"of {ctx.dataset.name!r} for NaN/Inf"
+                    )
+                loss.backward()
+                optimizer.step()
+                total, steps = total + loss.item(), steps + 1
+            epoch_losses.append(total / max(steps, 1))
+    finally:
+        torch.set_num_threads(threads)
+    move_exported_model_to_eval(prepared)
+    converted = convert_pt2e(prepared)
+    dropped = drop_unused_state(converted)
+    facts = {"qat": config.params(), "train_samples": int(len(labels)), "epoch_mean_loss": epoch_losses,
+             "layers": layer_precision(converted), "dropped_float_copies": dropped}
+    return converted, facts
+
+
+def build_torch(config: QATConfig):
+    def build(ctx: BuildContext, out: Path) -> BuiltModel:
+        from harness.quantize.pt2e_torch import RUNTIME_REQUIRES
+        from harness.quantize.torch_export import save_exported
+
+        converted, facts = qat_convert(ctx, config)
+        return save_exported(converted, ctx, out, what="qat-int8", runtime_requires=RUNTIME_REQUIRES, notes=facts)
+
+    return build
+
+
+def build_onnx(config: QATConfig):
+    """The torch QAT artifact of the same config, exported to ONNX (QDQ pairs)."""
+
+    def build(ctx: BuildContext, out: Path) -> BuiltModel:
+        import importlib
+
+        import torch
+
+        from harness.quantize.onnxruntime import OPSET, describe
+        from harness.quantize.pt2e_torch import RUNTIME_REQUIRES
+        from harness.quantize.torch_export import example_inputs, first_line
+
+        for module in RUNTIME_REQUIRES:
+            importlib.import_module(module)
+        source, _ = ctx.artifact(torch_recipe(config))
+        program = torch.export.load(str(source.model_file))
+        path = out / "model.onnx"
+        ctx.progress("exporting the QAT model to ONNX (QDQ)")
+        try:
+            torch.onnx.export(program, example_inputs(ctx), str(path), input_names=list(ctx.dataset.input_names),
+                              opset_version=OPSET, dynamo=True, external_data=False)
+        except Exception as exc:
+            raise RuntimeError(
+                f"torch.onnx.export could not export the QAT model of {ctx.spec.name} ({first_line(exc)}); "
+                "the torch qat-int8 artifact is unaffected"
+            ) from exc
+        notes = _compare(program.module(), path, ctx)
+        notes.update(source_artifact=source.manifest["key"], qat=config.params(),
+                     exporter=f"torch.onnx.export(ExportedProgram, dynamo=True, opset={OPSET})")
+        return describe(path, notes)
+
+    return build
+
+
+def _compare(module, path: Path, ctx: BuildContext) -> dict[str, Any]:
+    """How closely onnxruntime's int8 kernels follow the torch reference of the same model."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    names = ctx.dataset.input_names
+    feed = {n: np.ascontiguousarray(ctx.dataset.eval_inputs[n]) for n in names}
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, feed)[0]
+    with torch.inference_mode():
+        want = module(*(torch.from_numpy(feed[n]) for n in names))
+    want = (want if isinstance(want, torch.Tensor) else want[0]).numpy()
+    ops = [n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node]
+    if "QuantizeLinear" not in ops or "DequantizeLinear" not in ops:
+        raise RuntimeError(f"the ONNX export of the QAT model of {ctx.spec.name} has no QuantizeLinear/DequantizeLinear pairs")
+    return {
+        "qdq_nodes": {"QuantizeLinear": ops.count("QuantizeLinear"), "DequantizeLinear": ops.count("DequantizeLinear")},
+        "vs_torch_max_abs_diff": float(np.max(np.abs(got - want))),
+        "vs_torch_top1_agreement": float(np.mean(got.argmax(-1) == want.argmax(-1))) if got.ndim > 1 else None,
+    }
+
+
+def torch_recipe(config: QATConfig = QATConfig()) -> Recipe:
+    name = f"torchao.pt2e.prepare_qat_pt2e({QUANTIZERS[config.quantizer][1]},{config.epochs}ep,lr={config.learning_rate:g})+convert_pt2e, eager"
+    return Recipe("torch", "qat-int8", name, f"pt2e-{config.quantizer}", build_torch(config), config.params(),
+                  ("torch", "torchao"), quantizer_applicable(config.quantizer))
+
+
+def onnx_recipe(config: QATConfig = QATConfig()) -> Recipe:
+    return Recipe("onnxruntime", "qat-int8", f"torch PT2E QAT ({config.quantizer}) -> torch.onnx.export(QDQ)", "qdq",
+                  build_onnx(config), config.params(), ("torch", "torchao", "onnx", "onnxscript", "onnxruntime"))

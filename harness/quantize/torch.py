@@ -1,0 +1,241 @@
+"""PyTorch recipes: fp32, bf16/fp16, two dynamic-int8 recipes (legacy torch.ao and torchao),
+static-int8 / mixed / qat-int8 through PT2E.
+
+Every artifact loads on the target without the model's Python source (torch.export `.pt2`,
+TorchScript for the legacy torch.ao dynamic modules); the manifest's notes["torch_load"] and
+runtime_requires tell the runner how (see torch_export.py). torch is imported lazily: the
+registry is read at suite collection, long before anything is built.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from harness.artifacts import BuiltModel
+from harness.models.spec import ModelSpec
+from harness.quantize import qat_torch
+from harness.quantize.base import BuildContext, NotApplicable, Recipe
+from harness.quantize.pt2e_torch import RUNTIME_REQUIRES, arch_family, quantizer_applicable
+from harness.quantize.torch_export import LoadSpec, fp32_copy, save_exported, save_torchscript
+
+if TYPE_CHECKING:
+    from targets.base import TargetInfo
+
+LIBS = ("torch",)
+PT2E_LIBS = ("torch", "torchao")
+# CPU flags that mean native float16 arithmetic, per architecture family (x86: Sapphire Rapids
+# and later / AMX-FP16; ARM: ARMv8.2-A half-precision). Without them torch converts every op.
+HALF_FLAGS: dict[str, tuple[str, ...]] = {"x86": ("avx512_fp16", "amx_fp16"), "arm": ("asimdhp", "fphp")}
+
+
+# -- applicability --------------------------------------------------------------------------
+def cpu_flags(target: "TargetInfo") -> Optional[set[str]]:
+    """The target's CPU flags: its facts when it reports them, /proc/cpuinfo for the local target."""
+    flags = target.facts.get("cpu_flags")
+    if flags:
+        return set(flags.split() if isinstance(flags, str) else flags)
+    if target.kind != "local":
+        return None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return None
+
+
+def half_applicable(spec: ModelSpec, target: "TargetInfo") -> Optional[str]:
+    if target.kind == "cuda":
+        return None
+    family = arch_family(target.arch)
+    wanted = HALF_FLAGS.get(family)
+    flags = cpu_flags(target)
+    if wanted is None:
+        return f"no known float16 compute flags for {target.arch} (target {target.name})"
+    if flags is None:
+        return (f"target {target.name} does not report its CPU flags, so float16 compute ({' or '.join(wanted)}) "
+                "cannot be confirmed")
+    if not flags & set(wanted):
+        return (f"the CPU of target {target.name} ({target.device}) has no float16 arithmetic "
+                f"({' / '.join(wanted)} absent): torch would convert every op, measuring emulation, not fp16")
+    return None
+
+
+def engine_applicable(engine: str):
+    family = {"x86": "x86", "fbgemm": "x86", "qnnpack": "arm"}[engine]
+
+    def check(spec: ModelSpec, target: "TargetInfo") -> Optional[str]:
+        if arch_family(target.arch) == family:
+            return None
+        other = "ao-qnnpack (qnnpack)" if family == "x86" else "ao-x86 (x86/fbgemm)"
+        return (f"torch's {engine} quantized engine is the {family} kernel library and target {target.name} is "
+                f"{target.arch}; recipe {other} covers that architecture")
+
+    return check
+
+
+# -- fp32, bf16, fp16 -----------------------------------------------------------------------
+def build_fp32(ctx: BuildContext, out: Path) -> BuiltModel:
+    return save_exported(fp32_copy(ctx), ctx, out, what="fp32", tolerance=1e-6)
+
+
+def _cast_wrapper(module, dtype):
+    """The module in `dtype` with float32 inputs and outputs (the casts are in the graph,
+    as onnxconverter-common's keep_io_types does): evaluation data and scores stay float32."""
+    import torch
+
+    class CastIO(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module.to(dtype)
+
+        def forward(self, *inputs):
+            out = self.inner(*(x.to(dtype) for x in inputs))
+            if isinstance(out, torch.Tensor):
+                return out.float()
+            return tuple(o.float() for o in out)
+
+    return CastIO().eval()
+
+
+def build_half(dtype_name: str):
+    def build(ctx: BuildContext, out: Path) -> BuiltModel:
+        import torch
+
+        wrapped = _cast_wrapper(fp32_copy(ctx), getattr(torch, dtype_name))
+        # tolerance: the same graph reloaded computes bit-identical results
+        return save_exported(wrapped, ctx, out, what=dtype_name, notes={"compute_dtype": dtype_name, "io_dtype": "float32"})
+
+    return build
+
+
+# -- dynamic int8 ---------------------------------------------------------------------------
+def _deprecations(caught) -> list[str]:
+    texts = [" ".join(str(w.message).split()) for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    return list(dict.fromkeys(texts))
+
+
+def build_ao_dynamic(engine: str, name: str):
+    """torch.ao.quantization.quantize_dynamic (deprecated, still shipped): Linear layers get
+    int8 weights, activations are quantized at run time; convolutions stay float32."""
+
+    def build(ctx: BuildContext, out: Path) -> BuiltModel:
+        import torch
+
+        if engine not in torch.backends.quantized.supported_engines:
+            raise NotApplicable(f"this torch build has no {engine} quantized engine (it has {torch.backends.quantized.supported_engines})")
+        previous = torch.backends.quantized.engine
+        torch.backends.quantized.engine = engine  # packs the weights for this engine's kernels
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                quantized = torch.ao.quantization.quantize_dynamic(fp32_copy(ctx), {torch.nn.Linear}, dtype=torch.qint8)
+                layers = [n for n, m in quantized.named_modules() if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic")]
+                if not layers:
+                    raise NotApplicable(f"model {ctx.spec.name} has no nn.Linear layer: torch.ao dynamic quantization covers Linear (and RNN) layers only")
+                built = save_torchscript(quantized, ctx, out, what="dynamic-int8 (torch.ao)",
+                                         load=LoadSpec(format="torchscript", quantized_engine=engine),
+                                         notes={"quantized_layers": layers, "quantized_engine": engine})
+        finally:
+            torch.backends.quantized.engine = previous
+        for w in caught:  # recorded in the manifest and passed on: the deprecations are not silenced
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        deprecated = _deprecations(caught)
+        notes = dict(built.notes, deprecation_warnings=deprecated)
+        if deprecated:  # the recipe column then says so in every report
+            notes["recipe"] = f"{name} DEPRECATED: {deprecated[0].split('. ')[0]}"
+        return replace(built, notes=notes)
+
+    return build
+
+
+def build_torchao_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
+    """torchao.quantize_(Int8DynamicActivationInt8WeightConfig): int8 weights (per channel)
+    and int8 activations quantized per token at run time, on nn.Linear layers."""
+    import torch
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    module = fp32_copy(ctx)
+    quantize_(module, Int8DynamicActivationInt8WeightConfig())
+    layers = [n for n, m in module.named_modules()
+              if isinstance(m, torch.nn.Linear) and type(m.weight) not in (torch.Tensor, torch.nn.Parameter)]
+    if not layers:
+        raise NotApplicable(f"model {ctx.spec.name} has no nn.Linear layer for torchao's Int8DynamicActivationInt8WeightConfig")
+    notes = {"quantized_layers": layers, "weight_type": type(getattr(module.get_submodule(layers[0]), "weight")).__name__}
+    return save_exported(module, ctx, out, what="dynamic-int8 (torchao)", runtime_requires=("torchao",), notes=notes)
+
+
+# -- static int8 and mixed through PT2E -----------------------------------------------------------
+def build_pt2e(quantizer: str, mixed: bool = False, compile: Optional[str] = None):
+    def build(ctx: BuildContext, out: Path) -> BuiltModel:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        from harness.quantize.pt2e_torch import calibrate, capture, layer_precision, make_quantizer, resolve_keep_float
+        from harness.quantize.torch_export import drop_unused_state
+
+        module = fp32_copy(ctx)
+        keep = resolve_keep_float(ctx, module) if mixed else []
+        prepared = prepare_pt2e(capture(module, ctx), make_quantizer(quantizer, keep_float=keep))
+        ctx.progress("calibrating (PT2E observers)")
+        samples = calibrate(prepared, ctx)
+        converted = convert_pt2e(prepared)
+        dropped = drop_unused_state(converted)
+        layers = layer_precision(converted)
+        if not any(p == "int8" for p in layers.values()):
+            raise NotApplicable(f"the {quantizer} PT2E quantizer quantized no conv/linear layer of {ctx.spec.name} (layers: {layers})")
+        still_int8 = [name for name in keep if layers.get(name) == "int8"]
+        if still_int8:
+            raise RuntimeError(f"layers {still_int8} of {ctx.spec.name} were to stay float but were quantized")
+        notes = {"layers": layers, "calibration_samples": samples, "dropped_float_copies": dropped}
+        if mixed:
+            notes["kept_float"] = keep
+        return save_exported(converted, ctx, out, what="mixed" if mixed else "static-int8", load=LoadSpec(compile=compile),
+                             runtime_requires=RUNTIME_REQUIRES, notes=notes)
+
+    return build
+
+
+def _pt2e_name(quantizer: str, extra: str = "") -> str:
+    cls = {"x86": "X86InductorQuantizer", "arm": "ArmInductorQuantizer"}[quantizer]
+    return f"torchao.pt2e.prepare_pt2e({cls}{extra})+convert_pt2e"
+
+
+AO_X86 = "torch.ao.quantize_dynamic(Linear,qint8,x86)"
+AO_QNNPACK = "torch.ao.quantize_dynamic(Linear,qint8,qnnpack)"
+FP32 = Recipe("torch", "fp32", "torch.export(eager)", "fp32", build_fp32, {}, LIBS)
+RECIPES: tuple[Recipe, ...] = (
+    FP32,
+    Recipe("torch", "bf16", "torch.export(.to(bfloat16), fp32 io)", "bf16", build_half("bfloat16"), {"io": "float32"}, LIBS),
+    Recipe("torch", "fp16", "torch.export(.to(float16), fp32 io)", "fp16", build_half("float16"), {"io": "float32"}, LIBS,
+           half_applicable),
+    Recipe("torch", "dynamic-int8", AO_X86, "ao-x86", build_ao_dynamic("x86", AO_X86), {"engine": "x86"}, LIBS,
+           engine_applicable("x86")),
+    Recipe("torch", "dynamic-int8", AO_QNNPACK, "ao-qnnpack", build_ao_dynamic("qnnpack", AO_QNNPACK), {"engine": "qnnpack"},
+           LIBS, engine_applicable("qnnpack")),
+    Recipe("torch", "dynamic-int8", "torchao.quantize_(Int8DynamicActivationInt8WeightConfig)", "torchao",
+           build_torchao_dynamic, {}, PT2E_LIBS),
+    Recipe("torch", "static-int8", _pt2e_name("x86") + ", eager", "pt2e-x86", build_pt2e("x86"),
+           {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("x86")),
+    Recipe("torch", "static-int8", _pt2e_name("x86") + ", torch.compile on target", "pt2e-x86-inductor",
+           build_pt2e("x86", compile="inductor"), {"calibration_batch": 16, "compile": "inductor"}, PT2E_LIBS,
+           quantizer_applicable("x86")),
+    Recipe("torch", "static-int8", _pt2e_name("arm") + ", eager", "pt2e-arm", build_pt2e("arm"),
+           {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("arm")),
+    qat_torch.torch_recipe(qat_torch.QATConfig(quantizer="x86")),
+    qat_torch.torch_recipe(qat_torch.QATConfig(quantizer="arm")),
+    Recipe("torch", "mixed", _pt2e_name("x86", ", keep_float layers None") + ", eager", "pt2e-x86", build_pt2e("x86", mixed=True),
+           {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("x86")),
+    Recipe("torch", "mixed", _pt2e_name("arm", ", keep_float layers None") + ", eager", "pt2e-arm", build_pt2e("arm", mixed=True),
+           {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("arm")),
+)
+
+# Modes with no torch recipe, and why (n/a rows, never dropped).
+UNAVAILABLE: dict[str, str] = {
+    "int16x8": "int16 activations with int8 weights is a TFLite mode; PyTorch's CPU int8 paths (fbgemm, oneDNN, "
+               "qnnpack, PT2E X86/ARM quantizers) have no int16-activation kernels",
+}

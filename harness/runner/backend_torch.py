@@ -1,0 +1,116 @@
+"""torch backend for the runner (imports torch, numpy, and only the modules the artifact's
+manifest lists in runtime_requires, e.g. torchao).
+
+The manifest's notes["torch_load"] says how the artifact loads:
+  format            "torch.export" (.pt2, torch.export.load(...).module())
+                    or "torchscript" (.pt, torch.jit.load)
+  quantized_engine  torch.backends.quantized.engine to set before loading (packed int8 weights)
+  compile           "inductor": torch.compile(freezing=True) on this machine; the compilation
+                    happens in the first call, so it is part of first_ms, never of the timed loop
+Threads are set with torch.set_num_threads and recorded; every call runs under
+torch.inference_mode().
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any, Dict, List
+
+import numpy as np
+
+import torch
+
+
+def _import_required(names: List[str]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise RuntimeError(
+                f"this artifact needs {name} (manifest runtime_requires) and it does not import in {sys.executable} "
+                f"({exc}); install it beside torch {torch.__version__}"
+            ) from exc
+
+
+def _set_engine(engine: str) -> None:
+    supported = list(torch.backends.quantized.supported_engines)
+    if engine not in supported:
+        raise RuntimeError(
+            f"this artifact's int8 weights are packed for torch's {engine} quantized engine, which torch "
+            f"{torch.__version__} on this machine lacks (it has {', '.join(supported)}); use a recipe for this architecture"
+        )
+    torch.backends.quantized.engine = engine
+
+
+def _load(model_path: str, how: Dict[str, Any]):
+    fmt = how.get("format") or "torch.export"
+    if fmt == "torch.export":
+        return torch.export.load(model_path).module()
+    if fmt == "torchscript":
+        module = torch.jit.load(model_path, map_location="cpu")
+        return module.eval()
+    raise RuntimeError(f"unknown torch artifact format {fmt!r} in the manifest (known: torch.export, torchscript)")
+
+
+def _compile(module, how: Dict[str, Any]):
+    backend = how.get("compile")
+    if not backend:
+        return module
+    if backend != "inductor":
+        raise RuntimeError(f"unknown compile backend {backend!r} in the manifest (known: inductor)")
+    import torch._inductor.config as inductor_config
+
+    # Freezing constant-folds the weights, which is what lets inductor match the PT2E
+    # quantize/dequantize patterns and prepack the int8 weights for oneDNN.
+    inductor_config.freezing = True
+    # dynamic=False: one static graph for the benchmark batch (the evaluation pass pads to it).
+    return torch.compile(module, backend="inductor", dynamic=False)
+
+
+class Backend:
+    runtime = "torch"
+    runtime_version = torch.__version__
+
+    def __init__(self, model_path: str, manifest: dict, threads: int, options: dict) -> None:
+        device = options.get("device", "cpu")
+        if device != "cpu":
+            raise RuntimeError(f"the torch backend of this runner runs on the CPU only (device {device!r} requested)")
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # only settable before the first parallel work; keep what is there
+            pass
+        how = dict((manifest.get("notes") or {}).get("torch_load") or {})
+        _import_required(list(manifest.get("runtime_requires") or []))
+        if how.get("quantized_engine"):
+            _set_engine(how["quantized_engine"])
+        self.module = _compile(_load(model_path, how), how)
+        self.input_specs = [
+            (t["name"], tuple(d if isinstance(d, int) else None for d in t["shape"]), t["dtype"])
+            for t in manifest["inputs"]
+        ]
+        self.output_names = [t["name"] for t in manifest["outputs"]]
+        self.details = {
+            "format": how.get("format") or "torch.export",
+            "quantized_engine": torch.backends.quantized.engine if how.get("quantized_engine") else None,
+            "compile": how.get("compile"),
+            "compile_in_first_call": bool(how.get("compile")),
+            "num_threads": torch.get_num_threads(),
+            "num_interop_threads": torch.get_num_interop_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "inference_mode": True,
+            "runtime_requires": list(manifest.get("runtime_requires") or []),
+        }
+
+    def prepare(self, feed: Dict[str, np.ndarray]) -> tuple:
+        """numpy -> torch tensors of the model's input dtypes, once, outside the timed region."""
+        return tuple(torch.from_numpy(np.ascontiguousarray(feed[name], dtype=dtype)) for name, _, dtype in self.input_specs)
+
+    def run(self, prepared: tuple) -> List[np.ndarray]:
+        with torch.inference_mode():
+            out = self.module(*prepared)
+        if isinstance(out, torch.Tensor):
+            out = (out,)
+        elif isinstance(out, dict):
+            out = tuple(out.values())
+        return [o.float().numpy() if o.dtype == torch.bfloat16 else o.numpy() for o in out]
