@@ -25,6 +25,7 @@ from . import measure, sensors, system
 # framework -> backend module inside this package (each imports only its own runtime)
 BACKENDS = {
     "onnxruntime": "backend_onnxruntime",
+    "torch": "backend_torch",
 }
 
 RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "tflite": "ai_edge_litert", "torch": "torch"}
