@@ -32,8 +32,8 @@ from targets import RunnerJob, Target, TargetConfig, open_target
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "quantbench"
-VERSIONED = ("numpy", "pandas", "torch", "torchao", "onnx", "onnxruntime", "onnxconverter-common",
-             "tensorflow-cpu", "ai-edge-litert", "litert-torch", "ai-edge-quantizer", "paramiko")
+VERSIONED = ("numpy", "pandas", "torch", "torchao", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxconverter-common",
+             "tensorflow-cpu", "ai-edge-litert", "litert-torch", "ai-edge-quantizer", "paramiko", "nvidia-ml-py")
 
 
 @dataclass(frozen=True)
