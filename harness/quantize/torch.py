@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Optional
 
 from harness.artifacts import BuiltModel
 from harness.models.spec import ModelSpec
-from harness.quantize import qat_torch
+from harness.quantize import qat_torch, torch_cuda
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 from harness.quantize.pt2e_torch import RUNTIME_REQUIRES, arch_family, quantizer_applicable
 from harness.quantize.torch_export import LoadSpec, fp32_copy, save_exported, save_torchscript
@@ -233,6 +233,8 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("torch", "mixed", _pt2e_name("arm", ", keep_float layers None") + ", eager", "pt2e-arm", build_pt2e("arm", mixed=True),
            {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("arm")),
 )
+# On a cuda target: the recipes with CUDA kernels run on the GPU, the others are n/a (torch_cuda.py).
+RECIPES = torch_cuda.cuda_aware(RECIPES)
 
 # Modes with no torch recipe, and why (n/a rows, never dropped).
 UNAVAILABLE: dict[str, str] = {

@@ -9,6 +9,12 @@ The manifest's notes["torch_load"] says how the artifact loads:
                     happens in the first call, so it is part of first_ms, never of the timed loop
 Threads are set with torch.set_num_threads and recorded; every call runs under
 torch.inference_mode().
+
+options["device"] "cuda" (a cuda target) moves the exported program to the GPU
+(torch.export.passes.move_to_device_pass). options["io"] "host": numpy in, numpy out, the
+copies and the .cpu() that waits for the GPU inside the timed call; "device": inputs copied
+once in prepare(), run() ends with torch.cuda.synchronize(), outputs fetched afterwards.
+Peak GPU memory is torch.cuda.max_memory_allocated() since a reset before the model loads.
 """
 from __future__ import annotations
 
@@ -42,12 +48,17 @@ def _set_engine(engine: str) -> None:
     torch.backends.quantized.engine = engine
 
 
-def _load(model_path: str, how: Dict[str, Any]):
+def _load(model_path: str, how: Dict[str, Any], device: str = "cpu"):
     fmt = how.get("format") or "torch.export"
     if fmt == "torch.export":
-        return torch.export.load(model_path).module()
+        program = torch.export.load(model_path)
+        if device != "cpu":  # parameters, buffers, constants and device arguments in the graph
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, device)
+        return program.module()
     if fmt == "torchscript":
-        module = torch.jit.load(model_path, map_location="cpu")
+        module = torch.jit.load(model_path, map_location=device)
         return module.eval()
     raise RuntimeError(f"unknown torch artifact format {fmt!r} in the manifest (known: torch.export, torchscript)")
 
@@ -67,14 +78,25 @@ def _compile(module, how: Dict[str, Any]):
     return torch.compile(module, backend="inductor", dynamic=False)
 
 
+def _numpy(out) -> List[np.ndarray]:
+    out = [o.cpu() for o in out]
+    return [o.float().numpy() if o.dtype == torch.bfloat16 else o.numpy() for o in out]
+
+
 class Backend:
     runtime = "torch"
     runtime_version = torch.__version__
 
     def __init__(self, model_path: str, manifest: dict, threads: int, options: dict) -> None:
         device = options.get("device", "cpu")
-        if device != "cpu":
-            raise RuntimeError(f"the torch backend of this runner runs on the CPU only (device {device!r} requested)")
+        if device not in ("cpu", "cuda"):
+            raise RuntimeError(f"the torch backend runs on 'cpu' or 'cuda', not {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"torch {torch.__version__} in {sys.executable} sees no CUDA device (CUDA build: "
+                               f"{torch.version.cuda or 'none, this is a CPU-only wheel'}); install torch's CUDA build")
+        self.device, self.io = device, options.get("io", "host")
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()  # the peak then covers the model, its load and every call
         torch.set_num_threads(threads)
         try:
             torch.set_num_interop_threads(1)
@@ -84,7 +106,7 @@ class Backend:
         _import_required(list(manifest.get("runtime_requires") or []))
         if how.get("quantized_engine"):
             _set_engine(how["quantized_engine"])
-        self.module = _compile(_load(model_path, how), how)
+        self.module = _compile(_load(model_path, how, device), how)
         self.input_specs = [
             (t["name"], tuple(d if isinstance(d, int) else None for d in t["shape"]), t["dtype"])
             for t in manifest["inputs"]
@@ -100,17 +122,43 @@ class Backend:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "inference_mode": True,
             "runtime_requires": list(manifest.get("runtime_requires") or []),
+            "device": device,
+            "io": self.io,
+            "host_device_copies_timed": None if device == "cpu" else self.io == "host",
+            "timing_sync": None if device == "cpu" else (
+                "outputs copied to the host (.cpu()) inside the call" if self.io == "host"
+                else "torch.cuda.synchronize() at the end of the call"),
         }
+        if device == "cuda":
+            self.details["cuda_device"] = torch.cuda.get_device_name(0)
 
     def prepare(self, feed: Dict[str, np.ndarray]) -> tuple:
         """numpy -> torch tensors of the model's input dtypes, once, outside the timed region."""
-        return tuple(torch.from_numpy(np.ascontiguousarray(feed[name], dtype=dtype)) for name, _, dtype in self.input_specs)
+        tensors = tuple(torch.from_numpy(np.ascontiguousarray(feed[name], dtype=dtype)) for name, _, dtype in self.input_specs)
+        if self.device != "cpu" and self.io == "device":
+            tensors = tuple(t.to(self.device) for t in tensors)
+            torch.cuda.synchronize()
+        return tensors
 
-    def run(self, prepared: tuple) -> List[np.ndarray]:
+    def run(self, prepared: tuple):
         with torch.inference_mode():
+            if self.device != "cpu" and self.io == "host":
+                prepared = tuple(t.to(self.device, non_blocking=False) for t in prepared)
             out = self.module(*prepared)
         if isinstance(out, torch.Tensor):
             out = (out,)
         elif isinstance(out, dict):
             out = tuple(out.values())
-        return [o.float().numpy() if o.dtype == torch.bfloat16 else o.numpy() for o in out]
+        if self.device != "cpu" and self.io == "device":
+            torch.cuda.synchronize()  # the call's GPU work is done when run() returns
+            return out
+        return _numpy(out)  # .cpu() waits for the GPU
+
+    def fetch(self, out) -> List[np.ndarray]:
+        """run()'s outputs as host arrays (they stay on the GPU with io "device")."""
+        return _numpy(out) if self.device != "cpu" and self.io == "device" else out
+
+    def after_window(self) -> Dict[str, Any]:
+        if self.device != "cuda":
+            return {}
+        return {"gpu_mem_peak_allocated_mb": torch.cuda.max_memory_allocated() / (1024.0 * 1024.0)}

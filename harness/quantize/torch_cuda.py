@@ -1,0 +1,78 @@
+"""Which torch recipes run on a cuda target, and why the others cannot.
+
+On a cuda target the runner moves the exported program to the GPU
+(torch.export.passes.move_to_device_pass). That is a real GPU measurement for:
+  - fp32 and fp16 (every CUDA GPU);
+  - bf16 from compute capability 8.0 (Ampere): older GPUs have no bf16 arithmetic;
+  - torchao's Int8DynamicActivationInt8WeightConfig from compute capability 8.0: its int8
+    matmul is torch._int_mm (cuBLASLt int8 tensor cores), which PyTorch supports on sm_80+.
+The rest are CPU kernel recipes and `n/a` on a cuda target: the torch.ao quantized engines
+(x86/fbgemm, qnnpack) have no CUDA kernels at all, and the PT2E X86/ARM quantizers lower to
+CPU int8 kernels (oneDNN, XNNPACK): on a GPU their quantize/dequantize ops would run as
+float reference code, measuring emulation rather than int8.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable, Optional
+
+from harness.quantize.base import Recipe
+
+if TYPE_CHECKING:
+    from harness.models.spec import ModelSpec
+    from targets.base import TargetInfo
+
+AMPERE = (8, 0)
+NO_CUDA_ENGINE = ("torch.ao's quantized engines (x86/fbgemm, qnnpack) are CPU kernel libraries with no CUDA "
+                  "backend; on a cuda target use torchao.quantize_(Int8DynamicActivationInt8WeightConfig)")
+PT2E_ON_CPU = ("the PT2E X86/ARM quantizers lower to CPU int8 kernels (oneDNN, XNNPACK); on a GPU their "
+               "quantize/dequantize ops would run as float reference code, not int8, so there is nothing to measure")
+
+
+def compute_capability(target: "TargetInfo") -> Optional[tuple[int, int]]:
+    text = (target.facts.get("gpu") or {}).get("compute_capability")
+    if not text:
+        return None
+    major, _, minor = str(text).partition(".")
+    return int(major), int(minor or 0)
+
+
+def _needs(capability: tuple[int, int], what: str) -> Callable[["TargetInfo"], Optional[str]]:
+    def check(target: "TargetInfo") -> Optional[str]:
+        have = compute_capability(target)
+        if have is None:
+            return f"the compute capability of target {target.name}'s GPU is unknown, and {what} needs {capability[0]}.{capability[1]}"
+        if have < capability:
+            return (f"{what} needs compute capability {capability[0]}.{capability[1]} (Ampere) or newer; "
+                    f"{target.device} on target {target.name} is {have[0]}.{have[1]}")
+        return None
+    return check
+
+
+def cuda_reason(recipe: Recipe, target: "TargetInfo") -> Optional[str]:
+    """Why `recipe` cannot run on this cuda target's GPU, or None when it can."""
+    if recipe.mode in ("fp32", "fp16"):
+        return None
+    if recipe.mode == "bf16":
+        return _needs(AMPERE, "bfloat16 arithmetic")(target)
+    if "engine" in recipe.params:
+        return NO_CUDA_ENGINE
+    if recipe.name.startswith("torchao.quantize_("):
+        return _needs(AMPERE, "torchao's int8 matmul (torch._int_mm on cuBLASLt int8 tensor cores)")(target)
+    return PT2E_ON_CPU
+
+
+def cuda_aware(recipes: tuple[Recipe, ...]) -> tuple[Recipe, ...]:
+    """The recipes with applicability that, on a cuda target, is cuda_reason (the CPU
+    checks such as the host's CPU flags do not apply there), and unchanged elsewhere."""
+    def wrap(recipe: Recipe) -> Recipe:
+        cpu_check = recipe.applicable
+
+        def applicable(spec: "ModelSpec", target: "TargetInfo") -> Optional[str]:
+            if target.kind == "cuda":
+                return cuda_reason(recipe, target)
+            return cpu_check(spec, target) if cpu_check else None
+
+        return replace(recipe, applicable=applicable)
+
+    return tuple(wrap(r) for r in recipes)
