@@ -181,6 +181,56 @@ def test_tensorrt_int8_artifact_is_symmetric_and_keeps_accuracy(tmp_path):
     assert top1(int8.model_file) >= top1(fp32.model_file) - 0.01
 
 
+def test_torch_recipes_on_a_cuda_target_follow_the_gpu():
+    from harness.models import digits_cnn
+    from harness.quantize import RECIPES
+
+    def runnable(capability):
+        info = cuda_info(gpu={"compute_capability": capability})
+        reasons = {r.slug: r.not_applicable_reason(digits_cnn, info) for r in RECIPES["torch"]}
+        return {slug for slug, why in reasons.items() if why is None}, reasons
+
+    hopper, reasons = runnable("9.0")
+    assert hopper == {"fp32", "fp16", "bf16", "torchao"}
+    assert "CPU kernel libraries with no CUDA backend" in reasons["ao-x86"]
+    assert "lower to CPU int8 kernels" in reasons["pt2e-x86"]
+    volta, reasons = runnable("7.0")
+    assert volta == {"fp32", "fp16"}
+    assert reasons["bf16"] == "bfloat16 arithmetic needs compute capability 8.0 (Ampere) or newer; a GPU on target gpu is 7.0"
+
+
+def _torch_artifacts(slugs):
+    from harness.artifacts import ArtifactCache
+    from harness.models import digits_cnn
+    from harness.quantize import RECIPES, BuildContext
+
+    ctx = BuildContext(digits_cnn, digits_cnn.data(), ArtifactCache(CACHE / "artifacts"), CACHE / "models")
+    return {r.slug: ctx.artifact(r)[0] for r in RECIPES["torch"] if r.slug in slugs}
+
+
+def test_torch_artifacts_that_run_on_cuda_can_leave_the_cpu():
+    """The runner moves exported programs with move_to_device_pass; every recipe a cuda target
+    runs must survive the move (here to the meta device: shapes only, no GPU needed)."""
+    import torch
+    from torch.export.passes import move_to_device_pass
+
+    for slug, artifact in _torch_artifacts({"fp32", "fp16", "bf16", "torchao"}).items():
+        for name in artifact.manifest.get("runtime_requires") or []:
+            __import__(name)
+        module = move_to_device_pass(torch.export.load(str(artifact.model_file)), "meta").module()
+        out = module(torch.zeros(4, 1, 8, 8, device="meta"))
+        assert out.device.type == "meta" and tuple(out.shape) == (4, 10), slug
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="torch sees a CUDA device")
+def test_torch_backend_asked_for_cuda_without_one_says_so():
+    from harness.runner.backend_torch import Backend
+
+    artifact = _torch_artifacts({"fp32"})["fp32"]
+    with pytest.raises(RuntimeError, match=r"sees no CUDA device \(CUDA build: .*\); install torch's CUDA build"):
+        Backend(str(artifact.model_file), dict(artifact.manifest), 1, {"device": "cuda"})
+
+
 def test_placement_text_names_the_nodes_off_the_main_provider():
     text = placement_text({"CUDAExecutionProvider": {"Conv": 2, "Gemm": 2, "MemcpyToHost": 1},
                            "CPUExecutionProvider": {"ConvInteger": 2, "DynamicQuantizeLinear": 1}})
@@ -249,6 +299,12 @@ def test_onnxruntime_on_the_gpu(gpu_runs):
         row = run.row(f"digits-cnn-onnxruntime-{case}-b1")
         assert row["status"] == "ok", (case, row["reason"])
         assert row["accuracy_delta"] >= -0.02, case
+    df = run.results
+    for _, row in df[df["case_id"].str.contains("-trt-")].iterrows():  # present where onnxruntime-gpu is
+        if row["status"] == "ok":
+            assert row["providers_used"].startswith("TensorrtExecutionProvider") and row["accuracy_delta"] >= -0.02
+        else:
+            assert row["status"] == "n/a" and "TensorRT" in row["reason"], row["reason"]
 
 
 @needs_gpu
@@ -266,7 +322,10 @@ def test_other_frameworks_on_the_gpu(gpu_runs):
     tflite = df[df["framework"] == "tflite"]
     for _, row in tflite.iterrows():
         assert row["status"] == "n/a" and row["reason"] == UNSUPPORTED_FRAMEWORKS["tflite"]
-    torch_fp32 = df[(df["framework"] == "torch") & (df["mode"] == "fp32")]
-    for _, row in torch_fp32.iterrows():
+    torch_rows = df[df["framework"] == "torch"]
+    for _, row in torch_rows[torch_rows["mode"] == "fp32"].iterrows():
         assert row["status"] == "ok", row["reason"]
-        assert row["gpu_mem_peak_allocated_mb"] > 0 and row["host_device_copies_timed"] is True
+        assert row["device"] == GPU and row["gpu_mem_peak_allocated_mb"] > 0 and row["host_device_copies_timed"] is True
+        assert row["power_source"].startswith("NVML") and row["energy_mj_per_inf"] > 0
+    for _, row in torch_rows[torch_rows["mode"] == "static-int8"].iterrows():  # PT2E: CPU int8 kernels only
+        assert row["status"] == "n/a" and "lower to CPU int8 kernels" in row["reason"]
