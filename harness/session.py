@@ -158,7 +158,8 @@ class BenchSession:
     # -- the path of one case ------------------------------------------------------------------
     @staticmethod
     def baseline_case(case: Case) -> Case:
-        return replace(case, mode=BASELINE_MODE, recipe=fp32_recipe(case.framework), budget=None, na_reason="")
+        # The fp32 recipe of the same source: tflite's keras and litert-torch rows each have their own.
+        return replace(case, mode=BASELINE_MODE, recipe=fp32_recipe(case.framework, case.recipe), budget=None, na_reason="")
 
     def run_case(self, case: Case) -> dict[str, Any]:
         """Run one case (and its fp32 baseline first, if it has not run) and record its row."""

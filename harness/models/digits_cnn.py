@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data import Dataset
+from harness.models.keras_factory import KerasFactory
 from harness.models.spec import ModelContext, ModelSpec
 
 SEED = 0
@@ -109,12 +110,40 @@ def torch_factory(ctx: ModelContext):
     return module
 
 
+def build_keras_model(keras):
+    """The same architecture in Keras, for TFLite's own path. It takes the dataset's NCHW
+    input and transposes to NHWC inside (a TRANSPOSE op in the .tflite), so every framework
+    is fed the same arrays. `keras` is Keras 3 or tf-keras (the QAT subprocess)."""
+    layers = keras.layers
+    inputs = keras.Input(shape=(1, 8, 8), name="input")
+    x = layers.Permute((2, 3, 1), name="to_nhwc")(inputs)
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(x)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(2, name="pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(64, activation="relu", name="fc1")(x)
+    outputs = layers.Dense(10, name="fc2")(x)
+    return keras.Model(inputs, outputs, name="digits_cnn")
+
+
+keras_factory = KerasFactory(
+    builder="harness.models.digits_cnn:build_keras_model",
+    cache_name="digits-cnn-v1-keras",
+    epochs=EPOCHS,
+    batch_size=BATCH,
+    learning_rate=LEARNING_RATE,
+    seed=SEED,
+    input_layout="NCHW",
+)
+
+
 digits_cnn = ModelSpec(
     name="digits-cnn",
     version="1",
     data=load_data,
     metric="top1",
     torch_factory=torch_factory,
-    sensitive_layers=("conv1", "fc2"),  # first conv and last linear
+    keras_factory=keras_factory,
+    sensitive_layers=("conv1", "fc2"),  # first conv and last linear (same names in torch and Keras)
     description="2-conv CNN on sklearn load_digits (8x8 grey images, 10 classes)",
 )

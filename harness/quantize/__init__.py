@@ -4,20 +4,25 @@ Each framework module exposes RECIPES (tuple of Recipe) and UNAVAILABLE (mode ->
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from harness.quantize import onnxruntime as _onnxruntime
 from harness.quantize import onnxruntime_tensorrt as _onnxruntime_tensorrt
+from harness.quantize import tflite as _tflite
 from harness.quantize import torch as _torch
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 
 RECIPES: dict[str, tuple[Recipe, ...]] = {
     "onnxruntime": _onnxruntime.RECIPES + _onnxruntime_tensorrt.registered(),  # TensorRT ones where onnxruntime-gpu is
     "torch": _torch.RECIPES,
+    "tflite": _tflite.RECIPES,  # two sources: keras and litert-torch (Recipe.source)
 }
 
 UNAVAILABLE: dict[tuple[str, str], str] = {
     ("onnxruntime", mode): reason for mode, reason in _onnxruntime.UNAVAILABLE.items()
 }
 UNAVAILABLE.update({("torch", mode): reason for mode, reason in _torch.UNAVAILABLE.items()})
+UNAVAILABLE.update({("tflite", mode): reason for mode, reason in _tflite.UNAVAILABLE.items()})
 
 
 def recipes_for(framework: str, mode: str) -> tuple[Recipe, ...]:
@@ -33,8 +38,11 @@ def unavailable_reason(framework: str, mode: str) -> str:
     return f"no {framework} recipe produces {mode}"
 
 
-def fp32_recipe(framework: str) -> Recipe:
+def fp32_recipe(framework: str, like: Optional[Recipe] = None) -> Recipe:
+    """The fp32 baseline of a framework; with `like`, the one from the same source (tflite has two)."""
     found = recipes_for(framework, "fp32")
+    if like is not None:
+        found = tuple(r for r in found if r.source == like.source) or found
     if not found:
         raise LookupError(f"framework {framework} has no fp32 baseline recipe")
     return found[0]

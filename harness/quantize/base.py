@@ -35,6 +35,9 @@ class Recipe:
     libraries: tuple[str, ...] = ()  # distributions whose versions decide the bytes (cache key + manifest)
     # Returns a reason when the recipe cannot run for this model on this target, else None.
     applicable: Optional[Callable[[ModelSpec, "TargetInfo"], Optional[str]]] = None
+    # The fp32 model it starts from when a framework has several ("keras" or "torch" for tflite;
+    # "" = the spec's only one). A case's baseline is the fp32 recipe of the same source.
+    source: str = ""
 
     def not_applicable_reason(self, spec: ModelSpec, target: "TargetInfo") -> Optional[str]:
         # A target may declare frameworks it cannot run at all (tflite on a cuda target).
@@ -105,6 +108,23 @@ class BuildContext:
         return self.spec.torch_factory(self.model_context)
 
     @functools.cached_property
+    def keras_model(self):
+        """The trained fp32 Keras model (Keras 3, in this process)."""
+        if self.spec.keras_factory is None:
+            raise NotApplicable(f"model {self.spec.name} has no Keras source (it is {', '.join(self.spec.sources) or 'empty'})")
+        self.progress("building fp32 Keras model")
+        return self.spec.keras_factory(self.model_context)
+
+    @functools.cached_property
+    def keras_fingerprint(self) -> str:
+        """The Keras weights themselves: part of the key of every recipe whose source is keras."""
+        h = hashlib.sha256()
+        for weight in self.keras_model.weights:
+            h.update(weight.path.encode() if hasattr(weight, "path") else weight.name.encode())
+            h.update(weight.numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    @functools.cached_property
     def fingerprint(self) -> str:
         """Identity of the fp32 model: spec version, data, and the weights themselves."""
         h = hashlib.sha256(f"{self.spec.name}:{self.spec.version}:{self.dataset.fingerprint()}".encode())
@@ -127,6 +147,7 @@ class BuildContext:
             "params": dict(recipe.params),
             "keep_float": list(self.keep_float) if recipe.mode == "mixed" else [],
             "libraries": library_versions(recipe.libraries),
+            **({"keras_fingerprint": self.keras_fingerprint} if recipe.source == "keras" else {}),
         }
 
     def artifact(self, recipe: Recipe) -> tuple[Artifact, bool]:

@@ -1,0 +1,196 @@
+"""TFLite artifacts from the model's Keras source, through tf.lite.TFLiteConverter.
+
+The TensorFlow user's path: the spec's Keras model (Keras 3, trained on the same split as
+the torch weights) is converted in this process. Calibration data is the dataset's
+calibration split, one sample per step. qat-int8 runs in a subprocess with tf-keras, see
+tflite_qat_keras.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from harness.artifacts import BuiltModel
+from harness.quantize.base import BuildContext, Recipe
+from harness.quantize.tflite_graph import MODEL_FILE, check_kept_float, describe, resolve_layers
+
+SLUG = "keras"
+SOURCE = "keras"
+LIBS = ("tensorflow", "keras", "ai-edge-litert")
+QAT_LIBS = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert")
+QAT_EPOCHS = 5  # fine-tuning epochs from the fp32 weights
+QAT_LEARNING_RATE = 5e-4  # a quarter of digits-cnn's training rate
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, not errors
+    import tensorflow as tf
+
+    return tf
+
+
+def _layout(ctx: BuildContext) -> str:
+    return ctx.spec.keras_factory.input_layout
+
+
+def _input_order(ctx: BuildContext) -> list[str]:
+    return [t.name.split(":")[0] for t in ctx.keras_model.inputs]
+
+
+def representative_dataset(ctx: BuildContext):
+    """The calibration split, one sample per step, in the model's input order."""
+    names = _input_order(ctx)
+    calib = ctx.dataset.calib_inputs
+
+    def generate() -> Iterator[list[np.ndarray]]:
+        for i in range(len(calib[names[0]])):
+            yield [np.ascontiguousarray(calib[n][i:i + 1], dtype=np.float32) for n in names]
+
+    return generate
+
+
+def converter(ctx: BuildContext):
+    return _tf().lite.TFLiteConverter.from_keras_model(ctx.keras_model)
+
+
+def _write(ctx: BuildContext, out: Path, content: bytes, notes: dict) -> BuiltModel:
+    path = out / MODEL_FILE
+    path.write_bytes(content)
+    import keras
+
+    notes = {"source": f"Keras {keras.__version__} model from {ctx.spec.keras_factory.builder}", **notes}
+    return describe(path, {n: n for n in _input_order(ctx)}, _layout(ctx), notes)
+
+
+def _convert(ctx: BuildContext, what: str, setup=None) -> bytes:
+    conv = converter(ctx)
+    if setup:
+        setup(conv)
+    ctx.progress(f"tf.lite.TFLiteConverter: {what}")
+    return conv.convert()
+
+
+def build_fp32(ctx: BuildContext, out: Path) -> BuiltModel:
+    return _write(ctx, out, _convert(ctx, "float32"), {})
+
+
+def build_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
+    tf = _tf()
+
+    def setup(conv):
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative data: dynamic range
+
+    return _write(ctx, out, _convert(ctx, "dynamic range int8", setup), {"weights": "int8", "activations": "float, quantized at run time"})
+
+
+def build_fp16(ctx: BuildContext, out: Path) -> BuiltModel:
+    tf = _tf()
+
+    def setup(conv):
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+
+    return _write(ctx, out, _convert(ctx, "float16 weights", setup), {"weights": "float16", "compute": "float32 (weights dequantized at load)"})
+
+
+def _full_integer(ctx: BuildContext, activations) -> bytes:
+    tf = _tf()
+    int16 = activations == "int16"
+
+    def setup(conv):
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative_dataset(ctx)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+                                          if int16 else tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int16 if int16 else tf.int8
+        conv.inference_output_type = tf.int16 if int16 else tf.int8
+
+    n = len(next(iter(ctx.dataset.calib_inputs.values())))
+    return _convert(ctx, f"full integer ({activations} activations), calibrating on {n} samples", setup)
+
+
+def build_static(ctx: BuildContext, out: Path) -> BuiltModel:
+    return _write(ctx, out, _full_integer(ctx, "int8"), {"weights": "int8 per-channel", "activations": "int8", "io": "int8"})
+
+
+def build_int16x8(ctx: BuildContext, out: Path) -> BuiltModel:
+    return _write(ctx, out, _full_integer(ctx, "int16"), {"weights": "int8", "activations": "int16", "io": "int16"})
+
+
+def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
+    """Full integer, with the sensitive layers' ops on the quantization debugger's deny list."""
+    tf = _tf()
+    float_model = _convert(ctx, "float32 (to find the layers to keep in float)")
+    kept = resolve_layers(float_model, ctx.keep_float)
+    conv = converter(ctx)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative_dataset(ctx)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    denylist = [op.outputs[0] for op in kept]
+    ctx.progress(f"tf.lite QuantizationDebugger: int8 with {len(kept)} ops denylisted")
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist, fully_quantize=False)
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=representative_dataset(ctx),
+                                                         debug_options=options)
+    content = debugger.get_nondebug_quantized_model()
+    facts = check_kept_float(float_model, content, kept, "QuantizationDebugger(denylisted_nodes)")
+    return _write(ctx, out, content, {"layers": list(ctx.keep_float) or "first and last weighted op",
+                                      "denylisted_nodes": denylist, "io": "float32", **facts})
+
+
+def build_qat(ctx: BuildContext, out: Path) -> BuiltModel:
+    """tfmot's quantize_model needs tf-keras: fine-tune and convert in a subprocess with
+    TF_USE_LEGACY_KERAS=1, the only process that ever gets that variable."""
+    factory = ctx.spec.keras_factory
+    model = ctx.keras_model
+    dataset = ctx.dataset
+    if dataset.train_inputs is None or dataset.train_labels is None:
+        raise ValueError(f"qat-int8 fine-tunes on the train split, and dataset {dataset.name!r} has none")
+    with tempfile.TemporaryDirectory(prefix="quantbench-qat-") as tmp:
+        tmp = Path(tmp)
+        np.savez(tmp / "weights.npz", **{f"w{i}": w for i, w in enumerate(model.get_weights())})
+        np.savez(tmp / "train.npz", labels=dataset.train_labels, **{f"x__{k}": v for k, v in dataset.train_inputs.items()})
+        job = {"factory": {k: getattr(factory, k) for k in factory.__dataclass_fields__},
+               "weights": str(tmp / "weights.npz"), "train": str(tmp / "train.npz"), "epochs": QAT_EPOCHS,
+               "learning_rate": QAT_LEARNING_RATE, "out": str(out / MODEL_FILE), "report": str(tmp / "report.json")}
+        (tmp / "job.json").write_text(json.dumps(job))
+        env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+        ctx.progress(f"QAT: tfmot.quantize_model + {QAT_EPOCHS} epochs under tf-keras (subprocess)")
+        proc = subprocess.run([sys.executable, "-m", "harness.quantize.tflite_qat_keras", str(tmp / "job.json")],
+                              env=env, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0 or not (tmp / "report.json").is_file():
+            lines = [line for line in (proc.stdout + proc.stderr).strip().splitlines() if line.strip()]
+            raise RuntimeError(f"Keras QAT subprocess failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}")
+        report = json.loads((tmp / "report.json").read_text())
+    content = (out / MODEL_FILE).read_bytes()
+    return _write(ctx, out, content, {"qat": report, "io": "int8"})
+
+
+def _recipe(mode: str, name: str, build, params: dict, libraries=LIBS) -> Recipe:
+    return Recipe("tflite", mode, name, SLUG, build, params, libraries, source=SOURCE)
+
+
+FP32 = _recipe("fp32", "tf.lite.TFLiteConverter(keras, float32)", build_fp32, {})
+RECIPES: tuple[Recipe, ...] = (
+    FP32,
+    _recipe("fp16", "tf.lite.TFLiteConverter(keras, float16 weights)", build_fp16, {"supported_types": "float16"}),
+    _recipe("dynamic-int8", "tf.lite.TFLiteConverter(keras, Optimize.DEFAULT dynamic range)", build_dynamic,
+            {"optimizations": "DEFAULT"}),
+    _recipe("static-int8", "tf.lite.TFLiteConverter(keras, full int8, int8 I/O)", build_static,
+            {"supported_ops": "TFLITE_BUILTINS_INT8", "io": "int8", "calibration": "calib split, batch 1"}),
+    _recipe("int16x8", "tf.lite.TFLiteConverter(keras, int16x8, int16 I/O)", build_int16x8,
+            {"supported_ops": "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8", "io": "int16",
+             "calibration": "calib split, batch 1"}),
+    _recipe("mixed", "tf.lite.QuantizationDebugger(keras, int8, denylisted_nodes)", build_mixed,
+            {"supported_ops": "TFLITE_BUILTINS_INT8", "fully_quantize": False, "calibration": "calib split, batch 1"}),
+    _recipe("qat-int8", "tfmot.quantize_model + tf.lite.TFLiteConverter(keras, int8 I/O)", build_qat,
+            {"epochs": QAT_EPOCHS, "learning_rate": QAT_LEARNING_RATE, "io": "int8"}, QAT_LIBS),
+)

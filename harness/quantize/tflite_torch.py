@@ -1,0 +1,267 @@
+"""TFLite artifacts from the model's PyTorch source: litert-torch converts, ai-edge-quantizer quantizes.
+
+The PyTorch user's path to LiteRT. fp32 is `litert_torch.convert` of the spec's torch
+module; fp16, dynamic-int8, static-int8, int16x8 and mixed are ai-edge-quantizer recipes
+applied to that fp32 .tflite (calibrated on the calibration split); qat-int8 fine-tunes
+through litert-torch's own PT2E quantizer and converts with it.
+
+litert-torch 0.10 cannot export digits-cnn with a dynamic batch (its lowering of the
+flatten fails on a symbolic size), so these artifacts have a static batch of 1: a case
+with another batch size fails in the runner with both shapes in the reason.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import numpy as np
+
+from harness.artifacts import BuiltModel
+from harness.quantize.base import BuildContext, NotApplicable, Recipe
+from harness.quantize.tflite_graph import MODEL_FILE, check_kept_float, describe, resolve_layers
+
+SLUG = "litert-torch"
+SOURCE = "torch"
+STATIC_BATCH = 1
+LIBS = ("torch", "litert-torch", "ai-edge-litert")
+AEQ_LIBS = LIBS + ("ai-edge-quantizer",)
+QAT_LIBS = LIBS + ("torchao",)
+QAT_EPOCHS = 5  # fine-tuning epochs from the fp32 weights
+QAT_LEARNING_RATE = 5e-4
+QAT_BATCH = 32
+SEED = 0
+# Ops ai-edge-quantizer's float_casting algorithm casts to float16 (its SUPPORTED_WEIGHT_QUANT_OPS).
+FP16_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE", "EMBEDDING_LOOKUP")
+
+
+def _signature_inputs(ctx: BuildContext) -> dict[str, str]:
+    """litert-torch names the signature inputs args_0, args_1, ... in forward() order, which
+    is the order the sample args were given in: the dataset's input order."""
+    return {name: f"args_{i}" for i, name in enumerate(ctx.dataset.input_names)}
+
+
+def _samples(ctx: BuildContext, inputs, start: int, count: int):
+    import torch
+
+    return tuple(torch.from_numpy(np.ascontiguousarray(inputs[n][start:start + count])) for n in ctx.dataset.input_names)
+
+
+def _write(ctx: BuildContext, out: Path, content: bytes, notes: dict) -> BuiltModel:
+    path = out / MODEL_FILE
+    path.write_bytes(bytes(content))
+    import litert_torch
+
+    notes = {"source": f"torch module converted by litert-torch {litert_torch.__version__}",
+             "static_batch": STATIC_BATCH, **notes}
+    return describe(path, _signature_inputs(ctx), "NCHW", notes)
+
+
+def _content(edge_model) -> bytes:
+    content = edge_model.model_content
+    return bytes(content() if callable(content) else content)
+
+
+def build_fp32(ctx: BuildContext, out: Path) -> BuiltModel:
+    import litert_torch
+
+    ctx.progress("litert_torch.convert (float32)")
+    module = ctx.torch_module.eval()
+    edge = litert_torch.convert(module, _samples(ctx, ctx.dataset.eval_inputs, 0, STATIC_BATCH))
+    content = _content(edge)
+    # Parity check: the .tflite must compute what the module computes.
+    from ai_edge_litert.interpreter import Interpreter
+    import torch
+
+    runner = Interpreter(model_content=content).get_signature_runner()
+    worst = 0.0
+    for i in range(8):
+        args = _samples(ctx, ctx.dataset.eval_inputs, i, STATIC_BATCH)
+        got = next(iter(runner(**{f"args_{j}": a.numpy() for j, a in enumerate(args)}).values()))
+        with torch.no_grad():
+            expected = module(*args)
+        expected = (expected[0] if isinstance(expected, (tuple, list)) else expected).numpy()
+        worst = max(worst, float(np.max(np.abs(got - expected))))
+    if not worst < 1e-3:
+        raise RuntimeError(f"litert-torch output differs from the torch module by {worst:.3g} (max abs) on evaluation samples")
+    return _write(ctx, out, content, {"convert_max_abs_diff": worst})
+
+
+def fp32_content(ctx: BuildContext) -> bytes:
+    artifact, _ = ctx.artifact(FP32)
+    return artifact.model_file.read_bytes()
+
+
+def _calibration(ctx: BuildContext) -> dict:
+    """ai-edge-quantizer's calibration data: signature -> list of feeds, one sample each."""
+    calib = ctx.dataset.calib_inputs
+    names = _signature_inputs(ctx)
+    n = len(next(iter(calib.values())))
+    return {"serving_default": [{names[k]: np.ascontiguousarray(v[i:i + 1]) for k, v in calib.items()} for i in range(n)]}
+
+
+def _quantize(ctx: BuildContext, what: str, configure) -> tuple[bytes, bytes]:
+    """Run ai-edge-quantizer on the fp32 artifact; `configure(quantizer)` sets the recipe."""
+    from ai_edge_quantizer import quantizer as aeq
+
+    float_model = fp32_content(ctx)
+    q = aeq.Quantizer(float_model)
+    configure(q)
+    calibration = None
+    if q.need_calibration:
+        ctx.progress(f"ai-edge-quantizer {what}: calibrating on {len(_calibration(ctx)['serving_default'])} samples")
+        calibration = q.calibrate(_calibration(ctx), num_threads=1)
+    ctx.progress(f"ai-edge-quantizer {what}")
+    result = q.quantize(calibration, enable_progress_report=False)
+    return float_model, bytes(result.quantized_model)
+
+
+def _load(recipe_fn):
+    def configure(q):
+        q.load_quantization_recipe(recipe_fn())
+    return configure
+
+
+def build_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
+    from ai_edge_quantizer import recipe
+
+    _, content = _quantize(ctx, "dynamic_wi8_afp32", _load(recipe.dynamic_wi8_afp32))
+    return _write(ctx, out, content, {"weights": "int8 per-channel", "activations": "float, quantized at run time"})
+
+
+def build_fp16(ctx: BuildContext, out: Path) -> BuiltModel:
+    from ai_edge_quantizer import qtyping
+
+    def configure(q):
+        for op in FP16_OPS:
+            q.add_weight_only_config(".*", qtyping.TFLOperationName(op), 16, algorithm_key="float_casting")
+
+    _, content = _quantize(ctx, "float_casting (float16 weights)", configure)
+    return _write(ctx, out, content, {"weights": "float16", "compute": "float32 (weights dequantized)"})
+
+
+def build_static(ctx: BuildContext, out: Path) -> BuiltModel:
+    from ai_edge_quantizer import recipe
+
+    _, content = _quantize(ctx, "static_wi8_ai8", _load(recipe.static_wi8_ai8))
+    return _write(ctx, out, content, {"weights": "int8 per-channel", "activations": "int8", "io": "int8"})
+
+
+def build_int16x8(ctx: BuildContext, out: Path) -> BuiltModel:
+    from ai_edge_quantizer import recipe
+
+    _, content = _quantize(ctx, "static_wi8_ai16", _load(recipe.static_wi8_ai16))
+    return _write(ctx, out, content, {"weights": "int8 per-channel", "activations": "int16", "io": "int16"})
+
+
+def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
+    """static_wi8_ai8 everywhere, then no_quantize for the kept ops (the latest matching
+    config wins in ai-edge-quantizer's recipe; ops are matched on their output names)."""
+    from ai_edge_quantizer import qtyping, recipe
+
+    kept = resolve_layers(fp32_content(ctx), ctx.keep_float)
+    scopes = ["^" + re.escape(op.scope) + "$" for op in kept]
+
+    def configure(q):
+        q.load_quantization_recipe(recipe.static_wi8_ai8())
+        for scope in scopes:
+            q.update_quantization_recipe(scope, qtyping.TFLOperationName.ALL_SUPPORTED, qtyping.OpQuantizationConfig(),
+                                         algorithm_key="no_quantize")
+
+    float_model, content = _quantize(ctx, f"static_wi8_ai8 with {len(kept)} ops kept float", configure)
+    facts = check_kept_float(float_model, content, kept, "ai-edge-quantizer(no_quantize)")
+    return _write(ctx, out, content, {"layers": list(ctx.keep_float) or "first and last weighted op",
+                                      "no_quantize_scopes": scopes, **facts})
+
+
+def _qat_quantizer(module, probe_args):
+    """litert-torch's PT2E quantizer, QAT flavour. litert-torch 0.10's conv+BatchNorm QAT
+    patterns call torch.export.export on a plain function, which torch 2.13 refuses; a model
+    without BatchNorm never matches them, so they are skipped there (and recorded)."""
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+    config = get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
+    exported = lambda: torch.export.export(copy.deepcopy(module).train(), probe_args,  # noqa: E731
+                                           dynamic_shapes=tuple({0: torch.export.Dim("batch")} for _ in probe_args)).module()
+    quantizer = PT2EQuantizer().set_global(config)
+    try:
+        return quantizer, prepare_qat_pt2e(exported(), quantizer), None
+    except Exception as exc:  # noqa: BLE001 - decide below whether the fallback is sound
+        failure = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+        raise NotApplicable(f"litert-torch's PT2E QAT quantizer fails on this torch ({failure}), and the model has "
+                            f"BatchNorm layers, whose conv+bn QAT patterns are the failing part")
+
+    class NoConvBnQAT(PT2EQuantizer):
+        STATIC_QAT_ONLY_OPS: list = []  # conv+bn patterns: nothing to match without BatchNorm
+
+    quantizer = NoConvBnQAT().set_global(config)
+    return quantizer, prepare_qat_pt2e(exported(), quantizer), f"conv+bn QAT patterns skipped (no BatchNorm): {failure}"
+
+
+def build_qat(ctx: BuildContext, out: Path) -> BuiltModel:
+    import litert_torch
+    import torch
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    dataset = ctx.dataset
+    if dataset.train_inputs is None or dataset.train_labels is None:
+        raise ValueError(f"qat-int8 fine-tunes on the train split, and dataset {dataset.name!r} has none")
+    quantizer, prepared, workaround = _qat_quantizer(ctx.torch_module, _samples(ctx, dataset.eval_inputs, 0, 2))
+    torch.manual_seed(SEED)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread keeps float reductions in a fixed order
+    losses = []
+    try:
+        x = [torch.from_numpy(dataset.train_inputs[n]) for n in dataset.input_names]
+        y = torch.from_numpy(dataset.train_labels)
+        optimizer = torch.optim.Adam(prepared.parameters(), lr=QAT_LEARNING_RATE)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        generator = torch.Generator().manual_seed(SEED)
+        for epoch in range(QAT_EPOCHS):
+            ctx.progress(f"QAT fine-tuning epoch {epoch + 1}/{QAT_EPOCHS} (litert-torch PT2E)")
+            total = 0.0
+            for idx in torch.randperm(len(y), generator=generator).split(QAT_BATCH):
+                optimizer.zero_grad()
+                loss = loss_fn(prepared(*(t[idx] for t in x)), y[idx])
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"QAT fine-tuning diverged: loss {float(loss)} in epoch {epoch + 1}; lower the learning rate")
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(idx)
+            losses.append(round(total / len(y), 6))
+    finally:
+        torch.set_num_threads(threads)
+    move_exported_model_to_eval(prepared)
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    ctx.progress("litert_torch.convert (PT2E QAT int8)")
+    edge = litert_torch.convert(converted, _samples(ctx, dataset.eval_inputs, 0, STATIC_BATCH),
+                                quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    notes = {"qat": {"epochs": QAT_EPOCHS, "learning_rate": QAT_LEARNING_RATE, "loss_per_epoch": losses}, "io": "int8"}
+    if workaround:
+        notes["qat"]["workaround"] = workaround
+    return _write(ctx, out, _content(edge), notes)
+
+
+def _recipe(mode: str, name: str, build, params: dict, libraries=AEQ_LIBS) -> Recipe:
+    return Recipe("tflite", mode, name, SLUG, build, {"static_batch": STATIC_BATCH, **params}, libraries, source=SOURCE)
+
+
+FP32 = _recipe("fp32", "litert_torch.convert(float32)", build_fp32, {}, LIBS)
+RECIPES: tuple[Recipe, ...] = (
+    FP32,
+    _recipe("fp16", "litert_torch.convert + ai_edge_quantizer(float_casting fp16)", build_fp16, {"ops": list(FP16_OPS)}),
+    _recipe("dynamic-int8", "litert_torch.convert + ai_edge_quantizer(dynamic_wi8_afp32)", build_dynamic, {}),
+    _recipe("static-int8", "litert_torch.convert + ai_edge_quantizer(static_wi8_ai8)", build_static,
+            {"calibration": "calib split, batch 1"}),
+    _recipe("int16x8", "litert_torch.convert + ai_edge_quantizer(static_wi8_ai16)", build_int16x8,
+            {"calibration": "calib split, batch 1"}),
+    _recipe("mixed", "litert_torch.convert + ai_edge_quantizer(static_wi8_ai8, no_quantize)", build_mixed,
+            {"calibration": "calib split, batch 1"}),
+    _recipe("qat-int8", "litert_torch PT2EQuantizer(qat, per-channel) + convert", build_qat,
+            {"epochs": QAT_EPOCHS, "learning_rate": QAT_LEARNING_RATE, "batch": QAT_BATCH}, QAT_LIBS),
+)

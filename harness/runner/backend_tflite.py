@@ -1,0 +1,204 @@
+"""TFLite (LiteRT) backend for the runner: numpy and one TFLite interpreter, nothing else.
+
+The interpreter is the first of ai_edge_litert.interpreter (LiteRT), tflite_runtime.interpreter
+and tensorflow.lite that imports; TensorFlow is only tried when neither of the others is
+installed, since edge devices usually have one small runtime and no TensorFlow.
+
+What is timed (TFLite's benchmark_model convention): prepare() converts the inputs once,
+outside the timed region (int8/int16 inputs quantized with each tensor's own scale and zero
+point); run() puts them into the interpreter when they are not already there and calls
+invoke(); fetch() copies the outputs out and dequantizes integer ones, so accuracy is scored
+on real values. In the timed loop the same feed is run again and again, so the loop times
+invoke() alone.
+
+The manifest's notes.tflite_tensors maps the dataset's input/output names to the model's
+tensors (recorded when the artifact was built); without it, the tensor names are the names.
+Runs on Python 3.8+.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+
+def _find_interpreter():
+    """(module with Interpreter, runtime name, version, why the earlier choices were skipped)."""
+    skipped = []
+    try:
+        import ai_edge_litert
+        from ai_edge_litert import interpreter as module
+
+        return module, "ai_edge_litert.interpreter", getattr(ai_edge_litert, "__version__", "unknown"), skipped
+    except ImportError as exc:
+        skipped.append("ai_edge_litert: %s" % exc)
+    try:
+        import tflite_runtime
+        from tflite_runtime import interpreter as module
+
+        return module, "tflite_runtime.interpreter", getattr(tflite_runtime, "__version__", "unknown"), skipped
+    except ImportError as exc:
+        skipped.append("tflite_runtime: %s" % exc)
+    try:
+        import tensorflow as tf
+    except ImportError as exc:
+        skipped.append("tensorflow: %s" % exc)
+        raise ImportError("no TFLite interpreter: " + "; ".join(skipped), name="ai_edge_litert") from exc
+    return tf.lite, "tensorflow.lite.Interpreter", tf.__version__, skipped
+
+
+_MODULE, _RUNTIME, _VERSION, _SKIPPED = _find_interpreter()
+_INTEGER_IO = ("int8", "uint8", "int16")
+
+
+class _Feed:
+    """Inputs converted for the interpreter: (tensor index, array) pairs."""
+
+    __slots__ = ("arrays",)
+
+    def __init__(self, arrays: Tuple[Tuple[int, np.ndarray], ...]) -> None:
+        self.arrays = arrays
+
+
+def _quant(detail: dict) -> Optional[Tuple[float, int]]:
+    scale, zero_point = detail["quantization"]
+    return (float(scale), int(zero_point)) if scale else None
+
+
+class Backend:
+    runtime = _RUNTIME
+    runtime_version = _VERSION
+
+    def __init__(self, model_path: str, manifest: dict, threads: int, options: dict) -> None:
+        kwargs = {"model_path": model_path, "num_threads": int(threads)}
+        self.xnnpack_requested = bool(options.get("xnnpack", True))
+        if not self.xnnpack_requested:  # the builtin resolver without default delegates: no XNNPACK
+            resolvers = getattr(_MODULE, "OpResolverType", None) or _MODULE.experimental.OpResolverType  # tf.lite keeps it there
+            kwargs["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.interpreter = _MODULE.Interpreter(**kwargs)
+        self.interpreter.allocate_tensors()  # default delegates (XNNPACK) are applied here
+        names = (manifest.get("notes") or {}).get("tflite_tensors") or {}
+        self._inputs = self._bind(self.interpreter.get_input_details(), names.get("inputs") or {}, "input")
+        self._outputs = self._bind(self.interpreter.get_output_details(), names.get("outputs") or {}, "output")
+        self.input_specs = [(name, self._dims(d), np.dtype(d["dtype"]).name) for name, d in self._inputs]
+        self.output_names = [name for name, _ in self._outputs]
+        self._staged = None  # the _Feed now in the interpreter's input tensors
+        self._runs = 0
+        self._invoke = self.interpreter.invoke
+        layout = (manifest.get("notes") or {}).get("layout") or {}
+        self.details = {
+            "interpreter": _RUNTIME,
+            "interpreter_version": _VERSION,
+            "interpreters_skipped": list(_SKIPPED),
+            "num_threads": int(threads),
+            "xnnpack": self._xnnpack(),
+            "inputs": {n: self._describe(d, layout.get(n)) for n, d in self._inputs},
+            "outputs": {n: self._describe(d) for n, d in self._outputs},
+            "timed": "interpreter.invoke() on inputs staged before the loop; outputs copied and dequantized after it",
+        }
+
+    # -- setup ------------------------------------------------------------------------------
+    @staticmethod
+    def _bind(details: List[dict], names: Dict[str, str], kind: str) -> List[Tuple[str, dict]]:
+        """(dataset name, tensor details) in the manifest's order; tensor names when it has none."""
+        if not names:
+            return [(d["name"], d) for d in details]
+        by_tensor = {d["name"]: d for d in details}
+        missing = [t for t in names.values() if t not in by_tensor]
+        if missing:
+            raise ValueError("the manifest maps %s names to tensors %s, which the model lacks (its %ss: %s)"
+                             % (kind, missing, kind, sorted(by_tensor)))
+        return [(name, by_tensor[tensor]) for name, tensor in names.items()]
+
+    @staticmethod
+    def _dims(detail: dict) -> tuple:
+        signature = detail.get("shape_signature")
+        dims = signature if signature is not None and len(signature) else detail["shape"]
+        return tuple(None if int(d) < 0 else int(d) for d in dims)
+
+    @staticmethod
+    def _describe(detail: dict, layout: Optional[str] = None) -> dict:
+        facts = {"tensor": detail["name"], "shape": list(Backend._dims(detail)), "dtype": np.dtype(detail["dtype"]).name}
+        if _quant(detail):
+            facts["scale"], facts["zero_point"] = _quant(detail)
+        if layout:
+            facts["layout"] = layout
+        return facts
+
+    def _xnnpack(self) -> dict:
+        """Whether XNNPACK took part: delegated subgraphs show up as DELEGATE nodes once tensors
+        are allocated (XNNPACK is the only default delegate of the builtin op resolver)."""
+        facts = {"requested": self.xnnpack_requested}
+        try:
+            ops = [op["op_name"] for op in self.interpreter._get_ops_details()]
+        except Exception as exc:  # a private API; older interpreters may lack it
+            facts["applied"] = None
+            facts["why_unknown"] = "%s: %s" % (type(exc).__name__, exc)
+            return facts
+        delegated = ops.count("DELEGATE")
+        facts["applied"] = delegated > 0
+        facts["delegated_partitions"] = delegated  # subgraphs XNNPACK runs; the rest run on builtin kernels
+        return facts
+
+    # -- the measured path ----------------------------------------------------------------------
+    def _convert(self, name: str, value: np.ndarray, detail: dict) -> np.ndarray:
+        dtype = np.dtype(detail["dtype"])
+        value = np.asarray(value)
+        quant = _quant(detail)
+        if dtype.name in _INTEGER_IO and quant and np.issubdtype(value.dtype, np.floating):
+            scale, zero_point = quant
+            info = np.iinfo(dtype)
+            q = np.round(value.astype(np.float64) / scale) + zero_point
+            return np.ascontiguousarray(np.clip(q, info.min, info.max).astype(dtype))
+        if np.issubdtype(value.dtype, np.floating) and not np.issubdtype(dtype, np.floating):
+            raise ValueError("input %r: the model takes %s (not quantized) but the data is %s; give %s data"
+                             % (name, dtype.name, value.dtype, dtype.name))
+        return np.ascontiguousarray(value, dtype=dtype)
+
+    def prepare(self, feed: Dict[str, np.ndarray]) -> _Feed:
+        """Convert the inputs; resize the interpreter when the batch differs from its current one."""
+        resized = False
+        for name, detail in self._inputs:
+            shape = tuple(np.shape(feed[name]))
+            current = tuple(int(d) for d in self.interpreter.get_input_details()[self._position(detail)]["shape"])
+            if shape != current:
+                dims = self._dims(detail)
+                if len(dims) != len(shape) or any(d is not None and d != s for d, s in zip(dims, shape)):
+                    raise ValueError("input %r: the model takes shape %s but the data gives %s"
+                                     % (name, tuple("?" if d is None else d for d in dims), shape))
+                self.interpreter.resize_tensor_input(detail["index"], list(shape))
+                resized = True
+        if resized:
+            self.interpreter.allocate_tensors()
+            self._staged = None
+            self.details["xnnpack"] = self._xnnpack()
+        return _Feed(tuple((d["index"], self._convert(n, feed[n], d)) for n, d in self._inputs))
+
+    def _position(self, detail: dict) -> int:
+        for i, d in enumerate(self.interpreter.get_input_details()):
+            if d["index"] == detail["index"]:
+                return i
+        raise KeyError(detail["name"])
+
+    def run(self, prepared: _Feed) -> int:
+        if prepared is not self._staged:
+            for index, value in prepared.arrays:
+                self.interpreter.set_tensor(index, value)
+            self._staged = prepared
+        self._invoke()
+        self._runs += 1
+        return self._runs
+
+    def fetch(self, run_id: int) -> List[np.ndarray]:
+        """The outputs of run `run_id` (the latest), dequantized when they are integers."""
+        if run_id != self._runs:
+            raise RuntimeError("outputs of run %d were overwritten by run %d" % (run_id, self._runs))
+        outputs = []
+        for _, detail in self._outputs:
+            value = self.interpreter.get_tensor(detail["index"])
+            quant = _quant(detail)
+            if quant and np.dtype(detail["dtype"]).name in _INTEGER_IO:
+                scale, zero_point = quant
+                value = ((value.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
+            outputs.append(value)
+        return outputs
