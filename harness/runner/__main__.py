@@ -26,6 +26,7 @@ from . import measure, sensors, system
 BACKENDS = {
     "onnxruntime": "backend_onnxruntime",
     "torch": "backend_torch",
+    "tflite": "backend_tflite",  # ai_edge_litert, else tflite_runtime, else tensorflow.lite
 }
 
 RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "tflite": "ai_edge_litert", "torch": "torch"}
