@@ -71,6 +71,18 @@ def test_cuda_target_hands_the_runner_cuda_providers_and_nvml_sensors(tmp_path):
     assert "has no CUDAExecutionProvider" in outcome.result["reason"] and "onnxruntime-gpu" in outcome.result["reason"]
 
 
+def test_every_nvml_call_exists_in_the_pinned_nvidia_ml_py():
+    """The NVML reader cannot run here; at least every pynvml name it uses must exist."""
+    import re
+
+    import pynvml
+
+    source = (Path(__file__).resolve().parent.parent / "harness" / "runner" / "sensors_nvml.py").read_text()
+    names = set(re.findall(r"(?:pynvml|self\._nvml)\.(\w+)", source))
+    assert {"nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetPowerUsage", "nvmlDeviceGetComputeRunningProcesses"} <= names
+    assert [n for n in sorted(names) if not hasattr(pynvml, n)] == []
+
+
 def test_target_settings_are_checked(tmp_path):
     with pytest.raises(TargetError, match="gpu must be an NVML index"):
         open_target(TargetConfig(name="gpu", kind="cuda", settings={"gpu": "first"}), tmp_path)

@@ -150,7 +150,10 @@ def find_nvml(root: str, settings: dict) -> List[Sensor]:
     """The GPU's energy counter, else its power reading; NoSensor with the reason otherwise."""
     pynvml = nvml()
     handle = device_handle(pynvml, settings.get("gpu", 0))
-    gpu = _text(pynvml.nvmlDeviceGetName(handle))
+    try:
+        gpu = _text(pynvml.nvmlDeviceGetName(handle))
+    except pynvml.NVMLError as exc:
+        raise NoSensor(f"NVML cannot name GPU {settings.get('gpu', 0)!r}: {exc}")
     try:
         pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
         return [NvmlEnergy(pynvml, handle, gpu)]
@@ -174,7 +177,10 @@ class NvmlProbe(Probe):
         try:
             self._nvml = nvml()
             self._handle = device_handle(self._nvml, settings.get("gpu", 0))
-            self.facts = describe(self._nvml, self._handle)
+            try:
+                self.facts = describe(self._nvml, self._handle)
+            except self._nvml.NVMLError as exc:
+                raise NoSensor(f"NVML cannot describe GPU {settings.get('gpu', 0)!r}: {exc}")
             # Board memory in use before this process loads its model (the runner discovers
             # sensors first): the fallback for this process's use when NVML hides its PID.
             self.used_at_start_mb = self._used_mb()
