@@ -318,7 +318,7 @@ class HistoryDB:
         if df.empty:
             return report.frame([]).assign(run_started_at=pd.Series(dtype="datetime64[ns]"), tags=pd.Series(dtype=str),
                                            result_pk=pd.Series(dtype=int))
-        extras = [json.loads(e) if e else {} for e in df.pop("extra")]
+        extras = [json.loads(e) if isinstance(e, str) and e else {} for e in df.pop("extra")]
         extra_df = pd.DataFrame(extras, index=df.index)
         for column in extra_df.columns:
             if column not in df.columns:
