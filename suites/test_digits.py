@@ -4,7 +4,7 @@ from harness.models import digits_cnn
 
 suite = Suite(
     model=digits_cnn,
-    frameworks=("torch", "onnxruntime"),
+    frameworks=("torch", "onnxruntime", "tflite"),  # tflite: a keras and a litert-torch row per mode
     modes=("fp32", "fp16", "bf16", "dynamic-int8", "static-int8", "qat-int8", "mixed", "int16x8"),
     # accuracy points vs fp32; qat-int8 may lose no more than static-int8 + 0.5
     budgets={"dynamic-int8": 1.0, "static-int8": 1.0, "qat-int8": 1.5, "mixed": 0.5},

@@ -17,6 +17,7 @@ Runs on Python 3.8+.
 """
 from __future__ import annotations
 
+import sys
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -90,6 +91,7 @@ class Backend:
             "interpreter": _RUNTIME,
             "interpreter_version": _VERSION,
             "interpreters_skipped": list(_SKIPPED),
+            "python": sys.executable,  # which environment provided the interpreter
             "num_threads": int(threads),
             "xnnpack": self._xnnpack(),
             "inputs": {n: self._describe(d, layout.get(n)) for n, d in self._inputs},
