@@ -128,8 +128,8 @@ WRITER = textwrap.dedent("""
     Path(go + "." + prefix).touch()          # ready
     while not Path(go).exists():             # start together
         time.sleep(0.005)
-    db = HistoryDB(url)                      # both may find an empty database and migrate at once
     start = time.time()
+    db = HistoryDB(url)                      # both may find an empty database and migrate at once
     for i in range(int(n)):
         run_id = f"{prefix}-{i}"
         db.append_run(dict(manifest, run_id=run_id), [dict(r, run_id=run_id) for r in rows], lat, tags=[prefix])
