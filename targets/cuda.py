@@ -40,8 +40,8 @@ facts = {}
 try:
     nv = sensors_nvml.nvml()
     facts["gpu"] = sensors_nvml.describe(nv, sensors_nvml.device_handle(nv, json.loads(sys.argv[1])))
-except sensors_nvml.NoSensor as exc:
-    facts["error"] = str(exc)
+except Exception as exc:  # NoSensor says why; anything else NVML raised names itself
+    facts["error"] = str(exc) if isinstance(exc, sensors_nvml.NoSensor) else f"{type(exc).__name__}: {exc}"
 try:
     import onnxruntime
     facts["onnxruntime_providers"] = onnxruntime.get_available_providers()
