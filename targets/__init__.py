@@ -7,10 +7,12 @@ from targets.base import RunnerJob, RunnerOutcome, Target, TargetConfig, TargetE
 from targets.cuda import CudaTarget
 from targets.inventory import load_inventory
 from targets.local import LocalTarget
+from targets.ssh import SshTarget
 
 KINDS: dict[str, type[Target]] = {
     "local": LocalTarget,
     "cuda": CudaTarget,  # this machine's NVIDIA GPU
+    "ssh": SshTarget,  # a remote device over SSH (Raspberry Pi, Jetson, any Linux box)
 }
 
 

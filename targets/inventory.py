@@ -10,12 +10,23 @@ from typing import Optional
 
 from harness.vocabulary import PROFILES, TARGET_KINDS
 from targets.base import TargetConfig, TargetError
+from targets.ssh_config import parse_ssh_settings
 
 ENV_VAR = "QUANTBENCH_INVENTORY"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = REPO_ROOT / "targets.toml"
 COMMON_FIELDS = {f.name for f in fields(TargetConfig)} - {"name", "settings"}
 SECRET_FIELDS = ("password", "passphrase")
+# [targets.X.sensors] keys the runner reads, and their TOML types (other keys pass through unchecked)
+SENSOR_SETTINGS: dict[str, tuple[type, ...]] = {
+    "root": (str,),  # where the device's /sys is (a recorded tree in tests, /host in a container)
+    "idle_s": (int, float),  # idle power is sampled this long before the timed window
+    "meter_command": (str, list),  # an external power meter that prints watts
+    "meter_interval_s": (int, float),
+    "vcgencmd": (str, list),  # Raspberry Pi firmware tool, if not on PATH
+    "tegrastats": (str, list),  # Jetson tool, if not on PATH
+    "tegrastats_interval_ms": (int,),
+}
 
 BUILTIN = {"local": TargetConfig(name="local", kind="local"),
            "cuda": TargetConfig(name="cuda", kind="cuda", profile="nvidia-gpu")}  # GPU 0 of this machine
@@ -46,6 +57,14 @@ def parse_target(name: str, table: dict, source: str) -> TargetConfig:
         raise TargetError(f"{where}: threads must be a positive integer, not {threads!r}")
     common = {k: v for k, v in table.items() if k in COMMON_FIELDS}
     settings = {k: v for k, v in table.items() if k not in COMMON_FIELDS}
+    if kind == "ssh":
+        parse_ssh_settings(settings, where)  # host, port, user, ... checked now, not at the first case
+    sensors = settings.get("sensors", {})
+    if not isinstance(sensors, dict):
+        raise TargetError(f"{where}: `sensors` must be a table ([targets.{name}.sensors]), not {sensors!r}")
+    for key, kinds in SENSOR_SETTINGS.items():
+        if key in sensors and not isinstance(sensors[key], kinds):
+            raise TargetError(f"{where}: sensors.{key} must be {' or '.join(k.__name__ for k in kinds)}, not {sensors[key]!r}")
     return TargetConfig(name=name, settings=settings, **common)
 
 

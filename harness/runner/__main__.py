@@ -2,7 +2,8 @@
 
 Config keys: framework, artifact, manifest, inputs (.npz of evaluation inputs by name),
 outputs (path for the evaluation outputs), result (path for the JSON), threads,
-batch_size, warmup_runs, warmup_s, min_runs, min_duration_s, max_duration_s, options.
+batch_size, warmup_runs, warmup_s, min_runs, min_duration_s, max_duration_s, options,
+target (the target's name, for messages; optional).
 
 A backend has input_specs, output_names, details, prepare(feed) and run(prepared), and
 may add: fetch(outputs) -> host arrays (when run leaves outputs on a device),
@@ -36,16 +37,16 @@ class RunnerError(Exception):
     """A failure with a message a user can act on (no traceback needed)."""
 
 
-def _load_backend(framework: str):
+def _load_backend(framework: str, target: str = ""):
     if framework not in BACKENDS:
         raise RunnerError(f"this runner has no backend for framework {framework!r} (known: {', '.join(sorted(BACKENDS))})")
     try:
         return importlib.import_module("." + BACKENDS[framework], __package__).Backend
     except ImportError as exc:
         missing = getattr(exc, "name", None) or RUNTIME_MODULES.get(framework, framework)
-        raise RunnerError(
-            f"{missing} is not installed for {sys.executable} on {system.describe()['host']} ({exc})"
-        ) from exc
+        host = system.describe()["host"]
+        where = f"{target} (host {host}; {exc})" if target else f"{host} ({exc})"  # users know targets by name
+        raise RunnerError(f"{missing} is not installed for {sys.executable} on {where}") from exc
 
 
 def _shape(dims) -> str:
@@ -76,7 +77,7 @@ def run(config: dict) -> dict:
     batch_size = int(config["batch_size"])
     with np.load(config["inputs"], allow_pickle=False) as npz:
         data = {k: npz[k] for k in npz.files}
-    backend_cls = _load_backend(config["framework"])
+    backend_cls = _load_backend(config["framework"], config.get("target", ""))
     # Sensors before the model loads: the NVML probe notes the GPU memory already in use.
     sensing = config.get("sensors") or {}
     found, probes, none_reason = sensors.discover(sensing.get("profile", "generic-linux"), sensing.get("root", "/"),

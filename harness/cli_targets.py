@@ -1,0 +1,138 @@
+"""`quantbench targets`: list the inventory; `targets check NAME`: connect and print what a
+user needs before a long run; `targets clean NAME`: empty an ssh device's upload cache.
+Registered in harness.cli.COMMANDS."""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from targets import TargetConfig, TargetError, load_inventory
+
+ACTIONS = ("list", "check", "clean")
+
+
+def add_targets(sub) -> None:
+    p = sub.add_parser("targets", help="list targets; `check NAME` connects and reports the device; `clean NAME` empties its cache")
+    p.add_argument("action", nargs="?", default="list", choices=ACTIONS)
+    p.add_argument("name", nargs="?", help="target name (for check and clean)")
+    p.add_argument("--inventory", default=None, help="inventory file (default: $QUANTBENCH_INVENTORY or ./targets.toml)")
+    p.add_argument("--cache-dir", default=None, help="host cache (default: $QUANTBENCH_CACHE or .cache/quantbench)")
+    p.add_argument("--json", action="store_true", help="check: print the facts as JSON")
+
+
+def _where(config: TargetConfig) -> str:
+    if config.kind != "ssh":
+        return "this machine"
+    s = config.settings
+    where = f"{s.get('user') + '@' if s.get('user') else ''}{s['host']}{':' + str(s['port']) if s.get('port') else ''}"
+    return where + (f" via {s['proxy_jump']}" if s.get("proxy_jump") else "")
+
+
+def list_targets(inventory: Mapping[str, TargetConfig]) -> str:
+    rows = [("name", "kind", "where", "profile", "python", "workdir")]
+    for name, c in sorted(inventory.items()):
+        rows.append((name, c.kind, _where(c), c.profile, c.python or ("python3" if c.kind == "ssh" else sys.executable),
+                     c.settings.get("workdir", "~/.cache/quantbench") if c.kind == "ssh" else "-"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _cache_dir(args: argparse.Namespace) -> Path:
+    import os
+
+    from harness.session import DEFAULT_CACHE_DIR
+
+    return Path(args.cache_dir or os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+
+
+def local_facts(config: TargetConfig, cache_dir: Path) -> dict:
+    """runner.facts with the target's Python on this machine (local and cuda kinds)."""
+    from harness.runner_bundle import stage_runner
+    from targets.local import runner_env
+
+    python = config.python or sys.executable
+    proc = subprocess.run([python, "-m", "runner.facts", "--workdir", str(cache_dir), "--profile", config.profile,
+                           "--settings", json.dumps(dict(config.settings.get("sensors", {})))],
+                          env=runner_env(stage_runner(cache_dir / "runner")), capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise TargetError(f"target {config.name}: `{python} -m runner.facts` failed: {(proc.stdout + proc.stderr).strip()[-400:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def device_facts(config: TargetConfig, cache_dir: Path) -> dict:
+    if config.kind != "ssh":
+        return local_facts(config, cache_dir)
+    from targets.ssh import SshTarget
+
+    target = SshTarget(config, cache_dir)
+    try:
+        facts = target.facts()
+        facts["ssh"] = str(target.conn)
+        return facts
+    finally:
+        target.close()
+
+
+def format_facts(config: TargetConfig, facts: Mapping[str, Any]) -> str:
+    runtimes = ", ".join(f"{name} {version}" for name, version in facts.get("runtimes", {}).items())
+    memory = facts.get("memory") or {}
+    sensors = facts.get("sensors") or {}
+    lines = [
+        ("target", f"{config.name} ({config.kind}{', ' + facts['ssh'] if facts.get('ssh') else ''}), profile {config.profile}"),
+        ("device", f"{facts.get('device_model') or facts.get('cpu_model')} ({facts.get('machine')}), host {facts.get('host')}"),
+        ("cores", f"{facts.get('physical_cores')} physical, {facts.get('logical_cores')} logical"),
+        ("os", facts.get("os")),
+        ("python", f"{facts.get('python')} {facts.get('python_version')}"),
+        ("runtimes", runtimes or "none found"),
+        ("memory", f"{memory.get('available_mb', '?')} MB available of {memory.get('total_mb', '?')} MB"),
+        ("disk", f"{facts.get('free_disk_mb')} MB free in {facts.get('workdir')}"),
+        ("power", "; ".join(sensors.get("power") or []) or f"none: {sensors.get('power_none')}"),
+        ("probes", ", ".join(sensors.get("probes") or []) or "none"),
+        ("governor", ", ".join(facts.get("governors") or []) or "not reported (no cpufreq)"),
+    ]
+    return "\n".join(f"  {key:<9} {value}" for key, value in lines)
+
+
+def cmd_targets(args: argparse.Namespace, rest: list[str]) -> int:
+    try:
+        inventory = load_inventory(args.inventory)
+    except TargetError as exc:
+        print(f"quantbench targets: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "list":
+        print(list_targets(inventory))
+        return 0
+    if not args.name or args.name not in inventory:
+        print(f"quantbench targets {args.action}: {'name a target' if not args.name else f'unknown target {args.name!r}'}; "
+              f"known: {', '.join(sorted(inventory))}", file=sys.stderr)
+        return 2
+    config = inventory[args.name]
+    try:
+        if args.action == "check":
+            facts = device_facts(config, _cache_dir(args))
+            print(json.dumps(facts, indent=1) if args.json else format_facts(config, facts))
+            return 0
+        if config.kind != "ssh":
+            print(f"target {config.name} runs on this machine from {_cache_dir(args)}: nothing to clean on a device")
+            return 0
+        from targets.ssh import SshTarget
+
+        target = SshTarget(config, _cache_dir(args))
+        try:
+            files, size = target.clean()
+            print(f"target {config.name}: removed {files} file(s), {size / 1e6:.1f} MB, from {target.conn.endpoint}:{target.workdir} (cache/ and jobs/)")
+        finally:
+            target.close()
+        return 0
+    except TargetError as exc:
+        print(f"quantbench targets {args.action}: {exc}", file=sys.stderr)
+        return 1
+
+
+COMMANDS = {
+    "targets": (add_targets, cmd_targets),
+}

@@ -1,0 +1,119 @@
+"""`python -m runner.facts [--workdir DIR] [--profile P] [--settings JSON]`: what a user needs
+to know about a device before a long run, as one JSON object on stdout.
+
+Architecture, OS, Python, numpy and each runtime with its version (or "missing"), memory,
+free disk in the work directory, the power sensors and probes the profile finds, and the CPU
+clock governor. Runtimes are looked up, not imported (importing TensorFlow on a Pi takes
+seconds), so a runtime that is installed but broken shows up in the first case instead.
+Standard library only, Python 3.8+ (the runner ships to devices).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib.util
+import json
+import os
+import sys
+from typing import Dict, List
+
+from . import sensors, system
+
+# module -> distributions that provide it (the first one installed gives the version)
+DISTRIBUTIONS = {
+    "numpy": ("numpy",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino"),
+    "ai_edge_litert": ("ai-edge-litert",),
+    "torch": ("torch",),
+}
+
+
+def runtime_modules() -> Dict[str, str]:
+    """framework -> the module its backend imports (from the runner's own table)."""
+    try:
+        from .__main__ import RUNTIME_MODULES
+    except ImportError:  # numpy missing: the runner itself cannot start; report that first
+        return {}
+    return dict(RUNTIME_MODULES)
+
+
+def version_of(module: str) -> str:
+    if importlib.util.find_spec(module) is None:
+        return "missing"
+    try:
+        from importlib import metadata
+    except ImportError:  # Python < 3.8
+        return "installed"
+    for dist in DISTRIBUTIONS.get(module, (module.replace("_", "-"),)):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "installed"
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip().strip("\x00")
+    except OSError:
+        return ""
+
+
+def memory_mb() -> Dict[str, float]:
+    found = {}
+    for line in _read("/proc/meminfo").splitlines():
+        key, _, value = line.partition(":")
+        if key in ("MemTotal", "MemAvailable") and value.split():
+            found["total_mb" if key == "MemTotal" else "available_mb"] = round(int(value.split()[0]) / 1024.0, 1)
+    return found
+
+
+def governors() -> List[str]:
+    return sorted({_read(p) for p in glob.glob("/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor")} - {""})
+
+
+def free_disk_mb(path: str) -> float:
+    st = os.statvfs(path)
+    return round(st.f_bavail * st.f_frsize / (1024.0 * 1024.0), 1)
+
+
+def sensor_facts(profile: str, root: str, settings: dict) -> dict:
+    found, probes, none_reason = sensors.discover(profile, root, settings)
+    try:
+        return {"power": [s.source or s.name for s in found], "power_none": none_reason,
+                "probes": [p.name for p in probes]}
+    finally:
+        for s in found:
+            s.close()
+
+
+def collect(workdir: str, profile: str, root: str, settings: dict) -> dict:
+    facts = dict(system.describe())
+    facts.update(
+        python=sys.executable,
+        device_model=_read("/proc/device-tree/model") or _read("/sys/firmware/devicetree/base/model"),
+        memory=memory_mb(),
+        workdir=workdir,
+        free_disk_mb=free_disk_mb(workdir) if os.path.isdir(workdir) else None,
+        governors=governors(),
+    )
+    facts["runtimes"] = {"numpy": version_of("numpy")}
+    facts["runtimes"].update({fw: version_of(module) for fw, module in runtime_modules().items()})
+    facts["sensors"] = sensor_facts(profile, root, settings)
+    return facts
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.facts")
+    parser.add_argument("--workdir", default=".")
+    parser.add_argument("--profile", default="generic-linux")
+    parser.add_argument("--settings", default="{}", help="the target's sensors settings, as JSON")
+    args = parser.parse_args(argv)
+    settings = json.loads(args.settings)
+    print(json.dumps(collect(args.workdir, args.profile, settings.get("root", "/"), settings)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,295 @@
+"""The ssh target: the runner on a remote device (Raspberry Pi, Jetson, any Linux box).
+
+Per case: ship the runner, the artifact and the evaluation inputs into the device's
+content-addressed cache (only what is not there yet), write the case's config into a job
+directory, run `python -m runner config.json` there in its own process group, and bring
+back result.json and outputs.npz. The timing loop runs on the device; nothing that crosses
+the network is inside a timed region.
+
+Faults: a connection lost during a case makes that case `error` and the next case
+reconnects (bounded retries with backoff), first killing the orphaned runner; a runner past
+the case timeout is killed on the device; a device that stops answering altogether makes
+every remaining case fail at once with the same reason.
+
+Remote layout under `workdir`: cache/<hash>/ (bundles), jobs/<session>-<n>/ (one per case,
+removed when the case ends), and .quantbench-workdir (marks the directory as ours, for
+`quantbench targets clean`).
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from harness.runner_bundle import runner_files
+from targets.base import RunnerJob, RunnerOutcome, Target, TargetConfig, TargetError, TargetInfo
+from targets.local import SCRUBBED_ENV, collect
+from targets.remote_cache import RemoteCache, Shipped, directory_files
+from targets.ssh_config import parse_ssh_settings
+from targets.ssh_errors import ConnectionLost, Unreachable
+
+DEFAULT_PYTHON = "python3"
+MARKER = ".quantbench-workdir"
+q = shlex.quote
+
+
+class DeviceGone(Exception):
+    """The device stopped answering; every remaining case fails with this reason."""
+
+
+def python_command(cwd: str, runner_parent: str, python: str, args: str, record_pid: bool = False) -> str:
+    """The shell line that runs `python ARGS` in `cwd` with the staged runner importable and
+    without the variables that would change a measurement. With record_pid, its pid (which
+    is its process group: sshd starts every command in a new session) goes to `cwd/pid`."""
+    unset = " ".join(f"-u {name}" for name in SCRUBBED_ENV)
+    return (f"cd {q(cwd)} && {'echo $$ > pid && ' if record_pid else ''}exec env {unset} PYTHONPATH={q(runner_parent)} "
+            f"PYTHONDONTWRITEBYTECODE=1 {q(python)} {args}")
+
+
+def kill_command(job_dir: str) -> str:
+    """Kill the runner's process group (and so its children: tegrastats, a meter) if it still runs."""
+    pid_file = q(f"{job_dir}/pid")
+    return f"pid=$(cat {pid_file} 2>/dev/null) && kill -s KILL -- -\"$pid\" 2>/dev/null; true"
+
+
+class SshTarget(Target):
+    def __init__(self, config: TargetConfig, cache_dir: Path) -> None:
+        super().__init__(config, cache_dir)
+        self.settings = parse_ssh_settings(config.settings, f"target {config.name}")
+        try:  # paramiko comes with the `remote` extra; only ssh targets need it
+            from targets.ssh_connection import SshConnection
+        except ImportError as exc:
+            raise TargetError(f"target {config.name}: ssh targets need paramiko ({exc}); install it with "
+                              f"`pip install 'quantbench[remote]'`") from None
+        self.conn = SshConnection(config.name, self.settings)
+        self.python = config.python or DEFAULT_PYTHON
+        self.workdir = ""  # absolute, once connected
+        self.cache: Optional[RemoteCache] = None
+        self.gone = ""  # why the device counts as gone
+        self._lost_job = ""  # job directory of a case cut off by a lost connection
+        self._session = secrets.token_hex(4)
+        self._jobs = 0
+        self._info: Optional[TargetInfo] = None
+        self.shipped_files = self.shipped_bytes = 0  # over the whole session
+        self._uploads: list[str] = []  # what was sent since the last case's log line
+
+    # -- connection ------------------------------------------------------------------------
+    def _connect(self) -> None:
+        self.conn.connect()
+        workdir = self.settings.workdir
+        if workdir == "~" or workdir.startswith("~/"):
+            workdir = self.conn.home.rstrip("/") + workdir[1:]
+        elif not workdir.startswith("/"):
+            workdir = f"{self.conn.home.rstrip('/')}/{workdir}"
+        self.workdir = workdir.rstrip("/") or "/"
+        self.conn.check(f"mkdir -p -- {q(self.workdir + '/cache')} {q(self.workdir + '/jobs')} && touch -- {q(self.workdir + '/' + MARKER)}",
+                        f"preparing the work directory {self.workdir}")
+        self.cache = RemoteCache(self.conn, f"{self.workdir}/cache")
+
+    def connect(self) -> None:
+        """First connection: one attempt, and a TargetError that says what to check."""
+        if self.conn.connected:
+            return
+        try:
+            self._connect()
+        except Unreachable as exc:
+            raise TargetError(f"target {self.config.name}: {exc}. Is the device on and reachable? "
+                              f"(try `ssh -p {self.conn.endpoint.port} {self.conn.endpoint.user}@{self.conn.endpoint.hostname}`)") from None
+        except ConnectionLost as exc:
+            raise TargetError(f"target {self.config.name}: the connection to {self.conn} broke while setting up: {exc}") from None
+
+    def _reconnect(self) -> None:
+        """After a loss: bounded attempts with backoff; then the device counts as gone."""
+        delay, errors = self.settings.backoff_s, []
+        for attempt in range(max(1, self.settings.retries)):
+            if attempt:
+                time.sleep(delay)
+                delay *= 2
+            try:
+                self._connect()
+                break
+            except (Unreachable, ConnectionLost) as exc:
+                errors.append(str(exc))
+            except TargetError as exc:  # e.g. the host key changed: retrying cannot help
+                errors.append(str(exc))
+                break
+        if not self.conn.connected:
+            self.gone = (f"the device stopped answering ({len(errors)} reconnect attempt(s); last: {errors[-1]}); "
+                         f"the remaining cases on {self.config.name} fail without waiting: check the device and run again")
+            raise DeviceGone(self.gone)
+        if self._lost_job:  # the cut-off case's runner may still be running: it would skew this case's timing
+            self.conn.run(f"{kill_command(self._lost_job)}; rm -rf -- {q(self._lost_job)}")
+            self._lost_job = ""
+
+    def _ensure_connected(self) -> None:
+        if self.gone:
+            raise DeviceGone(self.gone)
+        if not self.conn.connected:
+            self._reconnect()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- facts -------------------------------------------------------------------------------
+    def _ship(self, label: str, files: dict) -> Shipped:
+        shipped = self.cache.ensure(files)
+        self.shipped_files += shipped.files
+        self.shipped_bytes += shipped.bytes
+        if shipped.files:
+            self._uploads.append(f"{label} ({shipped.files} file(s), {shipped.bytes} bytes)")
+        return shipped
+
+    def _runner_parent(self) -> str:
+        return self._ship("runner", {f"runner/{p.name}": p for p in runner_files()}).remote_dir
+
+    def facts(self) -> dict:
+        """What `quantbench targets check` prints: runs runner.facts on the device."""
+        self.connect()
+        try:
+            parent = self._runner_parent()
+            sensing = json.dumps(dict(self.config.settings.get("sensors", {})))
+            args = f"-m runner.facts --workdir {q(self.workdir)} --profile {q(self.config.profile)} --settings {q(sensing)}"
+            status, output = self.conn.run(python_command(self.workdir, parent, self.python, args))
+        except ConnectionLost as exc:
+            raise TargetError(f"target {self.config.name}: the connection to {self.conn} broke: {exc}") from None
+        if status != 0:
+            raise TargetError(f"target {self.config.name}: `{self.python} -m runner.facts` failed on {self.conn.endpoint} "
+                              f"(exit {status}): {output.strip()[-400:]}. Is `python` in the inventory a Python 3.8+ "
+                              f"interpreter that exists on the device?")
+        try:
+            return json.loads(output.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise TargetError(f"target {self.config.name}: runner.facts printed no JSON: {output.strip()[-400:]}") from None
+
+    def info(self) -> TargetInfo:
+        if self._info is None:
+            facts = self.facts()
+            self._info = TargetInfo(
+                name=self.config.name,
+                kind=self.config.kind,
+                profile=self.config.profile,
+                threads=self.config.threads or int(facts.get("physical_cores") or 1),
+                arch=facts.get("machine", ""),
+                device=facts.get("device_model") or facts.get("cpu_model", ""),
+                host=facts.get("host", self.conn.endpoint.hostname),
+                facts={**facts, "ssh": str(self.conn), "workdir": self.workdir},
+            )
+        return self._info
+
+    # -- one case ------------------------------------------------------------------------------
+    def _failed(self, reason: str, log: str = "") -> RunnerOutcome:
+        return RunnerOutcome({"status": "error", "reason": reason}, None, log)
+
+    def run(self, job: RunnerJob, progress: Callable[[str], None] = lambda m: None) -> RunnerOutcome:
+        job.work_dir.mkdir(parents=True, exist_ok=True)
+        (job.work_dir / "result.json").unlink(missing_ok=True)
+        (job.work_dir / "outputs.npz").unlink(missing_ok=True)
+        remote_job = ""
+        log = []
+        try:
+            self._ensure_connected()
+            progress(f"shipping to {self.config.name}")
+            remote_job, config = self._stage(job, log)
+            progress(f"running on {self.config.name} ({self.conn.endpoint.hostname})")
+            output, timed_out = self._execute(remote_job, config, progress)
+            log.append(output)
+            if timed_out:
+                return collect(job, "".join(log), timed_out_after=self.config.case_timeout_s)
+            self._fetch(remote_job, job)
+            self.conn.run(f"rm -rf -- {q(remote_job)}")
+            return collect(job, "".join(log))
+        except DeviceGone as exc:
+            return self._failed(str(exc), "".join(log))
+        except ConnectionLost as exc:
+            self._lost_job = remote_job
+            self.conn.close()
+            return self._failed(f"lost the connection to {self.conn} during the case ({exc}); the next case reconnects",
+                                "".join(log))
+        except TargetError as exc:
+            return self._failed(str(exc), "".join(log))
+
+    def _stage(self, job: RunnerJob, log: list) -> tuple[str, dict]:
+        """Ship what the case needs and write its config; returns (remote job dir, config)."""
+        bundles = {
+            "runner": {f"runner/{p.name}": p for p in runner_files()},
+            "artifact": directory_files(job.artifact_dir),
+            "inputs": {job.inputs_file.name: job.inputs_file},
+        }
+        where = {label: self._ship(label, files).remote_dir for label, files in bundles.items()}
+        sent, self._uploads = self._uploads, []
+        log.append(f"[ssh {self.conn}] uploaded {', '.join(sent) if sent else 'nothing (everything was cached)'}\n")
+        self._jobs += 1
+        remote_job = f"{self.workdir}/jobs/{self._session}-{self._jobs}"
+        config = dict(job.config)
+        config.update(
+            artifact=f"{where['artifact']}/{job.model_file}",
+            manifest=dict(job.manifest),
+            inputs=f"{where['inputs']}/{job.inputs_file.name}",
+            outputs=f"{remote_job}/outputs.npz",
+            result=f"{remote_job}/result.json",
+            target=self.config.name,
+            runner_parent=where["runner"],
+        )
+        text = json.dumps(config, indent=1)
+        (job.work_dir / "config.json").write_text(text)  # the host keeps the exact config the device ran
+        self.conn.mkdir(remote_job)
+        self.conn.put_bytes(text.encode(), f"{remote_job}/config.json")
+        return remote_job, config
+
+    def _execute(self, remote_job: str, config: dict, progress: Callable[[str], None]) -> tuple[str, bool]:
+        """Run the runner; (its output, whether it was killed for the case timeout)."""
+        channel = self.conn.start(python_command(remote_job, config["runner_parent"], self.python, "-m runner config.json", record_pid=True))
+        started = time.monotonic()
+        deadline = started + self.config.case_timeout_s
+        next_check = started + self.settings.keepalive_s
+        chunks = []
+        while True:
+            with self.conn.guard("reading the runner's output"):
+                while channel.recv_ready():
+                    chunks.append(channel.recv(65536))
+                if channel.exit_status_ready() and not channel.recv_ready():
+                    break
+            now = time.monotonic()
+            if not self.conn.connected:
+                raise ConnectionLost("the connection closed while the runner was running")
+            if now > deadline:
+                self.conn.run(kill_command(remote_job) + f"; rm -rf -- {q(remote_job)}")
+                channel.close()
+                return (b"".join(chunks).decode(errors="replace")
+                        + f"\n[ssh] runner killed on the device after {self.config.case_timeout_s:g} s\n"), True
+            if now > next_check:  # a silent device looks exactly like a long case: ask it
+                if not self.conn.answering():
+                    raise ConnectionLost(f"the device did not answer within {self.settings.connect_timeout_s:g} s")
+                next_check = now + self.settings.keepalive_s
+            channel.status_event.wait(0.05)
+        channel.close()
+        return b"".join(chunks).decode(errors="replace"), False
+
+    def _fetch(self, remote_job: str, job: RunnerJob) -> None:
+        """Bring back result.json, and outputs.npz when the runner succeeded."""
+        try:
+            self.conn.get(f"{remote_job}/result.json", str(job.work_dir / "result.json"))
+        except FileNotFoundError:
+            return  # collect() reports the runner's death with its last output lines
+        result = json.loads((job.work_dir / "result.json").read_text())
+        if result.get("status") == "ok":
+            self.conn.get(f"{remote_job}/outputs.npz", str(job.work_dir / "outputs.npz"))
+
+    # -- maintenance ---------------------------------------------------------------------------
+    def clean(self) -> tuple[int, int]:
+        """Empty the device's cache and job directories: (files, bytes) removed."""
+        self.connect()
+        if not self.conn.exists(f"{self.workdir}/{MARKER}"):
+            raise TargetError(f"target {self.config.name}: {self.workdir} has no {MARKER}, so it is not a quantbench work "
+                              f"directory; nothing removed")
+        dirs = [f"{self.workdir}/{d}" for d in ("cache", "jobs")]
+        files = size = 0
+        for top in dirs:
+            for _, entry in self.conn.walk(top):
+                files, size = files + 1, size + entry.st_size
+        quoted = " ".join(q(d) for d in dirs)
+        self.conn.check(f"rm -rf -- {quoted} && mkdir -p -- {quoted}", f"cleaning {self.workdir}")
+        return files, size
