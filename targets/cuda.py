@@ -24,6 +24,8 @@ from targets.base import RunnerJob, RunnerOutcome, TargetError, TargetInfo
 from targets.local import LocalTarget
 
 DEFAULT_PROFILE = "nvidia-gpu"
+# Profiles of ssh targets whose runner uses the same GPU paths remotely (gpu_options).
+GPU_PROFILES = ("nvidia-gpu", "jetson-orin", "jetson-nano")
 PROBE_TIMEOUT_S = 180.0
 _PROBED: dict = {}  # (python, gpu selector) -> probe facts: one probe per process, however many sessions
 # Frameworks a cuda target cannot run on its GPU, and why (their cases are n/a).
@@ -58,6 +60,11 @@ if importlib.util.find_spec("torch") is not None:
                       "cuda_available": torch.cuda.is_available()}
 print(json.dumps(facts))
 """
+
+
+def on_gpu(kind: str, profile: str) -> bool:
+    """Whether a target of this kind and profile runs the frameworks' GPU paths."""
+    return kind == "cuda" or (kind == "ssh" and profile in GPU_PROFILES)
 
 
 def gpu_options(framework: str, settings: Mapping[str, Any]) -> dict:

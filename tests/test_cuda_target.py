@@ -150,7 +150,8 @@ def test_tensorrt_recipes_say_why_they_cannot_run():
 
     local = TargetInfo(name="local", kind="local", profile="generic-linux", threads=2, arch="x86_64", device="cpu", host="h")
     fp16, int8 = RECIPES
-    assert fp16.not_applicable_reason(digits_cnn, local) == "TensorRT runs on an NVIDIA GPU: use a cuda target, not local target local"
+    assert fp16.not_applicable_reason(digits_cnn, local) == ("the TensorRT recipes run on cuda targets, whose probe "
+                                                             "checks onnxruntime-gpu and TensorRT; target local is local")
     cpu_only = cuda_info(onnxruntime_providers=["CPUExecutionProvider"])
     assert "has no TensorrtExecutionProvider (it has CPUExecutionProvider): install onnxruntime-gpu" in int8.not_applicable_reason(digits_cnn, cpu_only)
     no_libs = cuda_info(onnxruntime_providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"],
@@ -208,6 +209,12 @@ def test_torch_recipes_on_a_cuda_target_follow_the_gpu():
     assert "lower to CPU int8 kernels" in reasons["pt2e-x86"]
     volta, reasons = runnable("7.0")
     assert volta == {"fp32", "fp16"}
+    # an ssh target with a Jetson profile runs the same GPU paths (its facts have no compute capability)
+    jetson = replace(cuda_info(), kind="ssh", profile="jetson-orin", facts={})
+    on_jetson = {r.slug for r in RECIPES["torch"] if r.not_applicable_reason(digits_cnn, jetson) is None}
+    assert on_jetson == {"fp32", "fp16"}
+    pi = replace(jetson, profile="raspberry-pi-5", arch="aarch64")
+    assert "pt2e-arm" in {r.slug for r in RECIPES["torch"] if r.not_applicable_reason(digits_cnn, pi) is None}
     assert reasons["bf16"] == "bfloat16 arithmetic needs compute capability 8.0 (Ampere) or newer; a GPU on target gpu is 7.0"
 
 

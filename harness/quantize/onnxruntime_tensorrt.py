@@ -34,7 +34,8 @@ LIBS = ("onnxruntime", DISTRIBUTION, "onnx")  # whichever onnxruntime build is i
 def tensorrt_reason(spec: "ModelSpec", target: "TargetInfo") -> Optional[str]:
     """Why TensorRT cannot run on this target, or None."""
     if target.kind != "cuda":
-        return f"TensorRT runs on an NVIDIA GPU: use a cuda target, not {target.kind} target {target.name}"
+        return (f"the TensorRT recipes run on cuda targets, whose probe checks onnxruntime-gpu and TensorRT; "
+                f"target {target.name} is {target.kind}")
     if PROVIDER not in target.facts.get("onnxruntime_providers", []):
         return (f"onnxruntime on target {target.name} has no {PROVIDER} "
                 f"(it has {', '.join(target.facts.get('onnxruntime_providers', [])) or 'no onnxruntime'}): install onnxruntime-gpu")

@@ -63,13 +63,16 @@ def cuda_reason(recipe: Recipe, target: "TargetInfo") -> Optional[str]:
 
 
 def cuda_aware(recipes: tuple[Recipe, ...]) -> tuple[Recipe, ...]:
-    """The recipes with applicability that, on a cuda target, is cuda_reason (the CPU
-    checks such as the host's CPU flags do not apply there), and unchanged elsewhere."""
+    """The recipes with applicability that, on a target running the GPU paths (kind cuda, or
+    an ssh target with a GPU profile such as jetson-orin), is cuda_reason (the CPU checks such
+    as the host's CPU flags do not apply there), and unchanged elsewhere."""
     def wrap(recipe: Recipe) -> Recipe:
         cpu_check = recipe.applicable
 
         def applicable(spec: "ModelSpec", target: "TargetInfo") -> Optional[str]:
-            if target.kind == "cuda":
+            from targets.cuda import on_gpu
+
+            if on_gpu(target.kind, target.profile):
                 return cuda_reason(recipe, target)
             return cpu_check(spec, target) if cpu_check else None
 
