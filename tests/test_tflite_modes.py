@@ -193,3 +193,35 @@ def test_falls_back_to_tensorflow_lite_without_litert_and_can_turn_xnnpack_off(r
     plain = run_runner(tmp_path / "no-xnnpack", artifact, x, options={"xnnpack": False})
     assert plain["status"] == "ok" and plain["runtime"] == "ai_edge_litert.interpreter"
     assert plain["runtime_details"]["xnnpack"] == {"requested": False, "applied": False, "delegated_partitions": 0}
+
+
+def test_a_model_without_a_source_gets_na_rows_naming_the_missing_source(tmp_path):
+    from harness import Suite
+    from harness.models import onnx_model
+    from harness.session import BenchSession, SessionOptions
+    from targets import TargetConfig
+    from tests import onnx_models
+
+    _, _, x_calib, x_eval, y_eval = onnx_models.digits_flat()
+    data = onnx_models.write_npz(tmp_path / "digits.npz", x_eval, y_eval, x_calib)
+    spec = onnx_model("logreg", onnx_models.logistic_regression(tmp_path / "logreg.onnx"), data=data)
+    suite = Suite(model=spec, frameworks=("tflite",), modes=("fp32", "static-int8"))
+    session = BenchSession(TargetConfig(name="local", kind="local"),
+                           SessionOptions(results_dir=tmp_path / "results", cache_dir=tmp_path / "cache"))
+    try:
+        rows = {case.case_id: session.run_case(case) for case in suite.cases()}
+    finally:
+        session.close()
+    assert len(rows) == 4 and {r["status"] for r in rows.values()} == {"n/a"}
+    for case, row in rows.items():
+        missing = "Keras" if case.endswith("-keras-b1") else "PyTorch"
+        assert f"model logreg has no {missing} source" in row["reason"], row["reason"]
+
+
+def test_no_tflite_interpreter_at_all_is_an_error_naming_each(run, tmp_path):
+    hide = "import sys\nfor m in ('ai_edge_litert', 'tflite_runtime', 'tensorflow'): sys.modules[m] = None"
+    result = run_runner(tmp_path / "none", artifact_of(run, case_id("fp32", "keras")),
+                        {"input": load_data().eval_inputs["input"][:4]}, prelude=hide)
+    assert result["status"] == "error"
+    assert result["reason"].startswith("ai_edge_litert is not installed for ")
+    assert all(f"{m}:" in result["reason"] for m in ("ai_edge_litert", "tflite_runtime", "tensorflow"))
