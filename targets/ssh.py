@@ -26,6 +26,7 @@ from typing import Callable, Optional
 
 from harness.runner_bundle import runner_files
 from targets.base import RunnerJob, RunnerOutcome, Target, TargetConfig, TargetError, TargetInfo
+from targets.cuda import gpu_options, on_gpu
 from targets.local import SCRUBBED_ENV, collect
 from targets.remote_cache import RemoteCache, Shipped, directory_files
 from targets.ssh_config import parse_ssh_settings
@@ -224,6 +225,8 @@ class SshTarget(Target):
         self._jobs += 1
         remote_job = f"{self.workdir}/jobs/{self._session}-{self._jobs}"
         config = dict(job.config)
+        if on_gpu(self.config.kind, self.config.profile):  # jetson-* / nvidia-gpu: the cuda target's GPU paths
+            config["options"] = {**gpu_options(config["framework"], self.config.settings), **dict(config.get("options") or {})}
         config.update(
             artifact=f"{where['artifact']}/{job.model_file}",
             manifest=dict(job.manifest),

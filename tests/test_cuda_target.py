@@ -348,3 +348,38 @@ def test_other_frameworks_on_the_gpu(gpu_runs):
         assert row["power_source"].startswith("NVML") and row["energy_mj_per_inf"] > 0
     for _, row in torch_rows[torch_rows["mode"] == "static-int8"].iterrows():  # PT2E: CPU int8 kernels only
         assert row["status"] == "n/a" and "lower to CPU int8 kernels" in row["reason"]
+
+
+# -- an ssh target with a GPU profile takes the same GPU paths --------------------------------
+def test_ssh_target_with_a_gpu_profile_runs_the_gpu_paths(tmp_path):
+    """Over a real sshd on loopback: an nvidia-gpu ssh target asks the remote runner for CUDA
+    and NVML; on a host without them the row says exactly what is missing."""
+    import sys
+
+    from harness import Suite
+    from harness.models import digits_cnn
+    from harness.session import BenchSession, SessionOptions
+    from targets.inventory import parse_target
+    from tests.sshd import make_sshd
+
+    sshd = make_sshd(tmp_path / "sshd")
+    try:
+        table = sshd.target(python=sys.executable, workdir=str(tmp_path / "device"), profile="nvidia-gpu",
+                            inputs_on_device=True)
+        options = SessionOptions(results_dir=tmp_path / "results", cache_dir=CACHE, min_runs=10, min_duration_s=0.05,
+                                 max_duration_s=1, warmup_runs=2, run_id="ssh-gpu")
+        session = BenchSession(parse_target("gpu-box", table, "test"), options)
+        try:
+            case = Suite(model=digits_cnn, frameworks=("onnxruntime",), modes=("fp32",), name="ssh-gpu").cases()[0]
+            row = session.run_case(case)
+        finally:
+            session.close()
+    finally:
+        sshd.stop()
+    sent = json.loads((session.store.dir / "work" / case.case_id / "config.json").read_text())
+    assert sent["options"]["providers"][0] == ["CUDAExecutionProvider", {"device_id": 0}]
+    assert sent["options"]["io"] == "device" and sent["sensors"]["profile"] == "nvidia-gpu"
+    if GPU is None:
+        assert row["status"] == "error" and "has no CUDAExecutionProvider" in row["reason"], row["reason"]
+    else:
+        assert row["status"] == "ok" and row["providers_used"].startswith("CUDAExecutionProvider"), row["reason"]
