@@ -19,7 +19,7 @@ import pandas as pd
 from harness.history import plots
 from harness.history.gates import Gates
 from harness.history.recommend import DEFAULT_MAX_DROP, Recommendation, recommend
-from harness.history.regress import IMPROVEMENT, KEY, REGRESSION, case_key, current_rows, format_change
+from harness.history.regress import IMPROVEMENT, KEY, REGRESSION, case_key, current_rows, format_change, format_p
 from harness.history.stepdetect import detect_steps
 
 CSS = """
@@ -125,7 +125,7 @@ def _verdicts_section(verdicts: pd.DataFrame, run_id: str) -> str:
         return f"<p>Run {_e(run_id)}: no regressions or improvements beyond the thresholds.</p>"
     rows = [[f"<span class=\"{_e(v['verdict'])}\">{_e(v['verdict'])}</span>", _e(v["case_id"]), _e(v["quantity"]),
              _fmt(v["old"], ".5g"), _fmt(v["new"], ".5g"), _e(format_change(v["quantity"], _num(v["change"]))),
-             _fmt(v["p_value"], ".2g"), _e(v["method"]), _e(v["baseline_run_id"])] for v in mine.to_dict("records")]
+             _e(format_p(_num(v["p_value"]))), _e(v["method"]), _e(v["baseline_run_id"])] for v in mine.to_dict("records")]
     return _table(["verdict", "case", "quantity", "old", "new", "change", "p-value", "method", "baseline"], rows,
                   numeric={3, 4, 6})
 

@@ -226,7 +226,7 @@ def _significance(new, old, new_lat, old_lat, gates: Gates) -> dict[str, Any]:
     if enough:
         p = mann_whitney_p(np.asarray(old_lat), np.asarray(new_lat))
         return {"p_value": p, "method": "mann-whitney", "significant": p < gates.alpha,
-                "detail": f"Mann-Whitney U p={p:.2g} ({'<' if p < gates.alpha else '>='} alpha {gates.alpha:g}), "
+                "detail": f"Mann-Whitney U p={format_p(p)} ({'<' if p < gates.alpha else '>='} alpha {gates.alpha:g}), "
                           f"threshold {gates.latency:.0%}"}
     confidence = 1.0 - gates.alpha
     ci_old, ci_new = mean_ci(confidence, old_lat, old), mean_ci(confidence, new_lat, new)
@@ -280,6 +280,12 @@ def format_change(quantity: str, change: Optional[float]) -> str:
     return f"{change:+.2f} pts" if quantity == "accuracy" else f"{100 * change:+.1f}%"
 
 
+def format_p(p: Optional[float]) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "-"
+    return "<1e-300" if p == 0 else f"{p:.2g}"  # 0.0: below what a double can hold
+
+
 def verdict_table(verdicts: pd.DataFrame, show: Sequence[str] = (REGRESSION, IMPROVEMENT)) -> str:
     """Regressions and improvements: case, quantity, old, new, change, p-value, method, verdict."""
     picked = verdicts[verdicts["verdict"].isin(show)]
@@ -291,7 +297,7 @@ def verdict_table(verdicts: pd.DataFrame, show: Sequence[str] = (REGRESSION, IMP
         "verdict": r["verdict"], "case": r["case_id"], "quantity": r["quantity"],
         "old": _fmt(r["quantity"], r["old"]), "new": _fmt(r["quantity"], r["new"]),
         "change": format_change(r["quantity"], r["change"]),
-        "p_value": "-" if r["p_value"] is None or pd.isna(r["p_value"]) else f"{r['p_value']:.2g}",
+        "p_value": format_p(r["p_value"]),
         "method": r["method"], "baseline": r["baseline_run_id"],
     } for _, r in picked.iterrows()]
     return pd.DataFrame(lines).to_string(index=False)
