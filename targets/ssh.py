@@ -200,7 +200,7 @@ class SshTarget(Target):
             if timed_out:
                 return collect(job, "".join(log), timed_out_after=self.config.case_timeout_s)
             self._fetch(remote_job, job)
-            self.conn.run(f"rm -rf -- {q(remote_job)}")
+            self.conn.remove_tree(remote_job)
             return collect(job, "".join(log))
         except DeviceGone as exc:
             return self._failed(str(exc), "".join(log))

@@ -277,6 +277,21 @@ class SshConnection:
             else:
                 yield path, entry
 
+    def remove_tree(self, top: str) -> None:
+        """rm -rf over SFTP: no shell, so no login-shell start-up (a .bashrc can cost 0.5 s a command)."""
+        with self.guard(f"removing {top}"):
+            try:
+                entries = self.sftp.listdir_attr(top)
+            except FileNotFoundError:
+                return
+            for entry in entries:
+                path = f"{top}/{entry.filename}"
+                if stat.S_ISDIR(entry.st_mode):
+                    self.remove_tree(path)
+                else:
+                    self.sftp.remove(path)
+            self.sftp.rmdir(top)
+
     def rename(self, old: str, new: str) -> None:
         with self.guard(f"renaming {old}"):
             self.sftp.rename(old, new)
