@@ -26,8 +26,9 @@ CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; }
 h1, h2, h3 { font-weight: 600; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; font-size: 12px; margin: .5em 0; }
-th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; max-width: 380px; } th { background: #f3f3f3; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; max-width: 380px; overflow-wrap: break-word; }
+th { background: #f3f3f3; white-space: nowrap; } img.thumb { width: 260px; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .rec { background: #eef8ee; border-left: 4px solid #2ca02c; padding: .5em 1em; margin: .5em 0; }
 .rec.none { background: #fbeeee; border-left-color: #d62728; }
 .rec ul { margin: .3em 0; padding-left: 1.2em; font-size: 13px; }
@@ -130,11 +131,12 @@ def _verdicts_section(verdicts: pd.DataFrame, run_id: str) -> str:
                   numeric={3, 4, 6})
 
 
-def _target_page(db, target: str, out: Path, max_drop: float, gates: Gates) -> tuple[str, list[Recommendation], dict]:
+def _target_page(db, target: str, out: Path, max_drop: float, gates: Gates) -> tuple[str, list[tuple[Recommendation, str]], dict]:
     history = db.results(target=target)
     runs = db.runs(target=target)
     verdicts = db.comparisons(run_id=list(runs["run_id"])) if len(runs) else pd.DataFrame()
     recs = recommend(history, max_drop)
+    thumbs = []  # (recommendation, its Pareto plot) for the index
     latest = current_rows(history)
     latest_run = runs.iloc[0]
     img = out / "img" / slug(target)
@@ -147,6 +149,7 @@ def _target_page(db, target: str, out: Path, max_drop: float, gates: Gates) -> t
         rows = latest[(latest["model"] == rec.model) & (latest["batch_size"] == rec.batch_size)]
         name = f"{slug(rec.model)}-b{rec.batch_size}"
         pareto = plots.pareto(rows, rec, img / f"pareto-{name}.png")
+        thumbs.append((rec, pareto.relative_to(out).as_posix()))
         bar = plots.bars(rows, f"{rec.model}, batch {rec.batch_size} on {target}: newest result of each case",
                          img / f"bars-{name}.png")
         body += [f"<h2 id=\"{_e(name)}\">{_e(rec.model)}, batch {rec.batch_size}</h2>", _rec_block(rec),
@@ -180,7 +183,7 @@ def _target_page(db, target: str, out: Path, max_drop: float, gates: Gates) -> t
     (out / page).write_text(_page(f"quantbench: {target}", "\n".join(body)))
     info = {"page": page, "runs": len(runs), "latest": latest_run["run_id"], "started": latest_run["started_at"],
             "device": latest_run["device"], "kind": latest_run["target_kind"], "profile": latest_run["profile"]}
-    return page, recs, info
+    return page, thumbs, info
 
 
 def build(db, out_dir: Path, max_drop: float = DEFAULT_MAX_DROP, gates: Gates = Gates()) -> Path:
@@ -195,11 +198,13 @@ def build(db, out_dir: Path, max_drop: float = DEFAULT_MAX_DROP, gates: Gates = 
     for target in targets:
         page, recs, info = _target_page(db, target, out, max_drop, gates)
         rows = [[_e(r.model), str(r.batch_size), f"<span data-recommended=\"{_e(r.answer)}\">{_e(r.answer)}</span>",
-                 _e(r.evidence()[0])] for r in recs]
+                 _e(r.evidence()[0]),
+                 f"<a href=\"{page}#{_e(slug(r.model))}-b{r.batch_size}\"><img class=\"thumb\" src=\"{png}\" "
+                 f"alt=\"accuracy vs latency of {_e(r.model)} on {_e(target)}\"></a>"] for r, png in recs]
         sections.append(f"<h2><a href=\"{page}\">{_e(target)}</a></h2><p class=\"meta\">{_e(info['kind'])} / "
                         f"{_e(info['profile'])} / {_e(info['device'])}; {info['runs']} run(s), latest "
                         f"{_e(info['latest'])} at {_e(info['started'])} UTC</p>"
-                        + _table(["model", "batch", f"recommended (budget {max_drop:g} pts)", "evidence"], rows))
+                        + _table(["model", "batch", f"recommended (budget {max_drop:g} pts)", "evidence", "trade-off"], rows))
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = (f"<h1>quantbench dashboard</h1><p class=\"meta\">{len(all_runs)} run(s) from {_e(display_url(db.url))}, "
             f"generated {generated}. Each target page shows the accuracy/latency trade-off, the recommended mode, "
