@@ -128,7 +128,8 @@ class SshTarget(Target):
     def _ensure_connected(self) -> None:
         if self.gone:
             raise DeviceGone(self.gone)
-        if not self.conn.connected:
+        if not self.conn.answering():  # a link that died quietly between cases looks connected until asked
+            self.conn.close()
             self._reconnect()
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import io
 import os
+import shlex
 import socket
 import stat
 from typing import Iterator, Optional
@@ -187,13 +188,15 @@ class SshConnection:
 
     # -- commands ----------------------------------------------------------------------------
     def start(self, command: str) -> paramiko.Channel:
-        """Start a shell command (built with shlex.quote by the caller); stdout+stderr combined."""
+        """Start a POSIX shell command (built with shlex.quote by the caller); stdout+stderr combined.
+        It runs as `exec /bin/sh -c COMMAND` whatever the user's login shell is (fish, csh),
+        so `$$` is the process sshd started, the leader of its own process group."""
         if not self.connected:
             raise ConnectionLost("not connected")
         with self.guard("starting a command"):
             channel = self.transport.open_session(timeout=self.settings.command_timeout_s)
             channel.set_combine_stderr(True)
-            channel.exec_command(command)
+            channel.exec_command(f"exec /bin/sh -c {shlex.quote(command)}")
         return channel
 
     def run(self, command: str, timeout_s: Optional[float] = None) -> tuple[int, str]:
