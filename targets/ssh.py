@@ -104,20 +104,22 @@ class SshTarget(Target):
 
     def _reconnect(self) -> None:
         """After a loss: bounded attempts with backoff; then the device counts as gone."""
-        delay, errors = self.settings.backoff_s, []
+        delay, errors, ready = self.settings.backoff_s, [], False
         for attempt in range(max(1, self.settings.retries)):
             if attempt:
                 time.sleep(delay)
                 delay *= 2
             try:
                 self._connect()
+                ready = True
                 break
             except (Unreachable, ConnectionLost) as exc:
                 errors.append(str(exc))
             except TargetError as exc:  # e.g. the host key changed: retrying cannot help
                 errors.append(str(exc))
                 break
-        if not self.conn.connected:
+        if not ready:
+            self.conn.close()
             self.gone = (f"the device stopped answering ({len(errors)} reconnect attempt(s); last: {errors[-1]}); "
                          f"the remaining cases on {self.config.name} fail without waiting: check the device and run again")
             raise DeviceGone(self.gone)
