@@ -24,6 +24,8 @@ SOURCES = {"keras": "keras", "litert-torch": "litert_torch"}  # case-id slug -> 
 MODES = ("fp32", "fp16", "dynamic-int8", "static-int8", "qat-int8", "mixed", "int16x8")
 INT8_WEIGHTS = ("dynamic-int8", "static-int8", "qat-int8", "mixed", "int16x8")
 BUDGETS = {"fp16": 0.5, "dynamic-int8": 1.0, "static-int8": 1.5, "qat-int8": 1.0, "mixed": 1.0, "int16x8": 1.0}
+# (mode, case-id slug, source): every mode from both sources, plus ai-edge-quantizer's legacy dynamic recipe
+CASES = [(m, s, s) for s in SOURCES for m in MODES] + [("dynamic-int8", "litert-torch-legacy", "litert-torch")]
 
 SUITE = f"""
 from harness import Suite
@@ -61,26 +63,26 @@ def artifact_of(run: SuiteRun, case: str):
 
 def test_every_mode_from_both_sources_is_ok_and_bf16_is_na(run):
     assert run.returncode == 0, run.output[-3000:]
-    for source, prefix in SOURCES.items():
-        for mode in MODES:
-            row = run.row(case_id(mode, source))
-            assert row["status"] == "ok", (row["case_id"], row["reason"])
-            other = next(p for s, p in SOURCES.items() if s != source)
-            assert prefix in row["recipe"] and other not in row["recipe"], row["recipe"]  # the recipe tells the sources apart
-            assert row["runtime"] == "ai_edge_litert.interpreter"
-            assert row["runtime_version"] == importlib.metadata.version("ai-edge-litert")
+    assert len(run.results) == len(CASES) + 1
+    for mode, slug, source in CASES:
+        row = run.row(case_id(mode, slug))
+        assert row["status"] == "ok", (row["case_id"], row["reason"])
+        other = next(p for s, p in SOURCES.items() if s != source)
+        assert SOURCES[source] in row["recipe"] and other not in row["recipe"], row["recipe"]  # the recipe tells the sources apart
+        assert row["runtime"] == "ai_edge_litert.interpreter"
+        assert row["runtime_version"] == importlib.metadata.version("ai-edge-litert")
     bf16 = run.row("digits-cnn-tflite-bf16-b1")
     assert bf16["status"] == "n/a" and "bfloat16" in bf16["reason"]
 
 
 def test_accuracy_within_budget_against_the_same_source_fp32(run):
-    for source in SOURCES:
+    for mode, slug, source in CASES:
         fp32 = run.row(case_id("fp32", source))
         assert 0.95 <= fp32["accuracy"] <= 1.0, (source, fp32["accuracy"])
-        for mode, points in BUDGETS.items():
-            row = run.row(case_id(mode, source))
+        if mode in BUDGETS:
+            row = run.row(case_id(mode, slug))
             loss = 100 * (fp32["accuracy"] - row["accuracy"])
-            assert loss <= points + 1e-9, (row["case_id"], row["accuracy"], fp32["accuracy"])
+            assert loss <= BUDGETS[mode] + 1e-9, (row["case_id"], row["accuracy"], fp32["accuracy"])
             assert row["within_budget"] is True or row["within_budget"] == 1.0, row["case_id"]
             # delta, speedup and size ratio are against the fp32 of the same source, not the other one
             assert row["accuracy_delta"] == pytest.approx(row["accuracy"] - fp32["accuracy"])
@@ -91,12 +93,12 @@ def test_accuracy_within_budget_against_the_same_source_fp32(run):
 
 
 def test_artifact_sizes(run):
-    for source in SOURCES:
-        for mode in INT8_WEIGHTS:
-            row = run.row(case_id(mode, source))
+    for mode, slug, _ in CASES:
+        row = run.row(case_id(mode, slug))
+        if mode in INT8_WEIGHTS:
             assert row["size_ratio"] <= 0.35, (row["case_id"], row["size_ratio"])
-        fp16 = run.row(case_id("fp16", source))
-        assert fp16["size_ratio"] <= 0.55, (fp16["case_id"], fp16["size_ratio"])
+        elif mode == "fp16":
+            assert row["size_ratio"] <= 0.55, (row["case_id"], row["size_ratio"])
 
 
 def test_runner_records_interpreter_threads_xnnpack_and_io_quantization(run):

@@ -12,7 +12,9 @@ with another batch size fails in the runner with both shapes in the reason.
 from __future__ import annotations
 
 import copy
+import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,13 @@ SEED = 0
 FP16_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE", "EMBEDDING_LOOKUP")
 
 
+def _litert_torch():
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # the harness has its own progress line
+    import litert_torch
+
+    return litert_torch
+
+
 def _signature_inputs(ctx: BuildContext) -> dict[str, str]:
     """litert-torch names the signature inputs args_0, args_1, ... in forward() order, which
     is the order the sample args were given in: the dataset's input order."""
@@ -50,8 +59,7 @@ def _samples(ctx: BuildContext, inputs, start: int, count: int):
 def _write(ctx: BuildContext, out: Path, content: bytes, notes: dict) -> BuiltModel:
     path = out / MODEL_FILE
     path.write_bytes(bytes(content))
-    import litert_torch
-
+    litert_torch = _litert_torch()
     notes = {"source": f"torch module converted by litert-torch {litert_torch.__version__}",
              "static_batch": STATIC_BATCH, **notes}
     return describe(path, _signature_inputs(ctx), "NCHW", notes)
@@ -63,8 +71,7 @@ def _content(edge_model) -> bytes:
 
 
 def build_fp32(ctx: BuildContext, out: Path) -> BuiltModel:
-    import litert_torch
-
+    litert_torch = _litert_torch()
     ctx.progress("litert_torch.convert (float32)")
     module = ctx.torch_module.eval()
     edge = litert_torch.convert(module, _samples(ctx, ctx.dataset.eval_inputs, 0, STATIC_BATCH))
@@ -127,6 +134,15 @@ def build_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
 
     _, content = _quantize(ctx, "dynamic_wi8_afp32", _load(recipe.dynamic_wi8_afp32))
     return _write(ctx, out, content, {"weights": "int8 per-channel", "activations": "float, quantized at run time"})
+
+
+def build_dynamic_legacy(ctx: BuildContext, out: Path) -> BuiltModel:
+    """Like TFLiteConverter's dynamic range: weight tensors under 1,024 elements stay float."""
+    from ai_edge_quantizer import recipe
+
+    _, content = _quantize(ctx, "dynamic_legacy_wi8_afp32", _load(recipe.dynamic_legacy_wi8_afp32))
+    return _write(ctx, out, content, {"weights": "int8 per-channel where >= 1024 elements, else float",
+                                      "activations": "float, quantized at run time"})
 
 
 def build_fp16(ctx: BuildContext, out: Path) -> BuiltModel:
@@ -202,8 +218,9 @@ def _qat_quantizer(module, probe_args):
 
 
 def build_qat(ctx: BuildContext, out: Path) -> BuiltModel:
-    import litert_torch
     import torch
+
+    litert_torch = _litert_torch()
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
@@ -256,6 +273,10 @@ RECIPES: tuple[Recipe, ...] = (
     FP32,
     _recipe("fp16", "litert_torch.convert + ai_edge_quantizer(float_casting fp16)", build_fp16, {"ops": list(FP16_OPS)}),
     _recipe("dynamic-int8", "litert_torch.convert + ai_edge_quantizer(dynamic_wi8_afp32)", build_dynamic, {}),
+    # ai-edge-quantizer's default quantizes every weight tensor, the small first conv included;
+    # the legacy recipe skips small ones as TFLiteConverter does: both rows, so users can compare.
+    replace(_recipe("dynamic-int8", "litert_torch.convert + ai_edge_quantizer(dynamic_legacy_wi8_afp32)",
+                    build_dynamic_legacy, {"min_weight_elements": 1024}), slug=SLUG + "-legacy"),
     _recipe("static-int8", "litert_torch.convert + ai_edge_quantizer(static_wi8_ai8)", build_static,
             {"calibration": "calib split, batch 1"}),
     _recipe("int16x8", "litert_torch.convert + ai_edge_quantizer(static_wi8_ai16)", build_int16x8,
