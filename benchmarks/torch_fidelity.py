@@ -1,0 +1,118 @@
+"""Does the runner report what torch.utils.benchmark reports?
+
+For each torch mode of digits-cnn that runs on this machine, in one run, on the same
+artifact and thread count: the runner's p50 (fresh process, as the local target runs it; its mean beside it)
+against `torch.utils.benchmark.Timer(...).adaptive_autorange()` median on the same module
+(loaded from the same artifact, called under torch.inference_mode()). Rounds alternate
+between the two to spread drift. Goal: within 5% or within the Timer's IQR, whichever is wider.
+
+    .venv/bin/python benchmarks/torch_fidelity.py [--rounds 2] [--seconds 2] [--threads N] [-k SLUG]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from harness.artifacts import ArtifactCache  # noqa: E402
+from harness.data import resolve_data  # noqa: E402
+from harness.models import digits_cnn  # noqa: E402
+from harness.quantize import RECIPES, BuildContext  # noqa: E402
+from harness.runner import system  # noqa: E402
+from harness.session import DEFAULT_CACHE_DIR  # noqa: E402
+from targets import RunnerJob, TargetConfig  # noqa: E402
+from targets.local import LocalTarget  # noqa: E402
+
+GOAL = 0.05  # runner/Timer within 5% (or within the Timer's IQR)
+
+
+def runner_times(target, artifact, inputs: Path, threads: int, seconds: float, work: Path) -> tuple[float, float]:
+    """(p50, mean) of the runner's per-call latencies, in ms."""
+    job = RunnerJob("fidelity", artifact.path, artifact.manifest["file"], artifact.manifest, inputs,
+                    {"framework": "torch", "threads": threads, "batch_size": 1, "warmup_runs": 50, "warmup_s": 0.5,
+                     "min_runs": 100, "min_duration_s": seconds, "max_duration_s": seconds * 3, "options": {},
+                     "sensors": {"profile": "generic-linux", "idle_s": 0.0}}, work)
+    outcome = target.run(job)
+    if outcome.result["status"] != "ok":
+        raise SystemExit(f"runner failed on {artifact.manifest['recipe']}: {outcome.result['reason']}")
+    latencies = outcome.result["latencies_ms"]
+    return statistics.median(latencies), statistics.fmean(latencies)
+
+
+def timer_measure(artifact, x: np.ndarray, threads: int, seconds: float) -> tuple[float, float]:
+    """(median ms, IQR ms) of adaptive_autorange on the module the runner's backend loads."""
+    import torch
+    from torch.utils.benchmark import Timer
+
+    from harness.runner.backend_torch import Backend
+
+    backend = Backend(str(artifact.model_file), dict(artifact.manifest), threads, {})
+    inputs = backend.prepare({"input": x})
+    module = backend.module
+    with torch.inference_mode():  # warm up (and, for the inductor recipe, compile) outside the measurement
+        for _ in range(50):
+            module(*inputs)
+    timer = Timer(stmt="with torch.inference_mode(): module(*inputs)", globals={"torch": torch, "module": module, "inputs": inputs},
+                  num_threads=threads, label=artifact.manifest["recipe"])
+    measurement = timer.adaptive_autorange(threshold=0.1, min_run_time=0.01, max_run_time=seconds)
+    return measurement.median * 1e3, measurement.iqr * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per measurement")
+    parser.add_argument("--threads", type=int, default=system.physical_cores())
+    parser.add_argument("-k", dest="only", default="", help="only recipes whose slug contains this")
+    args = parser.parse_args()
+
+    cache = ArtifactCache(DEFAULT_CACHE_DIR / "artifacts")
+    dataset = resolve_data(digits_cnn.data)
+    ctx = BuildContext(digits_cnn, dataset, cache, DEFAULT_CACHE_DIR / "models")
+    target = LocalTarget(TargetConfig(name="local", kind="local"), DEFAULT_CACHE_DIR)
+    info = target.info()
+    work = Path(tempfile.mkdtemp(prefix="torch-fidelity-"))
+    inputs = work / "inputs.npz"
+    np.savez(inputs, input=dataset.eval_inputs["input"])
+    x = dataset.eval_inputs["input"][:1]
+
+    recipes = [r for r in RECIPES["torch"] if args.only in r.slug and not r.not_applicable_reason(digits_cnn, info)]
+    print(f"torch fidelity on {info.device}, {args.threads} thread(s), {args.rounds} round(s) of ~{args.seconds:g} s each")
+    rows = []
+    for recipe in recipes:
+        artifact, _ = ctx.artifact(recipe)
+        runner, runner_mean, timer, iqr = [], [], [], []
+        for i in range(args.rounds):
+            p50, mean = runner_times(target, artifact, inputs, args.threads, args.seconds, work / f"{recipe.slug}-{recipe.mode}-{i}")
+            runner.append(p50)
+            runner_mean.append(mean)
+            median, spread = timer_measure(artifact, x, args.threads, args.seconds)
+            timer.append(median)
+            iqr.append(spread)
+        r, t, q = statistics.median(runner), statistics.median(timer), statistics.median(iqr)
+        within = abs(r / t - 1.0) <= GOAL or abs(r - t) <= q
+        rows.append((recipe.mode, recipe.slug, r, statistics.median(runner_mean), t, r / t, q, "yes" if within else "NO"))
+        print(f"  {recipe.mode} {recipe.slug}: runner {r:.4f} ms, Timer {t:.4f} ms (IQR {q:.4f})", flush=True)
+
+    print()
+    header = ("mode", "recipe", "runner_p50_ms", "runner_mean_ms", "timer_median_ms", "ratio", "timer_iqr_ms", "within_goal")
+    widths = [max(len(header[i]), *(len(f"{row[i]:.4f}" if isinstance(row[i], float) else str(row[i])) for row in rows))
+              for i in range(len(header))]
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    for row in rows:
+        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
+        print("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
+    print(f"goal: ratio (runner p50 / Timer median) within 1 +/- {GOAL:.2f}, or |runner - Timer| <= Timer IQR.")
+    print("Timer's samples are means of blocks of calls; runner_mean_ms is the runner's comparable figure: when it")
+    print("matches the Timer but the p50 does not, other processes preempted calls during the run (a busy machine).")
+
+
+if __name__ == "__main__":
+    main()
