@@ -19,6 +19,8 @@ Peak GPU memory is torch.cuda.max_memory_allocated() since a reset before the mo
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
 import sys
 from typing import Any, Dict, List
 
@@ -69,6 +71,12 @@ def _compile(module, how: Dict[str, Any]):
         return module
     if backend != "inductor":
         raise RuntimeError(f"unknown compile backend {backend!r} in the manifest (known: inductor)")
+    compilers = [c for c in (os.environ.get("CXX"), "g++", "c++", "clang++") if c and shutil.which(c)]
+    if not compilers:
+        raise RuntimeError(
+            "torch.compile (inductor) compiles C++ kernels and this machine has no C++ compiler (g++, c++, clang++ "
+            "or $CXX); install g++ there, or use the eager recipe of this mode"
+        )
     import torch._inductor.config as inductor_config
 
     # Freezing constant-folds the weights, which is what lets inductor match the PT2E
