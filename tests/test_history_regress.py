@@ -180,3 +180,16 @@ def test_step_detection_finds_the_step_and_nothing_else(runs):
     assert segments([1.0]) == [(0, 1)] and detect_steps([]) == []
     with pytest.raises(ValueError):
         segments([1.0, 0.0])
+
+
+def test_suite_gates_are_validated_and_reach_every_case():
+    from harness import Suite, SuiteError
+    from harness.models import digits_cnn
+
+    suite = Suite(model=digits_cnn, modes=("fp32", "static-int8"), gates=Gates(latency=0.25, accuracy_points=1.0))
+    assert {c.gates for c in suite.cases()} == {Gates(latency=0.25, accuracy_points=1.0)}
+    assert Gates(latency=0.25).override({"latency": 0.05, "size": None}) == Gates(latency=0.05)
+    with pytest.raises(SuiteError, match="suite field `gates`: gates.latency must be a non-negative number"):
+        Suite(model=digits_cnn, gates=Gates(latency=-0.1))
+    with pytest.raises(SuiteError, match="gates.alpha must be in"):
+        Suite(model=digits_cnn, gates=Gates(alpha=1.5))
