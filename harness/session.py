@@ -289,6 +289,7 @@ class BenchSession:
         if metric.needs_reference and reference is None:
             raise CaseFailure(f"metric {metric.name} is scored against fp32 outputs, and the fp32 baseline failed")
         row["accuracy"] = metric.score(outputs, dataset.eval_labels, reference)
+        row.update(metric.companion_scores(outputs, dataset.eval_labels, reference))  # e.g. nn_agreement
 
     @staticmethod
     def _check_budget(case: Case, row: dict[str, Any], baseline) -> None:
