@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
+import stat
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -86,8 +87,16 @@ class SshTarget(Target):
         elif not workdir.startswith("/"):
             workdir = f"{self.conn.home.rstrip('/')}/{workdir}"
         self.workdir = workdir.rstrip("/") or "/"
-        self.conn.check(f"mkdir -p -- {q(self.workdir + '/cache')} {q(self.workdir + '/jobs')} && touch -- {q(self.workdir + '/' + MARKER)}",
-                        f"preparing the work directory {self.workdir}")
+        w = q(self.workdir)
+        # A directory that already holds other things is not taken over (`targets clean` empties ours).
+        status, output = self.conn.run(
+            f"if [ -d {w} ] && [ ! -e {w}/{MARKER} ] && [ -n \"$(ls -A {w})\" ]; then exit 3; fi; "
+            f"mkdir -p -- {w}/cache {w}/jobs && touch -- {w}/{MARKER}")
+        if status == 3:
+            raise TargetError(f"target {self.config.name}: workdir {self.workdir} on {self.conn.endpoint} already holds other "
+                              f"files and is not a quantbench work directory (no {MARKER}); set `workdir` to a new or empty directory")
+        if status != 0:
+            raise TargetError(f"target {self.config.name}: cannot prepare workdir {self.workdir} on {self.conn.endpoint}: {output.strip()[-300:]}")
         self.cache = RemoteCache(self.conn, f"{self.workdir}/cache")
 
     def connect(self) -> None:
@@ -295,7 +304,8 @@ class SshTarget(Target):
         files = size = 0
         for top in dirs:
             for _, entry in self.conn.walk(top):
-                files, size = files + 1, size + entry.st_size
+                if not stat.S_ISDIR(entry.st_mode):
+                    files, size = files + 1, size + entry.st_size
         quoted = " ".join(q(d) for d in dirs)
         self.conn.check(f"rm -rf -- {quoted} && mkdir -p -- {quoted}", f"cleaning {self.workdir}")
         return files, size

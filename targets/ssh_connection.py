@@ -267,7 +267,8 @@ class SshConnection:
             self.sftp.mkdir(path)
 
     def walk(self, top: str) -> Iterator[tuple[str, paramiko.SFTPAttributes]]:
-        """(path, attributes) of every file under `top` (nothing when it does not exist)."""
+        """(path, attributes) of everything under `top`, each directory after its contents
+        (nothing when `top` does not exist)."""
         with self.guard(f"listing {top}"):
             try:
                 entries = self.sftp.listdir_attr(top)
@@ -277,22 +278,14 @@ class SshConnection:
             path = f"{top}/{entry.filename}"
             if stat.S_ISDIR(entry.st_mode):
                 yield from self.walk(path)
-            else:
-                yield path, entry
+            yield path, entry
 
     def remove_tree(self, top: str) -> None:
         """rm -rf over SFTP: no shell, so no login-shell start-up (a .bashrc can cost 0.5 s a command)."""
-        with self.guard(f"removing {top}"):
-            try:
-                entries = self.sftp.listdir_attr(top)
-            except FileNotFoundError:
-                return
-            for entry in entries:
-                path = f"{top}/{entry.filename}"
-                if stat.S_ISDIR(entry.st_mode):
-                    self.remove_tree(path)
-                else:
-                    self.sftp.remove(path)
+        for path, entry in list(self.walk(top)):
+            with self.guard(f"removing {path}"):
+                (self.sftp.rmdir if stat.S_ISDIR(entry.st_mode) else self.sftp.remove)(path)
+        with self.guard(f"removing {top}"), contextlib.suppress(FileNotFoundError):
             self.sftp.rmdir(top)
 
     def rename(self, old: str, new: str) -> None:

@@ -118,3 +118,12 @@ def test_proxy_jump_through_a_bastion(device, tmp_path):
                               "python": sys.executable, "workdir": str(tmp_path / "w")})
     assert info.facts["ssh"].endswith(f"via {device.target()['user']}@127.0.0.1:{device.port}")
     assert device.log.count("Accepted publickey") == before + 2  # the bastion, then the device through it
+
+
+def test_a_workdir_with_other_files_is_not_taken_over(device, tmp_path):
+    home_like = tmp_path / "home"
+    home_like.mkdir()
+    (home_like / "thesis.tex").write_text("precious")
+    with pytest.raises(TargetError, match="already holds other files and is not a quantbench work directory"):
+        connect(tmp_path, device.target(python=sys.executable, workdir=str(home_like)))
+    assert sorted(p.name for p in home_like.iterdir()) == ["thesis.tex"]
