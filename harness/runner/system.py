@@ -23,6 +23,13 @@ def cpu_model() -> str:
                     return value.strip()
     except OSError:
         pass
+    try:  # arm64 boards without a model line in /proc/cpuinfo (Jetson): the device tree names the board
+        with open("/proc/device-tree/model") as f:
+            model = f.read().strip().strip("\x00")
+        if model:
+            return model
+    except OSError:
+        pass
     return platform.processor() or platform.machine()
 
 
