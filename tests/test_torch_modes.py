@@ -302,3 +302,16 @@ def test_arm_recipes_build_portable_artifacts(mode, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     accuracy = float(np.mean(np.load(tmp_path / "out.npz")["output"].argmax(1) == load_data().eval_labels))
     assert accuracy >= 0.96
+
+
+def test_inductor_recipe_on_a_machine_without_a_compiler_says_what_to_install(run, tmp_path):
+    if not X86:
+        pytest.skip("the inductor recipe is x86-only")
+    row = run.row("digits-cnn-torch-static-int8-pt2e-x86-inductor-b1")
+    code = ("import json, sys\nfrom runner.backend_torch import Backend\n"
+            "Backend(sys.argv[1], json.load(open(sys.argv[2])), 1, {})\n")
+    env = dict(runner_env(stage_runner(tmp_path / "runner")), PATH=str(tmp_path))  # no compiler on PATH
+    env.pop("CXX", None)
+    proc = subprocess.run([sys.executable, "-c", code, str(_artifact(row) / "model.pt2"), str(_artifact(row) / "manifest.json")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "no C++ compiler" in proc.stderr and "install g++" in proc.stderr
