@@ -15,6 +15,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from harness.history.regress import current_rows
+from harness.stats import NOISE_THRESHOLD
 
 DEFAULT_MAX_DROP = 1.0  # accuracy points
 
@@ -63,8 +64,9 @@ class Recommendation:
                      + (f", {r['speedup']:.2f}x vs {r['framework']} fp32" if _num(r.get("speedup")) else "")
                      + f"; {self.choice.why}"
                      + (f"; size {r['size_ratio']:.2f}x fp32" if _num(r.get("size_ratio")) else "")
-                     + f"; {int(r['n_runs'])} timed runs, IQR/median {r['iqr_over_median']:.3f}"
-                     + (" (noisy)" if (_num(r.get("iqr_over_median")) or 0) >= 0.10 else "")
+                     + (f"; {int(_num(r.get('n_runs')))} timed runs" if _num(r.get("n_runs")) is not None else "")
+                     + (f", IQR/median {_num(r.get('iqr_over_median')):.3f}" if _num(r.get("iqr_over_median")) is not None else "")
+                     + (" (noisy)" if (_num(r.get("iqr_over_median")) or 0) >= NOISE_THRESHOLD else "")
                      + f"; run {r['run_id']}"]
             others = [c for c in self.candidates if c.eligible and c is not self.choice]
             if others:
