@@ -315,3 +315,21 @@ def test_inductor_recipe_on_a_machine_without_a_compiler_says_what_to_install(ru
     proc = subprocess.run([sys.executable, "-c", code, str(_artifact(row) / "model.pt2"), str(_artifact(row) / "manifest.json")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "no C++ compiler" in proc.stderr and "install g++" in proc.stderr
+
+
+def test_qat_is_deterministic(tmp_path):
+    """Two QAT builds from the same fp32 weights give the same int8 model, bit for bit."""
+    import torch
+
+    from harness.artifacts import ArtifactCache
+
+    states = []
+    for attempt in ("a", "b"):
+        ctx = BuildContext(digits_cnn, load_data(), ArtifactCache(tmp_path / attempt), CACHE / "models")
+        artifact, built = ctx.artifact(torch_recipe(QATConfig(epochs=1)))
+        assert built
+        program = torch.export.load(str(artifact.model_file))
+        states.append({**program.state_dict, **program.constants})
+    assert states[0].keys() == states[1].keys() and any(t.dtype == torch.int8 for t in states[0].values())
+    for name, tensor in states[0].items():
+        assert torch.equal(tensor, states[1][name]), name
