@@ -106,8 +106,12 @@ def quantbench(request: pytest.FixtureRequest) -> _Fixture:
             warmup_runs=config.getoption("--warmup-runs"),
             run_id=config.getoption("--run-id"),
         )
-        config.stash[_SESSION] = BenchSession(config.stash[_TARGET], options, Progress(write, live, column),
-                                              command=["pytest", *config.invocation_params.args])
+        try:
+            config.stash[_SESSION] = BenchSession(config.stash[_TARGET], options, Progress(write, live, column),
+                                                  command=["pytest", *config.invocation_params.args])
+        except TargetError as exc:
+            # One clear stop instead of the same error on every test of the run.
+            pytest.exit(f"quantbench: cannot use target {config.stash[_TARGET].name!r}: {exc}", returncode=pytest.ExitCode.INTERRUPTED)
     return _Fixture(config.stash[_SESSION], pytest_gates.HistoryGate.for_session(config, config.stash[_SESSION]))
 
 

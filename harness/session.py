@@ -92,9 +92,10 @@ class BenchSession:
         self.command = command or sys.argv
         self.run_id = options.run_id or new_run_id()
         self.cache = ArtifactCache(Path(options.cache_dir) / "artifacts")
-        self.store = RunStore(options.results_dir, self.run_id)
+        # The target first: an unusable target leaves no empty run directory behind.
         self.target: Target = open_target(target_config, Path(options.cache_dir))
         self.target_info = self.target.info()
+        self.store = RunStore(options.results_dir, self.run_id)
         self.threads = options.threads or self.target_info.threads
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._contexts: dict[str, BuildContext] = {}

@@ -75,3 +75,19 @@ def test_unknown_target_is_a_usage_error_listing_known_targets(run_suite, tmp_pa
     run = run_suite(suite_file, extra=("--target=nowhere",))
     assert run.returncode == 4  # pytest's usage error
     assert "unknown target 'nowhere'; known targets: cuda, local" in run.output
+
+
+def test_an_unusable_target_stops_the_run_once_with_its_reason(run_suite, tmp_path):
+    """No GPU here: the built-in cuda target cannot open. One message, no per-test errors, no run dir."""
+    import pytest
+
+    suite_file = tmp_path / "test_ok_suite.py"
+    suite_file.write_text("from harness import Suite\nfrom harness.models import digits_cnn\n"
+                          "test_case = Suite(model=digits_cnn, modes=('fp32', 'static-int8')).pytest_cases()\n")
+    run = run_suite(suite_file, extra=("--target=cuda",))
+    if run.returncode == 0:
+        pytest.skip("this machine has a CUDA device")
+    assert run.returncode == 2, run.output
+    assert run.output.count("quantbench: cannot use target 'cuda'") == 1
+    assert "no CUDA device" in run.output
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())

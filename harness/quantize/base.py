@@ -47,13 +47,21 @@ class Recipe:
         return self.applicable(spec, target) if self.applicable else None
 
 
+# The same module ships in another distribution on some hosts (a GPU host has onnxruntime-gpu).
+ALTERNATIVE_DISTRIBUTIONS = {"onnxruntime": ("onnxruntime-gpu",), "tensorflow-cpu": ("tensorflow",)}
+
+
 def library_versions(names: tuple[str, ...]) -> dict[str, str]:
     versions = {}
     for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "missing"
+        versions[name] = "missing"
+        for dist in (name, *ALTERNATIVE_DISTRIBUTIONS.get(name, ())):
+            try:
+                version = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+            versions[name] = version if dist == name else f"{dist}=={version}"
+            break
     return versions
 
 
