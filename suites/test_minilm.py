@@ -1,0 +1,35 @@
+"""all-MiniLM-L6-v2 (pretrained sentence embeddings, from the `minilm` extra) across frameworks,
+modes, batch sizes and sequence lengths.
+
+Accuracy is fidelity to fp32: `accuracy` is cosine_to_fp32 (mean cosine of each sentence's
+embedding to the fp32 one of the same framework and target) and the row's `nn_agreement`
+column says how many sentences keep their fp32 nearest neighbour. Budgets: every int8 mode
+keeps at least 0.99 cosine, i.e. loses at most 1 point against fp32 (1.0).
+Without the extra, every case is n/a (a skip) with the command that installs it.
+
+Batch 1 is latency, batch 8 throughput; 128 tokens is the model's training length, 32 a short
+query. TFLite runs at batch 1 only: litert-torch artifacts have a static batch of 1
+(harness/quantize/tflite_torch.py), so a batch-8 case could only fail on its input shape.
+`mixed` keeps the six FFN output projections in float (minilm.SENSITIVE_LAYERS says why).
+"""
+from harness import Suite
+from harness.models import minilm_l6_s32, minilm_l6_s128
+
+MODES = ("fp32", "fp16", "bf16", "dynamic-int8", "static-int8", "mixed")
+BUDGETS = {"dynamic-int8": 1.0, "static-int8": 1.0, "mixed": 1.0}  # cosine points vs fp32
+
+
+def suites(model):
+    return (
+        Suite(model=model, frameworks=("torch", "onnxruntime", "tflite"), modes=MODES, budgets=BUDGETS, batch_sizes=(1,)),
+        Suite(model=model, frameworks=("torch", "onnxruntime"), modes=MODES, budgets=BUDGETS, batch_sizes=(8,)),
+    )
+
+
+s128_b1, s128_b8 = suites(minilm_l6_s128)
+s32_b1, s32_b8 = suites(minilm_l6_s32)
+
+test_s128_b1 = s128_b1.pytest_cases()
+test_s128_b8 = s128_b8.pytest_cases()
+test_s32_b1 = s32_b1.pytest_cases()
+test_s32_b8 = s32_b8.pytest_cases()
