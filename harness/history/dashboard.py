@@ -12,7 +12,7 @@ import html
 import math
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pandas as pd
 
@@ -21,6 +21,7 @@ from harness.history.gates import Gates
 from harness.history.recommend import DEFAULT_MAX_DROP, Recommendation, recommend
 from harness.history.regress import IMPROVEMENT, KEY, REGRESSION, case_key, current_rows, format_change, format_p
 from harness.history.stepdetect import detect_steps
+from harness.values import number
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; }
@@ -69,17 +70,9 @@ def _e(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _num(value: Any) -> Optional[float]:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
-
-
 def _fmt(value: Any, spec: str, suffix: str = "") -> str:
-    number = _num(value)
-    return "-" if number is None else format(number, spec) + suffix
+    figure = number(value)
+    return "-" if figure is None else format(figure, spec) + suffix
 
 
 def _page(title: str, body: str) -> str:
@@ -106,7 +99,7 @@ def _rec_block(rec: Recommendation) -> str:
 def _latest_table(rows: pd.DataFrame) -> str:
     out = []
     for r in rows.to_dict("records"):
-        delta = _num(r.get("accuracy_delta"))
+        delta = number(r.get("accuracy_delta"))
         out.append([_e(r["framework"]), _e(r["mode"]), _e(r.get("recipe")) or "-", _e(r["status"]),
                     _fmt(r.get("latency_p50_ms"), ".4g"), _fmt(r.get("speedup"), ".2f", "x"),
                     _fmt(r.get("accuracy"), ".4f"), "-" if delta is None else f"{100 * delta:+.2f}",
@@ -125,8 +118,8 @@ def _verdicts_section(verdicts: pd.DataFrame, run_id: str) -> str:
     if mine.empty:
         return f"<p>Run {_e(run_id)}: no regressions or improvements beyond the thresholds.</p>"
     rows = [[f"<span class=\"{_e(v['verdict'])}\">{_e(v['verdict'])}</span>", _e(v["case_id"]), _e(v["quantity"]),
-             _fmt(v["old"], ".5g"), _fmt(v["new"], ".5g"), _e(format_change(v["quantity"], _num(v["change"]))),
-             _e(format_p(_num(v["p_value"]))), _e(v["method"]), _e(v["baseline_run_id"])] for v in mine.to_dict("records")]
+             _fmt(v["old"], ".5g"), _fmt(v["new"], ".5g"), _e(format_change(v["quantity"], number(v["change"]))),
+             _e(format_p(number(v["p_value"]))), _e(v["method"]), _e(v["baseline_run_id"])] for v in mine.to_dict("records")]
     return _table(["verdict", "case", "quantity", "old", "new", "change", "p-value", "method", "baseline"], rows,
                   numeric={3, 4, 6})
 

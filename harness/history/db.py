@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from harness.history import schema
 from harness.history.schema import (LATEST_VERSION, MIGRATIONS, RESULT_COLUMNS_V1, comparisons, latencies, results,
                                     run_tags, runs, schema_version)
+from harness.values import plain
 
 ENV_VAR = "QUANTBENCH_RESULTS_DB"
 DEFAULT_FILE_NAME = "history.sqlite"  # under the results directory
@@ -54,9 +55,9 @@ def resolve_url(explicit: Optional[str] = None, results_dir: Optional[Path] = No
         return None
     if "://" not in value:
         return f"sqlite:///{Path(value).expanduser().resolve()}"
-    for plain in ("postgresql://", "postgres://"):
-        if value.startswith(plain):
-            return "postgresql+psycopg://" + value[len(plain):]
+    for scheme in ("postgresql://", "postgres://"):
+        if value.startswith(scheme):
+            return "postgresql+psycopg://" + value[len(scheme):]
     return value
 
 
@@ -89,14 +90,6 @@ def _engine(url: str) -> sa.Engine:
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
 
-
-def _plain(value: Any) -> Any:
-    """A value the DB-API drivers accept: numpy scalars unwrapped, NaN as NULL."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def _timestamp(text: Any) -> Optional[dt.datetime]:
@@ -218,8 +211,8 @@ class HistoryDB:
             for tag in sorted(set(tags)):
                 conn.execute(run_tags.insert().values(run_pk=run_pk, tag=tag))
             for row in rows:
-                typed = {c: _plain(row.get(c)) for c in TYPED}
-                extra = {k: _plain(v) for k, v in row.items() if k not in RESULT_COLUMNS_V1 and k != "run_id"}
+                typed = {c: plain(row.get(c)) for c in TYPED}
+                extra = {k: plain(v) for k, v in row.items() if k not in RESULT_COLUMNS_V1 and k != "run_id"}
                 result_pk = conn.execute(results.insert().values(
                     run_pk=run_pk, extra=json.dumps(extra, default=str) if extra else None, **typed)).inserted_primary_key[0]
                 values = latencies_ms.get(row["case_id"]) or []
@@ -253,7 +246,7 @@ class HistoryDB:
             conn.execute(comparisons.delete().where(comparisons.c.run_pk == pk))
             for rec in verdicts.to_dict("records"):
                 conn.execute(comparisons.insert().values(
-                    run_pk=pk, **{c: _plain(rec.get(c)) for c in ("baseline_run_id", "case_id", "quantity", "old", "new",
+                    run_pk=pk, **{c: plain(rec.get(c)) for c in ("baseline_run_id", "case_id", "quantity", "old", "new",
                                                                   "change", "p_value", "method", "verdict", "detail")}))
 
     def _run_pk(self, conn: sa.Connection, run_id: str) -> int:

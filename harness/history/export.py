@@ -17,7 +17,7 @@ from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-import numpy as np
+from harness.values import plain
 
 PYTEST_BENCHMARK_LAYOUT = "5.1"  # the layout version written in `version` (fields as of pytest-benchmark 5.x)
 EXTRA_COLUMNS = ("run_id", "case_id", "suite", "model", "framework", "mode", "recipe", "target", "device", "batch_size",
@@ -61,13 +61,6 @@ def benchmark_stats(seconds: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
 
 def machine_id(manifest: Mapping[str, Any]) -> str:
     """pytest-benchmark's storage folder name (system-implementation-pyversion-bits) for the target."""
@@ -102,7 +95,7 @@ def to_pytest_benchmark(manifest: Mapping[str, Any], rows: Sequence[Mapping[str,
             "fullname": f"suites/test_{suite}.py::test_case[{row['case_id']}]",
             "params": {"case": row["case_id"]},
             "param": row["case_id"],
-            "extra_info": {k: _plain(row.get(k)) for k in EXTRA_COLUMNS},
+            "extra_info": {k: plain(row.get(k)) for k in EXTRA_COLUMNS},
             "options": {"disable_gc": False, "timer": "perf_counter", "min_rounds": None, "max_time": None,
                         "min_time": None, "warmup": True},
             "stats": stats,
@@ -147,7 +140,7 @@ def load_run(ref: str, db=None, results_dir: Optional[Path] = None):
             rows = db.results(run_id=run_id)
             arrays = db.latency_arrays(rows["result_pk"])
             lat = {r.case_id: arrays[r.result_pk].tolist() for r in rows.itertuples() if r.result_pk in arrays}
-            clean = [{k: _plain(v) for k, v in r.items()} for r in rows.to_dict("records")]
+            clean = [{k: plain(v) for k, v in r.items()} for r in rows.to_dict("records")]
             tags = [t for t in str(runs.iloc[0]["tags"]).split(",") if t]
             return db.manifest(run_id), clean, lat, tags
     manifest, rows, lat = read_run_dir(resolve_run(ref, Path(results_dir or DEFAULT_RESULTS_DIR)))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from harness.history.recommend import Recommendation
 from harness.history.stepdetect import REGRESSION, Step, levels
+from harness.values import number
 
 FRAMEWORK_COLORS = {"torch": "#d62728", "onnxruntime": "#1f77b4", "tflite": "#ff7f0e"}
 MODE_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "D", "dynamic-int8": "^", "static-int8": "v", "qat-int8": "P",
@@ -25,13 +26,6 @@ def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     return path
 
-
-def _num(value: Any) -> Optional[float]:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
 
 
 def _color(framework: str) -> str:
@@ -89,7 +83,7 @@ def bars(rows: pd.DataFrame, title: str, path: Path) -> Path:
     colors = [_color(fw) for fw in ok["framework"]]
     for i, (column, name, scale) in enumerate(panels):
         ax = fig.add_subplot(1, 3, i + 1)
-        values = [(_num(v) or float("nan")) * scale for v in ok[column]] if len(ok) else []
+        values = [(number(v) or float("nan")) * scale for v in ok[column]] if len(ok) else []
         if not values or all(math.isnan(v) for v in values):
             sources = sorted({str(s) for s in ok.get("power_source", pd.Series(dtype=str)).dropna()}) if column.startswith("energy") else []
             why = sources[0] if sources else "not measured"

@@ -16,16 +16,10 @@ import pandas as pd
 
 from harness.history.regress import current_rows
 from harness.stats import NOISE_THRESHOLD
+from harness.values import number
 
 DEFAULT_MAX_DROP = 1.0  # accuracy points
 
-
-def _num(value: Any) -> Optional[float]:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
 
 
 @dataclass(frozen=True)
@@ -61,12 +55,12 @@ class Recommendation:
         else:
             r = self.choice.row
             lines = [f"{self.answer} ({r.get('recipe')}): p50 {r['latency_p50_ms']:.4g} ms"
-                     + (f", {r['speedup']:.2f}x vs {r['framework']} fp32" if _num(r.get("speedup")) else "")
+                     + (f", {r['speedup']:.2f}x vs {r['framework']} fp32" if number(r.get("speedup")) else "")
                      + f"; {self.choice.why}"
-                     + (f"; size {r['size_ratio']:.2f}x fp32" if _num(r.get("size_ratio")) else "")
-                     + (f"; {int(_num(r.get('n_runs')))} timed runs" if _num(r.get("n_runs")) is not None else "")
-                     + (f", IQR/median {_num(r.get('iqr_over_median')):.3f}" if _num(r.get("iqr_over_median")) is not None else "")
-                     + (" (noisy)" if (_num(r.get("iqr_over_median")) or 0) >= NOISE_THRESHOLD else "")
+                     + (f"; size {r['size_ratio']:.2f}x fp32" if number(r.get("size_ratio")) else "")
+                     + (f"; {int(number(r.get('n_runs')))} timed runs" if number(r.get("n_runs")) is not None else "")
+                     + (f", IQR/median {number(r.get('iqr_over_median')):.3f}" if number(r.get("iqr_over_median")) is not None else "")
+                     + (" (noisy)" if (number(r.get("iqr_over_median")) or 0) >= NOISE_THRESHOLD else "")
                      + f"; run {r['run_id']}"]
             others = [c for c in self.candidates if c.eligible and c is not self.choice]
             if others:
@@ -84,12 +78,12 @@ class Recommendation:
 def _judge(row: dict[str, Any], max_drop: float) -> tuple[bool, str]:
     if row.get("status") != "ok":
         return False, f"status {row.get('status')}: {row.get('reason') or 'no reason recorded'}"
-    if _num(row.get("latency_p50_ms")) is None:
+    if number(row.get("latency_p50_ms")) is None:
         return False, "no latency"
     if row.get("mode") == "fp32":
-        return True, f"accuracy {row['accuracy']:.4f} (the fp32 baseline)" if _num(row.get("accuracy")) is not None \
+        return True, f"accuracy {row['accuracy']:.4f} (the fp32 baseline)" if number(row.get("accuracy")) is not None \
             else "the fp32 baseline (accuracy not scored)"
-    delta = _num(row.get("accuracy_delta"))
+    delta = number(row.get("accuracy_delta"))
     if delta is None:
         return False, "no accuracy comparison with fp32 (the fp32 baseline of this framework failed or was not run)"
     drop = -100.0 * delta
@@ -110,7 +104,7 @@ def recommend(rows: pd.DataFrame, max_drop: float = DEFAULT_MAX_DROP) -> list[Re
         for row in group.to_dict("records"):
             ok, why = _judge(row, max_drop)
             cands.append(Candidate(row, ok, why))
-        cands.sort(key=lambda c: (not c.eligible, _num(c.row.get("latency_p50_ms")) or math.inf, c.label))
+        cands.sort(key=lambda c: (not c.eligible, number(c.row.get("latency_p50_ms")) or math.inf, c.label))
         choice = cands[0] if cands and cands[0].eligible else None
         out.append(Recommendation(str(target), str(model), int(batch), max_drop, choice, cands))
     return out

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from harness.history.gates import Gates
+from harness.values import number
 
 KEY = ("model", "framework", "mode", "recipe", "target", "batch_size")
 REGRESSION, IMPROVEMENT, SAME, NOISY = "regression", "improvement", "same", "noisy"
@@ -59,15 +60,6 @@ def case_key(row: Mapping[str, Any]) -> tuple:
         out.append(value)
     return tuple(out)
 
-
-def _number(value: Any) -> Optional[float]:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
 
 
 # -- baselines -------------------------------------------------------------------------------
@@ -158,7 +150,7 @@ def mean_ci(confidence: float, latencies: Optional[np.ndarray] = None,
     if latencies is not None and len(latencies) >= 2:
         n, mean, std = len(latencies), float(np.mean(latencies)), float(np.std(latencies, ddof=1))
     elif row is not None:
-        n, mean, std = _number(row.get("n_runs")), _number(row.get("latency_mean_ms")), _number(row.get("latency_std_ms"))
+        n, mean, std = number(row.get("n_runs")), number(row.get("latency_mean_ms")), number(row.get("latency_std_ms"))
         if n is None or mean is None or std is None or n < 2:
             return None
         n = int(n)
@@ -186,7 +178,7 @@ def _verdict(q: Quantity, old: float, new: float, threshold: float) -> tuple[str
 
 
 def _noise(row: Mapping[str, Any], latencies: Optional[np.ndarray]) -> Optional[float]:
-    value = _number(row.get("iqr_over_median"))
+    value = number(row.get("iqr_over_median"))
     if value is None and latencies is not None and len(latencies):
         p25, p50, p75 = np.percentile(latencies, [25, 50, 75])
         value = float((p75 - p25) / p50) if p50 > 0 else None
@@ -201,7 +193,7 @@ def judge_case(new: Mapping[str, Any], old: Mapping[str, Any], gates: Gates,
     noise = {side: _noise(row, lat) for side, row, lat in (("old", old, old_latencies), ("new", new, new_latencies))}
     noisy = [f"{side} IQR/median {v:.3f}" for side, v in noise.items() if v is not None and v >= gates.noise]
     for q in QUANTITIES:
-        a, b = _number(old.get(q.column)), _number(new.get(q.column))
+        a, b = number(old.get(q.column)), number(new.get(q.column))
         if a is None or b is None:
             continue
         if q.column == "accuracy" and not higher_is_better:
