@@ -110,8 +110,11 @@ def build_fp16(ctx: BuildContext, out: Path) -> BuiltModel:
 def build_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    ctx.progress("quantize_dynamic (int8 weights)")
-    quantize_dynamic(str(fp32_path(ctx)), str(out / "model.onnx"), weight_type=QuantType.QInt8, per_channel=False)
+    ctx.progress("quantize_dynamic (int8 weights, per output channel)")
+    # Per channel: one scale per output column. Per tensor, one outlier column sets the scale
+    # of the whole matrix: all-MiniLM-L6-v2 keeps 0.964 cosine to fp32 that way, 0.993 per
+    # channel, for 0.1 MB more and the same speed (measured on AVX-512 VNNI, issue #8).
+    quantize_dynamic(str(fp32_path(ctx)), str(out / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True)
     return describe(out / "model.onnx")
 
 
@@ -133,18 +136,28 @@ def _preprocessed(ctx: BuildContext, out: Path) -> Path:
 
     ctx.progress("quant_pre_process (shape inference, graph optimization)")
     path = out / "preprocessed.onnx.tmp"
-    quant_pre_process(str(fp32_path(ctx)), str(path))
+    try:
+        quant_pre_process(str(fp32_path(ctx)), str(path))
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's symbolic shape inference raises plain TypeErrors
+        # Symbolic shape inference cannot follow every exported graph (transformers' attention
+        # masks: Expand to a computed shape); ONNX's own shape inference still runs without it.
+        ctx.progress(f"quant_pre_process: symbolic shape inference failed ({type(exc).__name__}), retrying without it")
+        quant_pre_process(str(fp32_path(ctx)), str(path), skip_symbolic_shape=True)
     return path
 
 
 def _module_path(node) -> str:
-    """The PyTorch module path the dynamo exporter recorded for a node ('' if none)."""
+    """The PyTorch module path the dynamo exporter recorded for a node ('' if none).
+
+    Its name scopes are the qualified name of every enclosing module, then the op's own
+    name: ['', 'bert', 'bert.encoder', ..., 'bert.encoder.layer.0.output.dense', 'linear_5'].
+    """
     import ast
 
     for prop in node.metadata_props:
         if prop.key == "pkg.torch.onnx.name_scopes":
-            scopes = ast.literal_eval(prop.value)
-            return ".".join(s for s in scopes[1:] if s)
+            scopes = [s for s in ast.literal_eval(prop.value) if s]
+            return scopes[-2] if len(scopes) >= 2 else ""
     return ""
 
 
@@ -216,8 +229,8 @@ RECIPES: tuple[Recipe, ...] = (
     FP32,
     Recipe("onnxruntime", "fp16", "onnxconverter_common.convert_float_to_float16(keep_io_types)", "fp16", build_fp16,
            {"keep_io_types": True}, ("onnxconverter-common", "onnx")),
-    Recipe("onnxruntime", "dynamic-int8", "onnxruntime.quantize_dynamic(QInt8,per_tensor)", "dyn", build_dynamic,
-           {"weight_type": "QInt8", "per_channel": False}, LIBS),
+    Recipe("onnxruntime", "dynamic-int8", "onnxruntime.quantize_dynamic(QInt8,per_channel)", "dyn", build_dynamic,
+           {"weight_type": "QInt8", "per_channel": True}, LIBS),
     Recipe("onnxruntime", "static-int8", "onnxruntime.quantize_static(QDQ,MinMax,per_channel,S8S8)", "qdq", build_static,
            {"format": "QDQ", "calibrate": "MinMax", "per_channel": True, "activation": "QInt8", "weight": "QInt8",
             "calibration_batch": CALIBRATION_BATCH}, LIBS),
