@@ -81,10 +81,12 @@ def build_fp32(ctx: BuildContext, out: Path) -> BuiltModel:
     import torch
 
     runner = Interpreter(model_content=content).get_signature_runner()
+    dtypes = _signature_dtypes(content)
     worst = 0.0
     for i in range(8):
         args = _samples(ctx, ctx.dataset.eval_inputs, i, STATIC_BATCH)
-        got = next(iter(runner(**{f"args_{j}": a.numpy() for j, a in enumerate(args)}).values()))
+        got = next(iter(runner(**{f"args_{j}": a.numpy().astype(dtypes[f"args_{j}"], copy=False)
+                                  for j, a in enumerate(args)}).values()))
         with torch.no_grad():
             expected = module(*args)
         expected = (expected[0] if isinstance(expected, (tuple, list)) else expected).numpy()
@@ -99,12 +101,22 @@ def fp32_content(ctx: BuildContext) -> bytes:
     return artifact.model_file.read_bytes()
 
 
+def _signature_dtypes(content: bytes) -> dict[str, np.dtype]:
+    """The .tflite signature's input dtypes: litert-torch turns int64 inputs (token ids) into int32."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_content=content).get_signature_runner().get_input_details()
+    return {name: np.dtype(d["dtype"]) for name, d in details.items()}
+
+
 def _calibration(ctx: BuildContext) -> dict:
     """ai-edge-quantizer's calibration data: signature -> list of feeds, one sample each."""
     calib = ctx.dataset.calib_inputs
     names = _signature_inputs(ctx)
+    dtypes = _signature_dtypes(fp32_content(ctx))
     n = len(next(iter(calib.values())))
-    return {"serving_default": [{names[k]: np.ascontiguousarray(v[i:i + 1]) for k, v in calib.items()} for i in range(n)]}
+    return {"serving_default": [{names[k]: np.ascontiguousarray(v[i:i + 1], dtype=dtypes[names[k]]) for k, v in calib.items()}
+                                for i in range(n)]}
 
 
 def _quantize(ctx: BuildContext, what: str, configure) -> tuple[bytes, bytes]:

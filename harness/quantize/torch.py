@@ -95,7 +95,8 @@ def _cast_wrapper(module, dtype):
             self.inner = module.to(dtype)
 
         def forward(self, *inputs):
-            out = self.inner(*(x.to(dtype) for x in inputs))
+            # Only float inputs change dtype: integer inputs (token ids, masks) stay integers.
+            out = self.inner(*(x.to(dtype) if x.is_floating_point() else x for x in inputs))
             if isinstance(out, torch.Tensor):
                 return out.float()
             return tuple(o.float() for o in out)
