@@ -102,9 +102,14 @@ def build_fp16(ctx: BuildContext, out: Path) -> BuiltModel:
 
     ctx.progress("converting to float16 (onnxconverter-common)")
     model = onnx.load(str(fp32_path(ctx)))
-    converted = float16.convert_float_to_float16(model, keep_io_types=True)
+    # onnxconverter-common retypes the output of a Cast-to-float (e.g. an int64 attention mask
+    # cast for pooling) as float16 but leaves its `to` attribute float, which onnxruntime refuses
+    # to load. Blocked, such a Cast stays float and the converter casts its output to float16.
+    casts = [n.name for n in model.graph.node if n.name and n.op_type == "Cast"
+             and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)]
+    converted = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=casts)
     onnx.save(converted, str(out / "model.onnx"))
-    return describe(out / "model.onnx", {"keep_io_types": True})
+    return describe(out / "model.onnx", {"keep_io_types": True, "float_casts_kept": casts})
 
 
 def build_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
@@ -228,7 +233,7 @@ FP32 = Recipe("onnxruntime", "fp32", "onnxruntime.fp32", "fp32", build_fp32, {"o
 RECIPES: tuple[Recipe, ...] = (
     FP32,
     Recipe("onnxruntime", "fp16", "onnxconverter_common.convert_float_to_float16(keep_io_types)", "fp16", build_fp16,
-           {"keep_io_types": True}, ("onnxconverter-common", "onnx")),
+           {"keep_io_types": True, "node_block_list": "Cast-to-float"}, ("onnxconverter-common", "onnx")),
     Recipe("onnxruntime", "dynamic-int8", "onnxruntime.quantize_dynamic(QInt8,per_channel)", "dyn", build_dynamic,
            {"weight_type": "QInt8", "per_channel": True}, LIBS),
     Recipe("onnxruntime", "static-int8", "onnxruntime.quantize_static(QDQ,MinMax,per_channel,S8S8)", "qdq", build_static,
