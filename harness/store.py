@@ -39,8 +39,10 @@ class RunStore:
         _write_json(self.dir / "run.json", dict(info))
 
     def write_case(self, row: Mapping[str, Any], latencies_ms: Optional[list[float]] = None) -> None:
+        # The per-case file is the durable record. The parquet/csv are rebuilt once when the
+        # session closes (or by load_run when stale), not after every case: a rebuild reads
+        # every case file, so doing it per case made a run's bookkeeping quadratic.
         _write_json(self.cases_dir / f"{row['case_id']}.json", {"row": dict(row), "latencies_ms": latencies_ms or []})
-        self.rebuild()
 
     def log(self, text: str) -> None:
         with open(self.log_path, "a") as f:
