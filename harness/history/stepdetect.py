@@ -42,12 +42,13 @@ def robust_sigma(y: np.ndarray) -> float:
 
 def segments(values: Sequence[float], penalty_scale: float = 2.0) -> list[tuple[int, int]]:
     """[start, end) index pairs of the optimal segmentation of log(values)."""
-    y = np.log(np.asarray(values, dtype=np.float64))
-    n = len(y)
+    raw = np.asarray(values, dtype=np.float64)
+    n = len(raw)
     if n == 0:
         return []
-    if not np.all(np.isfinite(y)):
+    if not (np.all(np.isfinite(raw)) and np.all(raw > 0)):
         raise ValueError("step detection needs positive, finite values")
+    y = np.log(raw)
     sigma = robust_sigma(y)
     penalty = penalty_scale * sigma * sigma * math.log(max(n, 2))
     s1 = np.concatenate([[0.0], np.cumsum(y)])
