@@ -145,3 +145,30 @@ def test_second_run_quantizes_nothing(first_run):
     assert "(cached)" in log and "(built)" not in log
     assert second.row("digits-cnn-onnxruntime-static-int8-qdq-b1")["artifact_key"] == \
         first.row("digits-cnn-onnxruntime-static-int8-qdq-b1")["artifact_key"]
+
+
+def test_static_op_set_is_weighted_ops_only_in_attention_graphs(tmp_path):
+    """onnxruntime's default static op set for a plain graph; weighted ops only once a
+    Softmax (attention) is present, so mask and residual Adds stay float."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from harness.quantize.onnxruntime import static_op_types
+
+    plain = onnx_models.gemm_model(tmp_path / "plain.onnx", np.ones((4, 3)), np.zeros(3))
+    assert static_op_types(plain) is None
+    scores = [
+        helper.make_node("MatMul", ["x", "W"], ["s"], name="scores"),
+        helper.make_node("Add", ["s", "mask"], ["masked"], name="mask_add"),
+        helper.make_node("Softmax", ["masked"], ["p"], axis=-1, name="softmax"),
+    ]
+    graph = helper.make_graph(
+        scores, "attention",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]), helper.make_tensor_value_info("mask", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [2, 4])],
+        [numpy_helper.from_array(np.eye(4, dtype=np.float32), "W")],
+    )
+    attention = tmp_path / "attention.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(attention))
+    assert static_op_types(attention) == ["MatMul"]

@@ -1,7 +1,7 @@
 """Recipes and the context they build in.
 
 A recipe is one exact way to produce a (framework, mode) artifact. Its name is the
-`recipe` column, e.g. `onnxruntime.quantize_static(QDQ,MinMax,per_channel,S8S8)`.
+`recipe` column, e.g. `onnxruntime.quantize_static(QDQ,MinMax,per_channel,U8S8)`.
 """
 from __future__ import annotations
 
