@@ -1,5 +1,6 @@
 """all-MiniLM-L6-v2: the shipped sentences, the offline pretrained model, the fidelity metrics,
-the n/a rows without the `minilm` extra, and every framework's fp32 and dynamic-int8 end to end.
+the n/a rows without the `minilm` extra, every framework's fp32 and dynamic-int8 end to end, and
+onnxruntime's and LiteRT's `mixed` (static int8 with the FFN output projections float).
 
 The end-to-end run scores 16 evaluation sentences (QUANTBENCH_MINILM_EVAL) with small timing
 budgets; its artifacts stay in the shared cache, so a second test run rebuilds nothing.
@@ -28,7 +29,7 @@ from harness.models import minilm_l6_s128
 
 every = Suite(name="minilm-e2e", model=minilm_l6_s128, frameworks=("torch", "onnxruntime", "tflite"),
               modes=("fp32", "dynamic-int8"), budgets={"dynamic-int8": 1.0})
-ort_mixed = Suite(name="minilm-e2e", model=minilm_l6_s128, frameworks=("onnxruntime",), modes=("mixed",))
+ort_mixed = Suite(name="minilm-e2e", model=minilm_l6_s128, frameworks=("onnxruntime", "tflite"), modes=("mixed",))
 test_every = every.pytest_cases()
 test_ort_mixed = ort_mixed.pytest_cases()
 """
@@ -227,6 +228,30 @@ def test_onnx_artifacts_one_file_and_dynamic_int8_small(e2e):
     assert [t["name"] for t in artifact.manifest["inputs"]] == ["input_ids", "attention_mask"]
     assert all(t["dtype"] == "int64" for t in artifact.manifest["inputs"])
     assert artifact.manifest["outputs"][0]["shape"][1] == minilm.EMBEDDING_DIM
+
+
+@needs_extra
+@pytest.mark.slow
+def test_tflite_mixed_keeps_the_named_layers_float(e2e):
+    """litert-torch's op locations resolve the spec's module names (ModuleList `layer` is not
+    written by it), and in an attention graph only FULLY_CONNECTED ops are quantized."""
+    from harness.artifacts import load_artifact
+    from harness.quantize.tflite_graph import weighted_ops
+    from harness.session import DEFAULT_CACHE_DIR
+
+    row = e2e.row("minilm-l6-s128-tflite-mixed-litert-torch-b1")
+    assert row["status"] == "ok", row["reason"]
+    cache = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR) / "artifacts"
+    artifact = load_artifact(cache / row["artifact_key"])
+    notes = artifact.manifest["notes"]
+    assert len(notes["kept_float_ops"]) == len(minilm.SENSITIVE_LAYERS)
+    assert notes["quantized_ops"].startswith("FULLY_CONNECTED")
+    ops = weighted_ops(artifact.model_file)
+    fc = [op for op in ops if op.op == "FULLY_CONNECTED"]
+    assert sum(op.weight_dtype == "int8" for op in fc) == len(fc) - len(minilm.SENSITIVE_LAYERS)
+    assert all(op.weight_dtype == "float32" for op in ops if op.op == "EMBEDDING_LOOKUP")  # not an attention op
+    assert "SOFTMAX" in artifact.manifest["notes"]["ops"]
+    assert row["accuracy"] >= 0.98, row["accuracy"]  # cosine to fp32 on the 16-sentence subset (0.995 on 50)
 
 
 @needs_extra

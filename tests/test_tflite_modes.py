@@ -143,6 +143,39 @@ def test_qat_ran_under_tf_keras_and_mixed_kept_the_named_layers_float(run):
         assert len(notes["kept_float_ops"]) == 2 and notes["int8_weighted_ops"] == 2
 
 
+# Verbatim op locations litert-torch 0.10 wrote into all-MiniLM-L6-v2's .tflite (weight tensor
+# names of FULLY_CONNECTED ops #61, #59 and #43: one location per fused op, joined by ';').
+_ROOT = ("harness.models.minilm._embedder_class.<locals>.SentenceEmbedder/transformers.models.bert.modeling_bert.BertModel_bert/"
+         "transformers.models.bert.modeling_bert.BertEncoder_encoder/transformers.models.bert.modeling_bert.BertLayer_0/")
+LITERT_FFN_OUT = _ROOT + "transformers.models.bert.modeling_bert.BertOutput_output/torch.nn.modules.linear.Linear_dense;1"
+LITERT_FUSED = (_ROOT + "transformers.models.bert.modeling_bert.BertAttention_attention/transformers.models.bert.modeling_bert."
+                "BertSelfOutput_output/torch.nn.modules.normalization.LayerNorm_LayerNorm;;" + _ROOT
+                + "transformers.models.bert.modeling_bert.BertIntermediate_intermediate/torch.nn.modules.linear.Linear_dense;")
+LITERT_ATTN_OUT = (_ROOT + "transformers.models.bert.modeling_bert.BertAttention_attention/transformers.models.bert.modeling_bert."
+                   "BertSelfOutput_output/torch.nn.modules.linear.Linear_dense;1")
+
+
+def test_torch_module_names_match_litert_torch_locations():
+    """A module path names the op whose location is that module; ModuleList containers
+    (`layer`) are not written by litert-torch, only their index."""
+    from harness.quantize.tflite_graph import names_layer
+
+    ffn_out, attn_out, intermediate = ("bert.encoder.layer.0.output.dense", "bert.encoder.layer.0.attention.output.dense",
+                                       "bert.encoder.layer.0.intermediate.dense")
+    assert names_layer(LITERT_FFN_OUT, ffn_out)
+    assert not names_layer(LITERT_FFN_OUT, attn_out) and not names_layer(LITERT_FFN_OUT, "bert.encoder.layer.1.output.dense")
+    assert names_layer(LITERT_ATTN_OUT, attn_out) and not names_layer(LITERT_ATTN_OUT, ffn_out)
+    assert names_layer(LITERT_FUSED, intermediate) and not names_layer(LITERT_FUSED, ffn_out)
+    assert not names_layer(LITERT_FFN_OUT, "dense") and not names_layer(LITERT_FFN_OUT, "output.dense")
+    assert names_layer("harness.models.digits_cnn.build_torch_module.<locals>.DigitsCNN/torch.nn.modules.conv.Conv2d_conv1;", "conv1")
+
+
+def test_static_recipe_covers_every_op_for_convnets(run):
+    for mode in ("static-int8", "mixed"):
+        notes = artifact_of(run, case_id(mode, "litert-torch")).manifest["notes"]
+        assert notes["quantized_ops"] == "every supported op"
+
+
 # -- the runner's TFLite backend on its own -------------------------------------------------------
 def run_runner(work: Path, artifact, data: dict, batch_size: int = 1, options: dict = None,
                prelude: str = "") -> dict:

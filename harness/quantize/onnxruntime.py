@@ -255,7 +255,7 @@ def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
                                          "layers": list(ctx.keep_float) or "first and last weighted node"})
 
 
-STATIC_OP_TYPES = "weighted ops only when the graph has attention (Softmax), else onnxruntime's default"
+STATIC_OP_TYPES = "onnxruntime's default; with attention (Softmax) only the attention_ops"
 FP32 = Recipe("onnxruntime", "fp32", "onnxruntime.fp32", "fp32", build_fp32, {"opset": OPSET}, ("torch", "onnx", "onnxscript"))
 RECIPES: tuple[Recipe, ...] = (
     FP32,
@@ -265,11 +265,11 @@ RECIPES: tuple[Recipe, ...] = (
            {"weight_type": "QInt8", "per_channel": True}, LIBS),
     Recipe("onnxruntime", "static-int8", "onnxruntime.quantize_static(QDQ,MinMax,per_channel,U8S8)", "qdq", build_static,
            {"format": "QDQ", "calibrate": "MinMax", "per_channel": True, "activation": "QUInt8", "weight": "QInt8",
-            "calibration_batch": CALIBRATION_BATCH, "op_types": STATIC_OP_TYPES}, LIBS),
+            "calibration_batch": CALIBRATION_BATCH, "op_types": STATIC_OP_TYPES, "attention_ops": WEIGHTED_OPS}, LIBS),
     Recipe("onnxruntime", "mixed", "onnxruntime.quantize_static(QDQ,MinMax,per_channel,U8S8,nodes_to_exclude)", "qdq-mixed",
            build_mixed, {"format": "QDQ", "calibrate": "MinMax", "per_channel": True, "activation": "QUInt8", "weight": "QInt8",
                          "calibration_batch": CALIBRATION_BATCH,
-                         "op_types": STATIC_OP_TYPES}, LIBS),
+                         "op_types": STATIC_OP_TYPES, "attention_ops": WEIGHTED_OPS}, LIBS),
     qat_torch.onnx_recipe(),  # the torch qat-int8 model (PT2E QAT), exported with its QDQ pairs
 )
 

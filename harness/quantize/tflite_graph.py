@@ -97,6 +97,11 @@ class WeightedOp:
         return f"#{self.index} {self.op} (weights {self.weight[-60:]})"
 
 
+def op_names(model: bytes | Path) -> set[str]:
+    """The builtin op names in a .tflite graph."""
+    return {op["op_name"] for op in _interpreter(model)._get_ops_details()}
+
+
 def weighted_ops(model: bytes | Path) -> list[WeightedOp]:
     """The ops with weights, in execution order, as written in the file (before any delegate)."""
     interpreter = _interpreter(model)
@@ -115,11 +120,34 @@ def _segments(tensor_name: str) -> list[str]:
     return [seg for part in tensor_name.split(";") for seg in part.split("/") if seg]
 
 
+def _litert_module_path(location: str) -> str:
+    """A litert-torch location, `pkg.Root/pkg.Class_attr/pkg.Class_attr`, as the module path
+    `attr.attr`. The root has no attribute; ModuleList/Sequential containers are not written,
+    only their index: `...BertEncoder_encoder/...BertLayer_0/...BertOutput_output/...Linear_dense`
+    is `encoder.0.output.dense`."""
+    attrs = []
+    for seg in location.split("/"):
+        last = seg.rsplit(".", 1)[-1]
+        if "_" in last:
+            attrs.append(last.split("_", 1)[1])
+    return ".".join(attrs)
+
+
+def _without_containers(layer: str) -> str:
+    """`bert.encoder.layer.0.output.dense` as litert-torch writes it: `bert.encoder.0.output.dense`."""
+    parts = layer.split(".")
+    return ".".join(p for i, p in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1].isdigit()))
+
+
 def names_layer(tensor_name: str, layer: str) -> bool:
     """Does a tensor name carry this layer's name? Keras scopes are `model_1/conv1_1/...`,
-    litert-torch writes `.../torch.nn.modules.conv.Conv2d_conv1;...` (class, '_', module path)."""
+    litert-torch writes `.../torch.nn.modules.conv.Conv2d_conv1;...` (class, '_', module path),
+    one location per fused op, joined by ';'."""
     pattern = re.compile(re.escape(layer) + r"(_\d+)?")
-    return any(pattern.fullmatch(seg) or seg.endswith("_" + layer) for seg in _segments(tensor_name))
+    if any(pattern.fullmatch(seg) for seg in _segments(tensor_name)):
+        return True
+    wanted = {layer, _without_containers(layer)}
+    return any(_litert_module_path(part) in wanted for part in tensor_name.split(";") if "/" in part)
 
 
 def resolve_layers(model: bytes | Path, layers: Iterable[str]) -> list[WeightedOp]:
