@@ -16,11 +16,23 @@ def _suites_dir() -> Path:
     return local if local.is_dir() else REPO_ROOT / "suites"
 
 
+def _names_a_suite(arg: str) -> bool:
+    """A pytest argument that selects suites: an existing .py file (or file::test), or a
+    directory holding test_*.py files. Not an option's value such as `--results-dir DIR`."""
+    if arg.startswith("-"):
+        return False
+    path = Path(arg.split("::", 1)[0])
+    return (path.is_file() and path.suffix == ".py") or (path.is_dir() and any(path.glob("test_*.py")))
+
+
 def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
-    """A thin wrapper over `pytest suites/ --target=NAME`."""
+    """A thin wrapper over `pytest suites/ --target=NAME`; suites/ is left out when the
+    arguments name suite files or directories themselves."""
     import pytest
 
-    argv = [str(_suites_dir()), f"--target={args.target}", "-p", "no:cacheprovider", *rest]
+    where = [] if any(_names_a_suite(a) for a in rest) else [str(_suites_dir())]
+    # The plugin is named too: a suite outside this repository has no conftest.py loading it.
+    argv = [*where, "-p", "harness.pytest_plugin", f"--target={args.target}", "-p", "no:cacheprovider", *rest]
     if args.inventory:
         argv.append(f"--inventory={args.inventory}")
     print("quantbench: pytest " + " ".join(argv), file=sys.stderr)

@@ -23,6 +23,21 @@ def test_run_selects_cases_with_k_and_runs_the_fp32_baseline_too(tmp_path):
     assert " ok " in static and "x " in static  # a speedup vs that fp32 baseline is printed
 
 
+def test_run_given_a_suite_file_runs_only_that_suite(tmp_path):
+    """`quantbench run FILE` is `pytest FILE`, not `pytest suites/ FILE` (which runs everything)."""
+    suite = tmp_path / "suites" / "test_mine.py"
+    suite.parent.mkdir()
+    suite.write_text("from harness import Suite\nfrom harness.models import digits_cnn\n"
+                     "mine = Suite(name='mine', model=digits_cnn, frameworks=('onnxruntime',), modes=('fp32',))\n"
+                     "test_mine = mine.pytest_cases()\n")
+    results = tmp_path / "results"
+    proc = quantbench("run", str(suite), "--results-dir", str(results), "--run-id=one", "--results-db=off", *FAST_TIMING)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    command = next(line for line in proc.stderr.splitlines() if line.startswith("quantbench: pytest "))
+    assert str(suite) in command and str(REPO_ROOT / "suites") not in command, command
+    assert "1 passed" in proc.stdout and "suites/test_digits.py" not in proc.stdout
+
+
 def test_unknown_subcommand_argument_is_rejected():
     proc = quantbench("report", "latest", "--bogus")
     assert proc.returncode == 2 and "unrecognized arguments: --bogus" in proc.stderr
