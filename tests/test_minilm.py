@@ -29,9 +29,9 @@ from harness.models import minilm_l6_s128
 
 every = Suite(name="minilm-e2e", model=minilm_l6_s128, frameworks=("torch", "onnxruntime", "tflite"),
               modes=("fp32", "dynamic-int8"), budgets={"dynamic-int8": 1.0})
-ort_mixed = Suite(name="minilm-e2e", model=minilm_l6_s128, frameworks=("onnxruntime", "tflite"), modes=("mixed",))
+mixed = Suite(name="minilm-e2e", model=minilm_l6_s128, frameworks=("onnxruntime", "tflite"), modes=("mixed",))
 test_every = every.pytest_cases()
-test_ort_mixed = ort_mixed.pytest_cases()
+test_mixed = mixed.pytest_cases()
 """
 
 
@@ -251,7 +251,7 @@ def test_tflite_mixed_keeps_the_named_layers_float(e2e):
     assert sum(op.weight_dtype == "int8" for op in fc) == len(fc) - len(minilm.SENSITIVE_LAYERS)
     assert all(op.weight_dtype == "float32" for op in ops if op.op == "EMBEDDING_LOOKUP")  # not an attention op
     assert "SOFTMAX" in artifact.manifest["notes"]["ops"]
-    assert row["accuracy"] >= 0.98, row["accuracy"]  # cosine to fp32 on the 16-sentence subset (0.995 on 50)
+    assert row["accuracy"] >= 0.98, row["accuracy"]  # cosine to fp32 on the 16-sentence subset (0.995 on all 500)
 
 
 @needs_extra
