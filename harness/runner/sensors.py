@@ -22,6 +22,12 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 
+def read_text(path: str) -> str:
+    """A sysfs/procfs file's content, stripped. Raises OSError like open()."""
+    with open(path) as f:
+        return f.read().strip()
+
+
 class NoSensor(Exception):
     """Raised by a reader factory that found nothing; the message is the exact reason."""
 
@@ -77,11 +83,9 @@ def thermal_zones(root: str = "/") -> Dict[str, float]:
         return temps
     for zone in zones:
         try:
-            with open(os.path.join(base, zone, "temp")) as f:
-                milli = float(f.read().strip())
+            milli = float(read_text(os.path.join(base, zone, "temp")))
             try:
-                with open(os.path.join(base, zone, "type")) as f:
-                    label = f.read().strip() or zone
+                label = read_text(os.path.join(base, zone, "type")) or zone
             except OSError:
                 label = zone
             temps[label if label not in temps else f"{label}:{zone}"] = milli / 1000.0

@@ -11,15 +11,10 @@ import glob
 import os
 from typing import Dict, List, Optional
 
-from .sensors import Probe
+from .sensors import Probe, read_text
 
 COOLING = "sys/class/thermal/cooling_device*"
 CLOCK_CAPPERS = ("cpufreq", "devfreq")
-
-
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
 
 
 class CoolingProbe(Probe):
@@ -32,7 +27,7 @@ class CoolingProbe(Probe):
         states = {}
         for path, kind in self.devices.items():
             try:
-                states[f"{os.path.basename(path)}:{kind}"] = int(_read(os.path.join(path, "cur_state")))
+                states[f"{os.path.basename(path)}:{kind}"] = int(read_text(os.path.join(path, "cur_state")))
             except (OSError, ValueError):
                 continue
         return {"cur_state": states}
@@ -49,7 +44,7 @@ def find_cooling(root: str, settings: dict) -> List[Probe]:
     devices = {}
     for path in sorted(glob.glob(os.path.join(root, COOLING))):
         try:
-            kind = _read(os.path.join(path, "type"))
+            kind = read_text(os.path.join(path, "type"))
         except OSError:
             continue
         if any(word in kind for word in CLOCK_CAPPERS):

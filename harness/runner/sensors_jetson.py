@@ -29,7 +29,7 @@ import threading
 from typing import Dict, List, Optional, Tuple
 
 from .commands import argv_of
-from .sensors import NoSensor, Probe, Sensor
+from .sensors import NoSensor, Probe, Sensor, read_text
 
 INA3221_HWMON = "sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*"
 INA3221X_IIO = "sys/bus/i2c/drivers/ina3221x/*/iio:device*"
@@ -38,11 +38,6 @@ TOTAL_RAILS = ("VDD_IN", "POM_5V_IN")  # the board's input rail, where it has on
 NOT_A_RAIL = ("NC", "sum of shunt voltages")
 # `NAME 5704mW/5704mW[/5704mW]` or `NAME 933/933`; the lookahead keeps `RAM 2461/7620MB` out
 TEGRASTATS_RAIL = re.compile(r"\b([A-Z][A-Z0-9_]*) (\d+)(?:mW)?/\d+(?:mW)?(?:/\d+(?:mW)?)?(?![\w/])")
-
-
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
 
 
 def board_total(rails: Dict[str, float]) -> Tuple[float, str]:
@@ -77,9 +72,9 @@ class SysfsRails(Sensor):
         watts = {}
         for name, files in self.files.items():
             if len(files) == 1:
-                watts[name] = float(_read(files[0])) / 1e3
+                watts[name] = float(read_text(files[0])) / 1e3
             else:
-                watts[name] = float(_read(files[0])) * float(_read(files[1])) / 1e6
+                watts[name] = float(read_text(files[0])) * float(read_text(files[1])) / 1e6
         return watts
 
     def read(self) -> float:
@@ -89,7 +84,7 @@ class SysfsRails(Sensor):
 def _readable(files: Tuple[str, ...]) -> bool:
     try:
         for path in files:
-            float(_read(path))
+            float(read_text(path))
     except (OSError, ValueError):
         return False
     return True
@@ -102,7 +97,7 @@ def find_ina3221(root: str, settings: dict) -> List[Sensor]:
         for label_file in sorted(glob.glob(os.path.join(hwmon, "in*_label"))):
             channel = os.path.basename(label_file)[2:-len("_label")]
             try:
-                label = _read(label_file)
+                label = read_text(label_file)
             except OSError:
                 continue
             files = (os.path.join(hwmon, f"in{channel}_input"), os.path.join(hwmon, f"curr{channel}_input"))
@@ -118,7 +113,7 @@ def find_ina3221x(root: str, settings: dict) -> List[Sensor]:
         for name_file in sorted(glob.glob(os.path.join(device, "rail_name_*"))):
             channel = name_file.rsplit("_", 1)[1]
             try:
-                label = _read(name_file)
+                label = read_text(name_file)
             except OSError:
                 continue
             files = (os.path.join(device, f"in_power{channel}_input"),)
@@ -199,7 +194,7 @@ class SocthermOcProbe(Probe):
         counts = {}
         for path in sorted(glob.glob(os.path.join(self.hwmon, "oc*_event_cnt"))):
             try:
-                counts[os.path.basename(path)[: -len("_event_cnt")]] = int(_read(path))
+                counts[os.path.basename(path)[: -len("_event_cnt")]] = int(read_text(path))
             except (OSError, ValueError):
                 continue
         return {"event_cnt": counts}
@@ -215,7 +210,7 @@ class SocthermOcProbe(Probe):
 def find_soctherm_oc(root: str, settings: dict) -> List[Probe]:
     for hwmon in sorted(glob.glob(os.path.join(root, HWMON))):
         try:
-            if _read(os.path.join(hwmon, "name")) == "soctherm_oc":
+            if read_text(os.path.join(hwmon, "name")) == "soctherm_oc":
                 return [SocthermOcProbe(hwmon)]
         except OSError:
             continue

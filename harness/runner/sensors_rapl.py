@@ -16,15 +16,10 @@ import os
 import re
 from typing import List, Optional
 
-from .sensors import NoSensor, Sensor
+from .sensors import NoSensor, Sensor, read_text
 
 POWERCAP = "sys/class/powercap"
 PACKAGE_ZONE = re.compile(r"intel-rapl:\d+")
-
-
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
 
 
 class RaplPackage(Sensor):
@@ -41,7 +36,7 @@ class RaplPackage(Sensor):
         self._total_uj = 0
 
     def read(self) -> float:
-        raw = int(_read(self.path))
+        raw = int(read_text(self.path))
         if self._last is not None:
             delta = raw - self._last
             if delta < 0:  # the counter passed max_energy_range_uj and restarted from zero
@@ -54,7 +49,7 @@ class RaplPackage(Sensor):
 def _zone_problem(path: str) -> Optional[str]:
     """Why `energy_uj` at `path` cannot be read, or None when it can."""
     try:
-        int(_read(path))
+        int(read_text(path))
     except PermissionError:
         return (f"{path} is readable only by root (since CVE-2020-8694): run the runner as root, "
                 f"or grant read access with `chmod o+r {path}` after each boot")
@@ -75,8 +70,8 @@ def find_rapl(root: str, settings: dict) -> List[Sensor]:
     for zone in zones:
         zone_dir = os.path.join(base, zone)
         try:
-            label = _read(os.path.join(zone_dir, "name"))
-            max_range_uj = int(_read(os.path.join(zone_dir, "max_energy_range_uj")))
+            label = read_text(os.path.join(zone_dir, "name"))
+            max_range_uj = int(read_text(os.path.join(zone_dir, "max_energy_range_uj")))
         except (OSError, ValueError) as exc:
             problems.append(f"{zone_dir} is incomplete ({exc})")
             continue
