@@ -1,11 +1,11 @@
 """Rows and the comparison table: one tidy row per case, columns as in the design notes."""
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Mapping, Optional
 
 import pandas as pd
 
+from harness.values import formatted, number
 from harness.vocabulary import FRAMEWORKS, MODES
 
 IDENTITY = ["run_id", "case_id", "started_at", "suite", "model", "framework", "mode", "recipe", "target",
@@ -33,11 +33,8 @@ def new_row(**identity: Any) -> dict[str, Any]:
 
 
 def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
-    if numerator is None or denominator is None:
-        return None
-    if any(isinstance(v, float) and math.isnan(v) for v in (numerator, denominator)) or denominator == 0:
-        return None
-    return float(numerator) / float(denominator)
+    top, bottom = number(numerator), number(denominator)
+    return None if top is None or bottom is None or bottom == 0 else top / bottom
 
 
 def compare_to_baseline(row: dict[str, Any], baseline: Optional[Mapping[str, Any]], higher_is_better: bool = True) -> None:
@@ -67,12 +64,6 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
     return keyed.sort_values(["model", "target", "batch_size", "_fw", "_md", "recipe"]).drop(columns=["_fw", "_md"])
 
 
-def _fmt(value: Any, spec: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return format(value, spec)
-
-
 def comparison_table(df: pd.DataFrame, reason_width: int = 70) -> str:
     """One line per case: p50, speedup vs fp32, size ratio, accuracy, delta vs fp32, status."""
     if df.empty:
@@ -87,11 +78,11 @@ def comparison_table(df: pd.DataFrame, reason_width: int = 70) -> str:
         lines.append({
             "model": r["model"], "target": r["target"], "framework": r["framework"], "mode": r["mode"],
             "recipe": "-" if pd.isna(r["recipe"]) else str(r["recipe"])[:48], "batch": r["batch_size"], "status": r["status"],
-            "p50_ms": _fmt(r["latency_p50_ms"], ".4f") + flags,
-            "speedup": _fmt(r["speedup"], ".2f") + ("x" if r["speedup"] is not None and not pd.isna(r["speedup"]) else ""),
-            "size": _fmt(r["size_ratio"], ".2f"),
-            "accuracy": _fmt(r["accuracy"], ".4f"),
-            "delta_pts": _fmt(None if delta is None or pd.isna(delta) else 100 * delta, "+.2f"),
+            "p50_ms": formatted(r["latency_p50_ms"], ".4f") + flags,
+            "speedup": formatted(r["speedup"], ".2f", "x"),
+            "size": formatted(r["size_ratio"], ".2f"),
+            "accuracy": formatted(r["accuracy"], ".4f"),
+            "delta_pts": formatted(None if delta is None or pd.isna(delta) else 100 * delta, "+.2f"),
             "reason": reason[:reason_width] + ("..." if len(reason) > reason_width else ""),
         })
     table = pd.DataFrame(lines).to_string(index=False)

@@ -18,6 +18,12 @@ def number(value: Any) -> Optional[float]:
     return None if math.isnan(value) else value
 
 
+def formatted(value: Any, spec: str, suffix: str = "") -> str:
+    """A table cell: the number in `spec` plus `suffix`, or '-' when it is missing/NaN."""
+    figure = number(value)
+    return "-" if figure is None else format(figure, spec) + suffix
+
+
 def plain(value: Any) -> Any:
     """A value DB-API drivers and JSON accept: numpy scalars unwrapped, NaN as None."""
     if isinstance(value, np.generic):

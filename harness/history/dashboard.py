@@ -21,7 +21,7 @@ from harness.history.gates import Gates
 from harness.history.recommend import DEFAULT_MAX_DROP, Recommendation, recommend
 from harness.history.regress import IMPROVEMENT, KEY, REGRESSION, case_key, current_rows, format_change, format_p
 from harness.history.stepdetect import detect_steps
-from harness.values import number
+from harness.values import formatted, number
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; }
@@ -70,11 +70,6 @@ def _e(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _fmt(value: Any, spec: str, suffix: str = "") -> str:
-    figure = number(value)
-    return "-" if figure is None else format(figure, spec) + suffix
-
-
 def _page(title: str, body: str) -> str:
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
             f"<style>{CSS}</style></head>\n<body>\n<p id=\"broken\" hidden></p>\n{body}\n"
@@ -101,10 +96,10 @@ def _latest_table(rows: pd.DataFrame) -> str:
     for r in rows.to_dict("records"):
         delta = number(r.get("accuracy_delta"))
         out.append([_e(r["framework"]), _e(r["mode"]), _e(r.get("recipe")) or "-", _e(r["status"]),
-                    _fmt(r.get("latency_p50_ms"), ".4g"), _fmt(r.get("speedup"), ".2f", "x"),
-                    _fmt(r.get("accuracy"), ".4f"), "-" if delta is None else f"{100 * delta:+.2f}",
-                    _fmt(r.get("size_ratio"), ".2f"), _fmt(r.get("peak_rss_mb"), ".1f"),
-                    _fmt(r.get("energy_mj_per_inf"), ".4g"), _e(r["run_id"]),
+                    formatted(r.get("latency_p50_ms"), ".4g"), formatted(r.get("speedup"), ".2f", "x"),
+                    formatted(r.get("accuracy"), ".4f"), "-" if delta is None else f"{100 * delta:+.2f}",
+                    formatted(r.get("size_ratio"), ".2f"), formatted(r.get("peak_rss_mb"), ".1f"),
+                    formatted(r.get("energy_mj_per_inf"), ".4g"), _e(r["run_id"]),
                     _e(str(r.get("reason") or "")[:100])])
     return _table(["framework", "mode", "recipe", "status", "p50 ms", "speedup", "accuracy", "Δ pts", "size vs fp32",
                    "peak RSS MB", "mJ/inf", "run", "reason"], out, numeric={4, 5, 6, 7, 8, 9, 10})
@@ -118,7 +113,7 @@ def _verdicts_section(verdicts: pd.DataFrame, run_id: str) -> str:
     if mine.empty:
         return f"<p>Run {_e(run_id)}: no regressions or improvements beyond the thresholds.</p>"
     rows = [[f"<span class=\"{_e(v['verdict'])}\">{_e(v['verdict'])}</span>", _e(v["case_id"]), _e(v["quantity"]),
-             _fmt(v["old"], ".5g"), _fmt(v["new"], ".5g"), _e(format_change(v["quantity"], number(v["change"]))),
+             formatted(v["old"], ".5g"), formatted(v["new"], ".5g"), _e(format_change(v["quantity"], number(v["change"]))),
              _e(format_p(number(v["p_value"]))), _e(v["method"]), _e(v["baseline_run_id"])] for v in mine.to_dict("records")]
     return _table(["verdict", "case", "quantity", "old", "new", "change", "p-value", "method", "baseline"], rows,
                   numeric={3, 4, 6})
