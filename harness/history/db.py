@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
 import zlib
 from contextlib import contextmanager
@@ -93,7 +92,8 @@ def _engine(url: str) -> sa.Engine:
 
 
 def _timestamp(text: Any) -> Optional[dt.datetime]:
-    if not text or (isinstance(text, float) and math.isnan(text)):
+    text = plain(text)  # NaN (pandas' missing) -> None
+    if not text:
         return None
     if isinstance(text, dt.datetime):
         return text.replace(tzinfo=None)

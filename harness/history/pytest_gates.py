@@ -3,7 +3,6 @@ end of the session the run's append to the database and the table of regressions
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -12,6 +11,7 @@ import pandas as pd
 import pytest
 
 from harness.history.gates import Gates
+from harness.values import number
 
 # command-line flag -> Gates field (None: the suite's value)
 THRESHOLD_OPTIONS = {
@@ -114,8 +114,8 @@ class HistoryGate:
         return np.asarray(json.loads(path.read_text()).get("latencies_ms") or [], dtype=np.float64)
 
     def _old_latencies(self, row: Mapping[str, Any]) -> Optional[np.ndarray]:
-        pk = row.get("result_pk")
-        if pk is None or (isinstance(pk, float) and math.isnan(pk)):
+        pk = number(row.get("result_pk"))
+        if pk is None:
             return None
         return self.db.latency_arrays([int(pk)]).get(int(pk))
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from harness.history.gates import Gates
-from harness.values import number
+from harness.values import number, plain
 
 KEY = ("model", "framework", "mode", "recipe", "target", "batch_size")
 REGRESSION, IMPROVEMENT, SAME, NOISY = "regression", "improvement", "same", "noisy"
@@ -52,10 +52,8 @@ def case_key(row: Mapping[str, Any]) -> tuple:
     """The identity a case keeps across runs (recipe None for n/a rows)."""
     out = []
     for column in KEY:
-        value = row.get(column)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            value = None
-        elif column == "batch_size":
+        value = plain(row.get(column))  # NaN (pandas' missing) -> None
+        if value is not None and column == "batch_size":
             value = int(value)
         out.append(value)
     return tuple(out)
@@ -251,7 +249,8 @@ def compare(new_rows: pd.DataFrame, baseline: Baseline, gates: Callable[[Mapping
 
 # -- the table pytest prints ---------------------------------------------------------------------
 def _fmt(q: str, value: Optional[float]) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    value = number(value)
+    if value is None:
         return "-"
     if q == "size_bytes":
         return f"{value:,.0f} B"
@@ -267,13 +266,15 @@ def _fmt(q: str, value: Optional[float]) -> str:
 
 
 def format_change(quantity: str, change: Optional[float]) -> str:
-    if change is None or (isinstance(change, float) and math.isnan(change)):
+    change = number(change)
+    if change is None:
         return "-"
     return f"{change:+.2f} pts" if quantity == "accuracy" else f"{100 * change:+.1f}%"
 
 
 def format_p(p: Optional[float]) -> str:
-    if p is None or (isinstance(p, float) and math.isnan(p)):
+    p = number(p)
+    if p is None:
         return "-"
     return "<1e-300" if p == 0 else f"{p:.2g}"  # 0.0: below what a double can hold
 
