@@ -123,7 +123,7 @@ def build_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
     return describe(out / "model.onnx")
 
 
-class _CalibrationReader:
+class CalibrationReader:
     """Feeds the calibration split to onnxruntime's calibrator in small batches."""
 
     def __init__(self, ctx: BuildContext) -> None:
@@ -136,7 +136,7 @@ class _CalibrationReader:
         pass
 
 
-def _preprocessed(ctx: BuildContext, out: Path) -> Path:
+def preprocessed(ctx: BuildContext, out: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     ctx.progress("quant_pre_process (shape inference, graph optimization)")
@@ -216,13 +216,13 @@ def _quantize_static(ctx: BuildContext, out: Path, exclude: list[str]) -> dict:
     op_types = static_op_types(fp32_path(ctx))
     if op_types:
         ctx.progress(f"attention graph: quantizing {', '.join(op_types)} only")
-    pre = _preprocessed(ctx, out)
+    pre = preprocessed(ctx, out)
     try:
         ctx.progress(f"calibrating on {len(next(iter(ctx.dataset.calib_inputs.values())))} samples (MinMax)")
         quantize_static(
             str(pre),
             str(out / "model.onnx"),
-            _CalibrationReader(ctx),
+            CalibrationReader(ctx),
             quant_format=QuantFormat.QDQ,
             # U8S8: uint8 activations, int8 weights. With S8S8, onnxruntime 1.32's CPU provider
             # left half of MiniLM's quantized MatMuls as DequantizeLinear + float MatMul:

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from harness.artifacts import BuiltModel
-from harness.data import batches
 from harness.quantize.base import BuildContext, Recipe
-from harness.quantize.onnxruntime import CALIBRATION_BATCH, describe, fp32_path
+from harness.quantize.onnxruntime import CALIBRATION_BATCH, CalibrationReader, describe, fp32_path, preprocessed
 
 if TYPE_CHECKING:
     from harness.models.spec import ModelSpec
@@ -51,28 +50,14 @@ def build_fp32_graph(ctx: BuildContext, out: Path) -> BuiltModel:
     return describe(out / "model.onnx", {"graph": "fp32 (TensorRT chooses fp16 kernels)"})
 
 
-class _Calibration:
-    def __init__(self, ctx: BuildContext) -> None:
-        self._batches = iter(list(batches(ctx.dataset.calib_inputs, CALIBRATION_BATCH)))
-
-    def get_next(self):
-        return next(self._batches, None)
-
-    def rewind(self) -> None:
-        pass
-
-
 def build_symmetric_qdq(ctx: BuildContext, out: Path) -> BuiltModel:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    pre = out / "preprocessed.onnx.tmp"
-    ctx.progress("quant_pre_process (shape inference, graph optimization)")
-    quant_pre_process(str(fp32_path(ctx)), str(pre))
+    pre = preprocessed(ctx, out)
     try:
         ctx.progress(f"calibrating on {len(next(iter(ctx.dataset.calib_inputs.values())))} samples (MinMax, symmetric)")
         quantize_static(
-            str(pre), str(out / "model.onnx"), _Calibration(ctx),
+            str(pre), str(out / "model.onnx"), CalibrationReader(ctx),
             quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             per_channel=True, calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
