@@ -105,6 +105,10 @@ def test_target_columns(runs):
     assert run_json["target"]["kind"] == "ssh"
     assert run_json["target"]["facts"]["ssh"].startswith("root@127.0.0.1:") or "@127.0.0.1:" in run_json["target"]["facts"]["ssh"]
     assert run_json["target"]["facts"]["runtimes"]["onnxruntime"] == importlib.metadata.version("onnxruntime")
+    # the device's CPU flags, read on the device (recipes such as torch fp16 check them)
+    from harness.runner import system
+
+    assert run_json["target"]["facts"]["cpu_flags"] == system.cpu_flags() != ""
 
 
 def test_second_run_uploads_nothing(runs):

@@ -32,21 +32,10 @@ HALF_FLAGS: dict[str, tuple[str, ...]] = {"x86": ("avx512_fp16", "amx_fp16"), "a
 
 # -- applicability --------------------------------------------------------------------------
 def cpu_flags(target: "TargetInfo") -> Optional[set[str]]:
-    """The target's CPU flags: its facts when it reports them, /proc/cpuinfo for the local target."""
+    """The target's CPU flags, from its facts (runner.system.describe() on the local machine and,
+    through runner.facts, on ssh devices); None when it reports none."""
     flags = target.facts.get("cpu_flags")
-    if flags:
-        return set(flags.split() if isinstance(flags, str) else flags)
-    if target.kind != "local":
-        return None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.split())
-    except OSError:
-        pass
-    return None
+    return set(flags.split()) if flags else None
 
 
 def half_applicable(spec: ModelSpec, target: "TargetInfo") -> Optional[str]:

@@ -14,15 +14,28 @@ def peak_rss_mb() -> float:
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
-def cpu_model() -> str:
+def _cpuinfo_value(*keys: str) -> str:
+    """The first /proc/cpuinfo value under any of `keys` ('' when none or unreadable)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware"):
+                if key.strip() in keys:
                     return value.strip()
     except OSError:
         pass
+    return ""
+
+
+def cpu_flags() -> str:
+    """The CPU's feature flags, space-separated (x86 `flags`, ARM `Features`); '' if unknown."""
+    return _cpuinfo_value("flags", "Features")
+
+
+def cpu_model() -> str:
+    model = _cpuinfo_value("model name", "Model", "Hardware")
+    if model:
+        return model
     try:  # arm64 boards without a model line in /proc/cpuinfo (Jetson): the device tree names the board
         with open("/proc/device-tree/model") as f:
             model = f.read().strip().strip("\x00")
@@ -66,4 +79,5 @@ def describe() -> dict:
         "cpu_model": cpu_model(),
         "logical_cores": os.cpu_count(),
         "physical_cores": physical_cores(),
+        "cpu_flags": cpu_flags(),  # what recipes check (e.g. float16 arithmetic) on any target
     }
