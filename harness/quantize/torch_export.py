@@ -169,13 +169,20 @@ def save_exported(module, ctx: BuildContext, out: Path, *, what: str, load: Load
     path = out / "model.pt2"
     torch.export.save(program, str(path))
     loaded = torch.export.load(str(path)).module()
+    return _saved(module, loaded, path, ctx, tolerance, tuple(runtime_requires), dict(notes or {}, torch_load=load.as_note()))
+
+
+def _saved(module, loaded, path: Path, ctx: BuildContext, tolerance: float, runtime_requires: tuple,
+           facts: dict) -> BuiltModel:
+    """The BuiltModel of a saved torch artifact, once the reloaded file matches the module."""
+    import torch
+
     max_abs = _parity(module, loaded, ctx, tolerance)
     with torch.inference_mode():
         outputs = _flat_outputs(loaded(*example_inputs(ctx)))
-    facts = dict(notes or {})
-    facts.update(torch_load=load.as_note(), saved_max_abs_diff=max_abs, tensor_bytes=tensor_bytes(path))
+    facts.update(saved_max_abs_diff=max_abs, tensor_bytes=tensor_bytes(path))
     return BuiltModel(path.name, _tensor_specs(ctx.dataset.input_names, example_inputs(ctx)),
-                      _tensor_specs(_output_names(len(outputs)), outputs), "torch", tuple(runtime_requires), facts)
+                      _tensor_specs(_output_names(len(outputs)), outputs), "torch", runtime_requires, facts)
 
 
 def save_torchscript(module, ctx: BuildContext, out: Path, *, what: str, load: LoadSpec,
@@ -198,10 +205,4 @@ def save_torchscript(module, ctx: BuildContext, out: Path, *, what: str, load: L
     path = out / "model.pt"
     torch.jit.save(scripted, str(path))
     loaded = torch.jit.load(str(path))
-    max_abs = _parity(module, loaded, ctx, tolerance)
-    with torch.inference_mode():
-        outputs = _flat_outputs(loaded(*example_inputs(ctx)))
-    facts = dict(notes or {})
-    facts.update(torch_load=load.as_note(), torchscript=how, saved_max_abs_diff=max_abs, tensor_bytes=tensor_bytes(path))
-    return BuiltModel(path.name, _tensor_specs(ctx.dataset.input_names, example_inputs(ctx)),
-                      _tensor_specs(_output_names(len(outputs)), outputs), "torch", (), facts)
+    return _saved(module, loaded, path, ctx, tolerance, (), dict(notes or {}, torch_load=load.as_note(), torchscript=how))
