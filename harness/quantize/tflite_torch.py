@@ -16,6 +16,7 @@ import os
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -116,30 +117,32 @@ def _signature_dtypes(content: bytes) -> dict[str, np.dtype]:
     return {name: np.dtype(d["dtype"]) for name, d in details.items()}
 
 
-def _calibration(ctx: BuildContext) -> dict:
+def _calibration(ctx: BuildContext, float_model: bytes) -> dict:
     """ai-edge-quantizer's calibration data: signature -> list of feeds, one sample each."""
     calib = ctx.dataset.calib_inputs
     names = _signature_inputs(ctx)
-    dtypes = _signature_dtypes(fp32_content(ctx))
+    dtypes = _signature_dtypes(float_model)
     n = len(next(iter(calib.values())))
     return {"serving_default": [{names[k]: np.ascontiguousarray(v[i:i + 1], dtype=dtypes[names[k]]) for k, v in calib.items()}
                                 for i in range(n)]}
 
 
-def _quantize(ctx: BuildContext, what: str, configure) -> tuple[bytes, bytes]:
-    """Run ai-edge-quantizer on the fp32 artifact; `configure(quantizer)` sets the recipe."""
+def _quantize(ctx: BuildContext, what: str, configure, float_model: Optional[bytes] = None) -> bytes:
+    """Run ai-edge-quantizer on the fp32 artifact (its bytes, when the caller has read them);
+    `configure(quantizer)` sets the recipe."""
     from ai_edge_quantizer import quantizer as aeq
 
-    float_model = fp32_content(ctx)
+    float_model = float_model or fp32_content(ctx)
     q = aeq.Quantizer(float_model)
     configure(q)
     calibration = None
     if q.need_calibration:
-        ctx.progress(f"ai-edge-quantizer {what}: calibrating on {len(_calibration(ctx)['serving_default'])} samples")
-        calibration = q.calibrate(_calibration(ctx), num_threads=1)
+        data = _calibration(ctx, float_model)
+        ctx.progress(f"ai-edge-quantizer {what}: calibrating on {len(data['serving_default'])} samples")
+        calibration = q.calibrate(data, num_threads=1)
     ctx.progress(f"ai-edge-quantizer {what}")
     result = q.quantize(calibration, enable_progress_report=False)
-    return float_model, bytes(result.quantized_model)
+    return bytes(result.quantized_model)
 
 
 def _load(recipe_fn):
@@ -151,7 +154,7 @@ def _load(recipe_fn):
 def build_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
     from ai_edge_quantizer import recipe
 
-    _, content = _quantize(ctx, "dynamic_wi8_afp32", _load(recipe.dynamic_wi8_afp32))
+    content = _quantize(ctx, "dynamic_wi8_afp32", _load(recipe.dynamic_wi8_afp32))
     return _write(ctx, out, content, {"weights": "int8 per-channel", "activations": "float, quantized at run time"})
 
 
@@ -159,7 +162,7 @@ def build_dynamic_legacy(ctx: BuildContext, out: Path) -> BuiltModel:
     """Like TFLiteConverter's dynamic range: weight tensors under 1,024 elements stay float."""
     from ai_edge_quantizer import recipe
 
-    _, content = _quantize(ctx, "dynamic_legacy_wi8_afp32", _load(recipe.dynamic_legacy_wi8_afp32))
+    content = _quantize(ctx, "dynamic_legacy_wi8_afp32", _load(recipe.dynamic_legacy_wi8_afp32))
     return _write(ctx, out, content, {"weights": "int8 per-channel where >= 1024 elements, else float",
                                       "activations": "float, quantized at run time"})
 
@@ -171,7 +174,7 @@ def build_fp16(ctx: BuildContext, out: Path) -> BuiltModel:
         for op in FP16_OPS:
             q.add_weight_only_config(".*", qtyping.TFLOperationName(op), 16, algorithm_key="float_casting")
 
-    _, content = _quantize(ctx, "float_casting (float16 weights)", configure)
+    content = _quantize(ctx, "float_casting (float16 weights)", configure)
     return _write(ctx, out, content, {"weights": "float16", "compute": "float32 (weights dequantized)"})
 
 
@@ -197,8 +200,9 @@ def _static(base: list[dict], float_model: bytes):
 def build_static(ctx: BuildContext, out: Path) -> BuiltModel:
     from ai_edge_quantizer import recipe
 
-    configure, covers = _static(recipe.static_wi8_ai8(), fp32_content(ctx))
-    _, content = _quantize(ctx, f"static_wi8_ai8 on {covers}", configure)
+    float_model = fp32_content(ctx)
+    configure, covers = _static(recipe.static_wi8_ai8(), float_model)
+    content = _quantize(ctx, f"static_wi8_ai8 on {covers}", configure, float_model)
     io = "int8" if covers == "every supported op" else "as fp32 (only the covered ops are int8)"
     return _write(ctx, out, content, {"weights": "int8 per-channel", "activations": "int8", "io": io, "quantized_ops": covers})
 
@@ -206,7 +210,7 @@ def build_static(ctx: BuildContext, out: Path) -> BuiltModel:
 def build_int16x8(ctx: BuildContext, out: Path) -> BuiltModel:
     from ai_edge_quantizer import recipe
 
-    _, content = _quantize(ctx, "static_wi8_ai16", _load(recipe.static_wi8_ai16))
+    content = _quantize(ctx, "static_wi8_ai16", _load(recipe.static_wi8_ai16))
     return _write(ctx, out, content, {"weights": "int8 per-channel", "activations": "int16", "io": "int16"})
 
 
@@ -215,9 +219,10 @@ def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
     config wins in ai-edge-quantizer's recipe; ops are matched on their output names)."""
     from ai_edge_quantizer import qtyping, recipe
 
-    kept = resolve_layers(fp32_content(ctx), ctx.keep_float)
+    float_model = fp32_content(ctx)
+    kept = resolve_layers(float_model, ctx.keep_float)
     scopes = ["^" + re.escape(op.scope) + "$" for op in kept]
-    static, covers = _static(recipe.static_wi8_ai8(), fp32_content(ctx))
+    static, covers = _static(recipe.static_wi8_ai8(), float_model)
 
     def configure(q):
         static(q)
@@ -225,7 +230,7 @@ def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
             q.update_quantization_recipe(scope, qtyping.TFLOperationName.ALL_SUPPORTED, qtyping.OpQuantizationConfig(),
                                          algorithm_key="no_quantize")
 
-    float_model, content = _quantize(ctx, f"static_wi8_ai8 with {len(kept)} ops kept float", configure)
+    content = _quantize(ctx, f"static_wi8_ai8 with {len(kept)} ops kept float", configure, float_model)
     facts = check_kept_float(float_model, content, kept, "ai-edge-quantizer(no_quantize)")
     return _write(ctx, out, content, {"layers": list(ctx.keep_float) or "first and last weighted op",
                                       "no_quantize_scopes": scopes, "quantized_ops": covers, **facts})
