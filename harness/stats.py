@@ -8,7 +8,7 @@ PERCENTILES = (50, 90, 95, 99)
 
 
 def latency_stats(latencies_ms, batch_size: int = 1) -> dict[str, float]:
-    """mean, std (sample), min, p50/p90/p95/p99, max, IQR/median and throughput.
+    """mean, std (sample; NaN for a single latency), min, p50/p90/p95/p99, max, IQR/median and throughput.
 
     Percentiles use numpy's default linear interpolation. Throughput is inferences
     (samples) per second over the time actually spent inside timed calls.
@@ -19,7 +19,8 @@ def latency_stats(latencies_ms, batch_size: int = 1) -> dict[str, float]:
     p25, p50, p75 = np.percentile(lat, [25, 50, 75])
     stats = {
         "latency_mean_ms": float(lat.mean()),
-        "latency_std_ms": float(lat.std(ddof=1)) if lat.size > 1 else 0.0,
+        # The sample standard deviation of one latency is undefined, not zero.
+        "latency_std_ms": float(lat.std(ddof=1)) if lat.size > 1 else float("nan"),
         "latency_min_ms": float(lat.min()),
         "latency_max_ms": float(lat.max()),
         "iqr_over_median": float((p75 - p25) / p50) if p50 > 0 else float("nan"),

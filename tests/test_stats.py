@@ -34,3 +34,9 @@ def test_noise_flag_threshold():
 def test_empty_latencies_are_an_error():
     with pytest.raises(ValueError):
         latency_stats([])
+
+
+def test_a_single_latency_has_no_standard_deviation():
+    s = latency_stats([2.5])
+    assert np.isnan(s["latency_std_ms"])  # undefined, not 0.0 (which would claim a perfectly steady case)
+    assert s["latency_p50_ms"] == s["latency_mean_ms"] == 2.5

@@ -91,7 +91,8 @@ def run(config: dict) -> dict:
     bench_feed = session.prepare({k: v[:batch_size] for k, v in data.items()})
     first_ms = measure.clock_ms(lambda: session.run(bench_feed))
     call = lambda: session.run(bench_feed)  # noqa: E731 - the exact call the loop times
-    warmup_runs = measure.warmup(call, int(config.get("warmup_runs", 10)), float(config.get("warmup_s", 0.2)))
+    warmup_runs = measure.warmup(call, int(config.get("warmup_runs", 10)), float(config.get("warmup_s", 0.2)),
+                                 max_s=float(config["max_duration_s"]))
     requested_s = float(config["min_duration_s"])
     min_s, max_s = requested_s, float(config["max_duration_s"])
     window_s, why = sensors.min_window(found, sensing.get("settings", {}))

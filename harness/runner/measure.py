@@ -7,7 +7,7 @@ latency is kept; statistics are computed on the host.
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -18,20 +18,25 @@ def clock_ms(fn: Callable[[], object]) -> float:
     return (time.perf_counter_ns() - start) / 1e6
 
 
-def timed_loop(call: Callable[[], object], min_runs: int, min_duration_s: float, max_duration_s: float) -> dict:
+def timed_loop(call: Callable[[], object], min_runs: int, min_duration_s: float, max_duration_s: float,
+               clock: Callable[[], int] = time.perf_counter_ns) -> dict:
+    """Call `call` until it ran at least `min_runs` times AND for at least `min_duration_s`,
+    or until `max_duration_s` passed (then `valid` is False). Only the call is between the
+    two clock reads of a latency; the bookkeeping happens outside them. `clock` returns
+    nanoseconds (tests pass a deterministic one)."""
     latencies: List[float] = []
-    perf = time.perf_counter_ns
-    begin = perf()
+    append = latencies.append
+    begin = clock()
     min_ns, max_ns = int(min_duration_s * 1e9), int(max_duration_s * 1e9)
     while True:
-        start = perf()
+        start = clock()
         call()
-        end = perf()
-        latencies.append((end - start) / 1e6)
+        end = clock()
+        append((end - start) / 1e6)
         elapsed = end - begin
         if (len(latencies) >= min_runs and elapsed >= min_ns) or elapsed >= max_ns:
             break
-    duration_s = (perf() - begin) / 1e9
+    duration_s = (clock() - begin) / 1e9
     return {
         "latencies_ms": latencies,
         "n_runs": len(latencies),
@@ -41,10 +46,17 @@ def timed_loop(call: Callable[[], object], min_runs: int, min_duration_s: float,
     }
 
 
-def warmup(call: Callable[[], object], runs: int, min_s: float) -> int:
+def warmup(call: Callable[[], object], runs: int, min_s: float, max_s: Optional[float] = None,
+           clock: Callable[[], int] = time.perf_counter_ns) -> int:
+    """Untimed calls: at least `runs` AND at least `min_s` seconds, but never past `max_s`
+    (a model that takes seconds per call would otherwise warm up for minutes). Returns the count."""
     done = 0
-    deadline = time.perf_counter() + min_s
-    while done < runs or time.perf_counter() < deadline:
+    begin = clock()
+    min_ns = int(min_s * 1e9)
+    max_ns = None if max_s is None else int(max_s * 1e9)
+    while done < runs or clock() - begin < min_ns:
+        if max_ns is not None and done and clock() - begin >= max_ns:
+            break
         call()
         done += 1
     return done
