@@ -5,6 +5,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import pandas as pd
 
+from harness.metrics import accuracy_loss, direction_text, row_higher_is_better
 from harness.values import formatted, number
 from harness.vocabulary import FRAMEWORKS, MODES
 
@@ -14,7 +15,7 @@ OUTCOME = ["status", "reason"]
 LATENCY = ["init_ms", "first_ms", "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_p50_ms",
            "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms", "n_runs", "duration_s",
            "iqr_over_median", "noisy", "valid", "throughput_ips"]
-ACCURACY = ["metric", "accuracy", "accuracy_delta", "accuracy_budget", "within_budget"]
+ACCURACY = ["metric", "higher_is_better", "accuracy", "accuracy_delta", "accuracy_budget", "within_budget"]
 SIZE_MEMORY = ["size_bytes", "size_ratio", "peak_rss_mb", "gpu_mem_mb"]
 POWER = ["power_source", "idle_power_w", "power_mean_w", "energy_mj_per_inf", "throttled", "temp_before_c", "temp_after_c"]
 COMPARISON = ["speedup"]
@@ -37,15 +38,36 @@ def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[
     return None if top is None or bottom is None or bottom == 0 else top / bottom
 
 
-def compare_to_baseline(row: dict[str, Any], baseline: Optional[Mapping[str, Any]], higher_is_better: bool = True) -> None:
+def compare_to_baseline(row: dict[str, Any], baseline: Optional[Mapping[str, Any]]) -> None:
     """Fill speedup, size_ratio and accuracy_delta against the fp32 row of the same
-    framework, target, model and batch size."""
+    framework, target, model and batch size. accuracy_delta is the plain difference
+    (this - fp32) whatever the metric's direction; judging it is `budget_loss`'s job."""
     if baseline is None or baseline.get("status") != "ok":
         return
     row["speedup"] = ratio(baseline.get("latency_p50_ms"), row.get("latency_p50_ms"))
     row["size_ratio"] = ratio(row.get("size_bytes"), baseline.get("size_bytes"))
     if row.get("accuracy") is not None and baseline.get("accuracy") is not None:
         row["accuracy_delta"] = float(row["accuracy"]) - float(baseline["accuracy"])
+
+
+def budget_loss(row: Mapping[str, Any]) -> Optional[float]:
+    """Accuracy points this row lost vs its fp32, in the metric's direction (positive = worse)."""
+    delta = number(row.get("accuracy_delta"))
+    if delta is None:
+        return None
+    return accuracy_loss(delta, 0.0, row_higher_is_better(row))
+
+
+def budget_verdict(row: Mapping[str, Any]) -> str:
+    """'over budget: -4.80 pts > 1.0' for a row over its accuracy budget, else ''.
+    The sign is the row's delta_pts; the comparison is the loss in the metric's direction."""
+    if row.get("status") != "ok" or row.get("within_budget") is not False:
+        return ""
+    loss, delta, budget = budget_loss(row), number(row.get("accuracy_delta")), number(row.get("accuracy_budget"))
+    if loss is None or budget is None:
+        return "over budget"
+    lower = "" if row_higher_is_better(row) else " (lower is better)"
+    return f"over budget: {100 * delta:+.2f} pts{lower}, a loss of {loss:.2f} > {budget:g}"
 
 
 def frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -72,8 +94,9 @@ def comparison_table(df: pd.DataFrame, reason_width: int = 70) -> str:
     for _, r in _order(df).iterrows():
         delta = r["accuracy_delta"]
         reason = str(r["reason"] or "")
-        if r["status"] == "ok" and r.get("within_budget") is False:
-            reason = "over accuracy budget"
+        verdict = budget_verdict(r)
+        if verdict:
+            reason = verdict
         flags = "".join(flag for flag, on in (("~", r.get("noisy") is True), ("!", r.get("valid") is False)) if on)
         lines.append({
             "model": r["model"], "target": r["target"], "framework": r["framework"], "mode": r["mode"],
@@ -86,5 +109,11 @@ def comparison_table(df: pd.DataFrame, reason_width: int = 70) -> str:
             "reason": reason[:reason_width] + ("..." if len(reason) > reason_width else ""),
         })
     table = pd.DataFrame(lines).to_string(index=False)
-    legend = "p50 flags: ~ noisy (IQR/median >= 0.10), ! minimums not met. size: artifact bytes / fp32. delta_pts: accuracy points vs fp32."
+    metrics = {}
+    for r in df.to_dict("records"):
+        if isinstance(r.get("metric"), str):
+            metrics.setdefault(r["metric"], direction_text(row_higher_is_better(r)))
+    legend = ("p50 flags: ~ noisy (IQR/median >= 0.10), ! minimums not met. size: artifact bytes / fp32. "
+              "delta_pts: 100 x (accuracy - fp32 accuracy)"
+              + (f"; accuracy is {', '.join(f'{m} ({d})' for m, d in metrics.items())}." if metrics else "."))
     return table + "\n" + legend

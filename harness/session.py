@@ -21,7 +21,7 @@ from harness import report
 from harness.artifacts import ArtifactCache
 from harness.data import Dataset, resolve_data
 from harness.device_columns import fill_device_columns
-from harness.metrics import Metric, resolve_metric
+from harness.metrics import Metric, accuracy_loss, resolve_metric
 from harness.progress import Progress, silent
 from harness.quantize import BuildContext, NotApplicable, fp32_recipe
 from harness.stats import latency_stats
@@ -184,12 +184,13 @@ class BenchSession:
 
     def _row(self, case: Case) -> dict[str, Any]:
         info = self.target_info
+        metric = resolve_metric(case.model.metric)
         return report.new_row(
             run_id=self.run_id, case_id=case.case_id, started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             suite=case.suite, model=case.model.name, framework=case.framework, mode=case.mode,
             recipe=case.recipe.name if case.recipe else None, target=info.name, target_kind=info.kind,
             profile=info.profile, device=info.device, batch_size=case.batch_size, threads=self.threads,
-            metric=resolve_metric(case.model.metric).name, accuracy_budget=case.budget,
+            metric=metric.name, higher_is_better=metric.higher_is_better, accuracy_budget=case.budget,
             power_source=f"none: no power sensor is sampled on {info.kind} target {info.name} (profile {info.profile})",
         )
 
@@ -299,7 +300,7 @@ class BenchSession:
         if baseline is None or baseline.get("accuracy") is None:
             row["within_budget"] = None
             return
-        loss_points = 100.0 * (float(baseline["accuracy"]) - float(row["accuracy"]))
+        loss_points = accuracy_loss(row["accuracy"], baseline["accuracy"], bool(row["higher_is_better"]))
         row["within_budget"] = bool(loss_points <= case.budget + 1e-9)
 
     # -- what a test asserts --------------------------------------------------------------
@@ -313,8 +314,9 @@ class BenchSession:
                 why = baseline["reason"] if baseline else "no fp32 baseline"
                 return f"{case.case_id}: accuracy budget {case.budget} points cannot be checked: fp32 baseline failed ({why})"
             if not row["within_budget"]:
-                loss = 100.0 * (baseline["accuracy"] - row["accuracy"])
-                return (f"{case.case_id}: accuracy {row['accuracy']:.4f} vs fp32 {baseline['accuracy']:.4f} "
+                loss = accuracy_loss(row["accuracy"], baseline["accuracy"], bool(row["higher_is_better"]))
+                lower = "" if row["higher_is_better"] else f" ({row['metric']}: lower is better)"
+                return (f"{case.case_id}: accuracy {row['accuracy']:.4f} vs fp32 {baseline['accuracy']:.4f}{lower} "
                         f"loses {loss:.2f} points, over the {case.mode} budget of {case.budget} points")
         return None
 

@@ -48,7 +48,12 @@ def test_a_run_made_slower_regresses_on_latency_only(runs, tmp_path):
     assert lat["p_value"] < 1e-6 and lat["change"] == pytest.approx(0.5, rel=1e-9)
     for other in ("accuracy", "size_bytes", "peak_rss_mb"):
         assert verdicts[other]["verdict"] == SAME
-    assert "energy_mj_per_inf" not in verdicts  # not measured on this machine: nothing to judge
+    # energy is judged only where this machine measured it (RAPL as root on bare metal), and the
+    # copy keeps the real figure: the same either way
+    measured = _case(runs[0], QDQ)[0].get("energy_mj_per_inf") is not None
+    assert ("energy_mj_per_inf" in verdicts) == measured
+    if measured:
+        assert verdicts["energy_mj_per_inf"]["verdict"] == SAME
     faster = _judge(slower, runs[0], QDQ)["latency_p50_ms"]
     assert faster["verdict"] == IMPROVEMENT and faster["change"] == pytest.approx(1 / 1.5 - 1)
 
@@ -106,9 +111,10 @@ def test_noisy_timing_is_flagged_not_judged_but_accuracy_still_is(runs, tmp_path
 def test_accuracy_size_memory_and_energy_thresholds(runs, tmp_path):
     row, _ = _case(runs[0], QDQ)
     acc, size, rss = row["accuracy"], row["size_bytes"], row["peak_rss_mb"]
+    fp32_acc = _case(runs[0], FP32)[0]["accuracy"]  # each case's own accuracy: the two need not be equal
     changed = derive_run(runs[0], tmp_path, "cols", scale=1.0, columns={
         QDQ: {"accuracy": acc - 0.006, "size_bytes": int(size * 1.2), "peak_rss_mb": rss * 0.8, "energy_mj_per_inf": 2.2},
-        FP32: {"accuracy": acc - 0.004}}, label="accuracy -0.6/-0.4 pts, size x1.2, RSS x0.8, energy 2.2 mJ")
+        FP32: {"accuracy": fp32_acc - 0.004}}, label="accuracy -0.6/-0.4 pts, size x1.2, RSS x0.8, energy 2.2 mJ")
     with_energy = derive_run(runs[0], tmp_path, "energy", scale=1.0, columns={QDQ: {"energy_mj_per_inf": 2.0}},
                              label="energy 2.0 mJ")
     v = _judge(with_energy, changed, QDQ)

@@ -21,6 +21,7 @@ from harness.history.gates import Gates
 from harness.history.recommend import DEFAULT_MAX_DROP, Recommendation, recommend
 from harness.history.regress import IMPROVEMENT, KEY, REGRESSION, case_key, current_rows, format_change, format_p
 from harness.history.stepdetect import detect_steps
+from harness.metrics import direction_text, row_higher_is_better
 from harness.values import formatted, number
 
 CSS = """
@@ -101,7 +102,10 @@ def _latest_table(rows: pd.DataFrame) -> str:
                     formatted(r.get("size_ratio"), ".2f"), formatted(r.get("peak_rss_mb"), ".1f"),
                     formatted(r.get("energy_mj_per_inf"), ".4g"), _e(r["run_id"]),
                     _e(str(r.get("reason") or "")[:100])])
-    return _table(["framework", "mode", "recipe", "status", "p50 ms", "speedup", "accuracy", "Δ pts", "size vs fp32",
+    metrics = sorted({f"{r['metric']}, {direction_text(row_higher_is_better(r))}" for r in rows.to_dict("records")
+                      if isinstance(r.get("metric"), str)})
+    accuracy = f"accuracy ({'; '.join(metrics)})" if metrics else "accuracy"
+    return _table(["framework", "mode", "recipe", "status", "p50 ms", "speedup", accuracy, "Δ pts vs fp32", "size vs fp32",
                    "peak RSS MB", "mJ/inf", "run", "reason"], out, numeric={4, 5, 6, 7, 8, 9, 10})
 
 

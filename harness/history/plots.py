@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from harness.history.recommend import Recommendation
 from harness.history.stepdetect import REGRESSION, Step, levels
+from harness.metrics import direction_text, row_higher_is_better
 from harness.values import number
 
 FRAMEWORK_COLORS = {"torch": "#d62728", "onnxruntime": "#1f77b4", "tflite": "#ff7f0e"}
@@ -45,19 +46,21 @@ def pareto(rows: pd.DataFrame, rec: Recommendation, path: Path) -> Path:
         ax.scatter(r["latency_p50_ms"], r["accuracy"], s=60, color=_color(r["framework"]),
                    marker=MODE_MARKERS.get(r["mode"], "o"), edgecolors="black", linewidths=0.5, zorder=3,
                    label=f"{r['framework']} {r['mode']}")
-    front, best = [], -math.inf  # fastest-first; a point is on the frontier if nothing faster is as accurate
-    for r in ok.sort_values(["latency_p50_ms", "accuracy"], ascending=[True, False]).to_dict("records"):
-        if r["accuracy"] > best:
+    higher = row_higher_is_better(ok.iloc[0].to_dict())
+    sign = 1.0 if higher else -1.0  # accuracy x sign: larger is better either way
+    front, best = [], -math.inf  # fastest-first; a point is on the frontier if nothing faster is as good
+    for r in ok.sort_values(["latency_p50_ms", "accuracy"], ascending=[True, not higher]).to_dict("records"):
+        if sign * r["accuracy"] > best:
             front.append((r["latency_p50_ms"], r["accuracy"]))
-            best = r["accuracy"]
+            best = sign * r["accuracy"]
     xs, ys = zip(*front)
     ax.step(xs, ys, where="post", color="#555555", linestyle="--", linewidth=1, label="Pareto frontier", zorder=2)
     for fw, group in ok.groupby("framework"):
         base = group[group["mode"] == "fp32"]
         if len(base):
-            line = float(base["accuracy"].iloc[0]) - rec.max_drop / 100.0
+            line = float(base["accuracy"].iloc[0]) - sign * rec.max_drop / 100.0
             ax.axhline(line, color=_color(str(fw)), linestyle=":", linewidth=1,
-                       label=f"{fw} fp32 - {rec.max_drop:g} pts (budget)")
+                       label=f"{fw} fp32 {'-' if higher else '+'} {rec.max_drop:g} pts (budget)")
     if rec.choice is not None:
         r = rec.choice.row
         ax.scatter(r["latency_p50_ms"], r["accuracy"], s=420, facecolors="none", edgecolors="#2ca02c", linewidths=2.5,
@@ -66,7 +69,7 @@ def pareto(rows: pd.DataFrame, rec: Recommendation, path: Path) -> Path:
     if p50.max() / max(p50.min(), 1e-12) > 10:
         ax.set_xscale("log")
     ax.set_xlabel("p50 latency (ms), lower is better")
-    ax.set_ylabel(f"accuracy ({ok['metric'].iloc[0]}), higher is better")
+    ax.set_ylabel(f"accuracy ({ok['metric'].iloc[0]}), {direction_text(higher)}")
     ax.set_title(f"{rec.model}, batch {rec.batch_size} on {rec.target}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)

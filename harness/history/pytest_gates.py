@@ -67,12 +67,6 @@ _STATE = pytest.StashKey()
 _PRESET = pytest.StashKey()
 
 
-def _higher_is_better(metric: str) -> bool:
-    from harness.metrics import METRICS
-
-    return METRICS[metric].higher_is_better if metric in METRICS else True
-
-
 class HistoryGate:
     """One per session: judges cases against the baseline and records the run at the end."""
 
@@ -122,7 +116,7 @@ class HistoryGate:
     def _judge(self, rows: pd.DataFrame) -> pd.DataFrame:
         from harness.history.regress import compare
 
-        return compare(rows, self.baseline, self.gates, self._new_latencies, self._old_latencies, _higher_is_better)
+        return compare(rows, self.baseline, self.gates, self._new_latencies, self._old_latencies)
 
     def check(self, case, row: Mapping[str, Any]) -> Optional[str]:
         """Why this case's test fails against the baseline, or None."""

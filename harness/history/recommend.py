@@ -15,6 +15,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from harness.history.regress import current_rows
+from harness.metrics import accuracy_loss, row_higher_is_better
 from harness.stats import NOISE_THRESHOLD
 from harness.values import number
 
@@ -86,8 +87,10 @@ def _judge(row: dict[str, Any], max_drop: float) -> tuple[bool, str]:
     delta = number(row.get("accuracy_delta"))
     if delta is None:
         return False, "no accuracy comparison with fp32 (the fp32 baseline of this framework failed or was not run)"
-    drop = -100.0 * delta
-    text = f"accuracy {row['accuracy']:.4f} ({-drop:+.2f} pts vs fp32, budget {max_drop:g})"
+    higher = row_higher_is_better(row)
+    drop = accuracy_loss(delta, 0.0, higher)  # points lost in the metric's direction
+    text = (f"accuracy {row['accuracy']:.4f} ({100 * delta:+.2f} pts vs fp32"
+            f"{'' if higher else ', lower is better'}, budget {max_drop:g})")
     if drop > max_drop + 1e-9:
         return False, f"loses {drop:.2f} accuracy points vs fp32, over the budget of {max_drop:g}"
     return True, text

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from harness.history.gates import Gates
+from harness.metrics import row_higher_is_better
 from harness.values import number, plain
 
 KEY = ("model", "framework", "mode", "recipe", "target", "batch_size")
@@ -185,8 +186,11 @@ def _noise(row: Mapping[str, Any], latencies: Optional[np.ndarray]) -> Optional[
 
 def judge_case(new: Mapping[str, Any], old: Mapping[str, Any], gates: Gates,
                new_latencies: Optional[np.ndarray] = None, old_latencies: Optional[np.ndarray] = None,
-               higher_is_better: bool = True) -> list[dict[str, Any]]:
-    """One verdict per quantity measured on both sides."""
+               higher_is_better: Optional[bool] = None) -> list[dict[str, Any]]:
+    """One verdict per quantity measured on both sides. Accuracy is judged in the metric's
+    direction (default: the new row's `higher_is_better`, see harness.metrics)."""
+    if higher_is_better is None:
+        higher_is_better = row_higher_is_better(new)
     out = []
     noise = {side: _noise(row, lat) for side, row, lat in (("old", old, old_latencies), ("new", new, new_latencies))}
     noisy = [f"{side} IQR/median {v:.3f}" for side, v in noise.items() if v is not None and v >= gates.noise]
@@ -231,8 +235,7 @@ def _significance(new, old, new_lat, old_lat, gates: Gates) -> dict[str, Any]:
 
 
 def compare(new_rows: pd.DataFrame, baseline: Baseline, gates: Callable[[Mapping[str, Any]], Gates] | Gates,
-            new_latencies: Callable[[str], Optional[np.ndarray]], old_latencies: Callable[[Mapping[str, Any]], Optional[np.ndarray]],
-            higher_is_better: Callable[[str], bool] = lambda metric: True) -> pd.DataFrame:
+            new_latencies: Callable[[str], Optional[np.ndarray]], old_latencies: Callable[[Mapping[str, Any]], Optional[np.ndarray]]) -> pd.DataFrame:
     """Verdicts (VERDICT_COLUMNS) for every ok row of a run that has a baseline row."""
     records: list[dict[str, Any]] = []
     for row in new_rows.to_dict("records"):
@@ -242,8 +245,7 @@ def compare(new_rows: pd.DataFrame, baseline: Baseline, gates: Callable[[Mapping
         if old is None:
             continue
         g = gates(row) if callable(gates) else gates
-        records.extend(judge_case(row, old, g, new_latencies(row["case_id"]), old_latencies(old),
-                                  higher_is_better(str(row.get("metric")))))
+        records.extend(judge_case(row, old, g, new_latencies(row["case_id"]), old_latencies(old)))
     return pd.DataFrame(records, columns=VERDICT_COLUMNS)
 
 
