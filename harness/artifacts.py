@@ -3,6 +3,8 @@
 The key hashes everything that decides the artifact's bytes: the model (name, version,
 weights/data fingerprint), the recipe and its parameters, and the versions of the
 libraries that produced it. Same key, same artifact: a second run quantizes nothing.
+Concurrent processes (pytest-xdist workers, parallel runs) asking for the same missing key
+wait for one build: the builder holds a lock file named by the key.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
+
+from harness.locks import file_lock
 
 MANIFEST = "manifest.json"
 
@@ -91,6 +95,14 @@ class ArtifactCache:
         found = self.lookup(key)
         if found is not None:
             return found, False
+        with file_lock(self.root / f".lock-{key}", transient=True):
+            found = self.lookup(key)  # built by another process while this one waited
+            if found is not None:
+                return found, False
+            return self._build(key, key_parts, build, describe), True
+
+    def _build(self, key: str, key_parts: Mapping[str, Any], build: Callable[[Path], BuiltModel],
+               describe: Mapping[str, Any]) -> Artifact:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
@@ -122,9 +134,10 @@ class ArtifactCache:
             try:
                 os.rename(tmp, final)
             except OSError:
-                # Another run finished the same key first; its artifact is identical by construction.
+                # Another run finished the same key first (one not taking the lock, e.g. an
+                # older quantbench); its artifact is identical by construction.
                 shutil.rmtree(tmp, ignore_errors=True)
-            return load_artifact(final), True
+            return load_artifact(final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from harness.artifacts import Artifact, ArtifactCache, BuiltModel, sha256_file
 from harness.data import Dataset
+from harness.locks import FileLock
 from harness.models.spec import ModelContext, ModelSpec
 
 if TYPE_CHECKING:
@@ -113,7 +114,8 @@ class BuildContext:
         if self.spec.torch_factory is None:
             raise NotApplicable(f"model {self.spec.name} has no PyTorch source (it is {', '.join(self.spec.sources) or 'empty'})")
         self.progress("building fp32 torch model")
-        return self.spec.torch_factory(self.model_context)
+        with self._factory_lock("torch"):
+            return self.spec.torch_factory(self.model_context)
 
     @functools.cached_property
     def keras_model(self):
@@ -121,7 +123,13 @@ class BuildContext:
         if self.spec.keras_factory is None:
             raise NotApplicable(f"model {self.spec.name} has no Keras source (it is {', '.join(self.spec.sources) or 'empty'})")
         self.progress("building fp32 Keras model")
-        return self.spec.keras_factory(self.model_context)
+        with self._factory_lock("keras"):
+            return self.spec.keras_factory(self.model_context)
+
+    def _factory_lock(self, source: str) -> FileLock:
+        """Concurrent processes (xdist workers) wait for one factory call: the first trains and
+        caches the weights, the others then load them."""
+        return FileLock(self.model_cache_dir / f".lock-{self.spec.name}-v{self.spec.version}-{source}", transient=True)
 
     @functools.cached_property
     def keras_fingerprint(self) -> str:
