@@ -13,7 +13,7 @@ metric's unit); `accuracy_loss()` turns it into points lost in the metric's dire
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional, TypeVar, Union
 
 import numpy as np
@@ -35,11 +35,23 @@ class Metric:
     companions: tuple["Metric", ...] = ()  # more scores of the same outputs, each recorded in a column of its name
 
     def score(self, outputs: Outputs, labels: Optional[np.ndarray], reference: Optional[Outputs] = None) -> float:
+        value = self.score_or_none(outputs, labels, reference)
+        if value is None:
+            raise ValueError(f"metric {self.name} does not apply to these outputs (e.g. top5 with 5 classes or fewer)")
+        return value
+
+    def score_or_none(self, outputs: Outputs, labels: Optional[np.ndarray], reference: Optional[Outputs] = None) -> Optional[float]:
+        """The score, or None where the metric does not apply (a companion then gets no column)."""
         if self.needs_reference:
             if reference is None:
                 raise ValueError(f"metric {self.name} needs the fp32 reference outputs, and none were measured")
-            return float(self.fn(outputs, labels, reference))
-        return float(self.fn(outputs, labels))
+            value = self.fn(outputs, labels, reference)
+        else:
+            value = self.fn(outputs, labels)
+        return None if value is None else float(value)
+
+    def with_companions(self, *companions: "Metric") -> "Metric":
+        return replace(self, companions=tuple(companions))
 
     @property
     def direction(self) -> str:
@@ -47,7 +59,8 @@ class Metric:
 
     def companion_scores(self, outputs: Outputs, labels: Optional[np.ndarray], reference: Optional[Outputs] = None) -> dict[str, float]:
         """The companions' scores by name: extra columns of the row beside `accuracy`."""
-        return {m.name: m.score(outputs, labels, reference) for m in self.companions}
+        scores = {m.name: m.score_or_none(outputs, labels, reference) for m in self.companions}
+        return {name: value for name, value in scores.items() if value is not None}
 
 
 def direction_text(higher_is_better: bool) -> str:
@@ -63,13 +76,16 @@ def accuracy_loss(value: Any, baseline: Any, higher_is_better: bool = True) -> O
     return 100.0 * ((b - a) if higher_is_better else (a - b))
 
 
-def metric(fn: Optional[F] = None, *, name: Optional[str] = None, higher_is_better: bool = True):
+def metric(fn: Optional[F] = None, *, name: Optional[str] = None, higher_is_better: bool = True,
+           all_outputs: bool = False):
     """Declare a plain metric function's direction (and optionally its column name):
-    `@metric(higher_is_better=False)`. The function is returned unchanged, with the
-    attributes `higher_is_better` and `metric_name` set, which `resolve_metric` reads."""
+    `@metric(higher_is_better=False)`. With `all_outputs=True` the function receives every
+    output by name (a dict of arrays) instead of the first output alone. The function is
+    returned unchanged, with attributes set that `resolve_metric` reads."""
     def mark(f: F) -> F:
         f.higher_is_better = bool(higher_is_better)  # type: ignore[attr-defined]
         f.metric_name = name or getattr(f, "__name__", "custom")  # type: ignore[attr-defined]
+        f.all_outputs = bool(all_outputs)  # type: ignore[attr-defined]
         return f
     return mark(fn) if fn is not None else mark
 
@@ -78,11 +94,77 @@ def _first(outputs: Outputs) -> np.ndarray:
     return next(iter(outputs.values()))
 
 
-def top1(outputs: Outputs, labels: np.ndarray) -> float:
+def _scores(outputs: Outputs, labels: Optional[np.ndarray], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The first output as (n, classes) scores and the labels as integers, checked against each other."""
     if labels is None:
-        raise ValueError("top-1 needs labels (y_eval) in the dataset")
-    logits = _first(outputs)
-    return float(np.mean(np.argmax(logits.reshape(len(labels), -1), axis=1) == labels))
+        raise ValueError(f"{metric} needs labels (y_eval) in the dataset")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{metric} needs one integer class label per evaluation sample; y_eval is {labels.dtype} "
+                         f"of shape {labels.shape}")
+    scores = np.asarray(_first(outputs))
+    if len(scores) != len(labels):
+        raise ValueError(f"{metric}: the model gave {len(scores)} outputs for {len(labels)} labels")
+    return scores.reshape(len(labels), -1), labels
+
+
+def predicted_classes(outputs: Outputs, labels: Optional[np.ndarray], metric: str = "top1") -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, label) per sample: the argmax of the first output."""
+    scores, labels = _scores(outputs, labels, metric)
+    return np.argmax(scores, axis=1), labels
+
+
+def top1(outputs: Outputs, labels: np.ndarray) -> float:
+    predicted, labels = predicted_classes(outputs, labels, "top1")
+    return float(np.mean(predicted == labels))
+
+
+def top5(outputs: Outputs, labels: np.ndarray) -> Optional[float]:
+    """Fraction of samples whose label is among the five highest scores; None (no column)
+    with five classes or fewer, where it is always 1."""
+    scores, labels = _scores(outputs, labels, "top5")
+    if scores.shape[1] <= 5:
+        return None
+    best = np.argpartition(-scores, 5, axis=1)[:, :5]
+    return float(np.mean(np.any(best == labels[:, None], axis=1)))
+
+
+def _macro(which: int, name: str) -> Callable[[Outputs, np.ndarray], float]:
+    """Macro average over the classes present in the labels or the predictions (scikit-learn's
+    precision_recall_fscore_support(average="macro", zero_division=0))."""
+
+    def score(outputs: Outputs, labels: np.ndarray) -> float:
+        from sklearn.metrics import precision_recall_fscore_support
+
+        predicted, labels = predicted_classes(outputs, labels, name)
+        return float(precision_recall_fscore_support(labels, predicted, average="macro", zero_division=0)[which])
+
+    score.__name__ = name
+    return score
+
+
+precision_macro, recall_macro, f1_macro = (_macro(i, n) for i, n in enumerate(("precision_macro", "recall_macro", "f1_macro")))
+
+
+def _errors(outputs: Outputs, labels: Optional[np.ndarray], metric: str) -> np.ndarray:
+    """First output minus the targets (y_eval), same number of values per sample."""
+    if labels is None:
+        raise ValueError(f"{metric} needs targets (y_eval) in the dataset")
+    got = np.asarray(_first(outputs), dtype=np.float64)
+    want = np.asarray(labels, dtype=np.float64)
+    if len(got) != len(want) or got.size != want.size:
+        raise ValueError(f"{metric}: outputs of shape {got.shape} cannot be compared with targets of shape {want.shape}")
+    return got.reshape(len(want), -1) - want.reshape(len(want), -1)
+
+
+def mse(outputs: Outputs, labels: np.ndarray) -> float:
+    """Mean squared error of the first output against y_eval (lower is better)."""
+    return float(np.mean(np.square(_errors(outputs, labels, "mse"))))
+
+
+def mae(outputs: Outputs, labels: np.ndarray) -> float:
+    """Mean absolute error of the first output against y_eval (lower is better)."""
+    return float(np.mean(np.abs(_errors(outputs, labels, "mae"))))
 
 
 def _embeddings(outputs: Outputs, reference: Outputs) -> tuple[np.ndarray, np.ndarray]:
@@ -123,8 +205,19 @@ def nn_agreement(outputs: Outputs, labels: Optional[np.ndarray], reference: Outp
 
 NN_AGREEMENT = Metric("nn_agreement", nn_agreement, needs_reference=True)
 
+# Classification: any one of these as `accuracy`, the others as companion columns of the row.
+_CLASSIFICATION = tuple(Metric(fn.__name__, fn) for fn in (top1, top5, precision_macro, recall_macro, f1_macro))
+# Regression errors: lower is better (budgets, deltas and gates read higher_is_better).
+_ERRORS = tuple(Metric(fn.__name__, fn, higher_is_better=False) for fn in (mse, mae))
+
+
+def _with_the_others(family: tuple[Metric, ...]) -> dict[str, Metric]:
+    return {m.name: m.with_companions(*(o for o in family if o.name != m.name)) for m in family}
+
+
 METRICS: dict[str, Metric] = {
-    "top1": Metric("top1", top1),
+    **_with_the_others(_CLASSIFICATION),
+    **_with_the_others(_ERRORS),
     # Fidelity to fp32 (as MLPerf sets targets relative to the fp32 reference); the accuracy
     # column holds cosine_to_fp32, and the row gets an nn_agreement column beside it.
     "cosine_to_fp32": Metric("cosine_to_fp32", cosine_to_fp32, needs_reference=True, companions=(NN_AGREEMENT,)),
@@ -136,7 +229,8 @@ def resolve_metric(spec: Union[str, Metric, Callable[..., float]]) -> Metric:
     """'top1', a Metric, or a user function `f(first_output, labels) -> float`.
 
     A plain function receives the model's first output as one array (all evaluation
-    samples stacked) and the labels; build a `Metric` to see every output by name. Its
+    samples stacked) and the labels; `@metric(all_outputs=True)` (or a `Metric`) gives it
+    every output by name. Its
     direction is higher-is-better unless declared with `@metric(higher_is_better=False)`.
     """
     if isinstance(spec, Metric):
@@ -150,6 +244,8 @@ def resolve_metric(spec: Union[str, Metric, Callable[..., float]]) -> Metric:
         higher = getattr(spec, "higher_is_better", True)
         if not isinstance(higher, (bool, np.bool_)):
             raise ValueError(f"metric {name}: higher_is_better must be True or False, not {higher!r}")
+        if getattr(spec, "all_outputs", False):
+            return Metric(name, lambda outputs, labels: spec(dict(outputs), labels), higher_is_better=bool(higher))
         return Metric(name, lambda outputs, labels: spec(_first(outputs), labels), higher_is_better=bool(higher))
     raise ValueError(f"metric must be a name, a Metric or a function, not {type(spec).__name__}")
 
