@@ -10,6 +10,7 @@ from typing import Optional
 
 import pytest
 
+from harness import interrupts
 from harness.history import pytest_gates
 from harness.progress import Progress
 from harness.session import DEFAULT_CACHE_DIR, REPO_ROOT, BenchSession, SessionOptions
@@ -43,6 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_TARGET] = inventory[name]
     config.stash[_SESSION] = None
     pytest_gates.configure(config, name)
+    config.add_cleanup(interrupts.raise_on_sigterm())  # SIGTERM stops the run like Ctrl-C: runner killed, report written
 
 
 _TARGET = pytest.StashKey()

@@ -15,6 +15,7 @@ import numpy as np
 from harness.runner import system
 from harness.runner_bundle import stage_runner
 from targets.base import RunnerJob, RunnerOutcome, Target, TargetInfo
+from targets.runner_registry import RunnerRegistry
 
 # Variables that would change what the runner measures if inherited from the host.
 SCRUBBED_ENV = ("TF_USE_LEGACY_KERAS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONPATH")
@@ -44,6 +45,11 @@ def collect(job: RunnerJob, log: str, timed_out_after: float = 0.0) -> RunnerOut
 
 
 class LocalTarget(Target):
+    def __init__(self, config, cache_dir) -> None:
+        super().__init__(config, cache_dir)
+        self.registry = RunnerRegistry(self.cache_dir)
+        self._reaped = False
+
     def environment(self) -> dict:
         """The runner's environment (the cuda target adds CUDA_VISIBLE_DEVICES)."""
         return runner_env(stage_runner(self.cache_dir / "runner"))
@@ -75,6 +81,8 @@ class LocalTarget(Target):
         config_path = job.work_dir / "config.json"
         config_path.write_text(json.dumps(config, indent=1))
         python = self.config.python or sys.executable
+        leftovers = "" if self._reaped else "".join(f"[{self.config.name}] {line}\n" for line in self.registry.reap())
+        self._reaped = True  # once per run: before its first case is timed
         proc = subprocess.Popen(
             [python, "-m", "runner", str(config_path)],
             cwd=job.work_dir,
@@ -82,12 +90,27 @@ class LocalTarget(Target):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            start_new_session=True,  # own process group: a timeout kills the runner and its children
+            start_new_session=True,  # own process group: Ctrl-C does not reach it; we end it ourselves
         )
+        self.registry.add(proc.pid, job.case_id, job.work_dir)
         try:
             log, _ = proc.communicate(timeout=self.config.case_timeout_s)
-            return collect(job, log)
+            return collect(job, leftovers + log)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_group(proc)
             log, _ = proc.communicate()
-            return collect(job, log, timed_out_after=self.config.case_timeout_s)
+            return collect(job, leftovers + log, timed_out_after=self.config.case_timeout_s)
+        except BaseException:  # Ctrl-C, SIGTERM (the plugin raises it), anything else: no runner outlives its run
+            kill_group(proc)
+            proc.wait()
+            raise
+        finally:
+            self.registry.remove(proc.pid)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the runner's process group (the runner and anything it started)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

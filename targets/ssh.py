@@ -223,6 +223,18 @@ class SshTarget(Target):
                                 "".join(log))
         except TargetError as exc:
             return self._failed(str(exc), "".join(log))
+        except BaseException:  # Ctrl-C or SIGTERM on the host: end the runner on the device, then stop
+            if remote_job:
+                self._abort(remote_job)
+            raise
+
+    def _abort(self, remote_job: str) -> None:
+        """Kill a case's runner process group on the device (interrupted run); if the link is
+        down, the next reconnect of this session does it."""
+        try:
+            self.conn.run(f"{kill_command(remote_job)}; rm -rf -- {q(remote_job)}", timeout_s=self.settings.connect_timeout_s)
+        except Exception:  # noqa: BLE001 - a dead link must not hide the interrupt itself
+            self._lost_job = remote_job
 
     def _stage(self, job: RunnerJob, log: list) -> tuple[str, dict]:
         """Ship what the case needs and write its config; returns (remote job dir, config)."""

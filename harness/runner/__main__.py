@@ -12,16 +12,20 @@ post_details() -> facts that need an extra probing run, taken after every figure
 """
 from __future__ import annotations
 
-import importlib
-import json
-import os
-import sys
-import time
-import traceback
+from .phases import Phases
 
-import numpy as np
+PHASES = Phases()  # before the imports below, so that their time is counted too
 
-from . import measure, sensors, system
+import importlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from . import measure, sensors, system  # noqa: E402
 
 # framework -> backend module inside this package (each imports only its own runtime)
 BACKENDS = {
@@ -72,27 +76,33 @@ def _check_inputs(input_specs, data, batch_size: int) -> None:
             )
 
 
-def run(config: dict) -> dict:
+def run(config: dict, phases: Phases = PHASES) -> dict:
     threads = int(config["threads"])
     batch_size = int(config["batch_size"])
     with np.load(config["inputs"], allow_pickle=False) as npz:
         data = {k: npz[k] for k in npz.files}
+    phases.mark("inputs")
     backend_cls = _load_backend(config["framework"], config.get("target", ""))
+    phases.mark("runtime_import")
     # Sensors before the model loads: the NVML probe notes the GPU memory already in use.
     sensing = config.get("sensors") or {}
     found, probes, none_reason = sensors.discover(sensing.get("profile", "generic-linux"), sensing.get("root", "/"),
                                                   sensing.get("settings", {}))
+    phases.mark("sensors")
 
     load_started = time.perf_counter_ns()
     session = backend_cls(config["artifact"], config.get("manifest", {}), threads, config.get("options", {}))
     init_ms = (time.perf_counter_ns() - load_started) / 1e6
     _check_inputs(session.input_specs, data, batch_size)
+    phases.mark("load")
 
     bench_feed = session.prepare({k: v[:batch_size] for k, v in data.items()})
     first_ms = measure.clock_ms(lambda: session.run(bench_feed))
+    phases.mark("first")
     call = lambda: session.run(bench_feed)  # noqa: E731 - the exact call the loop times
     warmup_runs = measure.warmup(call, int(config.get("warmup_runs", 10)), float(config.get("warmup_s", 0.2)),
                                  max_s=float(config["max_duration_s"]))
+    phases.mark("warmup")
     requested_s = float(config["min_duration_s"])
     min_s, max_s = requested_s, float(config["max_duration_s"])
     window_s, why = sensors.min_window(found, sensing.get("settings", {}))
@@ -108,13 +118,16 @@ def run(config: dict) -> dict:
     details = dict(session.details)
     if hasattr(session, "after_window"):  # e.g. peak device memory, read before anything else runs
         details.update(session.after_window())
+    phases.mark("timed")  # the sensors' idle wait and the timed window (duration_s)
 
     # Accuracy pass: same prepare+run path as the timed loop, over every evaluation sample.
     fetch = getattr(session, "fetch", lambda outputs: outputs)  # device outputs -> host arrays
     outputs = measure.evaluation_pass(lambda feed: fetch(session.run(session.prepare(feed))), data, batch_size, session.output_names)
     nonfinite = {name: int(np.size(v) - np.count_nonzero(np.isfinite(v))) for name, v in outputs.items()
                  if np.issubdtype(np.asarray(v).dtype, np.floating)}
+    phases.mark("evaluation")
     np.savez(config["outputs"], **outputs)
+    phases.mark("outputs")
 
     result = {
         "status": "ok",
@@ -135,6 +148,7 @@ def run(config: dict) -> dict:
     result["peak_rss_mb"] = system.peak_rss_mb()
     if hasattr(session, "post_details"):  # facts that need an extra probing run, after every figure
         details.update(session.post_details())
+        phases.mark("post_details")
     return result
 
 
@@ -142,6 +156,7 @@ def main(argv) -> int:
     if len(argv) != 2:
         sys.stderr.write("usage: python -m runner CONFIG.json\n")
         return 2
+    PHASES.mark("imports")  # numpy and the runner's own modules
     with open(argv[1]) as f:
         config = json.load(f)
     started = time.time()
@@ -156,6 +171,8 @@ def main(argv) -> int:
     result["pid"] = os.getpid()
     result["wall_s"] = time.time() - started
     result["imported_modules"] = sorted({name.split(".")[0] for name in list(sys.modules)})
+    PHASES.mark("describe")
+    result["phases_s"] = PHASES.seconds
     tmp = config["result"] + ".tmp"
     with open(tmp, "w") as f:
         json.dump(result, f)
