@@ -24,6 +24,7 @@ from harness.device_columns import fill_device_columns
 from harness.metrics import Metric, accuracy_loss, resolve_metric
 from harness.progress import Progress, silent
 from harness.quantize import BuildContext, NotApplicable, fp32_recipe
+from harness.quantize.onnx_weights import size_note
 from harness.stats import latency_stats
 from harness.store import RunStore, new_run_id
 from harness.suite import Case, Timing
@@ -225,6 +226,9 @@ class BenchSession:
             self._fill_measurements(row, result)
             self._score(case, row, outcome.outputs, baseline)
             report.compare_to_baseline(row, baseline)
+            note = size_note(case.mode, artifact.manifest.get("notes", {}).get("weight_storage"), row.get("size_ratio"))
+            if note:  # an int8 file that keeps float weights, or is not smaller, says why
+                row["size_note"] = note
             self._check_budget(case, row, baseline)
             return row, list(result["latencies_ms"])
         except NotApplicable as exc:

@@ -140,12 +140,28 @@ def build_onnx(config: QATConfig):
                 f"torch.onnx.export could not export the QAT model of {ctx.spec.name} ({first_line(exc)}); "
                 "the torch qat-int8 artifact is unaffected"
             ) from exc
+        folded = _deployable(path)
         notes = _compare(program.module(), path, ctx)
+        notes["weights_folded_to_int8"] = folded
         notes.update(source_artifact=source.manifest["key"], qat=config.params(),
                      exporter=f"torch.onnx.export(ExportedProgram, dynamo=True, opset={OPSET})")
         return describe(path, notes)
 
     return build
+
+
+def _deployable(path: Path) -> list[str]:
+    """Store the file as it is deployed: weights quantized at every call become int8
+    initializers, the exporter's debug metadata goes (onnx_weights). Returns the weights folded."""
+    import onnx
+
+    from harness.quantize.onnx_weights import fold_weight_quantize, strip_debug_metadata
+
+    model = onnx.load(str(path))
+    folded = fold_weight_quantize(model)
+    strip_debug_metadata(model)
+    onnx.save(model, str(path))
+    return folded
 
 
 def _compare(module, path: Path, ctx: BuildContext) -> dict[str, Any]:
@@ -179,4 +195,4 @@ def torch_recipe(config: QATConfig = QATConfig()) -> Recipe:
 
 def onnx_recipe(config: QATConfig = QATConfig()) -> Recipe:
     return Recipe("onnxruntime", "qat-int8", f"torch PT2E QAT ({config.quantizer}) -> torch.onnx.export(QDQ)", "qdq",
-                  build_onnx(config), config.params(), ("torch", "torchao", "onnx", "onnxscript", "onnxruntime"))
+                  build_onnx(config), dict(config.params(), weights="int8 initializers", debug_metadata="stripped"), ("torch", "torchao", "onnx", "onnxscript", "onnxruntime"))
