@@ -269,6 +269,8 @@ class BenchSession:
             python_version=system.get("python_version"), host=system.get("host"),
             device=system.get("cpu_model") or row["device"],
         )
+        if result.get("timed_batch_note"):  # the data could not fill one batch: the row says it was repeated
+            row["batch_note"] = result["timed_batch_note"]
         power = result.get("power") or {}
         if power.get("power_source"):
             row["power_source"] = power["power_source"]

@@ -28,9 +28,12 @@ def logreg(folder: Path) -> tuple[Path, Path]:
 
 
 def run_runner(work: Path, options: Optional[dict] = None, sensors: Optional[dict] = None,
-               min_duration_s: float = 0.05, max_duration_s: float = 2.0, batch_size: int = 4) -> tuple[dict, dict]:
-    """(result.json, outputs by name) of one runner process on the logistic regression."""
-    model, inputs = logreg(work / "model")
+               min_duration_s: float = 0.05, max_duration_s: float = 2.0, batch_size: int = 4,
+               inputs: Optional[Path] = None) -> tuple[dict, dict]:
+    """(result.json, outputs by name) of one runner process on the logistic regression
+    (its evaluation inputs, or the .npz `inputs`)."""
+    model, default_inputs = logreg(work / "model")
+    inputs = inputs or default_inputs
     config = {
         "framework": "onnxruntime", "artifact": str(model), "manifest": {}, "inputs": str(inputs),
         "outputs": str(work / "outputs.npz"), "result": str(work / "result.json"), "threads": 1,

@@ -98,3 +98,34 @@ def test_warmup_is_capped_but_always_warms_once():
     assert warmup(clock.call, runs=10, min_s=0.2, max_s=5.0, clock=clock) == 3  # 6 s > 5 s cap after the 3rd
     clock = FakeClock(call_ns=9000 * MS)
     assert warmup(clock.call, runs=10, min_s=0.2, max_s=5.0, clock=clock) == 1
+
+
+def test_the_timed_batch_is_full_even_when_the_data_is_not():
+    import numpy as np
+
+    from harness.runner.measure import timed_batch
+
+    data = {"a": np.arange(3 * 2).reshape(3, 2), "b": np.arange(3)}
+    full, note = timed_batch(data, 2)
+    assert full["a"].tolist() == [[0, 1], [2, 3]] and note == ""
+    padded, note = timed_batch(data, 8)
+    assert len(padded["a"]) == len(padded["b"]) == 8  # never a silently smaller batch
+    assert padded["b"].tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+    assert note == "the evaluation data has 3 samples, fewer than batch 8: the timed batch repeats them to fill it"
+
+
+def test_a_runner_whose_data_cannot_fill_a_batch_times_a_full_one_and_says_so(tmp_path):
+    import numpy as np
+
+    from tests.runner_job import logreg, run_runner
+
+    _, inputs = logreg(tmp_path / "job" / "model")
+    with np.load(inputs) as npz:
+        few = {"input": npz["input"][:3]}
+    np.savez(tmp_path / "three.npz", **few)
+    result, outputs = run_runner(tmp_path / "job", batch_size=8, inputs=tmp_path / "three.npz")
+    assert result["status"] == "ok", result["reason"]
+    assert result["batch_size"] == 8 and "3 samples, fewer than batch 8" in result["timed_batch_note"]
+    assert outputs["logits"].shape == (3, 10)  # the evaluation pass scores the real samples only
+    full, _ = run_runner(tmp_path / "full", batch_size=2)
+    assert full["timed_batch_note"] == ""

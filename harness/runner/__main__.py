@@ -96,7 +96,8 @@ def run(config: dict, phases: Phases = PHASES) -> dict:
     _check_inputs(session.input_specs, data, batch_size)
     phases.mark("load")
 
-    bench_feed = session.prepare({k: v[:batch_size] for k, v in data.items()})
+    timed_inputs, batch_note = measure.timed_batch(data, batch_size)
+    bench_feed = session.prepare(timed_inputs)
     first_ms = measure.clock_ms(lambda: session.run(bench_feed))
     phases.mark("first")
     call = lambda: session.run(bench_feed)  # noqa: E731 - the exact call the loop times
@@ -142,6 +143,7 @@ def run(config: dict, phases: Phases = PHASES) -> dict:
         "runtime_details": details,
         "nonfinite_outputs": {k: v for k, v in nonfinite.items() if v},
         "n_eval": len(next(iter(data.values()))),
+        "timed_batch_note": batch_note,  # set when the data cannot fill one batch and was repeated
     }
     result.update(timing)
     result["power"] = power

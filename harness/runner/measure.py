@@ -7,7 +7,7 @@ latency is kept; statistics are computed on the host.
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -60,6 +60,19 @@ def warmup(call: Callable[[], object], runs: int, min_s: float, max_s: Optional[
         call()
         done += 1
     return done
+
+
+def timed_batch(inputs: Dict[str, np.ndarray], batch_size: int) -> Tuple[Dict[str, np.ndarray], str]:
+    """The batch the timed loop runs: the first `batch_size` evaluation samples. With fewer
+    samples than the batch, they are repeated to fill it (never a smaller batch than the row
+    declares) and the note says so; otherwise the note is empty."""
+    n = len(next(iter(inputs.values())))
+    if n >= batch_size:
+        return {k: v[:batch_size] for k, v in inputs.items()}, ""
+    rows = np.arange(batch_size) % n
+    return ({k: v[rows] for k, v in inputs.items()},
+            f"the evaluation data has {n} sample{'s' if n != 1 else ''}, fewer than batch {batch_size}: "
+            f"the timed batch repeats them to fill it")
 
 
 def evaluation_pass(run_batch: Callable[[Dict[str, np.ndarray]], List[np.ndarray]],
