@@ -117,6 +117,15 @@ def quantbench(request: pytest.FixtureRequest) -> _Fixture:
     return _Fixture(config.stash[_SESSION], pytest_gates.HistoryGate.for_session(config, config.stash[_SESSION]))
 
 
+def outage_lines(target: str, outages: list[dict]) -> list[str]:
+    """How long the device was away, once per outage (run.json has the same under target.outages)."""
+    lines = []
+    for o in outages:
+        when = f"from {o['since']} to {o['until']}" if o["until"] else f"since {o['since']}, still away at the end of the run"
+        lines.append(f"target {target} stopped answering {when}: away {o['away_s']:.0f} s, {o['cases_failed']} case(s) failed")
+    return lines
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     session: Optional[BenchSession] = config.stash.get(_SESSION, None)
     if session is None:
@@ -127,5 +136,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
 
     terminalreporter.section(f"quantbench: run {session.run_id} on {session.target_info.name}")
     terminalreporter.write_line(comparison_table(load_run(session.store.dir)))
+    for line in outage_lines(session.target_info.name, session.target.outage_report()):
+        terminalreporter.write_line(line)
     terminalreporter.write_line(f"report: {session.store.dir / 'results.parquet'} (also results.csv, latencies.parquet, run.json)")
     pytest_gates.finish(config, terminalreporter)  # into the results database; regressions table

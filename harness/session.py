@@ -120,7 +120,7 @@ class BenchSession:
             "versions": library_versions(),
             "target": {"name": info.name, "kind": info.kind, "profile": info.profile, "threads": self.threads,
                        "arch": info.arch, "device": info.device, "host": info.host, "facts": dict(info.facts),
-                       "settings": dict(self.target_config.settings)},
+                       "settings": dict(self.target_config.settings), "outages": self.target.outage_report()},
             "options": {k: str(v) for k, v in asdict(self.options).items()},
         })
 

@@ -73,3 +73,8 @@ class Target(abc.ABC):
 
     def close(self) -> None:
         """Release connections; called once at the end of the session."""
+
+    def outage_report(self) -> list[dict]:
+        """Each time the target stopped answering during the session (remote kinds): since/until
+        (UTC; until None = still away at the end), away_s, cases_failed."""
+        return []

@@ -7,9 +7,10 @@ back result.json and outputs.npz. The timing loop runs on the device; nothing th
 the network is inside a timed region.
 
 Faults: a connection lost during a case makes that case `error` and the next case
-reconnects (bounded retries with backoff), first killing the orphaned runner; a runner past
-the case timeout is killed on the device; a device that stops answering altogether makes
-every remaining case fail at once with the same reason.
+reconnects (with backoff, for up to `reconnect_window_s`), first killing the orphaned runner; a
+runner past the case timeout is killed on the device; a device that stays silent for the whole
+window counts as gone: each remaining case then tries one quick connect and fails at once with
+the same reason, or runs if the device answers again. `outage_report()` says how long it was away.
 
 Remote layout under `workdir`: cache/<hash>/ (bundles), jobs/<session>-<n>/ (one per case,
 removed when the case ends), and .quantbench-workdir (marks the directory as ours, for
@@ -22,6 +23,7 @@ import secrets
 import shlex
 import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -39,7 +41,20 @@ q = shlex.quote
 
 
 class DeviceGone(Exception):
-    """The device stopped answering; every remaining case fails with this reason."""
+    """The device stopped answering for the whole reconnect window; each remaining case tries once more."""
+
+
+@dataclass
+class Outage:
+    """One stretch of time during which the device did not answer."""
+
+    since: float  # time.time() when the loss was noticed
+    until: Optional[float] = None  # when it answered again (None: not yet)
+    cases_failed: int = 0  # cases that failed because of it (the one in flight, and those run while it was gone)
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def python_command(cwd: str, runner_parent: str, python: str, args: str, record_pid: bool = False) -> str:
@@ -70,7 +85,8 @@ class SshTarget(Target):
         self.python = config.python or DEFAULT_PYTHON
         self.workdir = ""  # absolute, once connected
         self.cache: Optional[RemoteCache] = None
-        self.gone = ""  # why the device counts as gone
+        self.gone = ""  # why the device counts as gone (each later case still tries one quick connect)
+        self.outages: list[Outage] = []
         self._lost_job = ""  # job directory of a case cut off by a lost connection
         self._session = secrets.token_hex(4)
         self._jobs = 0
@@ -111,13 +127,18 @@ class SshTarget(Target):
         except ConnectionLost as exc:
             raise TargetError(f"target {self.config.name}: the connection to {self.conn} broke while setting up: {exc}") from None
 
-    def _reconnect(self) -> None:
-        """After a loss: bounded attempts with backoff; then the device counts as gone."""
+    def _reconnect(self, progress: Callable[[str], None], quick: bool = False) -> None:
+        """After a loss: attempts with backoff for `reconnect_window_s` (at least `retries` of them);
+        then the device counts as gone. Once gone (`quick`), one attempt: a device that answers
+        again is used again, one that does not fails the case at once."""
+        started = time.monotonic()
+        deadline = started + (0.0 if quick else self.settings.reconnect_window_s)
+        minimum = 1 if quick else max(1, self.settings.retries)
         delay, errors, ready = self.settings.backoff_s, [], False
-        for attempt in range(max(1, self.settings.retries)):
-            if attempt:
-                time.sleep(delay)
-                delay *= 2
+        while True:
+            outage = self.outages[-1] if self.outages else None
+            away = f", away {time.time() - outage.since:.0f} s" if outage else ""
+            progress(f"reconnecting to {self.config.name} (attempt {len(errors) + 1}{away})")
             try:
                 self._connect()
                 ready = True
@@ -127,21 +148,44 @@ class SshTarget(Target):
             except TargetError as exc:  # e.g. the host key changed: retrying cannot help
                 errors.append(str(exc))
                 break
+            wait = delay if len(errors) < minimum else min(delay, deadline - time.monotonic())
+            if wait <= 0:
+                break
+            time.sleep(wait)
+            delay = min(delay * 2, self.settings.max_backoff_s) if delay else self.settings.backoff_s
         if not ready:
             self.conn.close()
-            self.gone = (f"the device stopped answering ({len(errors)} reconnect attempt(s); last: {errors[-1]}); "
-                         f"the remaining cases on {self.config.name} fail without waiting: check the device and run again")
+            if not self.gone:
+                since = time.strftime("%H:%M:%S UTC", time.gmtime(self.outages[-1].since if self.outages else time.time()))
+                self.gone = (f"the device stopped answering at {since} ({len(errors)} reconnect attempt(s) over "
+                             f"{time.monotonic() - started:.0f} s; last: {errors[-1]}); each remaining case on "
+                             f"{self.config.name} tries one quick connect first and runs if the device answers again")
             raise DeviceGone(self.gone)
+        self.gone = ""
+        if self.outages and self.outages[-1].until is None:
+            self.outages[-1].until = time.time()
         if self._lost_job:  # the cut-off case's runner may still be running: it would skew this case's timing
             self.conn.run(f"{kill_command(self._lost_job)}; rm -rf -- {q(self._lost_job)}")
             self._lost_job = ""
 
-    def _ensure_connected(self) -> None:
+    def _lost(self) -> None:
+        """The link broke: start counting how long the device is away (once per outage)."""
+        self.conn.close()
+        if not self.outages or self.outages[-1].until is not None:
+            self.outages.append(Outage(since=time.time()))
+
+    def _ensure_connected(self, progress: Callable[[str], None]) -> None:
         if self.gone:
-            raise DeviceGone(self.gone)
-        if not self.conn.answering():  # a link that died quietly between cases looks connected until asked
-            self.conn.close()
-            self._reconnect()
+            self._reconnect(progress, quick=True)
+        elif not self.conn.answering():  # a link that died quietly between cases looks connected until asked
+            self._lost()
+            self._reconnect(progress)
+
+    def outage_report(self) -> list[dict]:
+        """Each time the device was away: since/until (UTC, until None = still away at the end), seconds, failed cases."""
+        now = time.time()
+        return [{"since": _utc(o.since), "until": _utc(o.until) if o.until else None,
+                 "away_s": round((o.until or now) - o.since, 1), "cases_failed": o.cases_failed} for o in self.outages]
 
     def close(self) -> None:
         self.conn.close()
@@ -203,7 +247,7 @@ class SshTarget(Target):
         remote_job = ""
         log = []
         try:
-            self._ensure_connected()
+            self._ensure_connected(progress)
             progress(f"shipping to {self.config.name}")
             remote_job, config = self._stage(job, log)
             progress(f"running on {self.config.name} ({self.conn.endpoint.hostname})")
@@ -215,10 +259,13 @@ class SshTarget(Target):
             self.conn.remove_tree(remote_job)
             return collect(job, "".join(log))
         except DeviceGone as exc:
+            if self.outages:
+                self.outages[-1].cases_failed += 1
             return self._failed(str(exc), "".join(log))
         except ConnectionLost as exc:
             self._lost_job = remote_job
-            self.conn.close()
+            self._lost()
+            self.outages[-1].cases_failed += 1
             return self._failed(f"lost the connection to {self.conn} during the case ({exc}); the next case reconnects",
                                 "".join(log))
         except TargetError as exc:

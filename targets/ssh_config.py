@@ -40,8 +40,10 @@ class SshSettings:
     connect_timeout_s: float = 15.0  # TCP connect, SSH handshake and authentication, each
     command_timeout_s: float = 60.0  # any remote step besides the runner itself (upload, fetch, mkdir)
     keepalive_s: float = 10.0  # SSH keepalive interval; also how often a running case checks the device still answers
-    retries: int = 3  # reconnect attempts after a lost connection before the device counts as gone
-    backoff_s: float = 2.0  # wait before the first reconnect attempt; doubles each time
+    reconnect_window_s: float = 180.0  # after a lost connection, keep reconnecting this long before the device counts as gone
+    retries: int = 3  # at least this many reconnect attempts, even when the window is shorter (0 s: exactly this many)
+    backoff_s: float = 2.0  # wait before the first reconnect attempt; doubles each time, up to max_backoff_s
+    max_backoff_s: float = 20.0  # the longest wait between two reconnect attempts
 
 
 FIELDS = {f.name: f for f in fields(SshSettings)}
@@ -61,9 +63,9 @@ def parse_ssh_settings(settings: Mapping[str, Any], where: str) -> SshSettings:
     for name in ("port", "retries"):
         if name in values and (not isinstance(values[name], int) or isinstance(values[name], bool) or values[name] < (1 if name == "port" else 0)):
             raise TargetError(f"{where}: `{name}` must be a {'positive' if name == 'port' else 'non-negative'} integer, not {values[name]!r}")
-    for name in ("connect_timeout_s", "command_timeout_s", "keepalive_s", "backoff_s"):
+    for name in ("connect_timeout_s", "command_timeout_s", "keepalive_s", "backoff_s", "max_backoff_s", "reconnect_window_s"):
         if name in values and (not isinstance(values[name], (int, float)) or isinstance(values[name], bool) or values[name] < 0
-                               or (values[name] == 0 and name != "backoff_s")):
+                               or (values[name] == 0 and name not in ("backoff_s", "reconnect_window_s"))):
             raise TargetError(f"{where}: `{name}` must be a positive number of seconds, not {values[name]!r}")
     if "trust_on_first_use" in values and not isinstance(values["trust_on_first_use"], bool):
         raise TargetError(f"{where}: `trust_on_first_use` must be true or false, not {values['trust_on_first_use']!r}")

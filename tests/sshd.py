@@ -69,6 +69,8 @@ class Sshd:
     host_key: Path
     user_key: Path
     known_hosts: Path  # holds this server's host key
+    address: str = "127.0.0.1"
+    netns: str = ""  # the network namespace sshd runs in ("" = the host's)
     proc: Optional[subprocess.Popen] = None
     orphans: list[int] = field(default_factory=list)  # sessions' processes left running by kill()
 
@@ -79,34 +81,35 @@ class Sshd:
 
     def target(self, **fields) -> dict:
         """An inventory table for an ssh target on this server (fields override)."""
-        table = {"kind": "ssh", "host": "127.0.0.1", "port": self.port, "user": _user(), "identity_file": str(self.user_key),
+        table = {"kind": "ssh", "host": self.address, "port": self.port, "user": _user(), "identity_file": str(self.user_key),
                  "known_hosts": str(self.known_hosts), "ssh_config": "", "connect_timeout_s": 5.0, "command_timeout_s": 20.0,
-                 "keepalive_s": 1.0, "retries": 2, "backoff_s": 0.2}
+                 "keepalive_s": 1.0, "retries": 2, "backoff_s": 0.2, "reconnect_window_s": 0.0}  # exactly 2 attempts
         table.update(fields)
         return table
 
     def start(self) -> "Sshd":
         config = self.dir / "sshd_config"
         config.write_text("\n".join([
-            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {self.host_key}", f"PidFile {self.dir / 'sshd.pid'}",
+            f"Port {self.port}", f"ListenAddress {self.address}", f"HostKey {self.host_key}", f"PidFile {self.dir / 'sshd.pid'}",
             f"AuthorizedKeysFile {self.dir / 'authorized_keys'}", "StrictModes no", "UsePAM no",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
             "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp", "AllowTcpForwarding yes",
             "MaxStartups 50", "MaxSessions 50", "LogLevel VERBOSE", "",
         ]))
-        self.proc = subprocess.Popen([SSHD, "-D", "-f", str(config), "-E", str(self.dir / "sshd.log")],
+        netns = ["ip", "netns", "exec", self.netns] if self.netns else []  # ip execs sshd: the pid stays sshd's
+        self.proc = subprocess.Popen(netns + [SSHD, "-D", "-f", str(config), "-E", str(self.dir / "sshd.log")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sshd exited with {self.proc.returncode}: {self.log}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                with socket.create_connection((self.address, self.port), timeout=1) as s:
                     if s.recv(64).startswith(b"SSH-2.0"):
                         return self
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"sshd did not answer on port {self.port}: {self.log}")
+        raise RuntimeError(f"sshd did not answer on {self.address}:{self.port}: {self.log}")
 
     def kill(self) -> None:
         """SIGKILL the server and every sshd process serving a connection, as if it crashed.
@@ -141,7 +144,7 @@ def _user() -> str:
     return getpass.getuser()
 
 
-def make_sshd(directory: Path) -> Sshd:
+def make_sshd(directory: Path, address: str = "127.0.0.1", netns: str = "") -> Sshd:
     if not os.path.exists(SSHD):
         pytest.fail("sshd not found: install Debian's openssh-server (scripts/test.sh installs requirements/debian.txt)")
     if os.geteuid() == 0:
@@ -150,11 +153,11 @@ def make_sshd(directory: Path) -> Sshd:
     host_key = keygen(directory / "host_ed25519")
     user_key = keygen(directory / "user_ed25519")
     shutil.copy(user_key.with_suffix(".pub"), directory / "authorized_keys")
-    port = free_port()
+    port = free_port()  # free on the host's loopback; a namespace of our own has no other listeners
     known_hosts = directory / "known_hosts"
     public = host_key.with_suffix(".pub").read_text().split()
-    known_hosts.write_text(f"[127.0.0.1]:{port} {public[0]} {public[1]}\n")
-    return Sshd(directory, port, host_key, user_key, known_hosts).start()
+    known_hosts.write_text(f"[{address}]:{port} {public[0]} {public[1]}\n")
+    return Sshd(directory, port, host_key, user_key, known_hosts, address, netns).start()
 
 
 class Proxy:
