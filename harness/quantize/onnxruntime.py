@@ -5,44 +5,19 @@ Everything is calibrated on the dataset's calibration split, never on random dat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 
-from harness.artifacts import BuiltModel, TensorSpec
+from harness.artifacts import BuiltModel
 from harness.data import batches
 from harness.quantize import qat_torch
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
+from harness.quantize.onnx_graph import OPSET, WEIGHTED_OPS, describe, first_and_last_weighted, resolve_nodes
 
 FP32_FILE = "model.onnx"
-OPSET = 18
 CALIBRATION_BATCH = 16
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 LIBS = ("onnxruntime", "onnx")
-
-_ONNX_DTYPES = {1: "float32", 10: "float16", 16: "bfloat16", 11: "float64", 7: "int64", 6: "int32", 3: "int8", 2: "uint8", 9: "bool"}
-
-
-def _tensor_specs(values) -> tuple[TensorSpec, ...]:
-    specs = []
-    for value in values:
-        tensor_type = value.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor_type.shape.dim)
-        specs.append(TensorSpec(value.name, dims, _ONNX_DTYPES.get(tensor_type.elem_type, str(tensor_type.elem_type))))
-    return tuple(specs)
-
-
-def describe(path: Path, notes: Optional[dict] = None) -> BuiltModel:
-    import onnx
-
-    from harness.quantize.onnx_weights import weight_storage
-
-    model = onnx.load(str(path), load_external_data=False)
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [v for v in model.graph.input if v.name not in initializers]
-    # How the weights are stored (int8 vs float, by op): a row says why an int8 file is not smaller.
-    notes = dict(notes or {}, weight_storage=weight_storage(model))
-    return BuiltModel(path.name, _tensor_specs(inputs), _tensor_specs(model.graph.output), "onnxruntime", notes=notes)
 
 
 def _export_torch(ctx: BuildContext, out: Path) -> dict:
@@ -162,49 +137,6 @@ def preprocessed(ctx: BuildContext, out: Path) -> Path:
     return path
 
 
-def _module_path(node) -> str:
-    """The PyTorch module path the dynamo exporter recorded for a node ('' if none).
-
-    Its name scopes are the qualified name of every enclosing module, then the op's own
-    name: ['', 'bert', 'bert.encoder', ..., 'bert.encoder.layer.0.output.dense', 'linear_5'].
-    """
-    import ast
-
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            scopes = [s for s in ast.literal_eval(prop.value) if s]
-            return scopes[-2] if len(scopes) >= 2 else ""
-    return ""
-
-
-def resolve_layers(model_path: Path, names: Iterable[str]) -> list[str]:
-    """ONNX node names for the given layers: exact node names, or PyTorch module names
-    (matched through the exporter's name scopes). Unknown names are an error."""
-    import onnx
-
-    nodes = list(onnx.load(str(model_path), load_external_data=False).graph.node)
-    resolved: list[str] = []
-    for name in names:
-        hits = [n.name for n in nodes if n.name == name]
-        if not hits:
-            hits = [
-                n.name for n in nodes
-                if n.op_type in WEIGHTED_OPS and (_module_path(n) == name or _module_path(n).startswith(name + "."))
-            ]
-        if not hits:
-            weighted = [f"{n.name} ({_module_path(n) or n.op_type})" for n in nodes if n.op_type in WEIGHTED_OPS]
-            raise ValueError(f"layer {name!r} to keep in float matches no node; weighted nodes are: {', '.join(weighted[:20])}")
-        resolved.extend(h for h in hits if h not in resolved)
-    return resolved
-
-
-def first_and_last_weighted(model_path: Path) -> list[str]:
-    import onnx
-
-    weighted = [n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node if n.op_type in WEIGHTED_OPS]
-    return sorted({weighted[0], weighted[-1]}, key=weighted.index) if weighted else []
-
-
 def static_op_types(model_path: Path) -> Optional[list[str]]:
     """The op types static QDQ quantizes: onnxruntime's default (None) for most graphs, only
     the weighted ops for graphs with attention (a Softmax).
@@ -258,7 +190,8 @@ def build_static(ctx: BuildContext, out: Path) -> BuiltModel:
 
 def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
     fp32 = fp32_path(ctx)
-    exclude = resolve_layers(fp32, ctx.keep_float) if ctx.keep_float else first_and_last_weighted(fp32)
+    where = f"{ctx.spec.name} in onnxruntime"
+    exclude = resolve_nodes(fp32, ctx.keep_float, where) if ctx.keep_float else first_and_last_weighted(fp32)
     if not exclude:
         raise NotApplicable("the model has no Conv/MatMul/Gemm node to keep in float")
     notes = _quantize_static(ctx, out, exclude=exclude)

@@ -16,6 +16,7 @@ import numpy as np
 from harness.data import batches
 from harness.models.spec import ModelSpec
 from harness.quantize.base import BuildContext
+from harness.quantize.layer_names import Layer, resolve
 
 if TYPE_CHECKING:
     from targets.base import TargetInfo
@@ -67,19 +68,21 @@ def weighted_layers(module) -> list[str]:
     return [name for name, m in module.named_modules() if type(m).__name__ in WEIGHTED]
 
 
+def layers(module) -> list[Layer]:
+    """The conv/linear modules as layers: the module path is both the user-facing and the native
+    name (set_module_name_qconfig takes it)."""
+    kinds = {name: type(m).__name__ for name, m in module.named_modules()}
+    return [Layer(name, (name,), kinds[name]) for name in weighted_layers(module)]
+
+
 def resolve_keep_float(ctx: BuildContext, module) -> list[str]:
-    """The module names `mixed` keeps in float: the suite's / model's, else the first and
-    last weighted layer. A name that is not a module of the model is an error."""
-    layers = weighted_layers(module)
-    names = list(ctx.keep_float) or ([layers[0], layers[-1]] if layers else [])
-    modules = dict(module.named_modules())
-    unknown = [n for n in names if n not in modules]
-    if unknown:
-        raise ValueError(
-            f"layers to keep in float {unknown} are not modules of {ctx.spec.name}; its weighted modules are "
-            f"{', '.join(layers) or 'none'} (set Suite(keep_float=...) or the model's sensitive_layers to module names)"
-        )
-    return list(dict.fromkeys(names))
+    """The module names `mixed` keeps in float: the suite's / model's (a module holding layers
+    means every conv/linear inside it), else the first and last weighted layer. A name that
+    maps to no layer is an error listing close matches."""
+    names = weighted_layers(module)
+    if not ctx.keep_float:
+        return list(dict.fromkeys([names[0], names[-1]])) if names else []
+    return [layer.name for layer in resolve(ctx.keep_float, layers(module), f"{ctx.spec.name} in torch")]
 
 
 def capture(module, ctx: BuildContext):

@@ -122,7 +122,7 @@ def build_onnx(config: QATConfig):
 
         import torch
 
-        from harness.quantize.onnxruntime import OPSET, describe
+        from harness.quantize.onnx_graph import OPSET, describe
         from harness.quantize.pt2e_torch import RUNTIME_REQUIRES
         from harness.quantize.torch_export import example_inputs, first_line
 

@@ -14,6 +14,7 @@ from typing import Iterable, Mapping, Optional
 import numpy as np
 
 from harness.artifacts import BuiltModel, TensorSpec
+from harness.quantize.layer_names import Layer, resolve
 
 MODEL_FILE = "model.tflite"
 # Ops whose second input is a weight tensor: the ones `mixed` may keep in float.
@@ -104,16 +105,54 @@ def op_names(model: bytes | Path) -> set[str]:
 
 def weighted_ops(model: bytes | Path) -> list[WeightedOp]:
     """The ops with weights, in execution order, as written in the file (before any delegate)."""
+    return [op for op, _ in _weighted_ops(model, with_weights=False)]
+
+
+def _weighted_ops(model: bytes | Path, with_weights: bool) -> list[tuple[WeightedOp, Optional[np.ndarray]]]:
     interpreter = _interpreter(model)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    if with_weights:
+        interpreter.allocate_tensors()
     found = []
     for op in interpreter._get_ops_details():
         inputs = [i for i in op["inputs"] if i >= 0]
         if op["op_name"] in WEIGHTED_OPS and len(inputs) > 1 and inputs[1] in tensors:
             weight = tensors[inputs[1]]
-            found.append(WeightedOp(op["index"], op["op_name"], weight["name"], np.dtype(weight["dtype"]).name,
-                                    tuple(tensors[o]["name"] for o in op["outputs"] if o >= 0)))
+            dtype = np.dtype(weight["dtype"]).name
+            values = interpreter.get_tensor(weight["index"]) if with_weights and dtype == "float32" else None
+            found.append((WeightedOp(op["index"], op["op_name"], weight["name"], dtype,
+                                     tuple(tensors[o]["name"] for o in op["outputs"] if o >= 0)), values))
     return found
+
+
+def _layouts(weight: np.ndarray) -> list[np.ndarray]:
+    """A source weight in the layouts TFLite may hold it in: torch Linear/Keras Dense kernels
+    as they are or transposed; conv kernels OIHW (torch) or HWIO (Keras) as OHWI, or 1HWO
+    for depthwise."""
+    if weight.ndim == 2:
+        return [weight, weight.T]
+    if weight.ndim == 4:
+        return [weight.transpose(0, 2, 3, 1), weight.transpose(1, 2, 3, 0), weight.transpose(3, 0, 1, 2),
+                weight.transpose(2, 0, 1, 3)]
+    return [weight]
+
+
+def same_up_to_scale(tflite_weight: np.ndarray, source_weight: np.ndarray, tolerance: float = 1e-4) -> bool:
+    """Is the op's weight the source layer's weight, up to layout and a scale per slice of one
+    axis? Converters fold a neighbour into a weight: litert-torch multiplies a linear's input
+    columns by the preceding LayerNorm's gamma (and attention's 1/sqrt(d) into query and key),
+    a BatchNorm scales a conv's output channels."""
+    a = np.asarray(tflite_weight, dtype=np.float64)
+    norm = np.linalg.norm(a)
+    for b in _layouts(np.asarray(source_weight, dtype=np.float64)):
+        if b.shape != a.shape:
+            continue
+        for axis in range(a.ndim):
+            others = tuple(i for i in range(a.ndim) if i != axis)
+            scale = (a * b).sum(axis=others, keepdims=True) / np.maximum((b * b).sum(axis=others, keepdims=True), 1e-300)
+            if np.linalg.norm(a - b * scale) <= tolerance * max(norm, 1e-300):
+                return True
+    return False
 
 
 def _segments(tensor_name: str) -> list[str]:
@@ -150,23 +189,61 @@ def names_layer(tensor_name: str, layer: str) -> bool:
     return any(_litert_module_path(part) in wanted for part in tensor_name.split(";") if "/" in part)
 
 
-def resolve_layers(model: bytes | Path, layers: Iterable[str]) -> list[WeightedOp]:
-    """The weighted ops of the named layers (Keras layer or torch module names); by default
-    (no names) the first and the last weighted op. An unknown name is an error listing the ops."""
+def _layer_name(op: WeightedOp, weight: Optional[np.ndarray], known: Mapping[str, Optional[np.ndarray]]) -> tuple[str, tuple[str, ...]]:
+    """(user-facing name, aliases) of an op: the source layer whose weights it holds (up to a
+    folded scale); else the source layer name its weight tensor carries (the longest, for Keras
+    scopes; the last location, for fused litert-torch ops); else the litert-torch module path
+    of its last location; else the weight tensor name. Names are only the fallback: litert-torch
+    fuses locations, so MiniLM's `value` weight is named `...Linear_value;;...Linear_query`."""
+    parts = [part for part in op.weight.split(";") if "/" in part]
+    if weight is not None:
+        hits = [name for name, w in known.items() if w is not None and w.size == weight.size and same_up_to_scale(weight, w)]
+        if len(hits) == 1:  # litert-torch writes a ModuleList's index, not its name: an alias
+            alias = _without_containers(hits[0])
+            return hits[0], ((alias,) if parts and alias != hits[0] else ())
+    for part in reversed(parts):  # litert-torch: the op's own location is the last one
+        hits = [name for name in known if names_layer(part, name)]
+        if hits:
+            name = max(hits, key=len)
+            path = _litert_module_path(part)
+            return name, tuple(a for a in (path,) if a and a != name)
+    hits = [name for name in known if names_layer(op.weight, name)]
+    if hits:
+        return max(hits, key=len), ()
+    path = _litert_module_path(parts[-1]) if parts else ""
+    return (path or op.weight), ()
+
+
+def layers(model: bytes | Path, known: Mapping[str, Optional[np.ndarray]] = {},
+           op_types: Optional[Iterable[str]] = None) -> list[Layer]:
+    """The weighted ops (of `op_types`, default all) as layers, in execution order. `known`:
+    the source's layer names (torch module paths, Keras layer names) with their float weights
+    (None for a layer without); each op is named by the layer whose weights it holds."""
+    wanted = set(op_types) if op_types is not None else None
+    grouped: dict[str, list[WeightedOp]] = {}
+    aliases: dict[str, tuple[str, ...]] = {}
+    for op, weight in _weighted_ops(model, with_weights=any(w is not None for w in known.values())):
+        if wanted is not None and op.op not in wanted:
+            continue
+        name, also = _layer_name(op, weight, known)
+        grouped.setdefault(name, []).append(op)
+        aliases[name] = tuple(dict.fromkeys(aliases.get(name, ()) + also))
+    return [Layer(name, tuple(op.weight for op in ops), "+".join(dict.fromkeys(op.op for op in ops)), aliases[name])
+            for name, ops in grouped.items()]
+
+
+def resolve_layers(model: bytes | Path, names: Iterable[str], where: str, known: Mapping[str, Optional[object]] = {}) -> list[WeightedOp]:
+    """The weighted ops of the named layers (torch module paths, Keras layer names, op
+    locations); by default (no names) the first and the last weighted op. An unknown name is
+    an error listing close matches."""
     ops = weighted_ops(model)
     if not ops:
         raise ValueError("the model has no weighted op (CONV_2D, FULLY_CONNECTED, ...) to keep in float")
-    layers = list(layers)
-    if not layers:
+    names = list(names)
+    if not names:
         return [ops[0]] if len(ops) == 1 else [ops[0], ops[-1]]
-    chosen: list[WeightedOp] = []
-    for layer in layers:
-        hits = [op for op in ops if names_layer(op.weight, layer)]
-        if not hits:
-            raise ValueError(f"layer {layer!r} to keep in float matches no weighted op; the ops are: "
-                             + "; ".join(op.short() for op in ops))
-        chosen.extend(op for op in hits if op not in chosen)
-    return chosen
+    by_weight = {op.weight: op for op in ops}
+    return [by_weight[w] for layer in resolve(names, layers(model, known), where) for w in layer.native]
 
 
 def check_kept_float(float_model: bytes | Path, quantized: bytes, kept: list[WeightedOp], what: str) -> dict:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -43,6 +43,18 @@ def _layout(ctx: BuildContext) -> str:
 
 def _input_order(ctx: BuildContext) -> list[str]:
     return [t.name.split(":")[0] for t in ctx.keras_model.inputs]
+
+
+def source_layers(ctx: BuildContext) -> dict[str, Optional[np.ndarray]]:
+    """The Keras layer names (nested models' layers too) TFLite ops are named by, with each
+    layer's kernel (an op is matched to its layer by its weight values, else by name)."""
+    found, stack = {}, list(ctx.keras_model.layers)
+    while stack:
+        layer = stack.pop(0)
+        weights = layer.get_weights()
+        found[layer.name] = np.asarray(weights[0]) if weights else None
+        stack.extend(getattr(layer, "layers", []))
+    return found
 
 
 def representative_dataset(ctx: BuildContext):
@@ -129,7 +141,7 @@ def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
     """Full integer, with the sensitive layers' ops on the quantization debugger's deny list."""
     tf = _tf()
     float_model = _convert(ctx, "float32 (to find the layers to keep in float)")
-    kept = resolve_layers(float_model, ctx.keep_float)
+    kept = resolve_layers(float_model, ctx.keep_float, f"{ctx.spec.name} in tflite (keras)", source_layers(ctx))
     conv = converter(ctx)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = representative_dataset(ctx)

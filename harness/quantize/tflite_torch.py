@@ -104,6 +104,18 @@ def build_fp32(ctx: BuildContext, out: Path) -> BuiltModel:
     return _write(ctx, out, content, {"convert_max_abs_diff": worst})
 
 
+def source_layers(ctx: BuildContext) -> dict[str, Optional[np.ndarray]]:
+    """The torch module paths LiteRT ops are named by, with the weights of those that have one
+    (an op is matched to its module by its weight values; the op locations litert-torch writes
+    are fused and ambiguous)."""
+    found = {}
+    for name, module in ctx.torch_module.named_modules():
+        weight = getattr(module, "weight", None)
+        if name:
+            found[name] = weight.detach().float().cpu().numpy() if hasattr(weight, "detach") else None
+    return found
+
+
 def fp32_content(ctx: BuildContext) -> bytes:
     artifact, _ = ctx.artifact(FP32)
     return artifact.model_file.read_bytes()
@@ -220,7 +232,7 @@ def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
     from ai_edge_quantizer import qtyping, recipe
 
     float_model = fp32_content(ctx)
-    kept = resolve_layers(float_model, ctx.keep_float)
+    kept = resolve_layers(float_model, ctx.keep_float, f"{ctx.spec.name} in tflite (litert-torch)", source_layers(ctx))
     scopes = ["^" + re.escape(op.scope) + "$" for op in kept]
     static, covers = _static(recipe.static_wi8_ai8(), float_model)
 
