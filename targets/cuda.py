@@ -18,7 +18,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from targets.base import RunnerJob, RunnerOutcome, TargetError, TargetInfo
 from targets.local import LocalTarget
@@ -33,6 +33,19 @@ UNSUPPORTED_FRAMEWORKS = {
     "tflite": ("LiteRT has no CUDA path: its GPU delegate targets mobile GPUs (OpenCL, OpenGL ES, Metal), "
                "so a tflite case on a cuda target would only measure the host CPU; run tflite on a local or ssh target"),
 }
+
+
+def onnxruntime_reason(facts: Mapping[str, Any], python: str) -> Optional[str]:
+    """Why onnxruntime cannot run on the GPU of a cuda target whose probe saw these facts, or None.
+
+    The CPU build (the plain `onnxruntime` wheel) has no CUDAExecutionProvider: a case would
+    either fail in the runner or, worse, measure the host CPU under a GPU target's name."""
+    providers = facts.get("onnxruntime_providers")
+    if providers is None or "CUDAExecutionProvider" in providers:
+        return None
+    have = f"it has {', '.join(providers)}" if providers else "onnxruntime does not import there"
+    return (f"onnxruntime for {python} is not the GPU build: it has no CUDAExecutionProvider ({have}); "
+            "install onnxruntime-gpu in place of onnxruntime (requirements/gpu.txt) to run onnxruntime on this GPU")
 
 # Runs in the target's Python with the staged runner on PYTHONPATH; prints one JSON line.
 PROBE = r"""
@@ -124,8 +137,12 @@ class CudaTarget(LocalTarget):
                 f"lists a GPU on {base.host} and that the gpu extra is installed for {self.config.python or sys.executable}")
         gpu = facts["gpu"]
         extra = {key: facts[key] for key in ("onnxruntime_providers", "tensorrt", "torch") if key in facts}
+        unsupported = dict(UNSUPPORTED_FRAMEWORKS)
+        ort = onnxruntime_reason(facts, self.config.python or sys.executable)
+        if ort:
+            unsupported["onnxruntime"] = ort
         return replace(base, profile=self.profile, device=gpu["name"],
-                       facts={**base.facts, **extra, "gpu": gpu, "unsupported_frameworks": dict(UNSUPPORTED_FRAMEWORKS)})
+                       facts={**base.facts, **extra, "gpu": gpu, "unsupported_frameworks": unsupported})
 
     def environment(self) -> dict:
         env = super().environment()

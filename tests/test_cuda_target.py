@@ -5,6 +5,8 @@ With an NVIDIA GPU the digits suite runs on --target=cuda and the rows are check
 one those tests skip with "no CUDA device", and what needs no GPU is tested for real: the
 target's error and what it hands the runner, onnxruntime's IO binding, node placement and
 provider checks through the real runner, the n/a reasons, and the TensorRT int8 artifact.
+With QUANTBENCH_REQUIRE_GPU=1 (scripts/gpu_check.sh on a GPU machine) a test that needs a
+GPU fails instead of skipping when none is found.
 """
 import json
 import os
@@ -20,22 +22,42 @@ from harness.runner.sensors import NoSensor
 from harness.runner.backend_onnxruntime import requested_providers
 from targets import TargetError, load_inventory, open_target
 from targets.base import RunnerJob, TargetConfig, TargetInfo
-from targets.cuda import UNSUPPORTED_FRAMEWORKS, gpu_options
+from targets.cuda import UNSUPPORTED_FRAMEWORKS, gpu_options, onnxruntime_reason
 from tests.runner_job import logreg, run_runner
 
 
 def _gpu_name():
+    """(the name of GPU 0, None) or (None, why there is none)."""
     from harness.runner import sensors_nvml
 
     try:
         pynvml = sensors_nvml.nvml()
-        return sensors_nvml.describe(pynvml, sensors_nvml.device_handle(pynvml, 0))["name"]
-    except NoSensor:
-        return None
+        return sensors_nvml.describe(pynvml, sensors_nvml.device_handle(pynvml, 0))["name"], None
+    except NoSensor as exc:
+        return None, str(exc)
 
 
-GPU = _gpu_name()
-needs_gpu = pytest.mark.skipif(GPU is None, reason="no CUDA device")
+GPU, NO_GPU_REASON = _gpu_name()
+REQUIRE_GPU = os.environ.get("QUANTBENCH_REQUIRE_GPU") == "1"
+ORT_CUDA = "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers()
+
+
+def _no_gpu() -> None:
+    """Skip a GPU test without a GPU, or fail it where the run says a GPU must be there."""
+    if REQUIRE_GPU:
+        pytest.fail(f"QUANTBENCH_REQUIRE_GPU=1 but there is no CUDA device: {NO_GPU_REASON}", pytrace=False)
+    pytest.skip("no CUDA device")
+
+
+@pytest.fixture
+def _gpu() -> None:
+    if GPU is None:
+        _no_gpu()
+
+
+needs_gpu = pytest.mark.usefixtures("_gpu")
+needs_ort_cuda = pytest.mark.skipif(not ORT_CUDA, reason="onnxruntime here is the CPU build (no CUDAExecutionProvider): "
+                                                          "test_onnxruntime_cpu_build_is_na_on_a_cuda_target covers it")
 without_gpu = pytest.mark.skipif(GPU is not None, reason=f"a CUDA device is present ({GPU}): the GPU tests cover this")
 CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or Path(__file__).resolve().parent.parent / ".cache" / "quantbench")
 
@@ -262,7 +284,7 @@ GPU_SUITE = """
 from harness import Suite
 from harness.models import digits_cnn
 
-suite = Suite(model=digits_cnn, frameworks={frameworks!r}, modes=("fp32", "fp16", "static-int8"))
+suite = Suite(model=digits_cnn, frameworks={frameworks!r}, modes=("fp32", "fp16", "bf16", "static-int8"))
 test_case = suite.pytest_cases()
 """
 
@@ -270,7 +292,7 @@ test_case = suite.pytest_cases()
 @pytest.fixture(scope="module")
 def gpu_runs(tmp_path_factory):
     if GPU is None:
-        pytest.skip("no CUDA device")
+        _no_gpu()
     from tests.conftest import SuiteRun
     import subprocess
     import sys
@@ -289,7 +311,7 @@ def gpu_runs(tmp_path_factory):
     for name, target in (("host", "cuda"), ("device", "gpu-device-io")):
         cmd = [sys.executable, "-m", "pytest", str(work / "test_gpu_digits.py"), "-p", "harness.pytest_plugin",
                "-p", "no:cacheprovider", "-q", f"--results-dir={work / 'results'}", f"--run-id={name}",
-               f"--rootdir={work}", f"--target={target}", f"--inventory={work / 'targets.toml'}",
+               f"--rootdir={work}", f"--target={target}", f"--inventory={work / 'targets.toml'}", "--results-db=off",
                "--min-runs", "20", "--min-duration", "0.1", "--max-duration", "2", "--warmup-runs", "5"]
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=1800, env=dict(os.environ))
         runs[name] = SuiteRun(proc.returncode, proc.stdout + proc.stderr, work / "results" / name)
@@ -297,6 +319,7 @@ def gpu_runs(tmp_path_factory):
 
 
 @needs_gpu
+@needs_ort_cuda
 def test_onnxruntime_on_the_gpu(gpu_runs):
     run = gpu_runs["host"]
     fp32 = run.row("digits-cnn-onnxruntime-fp32-b1")
@@ -327,12 +350,45 @@ def test_onnxruntime_on_the_gpu(gpu_runs):
 
 
 @needs_gpu
+@pytest.mark.skipif(ORT_CUDA, reason="onnxruntime here has the CUDA provider: test_onnxruntime_on_the_gpu covers it")
+def test_onnxruntime_cpu_build_is_na_on_a_cuda_target(gpu_runs):
+    """Where onnxruntime is the CPU build (no CUDAExecutionProvider), its cases on a cuda
+    target are n/a with the reason, instead of errors or CPU figures under a GPU's name."""
+    df = gpu_runs["host"].results
+    ort = df[df["framework"] == "onnxruntime"]
+    assert len(ort) >= 3
+    for _, row in ort.iterrows():
+        assert row["status"] == "n/a", (row["case_id"], row["status"], row["reason"])
+        assert row["reason"].startswith("onnxruntime for ") and "has no CUDAExecutionProvider" in row["reason"]
+        assert "onnxruntime-gpu" in row["reason"]
+
+
+def test_onnxruntime_cpu_build_reason():
+    """What the cuda target declares from its probe's providers (info() adds it to unsupported_frameworks)."""
+    cpu_build = onnxruntime_reason({"onnxruntime_providers": ["AzureExecutionProvider", "CPUExecutionProvider"]}, "/usr/bin/python3")
+    assert cpu_build == ("onnxruntime for /usr/bin/python3 is not the GPU build: it has no CUDAExecutionProvider "
+                         "(it has AzureExecutionProvider, CPUExecutionProvider); install onnxruntime-gpu in place of "
+                         "onnxruntime (requirements/gpu.txt) to run onnxruntime on this GPU")
+    assert "onnxruntime does not import there" in onnxruntime_reason({"onnxruntime_providers": []}, "py")
+    assert onnxruntime_reason({"onnxruntime_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}, "py") is None
+    assert onnxruntime_reason({}, "py") is None  # not probed: the runner's own check still applies
+    from harness.models import digits_cnn
+    from harness.quantize import fp32_recipe
+
+    info = cuda_info()
+    info = replace(info, facts={**info.facts, "unsupported_frameworks": {**info.facts["unsupported_frameworks"], "onnxruntime": cpu_build}})
+    assert fp32_recipe("onnxruntime").not_applicable_reason(digits_cnn, info) == cpu_build
+
+
+@needs_gpu
 def test_inputs_on_device_keeps_copies_out_of_the_timed_region(gpu_runs):
-    host = gpu_runs["host"].row("digits-cnn-onnxruntime-fp32-b1")
-    device = gpu_runs["device"].row("digits-cnn-onnxruntime-fp32-b1")
-    assert device["status"] == "ok", device["reason"]
-    assert device["host_device_copies_timed"] is False
-    assert device["accuracy"] == pytest.approx(host["accuracy"], abs=0.002)
+    frameworks = ("torch", "onnxruntime") if ORT_CUDA else ("torch",)
+    for framework in frameworks:
+        host = gpu_runs["host"].row(f"digits-cnn-{framework}-fp32-b1")
+        device = gpu_runs["device"].row(f"digits-cnn-{framework}-fp32-b1")
+        assert host["status"] == device["status"] == "ok", (framework, host["reason"], device["reason"])
+        assert host["host_device_copies_timed"] is True and device["host_device_copies_timed"] is False, framework
+        assert device["accuracy"] == pytest.approx(host["accuracy"], abs=0.002), framework
 
 
 @needs_gpu
@@ -342,10 +398,15 @@ def test_other_frameworks_on_the_gpu(gpu_runs):
     for _, row in tflite.iterrows():
         assert row["status"] == "n/a" and row["reason"] == UNSUPPORTED_FRAMEWORKS["tflite"]
     torch_rows = df[df["framework"] == "torch"]
-    for _, row in torch_rows[torch_rows["mode"] == "fp32"].iterrows():
-        assert row["status"] == "ok", row["reason"]
+    fp32 = gpu_runs["host"].row("digits-cnn-torch-fp32-b1")
+    capability = tuple(int(v) for v in str(fp32["gpu_compute_capability"] or "0.0").split("."))
+    modes = ("fp32", "fp16") + (("bf16",) if capability >= (8, 0) else ())
+    for _, row in torch_rows[torch_rows["mode"].isin(modes)].iterrows():
+        assert row["status"] == "ok", (row["case_id"], row["reason"])
         assert row["device"] == GPU and row["gpu_mem_peak_allocated_mb"] > 0 and row["host_device_copies_timed"] is True
+        assert row["gpu_mem_mb"] > 0 and row["gpu_mem_source"].startswith("nvml:")
         assert row["power_source"].startswith("NVML") and row["energy_mj_per_inf"] > 0
+        assert row["accuracy"] >= 0.95 and (row["mode"] == "fp32" or row["accuracy_delta"] >= -0.02), row["case_id"]
     for _, row in torch_rows[torch_rows["mode"] == "static-int8"].iterrows():  # PT2E: CPU int8 kernels only
         assert row["status"] == "n/a" and "lower to CPU int8 kernels" in row["reason"]
 
@@ -379,7 +440,7 @@ def test_ssh_target_with_a_gpu_profile_runs_the_gpu_paths(tmp_path):
     sent = json.loads((session.store.dir / "work" / case.case_id / "config.json").read_text())
     assert sent["options"]["providers"][0] == ["CUDAExecutionProvider", {"device_id": 0}]
     assert sent["options"]["io"] == "device" and sent["sensors"]["profile"] == "nvidia-gpu"
-    if GPU is None:
+    if GPU is None or not ORT_CUDA:  # no GPU, or onnxruntime's CPU build: the runner says what is missing
         assert row["status"] == "error" and "has no CUDAExecutionProvider" in row["reason"], row["reason"]
     else:
         assert row["status"] == "ok" and row["providers_used"].startswith("CUDAExecutionProvider"), row["reason"]

@@ -25,47 +25,15 @@ import pandas as pd
 import sqlalchemy as sa
 
 from harness.history import schema
+from harness.history.location import DISABLED, ENV_VAR, HistoryError, display_url, resolve_url  # noqa: F401 (re-exported)
 from harness.history.schema import (LATEST_VERSION, MIGRATIONS, RESULT_COLUMNS_V1, comparisons, latencies, results,
                                     run_tags, runs, schema_version)
 from harness.values import plain
 
-ENV_VAR = "QUANTBENCH_RESULTS_DB"
-DEFAULT_FILE_NAME = "history.sqlite"  # under the results directory
-DISABLED = ("off", "none", "no")  # --results-db=off: keep results/<run-id>/ only
 LATENCY_ENCODING = "zlib-f8le"
 SQLITE_BUSY_TIMEOUT_S = 300.0  # a writer waits this long for another writer's transaction
 _PG_MIGRATION_LOCK = 0x71B7_0007  # pg_advisory_xact_lock key that serializes migrations
 TYPED = [c for c in RESULT_COLUMNS_V1]
-
-
-class HistoryError(RuntimeError):
-    """The results database cannot be used; the message names the database and what to do."""
-
-
-def resolve_url(explicit: Optional[str] = None, results_dir: Optional[Path] = None) -> Optional[str]:
-    """The database in force: --results-db, else $QUANTBENCH_RESULTS_DB, else <results_dir>/history.sqlite.
-
-    A plain path means a SQLite file; `postgresql://...` uses psycopg 3. None when disabled (`off`).
-    """
-    from harness.store import DEFAULT_RESULTS_DIR
-
-    value = explicit or os.environ.get(ENV_VAR) or str(Path(results_dir or DEFAULT_RESULTS_DIR) / DEFAULT_FILE_NAME)
-    if value.strip().lower() in DISABLED:
-        return None
-    if "://" not in value:
-        return f"sqlite:///{Path(value).expanduser().resolve()}"
-    for scheme in ("postgresql://", "postgres://"):
-        if value.startswith(scheme):
-            return "postgresql+psycopg://" + value[len(scheme):]
-    return value
-
-
-def display_url(url: str) -> str:
-    """The URL with any password hidden, for messages."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
 
 
 def _engine(url: str) -> sa.Engine:

@@ -49,14 +49,15 @@ def configure(config: pytest.Config, target_name: str) -> None:
     ref = config.getoption("--baseline")
     if not ref:
         return
-    from harness.history.db import HistoryDB, HistoryError, resolve_url
-    from harness.history.regress import select_baseline
+    from harness.history.location import HistoryError, open_db, resolve_url
 
     url = resolve_url(config.getoption("--results-db"), Path(config.getoption("--results-dir")))
     if url is None:
         raise pytest.UsageError("quantbench: --baseline needs the results database, but --results-db is off")
     try:
-        db = HistoryDB(url)
+        db = open_db(url)
+        from harness.history.regress import select_baseline
+
         baseline = select_baseline(db, ref, target_name, exclude_run_id=config.getoption("--run-id"))
     except HistoryError as exc:
         raise pytest.UsageError(f"quantbench: {exc}") from exc
@@ -71,7 +72,7 @@ class HistoryGate:
     """One per session: judges cases against the baseline and records the run at the end."""
 
     def __init__(self, config: pytest.Config, session) -> None:
-        from harness.history.db import HistoryDB, HistoryError, resolve_url
+        from harness.history.location import HistoryError, open_db, resolve_url
 
         self.config = config
         self.session = session
@@ -83,8 +84,8 @@ class HistoryGate:
         if self.db is None:
             url = resolve_url(config.getoption("--results-db"), Path(config.getoption("--results-dir")))
             try:
-                self.db = HistoryDB(url) if url else None
-            except HistoryError as exc:
+                self.db = open_db(url) if url else None
+            except HistoryError as exc:  # e.g. no SQLAlchemy here: the run goes on, results/<run-id>/ keeps it
                 self.error = str(exc)
         self.gates_by_suite: dict[str, Gates] = {}
         self.verdicts: dict[str, pd.DataFrame] = {}  # case_id -> its verdicts
@@ -131,10 +132,15 @@ class HistoryGate:
 
     def finish(self, reporter) -> None:
         """Append the run to the database, store and print the verdicts (after BenchSession.close)."""
+        session = self.session
+        if self.db is None:  # no database: nothing below may import SQLAlchemy (a baseline needs the database)
+            why = f"NOT recorded: {self.error}" if self.error else "not recorded (--results-db=off)"
+            later = f". Add it later with `quantbench history import {session.store.dir}`" if self.error else ""
+            reporter.write_line(f"history: run {session.run_id} {why}{later}")
+            return
         from harness.history.db import display_url, read_run_dir
         from harness.history.regress import IMPROVEMENT, NOISY, REGRESSION, VERDICT_COLUMNS, verdict_table
 
-        session = self.session
         manifest, rows, lat = read_run_dir(session.store.dir)
         verdicts = pd.DataFrame(columns=VERDICT_COLUMNS)
         if self.baseline is not None:
@@ -143,19 +149,14 @@ class HistoryGate:
             parts = [v for v in self.verdicts.values() if len(v)] + ([self._judge(missing)] if len(missing) else [])
             if parts:
                 verdicts = pd.concat(parts, ignore_index=True)
-        if self.db is not None:
-            try:
-                self.db.append_run(manifest, rows, lat, self.tags)
-                if self.baseline is not None:
-                    self.db.record_comparisons(session.run_id, verdicts)
-                where = f"recorded in {display_url(self.db.url)}" + (f" (tags: {', '.join(self.tags)})" if self.tags else "")
-            except Exception as exc:  # the run is safe on disk; say how to add it later
-                where = (f"NOT recorded in {display_url(self.db.url)}: {exc}. Add it later with "
-                         f"`quantbench history import {session.store.dir}`")
-        elif self.error:
-            where = f"NOT recorded: {self.error}. Add it later with `quantbench history import {session.store.dir}`"
-        else:
-            where = "not recorded (--results-db=off)"
+        try:
+            self.db.append_run(manifest, rows, lat, self.tags)
+            if self.baseline is not None:
+                self.db.record_comparisons(session.run_id, verdicts)
+            where = f"recorded in {display_url(self.db.url)}" + (f" (tags: {', '.join(self.tags)})" if self.tags else "")
+        except Exception as exc:  # the run is safe on disk; say how to add it later
+            where = (f"NOT recorded in {display_url(self.db.url)}: {exc}. Add it later with "
+                     f"`quantbench history import {session.store.dir}`")
         reporter.write_line(f"history: run {session.run_id} {where}")
         if self.baseline is None:
             return

@@ -1,0 +1,56 @@
+"""Where the results database is, and opening it, without importing SQLAlchemy.
+
+A run with `--results-db=off` (or on a host without the `history` extra, e.g. a borrowed GPU
+machine) must not need SQLAlchemy: the pytest plugin resolves the location here and imports
+harness.history.db only when there is a database to open.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from harness.history.db import HistoryDB
+
+ENV_VAR = "QUANTBENCH_RESULTS_DB"
+DEFAULT_FILE_NAME = "history.sqlite"  # under the results directory
+DISABLED = ("off", "none", "no")  # --results-db=off: keep results/<run-id>/ only
+
+
+class HistoryError(RuntimeError):
+    """The results database cannot be used; the message names the database and what to do."""
+
+
+def resolve_url(explicit: Optional[str] = None, results_dir: Optional[Path] = None) -> Optional[str]:
+    """The database in force: --results-db, else $QUANTBENCH_RESULTS_DB, else <results_dir>/history.sqlite.
+
+    A plain path means a SQLite file; `postgresql://...` uses psycopg 3. None when disabled (`off`).
+    """
+    from harness.store import DEFAULT_RESULTS_DIR
+
+    value = explicit or os.environ.get(ENV_VAR) or str(Path(results_dir or DEFAULT_RESULTS_DIR) / DEFAULT_FILE_NAME)
+    if value.strip().lower() in DISABLED:
+        return None
+    if "://" not in value:
+        return f"sqlite:///{Path(value).expanduser().resolve()}"
+    for scheme in ("postgresql://", "postgres://"):
+        if value.startswith(scheme):
+            return "postgresql+psycopg://" + value[len(scheme):]
+    return value
+
+
+def display_url(url: str) -> str:
+    """The URL with any password hidden, for messages (scheme://user:***@host/...)."""
+    return re.sub(r"^([^:/]+://[^/@:]*):[^/@]*@", r"\1:***@", url)
+
+
+def open_db(url: str) -> "HistoryDB":
+    """The database at `url`; HistoryError (not ImportError) when SQLAlchemy is missing, saying what to do."""
+    try:
+        from harness.history.db import HistoryDB
+    except ImportError as exc:
+        raise HistoryError(f"the results database {display_url(url)} needs the history extra, which is not installed "
+                           f"({exc}): pip install 'quantbench[history]', or pass --results-db=off") from exc
+    return HistoryDB(url)
