@@ -270,7 +270,7 @@ def main(argv=None) -> int:
     print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
     for r in table:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
-    print(f"p50 of per-call times. ratio_dev = quantbench io device / bare sync; ratio_host = quantbench io host / bare host io.")
+    print("p50 of per-call times. ratio_dev = quantbench io device / bare sync; ratio_host = quantbench io host / bare host io.")
     gated = [row for row in rows if "verdict" in row]
     if args.device == "cpu":
         print("device cpu: a rehearsal of this script (no GPU, nothing to synchronise); the goal is checked on a GPU only.")

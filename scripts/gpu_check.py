@@ -44,7 +44,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_WHEELS = REPO / ".whl"
@@ -209,11 +209,17 @@ def inspect(brought: list[str]) -> dict:
     import importlib.metadata as metadata
 
     facts["brought"] = {}
-    for name in brought:
+    for name in brought:  # each brought distribution: its version, once its top-level modules import here
         try:
-            facts["brought"][name] = metadata.version(name)
+            dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
             facts["brought"][name] = None
+            continue
+        tops = sorted({f.parts[0].removesuffix(".py") for f in dist.files or () if f.suffix == ".py" and len(f.parts) <= 2
+                       and not f.parts[0].endswith((".dist-info", ".data"))})
+        for top in tops:
+            importlib.import_module(top)
+        facts["brought"][name] = f"{dist.version} ({', '.join(tops)})"
     return facts
 
 
@@ -554,6 +560,13 @@ def main(argv: list[str]) -> int:
         log(f"gpu_check: interrupted ({exc}); writing what there is")
         checks.append(Check("the check itself", False, f"interrupted ({exc})"))
         status = 1
+        return status
+    except Exception as exc:  # a bug of the check or an unexpected state: the summary still gets written
+        import traceback
+
+        log(traceback.format_exc())
+        checks.append(Check("the check itself", False, f"{type(exc).__name__}: {exc} (traceback in gpu_check.log)"))
+        status = 2
         return status
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

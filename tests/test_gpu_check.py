@@ -56,7 +56,7 @@ def test_self_check_without_a_gpu(tmp_path):
     assert "mode: self-check" in summary and "verdict: PASSED" in summary
     assert "the GPU run is still to be done" in summary
     # the brought wheel went into the layered venv, and that Python imports it
-    assert "qb-gpu-check-probe 1.2 imports" in summary and "a venv layered over" in summary
+    assert "qb-gpu-check-probe 1.2 (qb_gpu_check_probe) imports" in summary and "a venv layered over" in summary
     assert "PASS  host side: 12 modules import" in summary and "the cuda target's probe ran" in summary
     timing = json.loads((out / "timing_sync.json").read_text())
     assert timing["target_kind"] == "local" and timing["passed"] is None  # a rehearsal: nothing gated

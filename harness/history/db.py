@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +24,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from harness.history import schema
-from harness.history.location import DISABLED, ENV_VAR, HistoryError, display_url, resolve_url  # noqa: F401 (re-exported)
+from harness.history.location import ENV_VAR, HistoryError, display_url, resolve_url  # noqa: F401 (re-exported)
 from harness.history.schema import (LATEST_VERSION, MIGRATIONS, RESULT_COLUMNS_V1, comparisons, latencies, results,
                                     run_tags, runs, schema_version)
 from harness.values import plain
