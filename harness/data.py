@@ -6,11 +6,13 @@ sample axis, so one code path serves single-input CNNs and multi-input transform
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
+
+from harness.artifacts import TensorSpec
 
 Inputs = Mapping[str, np.ndarray]
 
@@ -32,17 +34,30 @@ class Dataset:
     source: str = ""  # where the data comes from, for the report
 
     def __post_init__(self) -> None:
-        for split in ("eval_inputs", "calib_inputs"):
+        for split, key in (("eval_inputs", "x_eval"), ("calib_inputs", "x_calib"), ("train_inputs", "x_train")):
             value = getattr(self, split)
+            if value is None and split == "train_inputs":
+                continue
             if not value:
                 raise DataError(f"dataset {self.name!r}: {split} is empty")
-            counts = {k: len(v) for k, v in value.items()}
+            counts = {k: len(np.shape(v)) and len(v) for k, v in value.items()}
             if len(set(counts.values())) != 1:
                 raise DataError(f"dataset {self.name!r}: {split} inputs differ in sample count: {counts}")
+            if not next(iter(counts.values())):
+                use = {"x_calib": "static int8, mixed and int16x8 calibrate on it",
+                       "x_eval": "accuracy is scored on it", "x_train": "qat-int8 fine-tunes on it (or leave it out)"}[key]
+                raise DataError(f"dataset {self.name!r}: the {split.split('_')[0]} split ({key}) has no samples; {use}")
+        if self.train_inputs is not None:
+            n_train = len(next(iter(self.train_inputs.values())))
+            if self.train_labels is not None and len(self.train_labels) != n_train:
+                raise DataError(f"dataset {self.name!r}: {n_train} training samples but {len(self.train_labels)} labels (y_train)")
+            if set(self.train_inputs) != set(self.eval_inputs):
+                raise DataError(f"dataset {self.name!r}: train inputs {sorted(self.train_inputs)} and eval inputs "
+                                f"{sorted(self.eval_inputs)} name different model inputs")
         n_eval = len(next(iter(self.eval_inputs.values())))
         if self.eval_labels is not None and len(self.eval_labels) != n_eval:
             raise DataError(
-                f"dataset {self.name!r}: {n_eval} evaluation samples but {len(self.eval_labels)} labels"
+                f"dataset {self.name!r}: {n_eval} evaluation samples but {len(self.eval_labels)} labels (y_eval)"
             )
         if set(self.eval_inputs) != set(self.calib_inputs):
             raise DataError(
@@ -57,6 +72,14 @@ class Dataset:
     @property
     def n_eval(self) -> int:
         return len(next(iter(self.eval_inputs.values())))
+
+    def renamed(self, names: Mapping[str, str]) -> "Dataset":
+        """The same splits with inputs renamed (old name -> new name)."""
+        def rename(split: Optional[Inputs]) -> Optional[dict[str, np.ndarray]]:
+            return None if split is None else {names.get(k, k): v for k, v in split.items()}
+
+        return replace(self, eval_inputs=rename(self.eval_inputs), calib_inputs=rename(self.calib_inputs),
+                       train_inputs=rename(self.train_inputs))
 
     def fingerprint(self) -> str:
         """Content hash of every split, so a change of data changes every cache key."""
@@ -122,6 +145,61 @@ def resolve_data(source: DataSource, input_name: str = "input") -> Dataset:
             raise DataError(f"data loader {getattr(source, '__name__', source)!r} returned {type(data).__name__}, not a harness.data.Dataset")
         return data
     raise DataError(f"data must be a .npz path, a Dataset or a loader function, not {type(source).__name__}")
+
+
+def _dims(shape: Sequence) -> str:
+    return "(" + ", ".join(str(d) if isinstance(d, int) and d >= 0 else "?" for d in shape) + ")"
+
+
+def bind_inputs(dataset: Dataset, model_inputs: Sequence[TensorSpec], model: str) -> Dataset:
+    """The dataset with its inputs named as the model's, checked against the model's shapes and dtypes.
+
+    A model with one input takes the data's one input whatever either is called (`x_eval` in a
+    .npz is named "input"); with several inputs the names must match (`x_eval__<name>`).
+    `model` names the model and its file for the error messages.
+    """
+    wanted = [spec.name for spec in model_inputs]
+    have = list(dataset.input_names)
+    if set(wanted) != set(have):
+        if len(wanted) == 1 and len(have) == 1:
+            dataset = dataset.renamed({have[0]: wanted[0]})
+        else:
+            missing = [n for n in wanted if n not in have]
+            raise DataError(
+                f"{model} takes inputs {wanted}, but data {dataset.name!r} has {have}"
+                + (f" (missing: {missing})" if missing else "")
+                + "; in a .npz name each input's arrays x_eval__<input>, x_calib__<input> (and x_train__<input>)"
+            )
+    for spec in model_inputs:
+        for split, arrays in (("x_eval", dataset.eval_inputs), ("x_calib", dataset.calib_inputs),
+                              ("x_train", dataset.train_inputs or {})):
+            if spec.name not in arrays:
+                continue
+            array = np.asarray(arrays[spec.name])
+            model_dims = tuple(spec.shape[1:]) if spec.shape else ()
+            fixed = [(i, d) for i, d in enumerate(model_dims) if isinstance(d, int) and d > 0]
+            sample = array.shape[1:]
+            if len(sample) != len(model_dims) or any(sample[i] != d for i, d in fixed):
+                raise DataError(
+                    f"{model}: input {spec.name!r} takes samples of shape {_dims(model_dims)} ({spec.dtype}), but "
+                    f"{split} of data {dataset.name!r} has samples of shape {_dims(sample)} (array {array.shape})"
+                )
+            model_dtype = np.dtype(spec.dtype) if spec.dtype in np.sctypeDict else None
+            if model_dtype is not None and not _castable(array.dtype, model_dtype):
+                raise DataError(
+                    f"{model}: input {spec.name!r} takes {model_dtype.name}, but {split} of data {dataset.name!r} "
+                    f"is {array.dtype.name}; convert the data (e.g. token ids as integers, pixels as float32)"
+                )
+    return dataset
+
+
+def _castable(data: np.dtype, model: np.dtype) -> bool:
+    """Data the runner may cast to the model's dtype without changing its meaning."""
+    if np.issubdtype(model, np.floating):
+        return np.issubdtype(data, np.number) and not np.issubdtype(data, np.complexfloating)
+    if np.issubdtype(model, np.integer) or model == np.bool_:
+        return np.issubdtype(data, np.integer) or data == np.bool_
+    return data == model
 
 
 def batches(inputs: Inputs, batch_size: int):

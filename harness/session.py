@@ -19,7 +19,7 @@ import numpy as np
 
 from harness import report
 from harness.artifacts import ArtifactCache
-from harness.data import Dataset, resolve_data
+from harness.data import Dataset, bind_inputs, resolve_data
 from harness.device_columns import fill_device_columns
 from harness.metrics import Metric, accuracy_loss, resolve_metric
 from harness.progress import Progress, silent
@@ -137,7 +137,10 @@ class BenchSession:
     def _dataset(self, case: Case) -> Dataset:
         name = case.model.name
         if name not in self._datasets:
-            self._datasets[name] = resolve_data(case.model.data)
+            dataset = resolve_data(case.model.data)
+            if case.model.inputs is not None:  # a model file with its own input names and shapes
+                dataset = bind_inputs(dataset, case.model.inputs(), f"model {name} ({case.model.description})")
+            self._datasets[name] = dataset
         return self._datasets[name]
 
     def _context(self, case: Case) -> BuildContext:
@@ -211,6 +214,8 @@ class BenchSession:
             row.update(size_bytes=artifact.size_bytes, artifact_key=artifact.manifest["key"],
                        recipe=artifact.manifest.get("notes", {}).get("recipe", row["recipe"]),
                        artifact_sha256=artifact.manifest["sha256"])
+            if artifact.manifest.get("notes", {}).get("quantized_ops"):  # which ops compute in int8, e.g. "MatMul 1/1, Conv 0/53"
+                row["quantized_ops"] = str(artifact.manifest["notes"]["quantized_ops"])
             self.store.log(f"[{case.case_id}] artifact {artifact.path} ({'built' if built else 'cached'})")
             self.progress(f"measuring on {self.target_info.name} (up to {timing.max_duration_s:g} s)")
             outcome = self.target.run(self._job(case, artifact, timing), self.progress)

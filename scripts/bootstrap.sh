@@ -8,7 +8,7 @@ QB_PYTHON=${QB_PYTHON:-$(command -v python3.11 || command -v python3)}
 
 ensure_venv() {
   local stamp="$QB_VENV/.quantbench-installed" want
-  want=$(cat "$QB_ROOT/requirements/lock.txt" "$QB_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)
+  want=$(cat "$QB_ROOT/requirements/lock.txt" "$QB_ROOT/requirements/no-deps.txt" "$QB_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)
   if [ ! -x "$QB_VENV/bin/python" ]; then
     echo "quantbench: creating $QB_VENV with $QB_PYTHON" >&2
     "$QB_PYTHON" -m venv "$QB_VENV"
@@ -17,6 +17,7 @@ ensure_venv() {
     echo "quantbench: installing pinned dependencies (first run takes a few minutes)" >&2
     "$QB_VENV/bin/python" -m pip install --quiet --upgrade pip
     "$QB_VENV/bin/python" -m pip install --quiet -r "$QB_ROOT/requirements/lock.txt"
+    "$QB_VENV/bin/python" -m pip install --quiet --no-deps -r "$QB_ROOT/requirements/no-deps.txt"
     "$QB_VENV/bin/python" -m pip install --quiet --no-deps -e "$QB_ROOT"
     echo "$want" > "$stamp"
   fi

@@ -90,8 +90,11 @@ def test_accuracy_size_and_latency_columns(first_run):
     assert static["accuracy_delta"] >= -0.01 and static["within_budget"]
     for case in ("static-int8-qdq", "dynamic-int8-dyn", "mixed-qdq-mixed"):
         row = run.row(f"digits-cnn-onnxruntime-{case}-b1")
-        assert row["size_ratio"] <= 0.35, (case, row["size_ratio"])
+        # dynamic keeps the two convolutions float (ConvInteger is slower than float Conv on CPU)
+        assert row["size_ratio"] <= (0.45 if case.startswith("dynamic") else 0.35), (case, row["size_ratio"])
         assert row["speedup"] > 0
+    assert run.row("digits-cnn-onnxruntime-dynamic-int8-dyn-b1")["quantized_ops"] == "Conv 0/2, MatMul 2/2"
+    assert run.row("digits-cnn-onnxruntime-static-int8-qdq-b1")["quantized_ops"].startswith("Conv 2/2")
     assert run.row("digits-cnn-onnxruntime-fp16-b1")["size_ratio"] <= 0.55
 
 
@@ -109,12 +112,12 @@ def test_failing_cases_are_errors_with_actionable_reasons(first_run):
     run, _ = first_run
     wrong = run.row("logreg-wrong-shape-onnxruntime-fp32-b1")
     assert wrong["status"] == "error"
-    assert "input 'input': the model expects shape (?, 64) (float32)" in wrong["reason"]
-    assert "(1, 1, 8, 8)" in wrong["reason"]
+    assert "input 'input' takes samples of shape (64) (float32)" in wrong["reason"]
+    assert "samples of shape (1, 8, 8)" in wrong["reason"] and "logreg.onnx" in wrong["reason"]
     nan = run.row("nan-model-onnxruntime-fp32-b1")
     assert nan["status"] == "error" and "NaN/Inf" in nan["reason"]
     garbage = run.row("not-onnx-onnxruntime-fp32-b1")
-    assert garbage["status"] == "error" and "cannot read ONNX file" in garbage["reason"] and "garbage.onnx" in garbage["reason"]
+    assert garbage["status"] == "error" and "is not an ONNX model file" in garbage["reason"] and "garbage.onnx" in garbage["reason"]
     assert run.returncode == 1  # failed tests, not a crash
     assert "FAILED" in run.output and "NaN/Inf" in run.output
 
@@ -148,8 +151,9 @@ def test_second_run_quantizes_nothing(first_run):
 
 
 def test_static_op_set_is_weighted_ops_only_in_attention_graphs(tmp_path):
-    """onnxruntime's default static op set for a plain graph; weighted ops only once a
-    Softmax (attention) is present, so mask and residual Adds stay float."""
+    """onnxruntime's default static op set for a plain graph, a classifier ending in a Softmax
+    included; weighted ops only once a MatMul multiplies two activations (query x key), so
+    mask and residual Adds stay float."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -158,17 +162,23 @@ def test_static_op_set_is_weighted_ops_only_in_attention_graphs(tmp_path):
 
     plain = onnx_models.gemm_model(tmp_path / "plain.onnx", np.ones((4, 3)), np.zeros(3))
     assert static_op_types(plain) is None
-    scores = [
-        helper.make_node("MatMul", ["x", "W"], ["s"], name="scores"),
+
+    def graph_file(name, nodes, weights):
+        inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 4]) for n in ("x", "k", "mask")]
+        graph = helper.make_graph(nodes, name, inputs, [helper.make_tensor_value_info("p", TensorProto.FLOAT, [2, 4])],
+                                  [numpy_helper.from_array(w, n) for n, w in weights.items()])
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        return path
+
+    head = graph_file("softmax_head", [helper.make_node("MatMul", ["x", "W"], ["s"], name="classifier"),
+                                       helper.make_node("Softmax", ["s"], ["p"], axis=-1, name="softmax")],
+                      {"W": np.eye(4, dtype=np.float32)})
+    assert static_op_types(head) is None
+    attention = graph_file("attention", [
+        helper.make_node("MatMul", ["x", "W"], ["q"], name="query"),
+        helper.make_node("MatMul", ["q", "k"], ["s"], name="scores"),
         helper.make_node("Add", ["s", "mask"], ["masked"], name="mask_add"),
         helper.make_node("Softmax", ["masked"], ["p"], axis=-1, name="softmax"),
-    ]
-    graph = helper.make_graph(
-        scores, "attention",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]), helper.make_tensor_value_info("mask", TensorProto.FLOAT, [2, 4])],
-        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [2, 4])],
-        [numpy_helper.from_array(np.eye(4, dtype=np.float32), "W")],
-    )
-    attention = tmp_path / "attention.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(attention))
+    ], {"W": np.eye(4, dtype=np.float32)})
     assert static_op_types(attention) == ["MatMul"]

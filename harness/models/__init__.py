@@ -2,6 +2,7 @@
 from harness.models.digits_cnn import digits_cnn
 from harness.models.minilm import minilm_l6_s32, minilm_l6_s128
 from harness.models.spec import ModelContext, ModelSpec
+from harness.models import text_direction
 from harness.models.user import onnx_model, torch_model
 
 MODELS: dict[str, ModelSpec] = {

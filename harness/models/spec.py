@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+from harness.artifacts import TensorSpec
 from harness.data import DataSource, Dataset
 from harness.metrics import Metric
 
@@ -35,6 +36,10 @@ class ModelSpec:
     keras_factory: Optional[Callable[[ModelContext], Any]] = None  # same architecture in Keras (TFLite's own path)
     sensitive_layers: tuple[str, ...] = ()  # layers `mixed` keeps in float (module names or ONNX node names)
     description: str = ""  # one line for reports and docs
+    # The model's own inputs, read from its file (ONNX, .tflite, .pt2, Keras): the data is bound to
+    # them (one input takes the data's one input whatever its name) and checked against their shapes.
+    inputs: Optional[Callable[[], tuple[TensorSpec, ...]]] = field(default=None, compare=False)
+    files: tuple[Path, ...] = ()  # the user's model files/directories: their content hashes are in every cache key
 
     @property
     def sources(self) -> tuple[str, ...]:

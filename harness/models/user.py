@@ -6,6 +6,7 @@ from typing import Any, Callable, Union
 
 from harness.data import DataSource
 from harness.metrics import Metric
+from harness.models import files
 from harness.models.spec import ModelSpec
 
 MetricSpec = Union[str, Metric, Callable[..., float]]
@@ -21,14 +22,16 @@ def onnx_model(
 ) -> ModelSpec:
     """An fp32 ONNX file. The file's content hash is part of every cache key, so a new
     file re-quantizes by itself. onnxruntime modes only (torch/tflite cases are n/a)."""
+    path = Path(path).expanduser()
     return ModelSpec(
         name=name,
         data=data,
         version=version,
         metric=metric,
-        onnx_file=Path(path).expanduser(),
+        onnx_file=path,
         sensitive_layers=tuple(sensitive_layers),
-        description=f"user ONNX model {Path(path).name}",
+        description=f"user ONNX model {path}",
+        inputs=lambda: files.onnx_inputs(path),
     )
 
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 from harness.artifacts import Artifact, ArtifactCache, BuiltModel, sha256_file
 from harness.data import Dataset
 from harness.locks import FileLock
+from harness.models.files import content_hash
+from harness.quantize.host_check import check_loads
 from harness.models.spec import ModelContext, ModelSpec
 
 if TYPE_CHECKING:
@@ -147,6 +149,8 @@ class BuildContext:
         if self.spec.onnx_file is not None:
             for path in onnx_files(self.spec.onnx_file):
                 h.update(sha256_file(path).encode())
+        for path in self.spec.files:  # .tflite, .pt2, .keras, SavedModel: the user's file as it is now
+            h.update(content_hash(path).encode())
         if self.spec.torch_factory is not None:
             for name, tensor in self.torch_module.state_dict().items():
                 h.update(name.encode())
@@ -178,4 +182,4 @@ class BuildContext:
             "params": dict(recipe.params),
             "libraries": parts["libraries"],
         }
-        return self.cache.get_or_build(parts, lambda out: recipe.build(self, out), describe)
+        return self.cache.get_or_build(parts, lambda out: check_loads(recipe.build(self, out), out, recipe.name), describe)
