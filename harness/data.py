@@ -81,6 +81,16 @@ class Dataset:
         return replace(self, eval_inputs=rename(self.eval_inputs), calib_inputs=rename(self.calib_inputs),
                        train_inputs=rename(self.train_inputs))
 
+    def eval_subset(self, count: Optional[int], seed: int = 0) -> tuple[Inputs, Optional[np.ndarray]]:
+        """(inputs, labels) of `count` evaluation samples drawn at random with `seed`, kept in
+        their original order: the same samples in every run. All of them when count is None
+        or not smaller than the evaluation set."""
+        if count is None or count >= self.n_eval:
+            return self.eval_inputs, self.eval_labels
+        picked = np.sort(np.random.default_rng(seed).choice(self.n_eval, size=count, replace=False))
+        labels = None if self.eval_labels is None else np.asarray(self.eval_labels)[picked]
+        return {k: np.asarray(v)[picked] for k, v in self.eval_inputs.items()}, labels
+
     def fingerprint(self) -> str:
         """Content hash of every split, so a change of data changes every cache key."""
         h = hashlib.sha256()

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Optional, TypeVar, Union
 
 import numpy as np
 
+from harness import intervals
 from harness.values import number, plain
 
 Outputs = Mapping[str, np.ndarray]
@@ -33,6 +34,10 @@ class Metric:
     higher_is_better: bool = True  # False for error-like scores: a rise is a loss (budgets, gates, recommend)
     needs_reference: bool = False  # scored against the fp32 outputs of the same framework and target
     companions: tuple["Metric", ...] = ()  # more scores of the same outputs, each recorded in a column of its name
+    # The 95% interval of the score (harness/intervals.py): "wilson" (a fraction of passing samples,
+    # per_sample gives 0/1), "bootstrap" (of per_sample's mean, else by re-scoring resampled sets), "none".
+    interval: str = "bootstrap"
+    per_sample: Optional[Callable[..., np.ndarray]] = None  # same arguments as fn; one value per sample, mean = score
 
     def score(self, outputs: Outputs, labels: Optional[np.ndarray], reference: Optional[Outputs] = None) -> float:
         value = self.score_or_none(outputs, labels, reference)
@@ -49,6 +54,26 @@ class Metric:
         else:
             value = self.fn(outputs, labels)
         return None if value is None else float(value)
+
+    def confidence_interval(self, outputs: Outputs, labels: Optional[np.ndarray],
+                            reference: Optional[Outputs] = None) -> Optional[tuple[float, float]]:
+        """The score's 95% interval over the evaluation samples, or None where there is none."""
+        args = (reference,) if self.needs_reference else ()
+        if self.interval == "none":
+            return None
+        if self.per_sample is not None:
+            values = np.asarray(self.per_sample(outputs, labels, *args), dtype=np.float64)
+            if self.interval == "wilson":
+                return intervals.wilson(float(values.sum()), len(values))
+            return intervals.bootstrap_mean(values)
+        n = len(_first(outputs))
+
+        def take(arrays: Optional[Outputs], idx: np.ndarray):
+            return None if arrays is None else {k: np.asarray(v)[idx] for k, v in arrays.items()}
+
+        return intervals.bootstrap_rescore(
+            lambda idx: self.score_or_none(take(outputs, idx), None if labels is None else np.asarray(labels)[idx],
+                                           take(reference, idx)), n)
 
     def with_companions(self, *companions: "Metric") -> "Metric":
         return replace(self, companions=tuple(companions))
@@ -114,19 +139,28 @@ def predicted_classes(outputs: Outputs, labels: Optional[np.ndarray], metric: st
     return np.argmax(scores, axis=1), labels
 
 
-def top1(outputs: Outputs, labels: np.ndarray) -> float:
+def top1_hits(outputs: Outputs, labels: np.ndarray) -> np.ndarray:
     predicted, labels = predicted_classes(outputs, labels, "top1")
-    return float(np.mean(predicted == labels))
+    return (predicted == labels).astype(np.float64)
+
+
+def top1(outputs: Outputs, labels: np.ndarray) -> float:
+    return float(np.mean(top1_hits(outputs, labels)))
+
+
+def top5_hits(outputs: Outputs, labels: np.ndarray) -> Optional[np.ndarray]:
+    scores, labels = _scores(outputs, labels, "top5")
+    if scores.shape[1] <= 5:
+        return None
+    best = np.argpartition(-scores, 5, axis=1)[:, :5]
+    return np.any(best == labels[:, None], axis=1).astype(np.float64)
 
 
 def top5(outputs: Outputs, labels: np.ndarray) -> Optional[float]:
     """Fraction of samples whose label is among the five highest scores; None (no column)
     with five classes or fewer, where it is always 1."""
-    scores, labels = _scores(outputs, labels, "top5")
-    if scores.shape[1] <= 5:
-        return None
-    best = np.argpartition(-scores, 5, axis=1)[:, :5]
-    return float(np.mean(np.any(best == labels[:, None], axis=1)))
+    hits = top5_hits(outputs, labels)
+    return None if hits is None else float(np.mean(hits))
 
 
 def _macro(which: int, name: str) -> Callable[[Outputs, np.ndarray], float]:
@@ -157,14 +191,22 @@ def _errors(outputs: Outputs, labels: Optional[np.ndarray], metric: str) -> np.n
     return got.reshape(len(want), -1) - want.reshape(len(want), -1)
 
 
+def squared_errors(outputs: Outputs, labels: np.ndarray) -> np.ndarray:
+    return np.mean(np.square(_errors(outputs, labels, "mse")), axis=1)
+
+
+def absolute_errors(outputs: Outputs, labels: np.ndarray) -> np.ndarray:
+    return np.mean(np.abs(_errors(outputs, labels, "mae")), axis=1)
+
+
 def mse(outputs: Outputs, labels: np.ndarray) -> float:
     """Mean squared error of the first output against y_eval (lower is better)."""
-    return float(np.mean(np.square(_errors(outputs, labels, "mse"))))
+    return float(np.mean(squared_errors(outputs, labels)))
 
 
 def mae(outputs: Outputs, labels: np.ndarray) -> float:
     """Mean absolute error of the first output against y_eval (lower is better)."""
-    return float(np.mean(np.abs(_errors(outputs, labels, "mae"))))
+    return float(np.mean(absolute_errors(outputs, labels)))
 
 
 def _embeddings(outputs: Outputs, reference: Outputs) -> tuple[np.ndarray, np.ndarray]:
@@ -181,10 +223,14 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def cosines_to_fp32(outputs: Outputs, labels: Optional[np.ndarray], reference: Outputs) -> np.ndarray:
+    got, ref = _embeddings(outputs, reference)
+    return np.sum(_unit(got) * _unit(ref), axis=1)
+
+
 def cosine_to_fp32(outputs: Outputs, labels: Optional[np.ndarray], reference: Outputs) -> float:
     """Mean over evaluation samples of cos(output, fp32 output): 1.0 is the fp32 model itself."""
-    got, ref = _embeddings(outputs, reference)
-    return float(np.mean(np.sum(_unit(got) * _unit(ref), axis=1)))
+    return float(np.mean(cosines_to_fp32(outputs, labels, reference)))
 
 
 def nn_agreement(outputs: Outputs, labels: Optional[np.ndarray], reference: Outputs) -> float:
@@ -203,12 +249,15 @@ def nn_agreement(outputs: Outputs, labels: Optional[np.ndarray], reference: Outp
     return float(np.mean(nearest(got) == nearest(ref)))
 
 
-NN_AGREEMENT = Metric("nn_agreement", nn_agreement, needs_reference=True)
+NN_AGREEMENT = Metric("nn_agreement", nn_agreement, needs_reference=True, interval="none")  # neighbours change when samples repeat
 
 # Classification: any one of these as `accuracy`, the others as companion columns of the row.
-_CLASSIFICATION = tuple(Metric(fn.__name__, fn) for fn in (top1, top5, precision_macro, recall_macro, f1_macro))
+_CLASSIFICATION = (Metric("top1", top1, interval="wilson", per_sample=top1_hits),
+                   Metric("top5", top5, interval="wilson", per_sample=top5_hits),
+                   *(Metric(fn.__name__, fn) for fn in (precision_macro, recall_macro, f1_macro)))
 # Regression errors: lower is better (budgets, deltas and gates read higher_is_better).
-_ERRORS = tuple(Metric(fn.__name__, fn, higher_is_better=False) for fn in (mse, mae))
+_ERRORS = (Metric("mse", mse, higher_is_better=False, per_sample=squared_errors),
+           Metric("mae", mae, higher_is_better=False, per_sample=absolute_errors))
 
 
 def _with_the_others(family: tuple[Metric, ...]) -> dict[str, Metric]:
@@ -220,7 +269,8 @@ METRICS: dict[str, Metric] = {
     **_with_the_others(_ERRORS),
     # Fidelity to fp32 (as MLPerf sets targets relative to the fp32 reference); the accuracy
     # column holds cosine_to_fp32, and the row gets an nn_agreement column beside it.
-    "cosine_to_fp32": Metric("cosine_to_fp32", cosine_to_fp32, needs_reference=True, companions=(NN_AGREEMENT,)),
+    "cosine_to_fp32": Metric("cosine_to_fp32", cosine_to_fp32, needs_reference=True, companions=(NN_AGREEMENT,),
+                             per_sample=cosines_to_fp32),
     "nn_agreement": NN_AGREEMENT,
 }
 

@@ -4,16 +4,18 @@ Loaded by the repo's conftest.py; elsewhere use `pytest -p harness.pytest_plugin
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import pytest
 
-from harness import interrupts
+from harness import interrupts, profiles
 from harness.history import pytest_gates
 from harness.progress import Progress
 from harness.session import DEFAULT_CACHE_DIR, REPO_ROOT, BenchSession, SessionOptions
+from harness.suite import Case
 from harness.vocabulary import STATUS_NA
 from targets import TargetError, load_inventory
 
@@ -30,6 +32,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--max-duration", type=float, default=None, help="override the suites' maximum timed seconds")
     group.addoption("--warmup-runs", type=int, default=None, help="override the suites' warmup runs")
     group.addoption("--run-id", default=None, help="name of the run directory (default: UTC time + random suffix)")
+    group.addoption("--profile", default=None, choices=list(profiles.PROFILES),
+                    help="how much of the declared matrix to run: "
+                         + "; ".join(f"{p.name}: {p.help}" for p in profiles.PROFILES.values())
+                         + f" (default: ${profiles.ENV} or {profiles.QUICK})")
+    group.addoption("--case-budget", type=float, default=None, metavar="SECONDS",
+                    help="seconds a case may take in the runner before its evaluation pass is skipped, with the "
+                         "projected time in its reason (default: the profile's; the target's case timeout bounds it)")
     pytest_gates.add_options(group)  # --results-db, --baseline, --tag, thresholds
 
 
@@ -43,17 +52,33 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"unknown target {name!r}; known targets: {', '.join(sorted(inventory))}")
     config.stash[_TARGET] = inventory[name]
     config.stash[_SESSION] = None
+    try:
+        config.stash[_PROFILE] = profiles.resolve(config.getoption("--profile") or os.environ.get(profiles.ENV) or profiles.QUICK)
+    except ValueError as exc:
+        raise pytest.UsageError(f"{exc} (from --profile or ${profiles.ENV})") from exc
+    config.addinivalue_line("markers", "nightly: a case that only the nightly profile runs (quantbench --profile nightly)")
     pytest_gates.configure(config, name)
     config.add_cleanup(interrupts.raise_on_sigterm())  # SIGTERM stops the run like Ctrl-C: runner killed, report written
 
 
 _TARGET = pytest.StashKey()
 _SESSION = pytest.StashKey()
+_PROFILE = pytest.StashKey()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    """Deselect the cases the profile leaves out (pytest reports them as deselected)."""
+    profile = config.stash[_PROFILE].name
+    keep, drop = [], []
+    for item in items:
+        case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+        (drop if isinstance(case, Case) and profile not in case.profiles else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def _cache_dir(config: pytest.Config) -> Path:
-    import os
-
     return Path(config.getoption("--cache-dir") or os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
 
 
@@ -107,6 +132,8 @@ def quantbench(request: pytest.FixtureRequest) -> _Fixture:
             max_duration_s=config.getoption("--max-duration"),
             warmup_runs=config.getoption("--warmup-runs"),
             run_id=config.getoption("--run-id"),
+            profile=config.stash[_PROFILE].name,
+            case_budget_s=config.getoption("--case-budget"),
         )
         try:
             config.stash[_SESSION] = BenchSession(config.stash[_TARGET], options, Progress(write, live, column),
@@ -134,7 +161,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     from harness.report import comparison_table
     from harness.store import load_run
 
-    terminalreporter.section(f"quantbench: run {session.run_id} on {session.target_info.name}")
+    terminalreporter.section(f"quantbench: run {session.run_id} on {session.target_info.name}, {session.options.profile} profile")
     terminalreporter.write_line(comparison_table(load_run(session.store.dir)))
     for line in outage_lines(session.target_info.name, session.target.outage_report()):
         terminalreporter.write_line(line)

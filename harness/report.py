@@ -15,7 +15,10 @@ OUTCOME = ["status", "reason"]
 LATENCY = ["init_ms", "first_ms", "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_p50_ms",
            "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms", "n_runs", "duration_s",
            "iqr_over_median", "noisy", "valid", "throughput_ips"]
-ACCURACY = ["metric", "higher_is_better", "accuracy", "accuracy_delta", "accuracy_budget", "within_budget"]
+# eval_samples: how many evaluation samples were scored (a profile may score a seeded subset; 0 when
+# the case's time budget left no time for the evaluation pass); accuracy_ci_low/high: its 95% interval.
+ACCURACY = ["metric", "higher_is_better", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "eval_samples",
+            "accuracy_delta", "accuracy_budget", "within_budget"]
 SIZE_MEMORY = ["size_bytes", "size_ratio", "peak_rss_mb", "gpu_mem_mb"]
 POWER = ["power_source", "idle_power_w", "power_mean_w", "energy_mj_per_inf", "throttled", "temp_before_c", "temp_after_c"]
 COMPARISON = ["speedup"]
@@ -86,6 +89,11 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
     return keyed.sort_values(["model", "target", "batch_size", "_fw", "_md", "recipe"]).drop(columns=["_fw", "_md"])
 
 
+def _interval(low: Any, high: Any) -> str:
+    low, high = number(low), number(high)
+    return "-" if low is None or high is None else f"{low:.3f}-{high:.3f}"
+
+
 def comparison_table(df: pd.DataFrame, reason_width: int = 70) -> str:
     """One line per case: p50, speedup vs fp32, size ratio, accuracy, delta vs fp32, status."""
     if df.empty:
@@ -105,6 +113,8 @@ def comparison_table(df: pd.DataFrame, reason_width: int = 70) -> str:
             "speedup": formatted(r["speedup"], ".2f", "x"),
             "size": formatted(r["size_ratio"], ".2f"),
             "accuracy": formatted(r["accuracy"], ".4f"),
+            "ci95": _interval(r.get("accuracy_ci_low"), r.get("accuracy_ci_high")),
+            "n": formatted(r.get("eval_samples"), ".0f"),
             "delta_pts": formatted(None if delta is None or pd.isna(delta) else 100 * delta, "+.2f"),
             "reason": reason[:reason_width] + ("..." if len(reason) > reason_width else ""),
         })
@@ -114,6 +124,7 @@ def comparison_table(df: pd.DataFrame, reason_width: int = 70) -> str:
         if isinstance(r.get("metric"), str):
             metrics.setdefault(r["metric"], direction_text(row_higher_is_better(r)))
     legend = ("p50 flags: ~ noisy (IQR/median >= 0.10), ! minimums not met. size: artifact bytes / fp32. "
+              "ci95: the accuracy's 95% interval over its n evaluation samples. "
               "delta_pts: 100 x (accuracy - fp32 accuracy)"
               + (f"; accuracy is {', '.join(f'{m} ({d})' for m, d in metrics.items())}." if metrics else "."))
     return table + "\n" + legend

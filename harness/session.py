@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from harness import report
+from harness import profiles, report
 from harness.artifacts import ArtifactCache
 from harness.data import Dataset, bind_inputs, resolve_data
 from harness.device_columns import fill_device_columns
@@ -49,6 +49,14 @@ class SessionOptions:
     max_duration_s: Optional[float] = None
     warmup_runs: Optional[int] = None
     run_id: Optional[str] = None
+    profile: str = profiles.QUICK  # how much of the matrix: the suites' evaluation subsets, the case budget
+    case_budget_s: Optional[float] = None  # default: the profile's (harness/profiles.py)
+
+    def budget_s(self, case_timeout_s: float) -> float:
+        """Seconds a case may take in the runner: the profile's budget (or --case-budget), and
+        never more than the target's case timeout, past which the runner is killed anyway."""
+        budget = self.case_budget_s if self.case_budget_s is not None else profiles.resolve(self.profile).case_budget_s
+        return min(case_timeout_s, budget) if budget is not None else case_timeout_s
 
     def timing(self, suite_timing: Timing) -> Timing:
         overrides = {
@@ -101,7 +109,7 @@ class BenchSession:
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._contexts: dict[str, BuildContext] = {}
         self._datasets: dict[str, Dataset] = {}
-        self._inputs: dict[str, Path] = {}
+        self._inputs: dict[tuple, Path] = {}  # (model, evaluation samples) -> inputs file
         self._done: dict[str, dict[str, Any]] = {}  # case_id -> row
         self._outputs: dict[str, dict[str, np.ndarray]] = {}  # fp32 case_id -> evaluation outputs
         self.suites: set[str] = set()
@@ -150,15 +158,27 @@ class BenchSession:
                                                Path(self.options.cache_dir) / "models", self.progress, case.keep_float)
         return self._contexts[key]
 
+    def _eval_count(self, case: Case) -> Optional[int]:
+        """How many evaluation samples this run's profile scores for the case (None: all)."""
+        count = case.eval_samples.get(self.options.profile)
+        return count if count is not None and count < self._dataset(case).n_eval else None
+
+    def _evaluation(self, case: Case):
+        """(inputs, labels) the case is scored on: the profile's seeded subset, or everything."""
+        return self._dataset(case).eval_subset(self._eval_count(case), profiles.EVAL_SEED)
+
     def _inputs_file(self, case: Case) -> Path:
-        name = case.model.name
-        if name not in self._inputs:
+        count = self._eval_count(case)
+        key = (case.model.name, count)
+        if key not in self._inputs:
             dataset = self._dataset(case)
-            path = self.store.dir / "inputs" / f"{name}-{dataset.fingerprint()}.npz"
+            inputs, _ = self._evaluation(case)
+            subset = f"-{count}of{dataset.n_eval}" if count else ""
+            path = self.store.dir / "inputs" / f"{case.model.name}-{dataset.fingerprint()}{subset}.npz"
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, **{k: np.ascontiguousarray(v) for k, v in dataset.eval_inputs.items()})
-            self._inputs[name] = path
-        return self._inputs[name]
+            np.savez(path, **{k: np.ascontiguousarray(v) for k, v in inputs.items()})
+            self._inputs[key] = path
+        return self._inputs[key]
 
     # -- the path of one case ------------------------------------------------------------------
     @staticmethod
@@ -227,9 +247,13 @@ class BenchSession:
             if result.get("nonfinite_outputs"):
                 bad = ", ".join(f"{n} non-finite values in output {k!r}" for k, n in result["nonfinite_outputs"].items())
                 raise CaseFailure(f"model produced NaN/Inf on the evaluation data ({bad})")
-            self.progress("scoring accuracy")
             self._fill_measurements(row, result)
-            self._score(case, row, outcome.outputs, baseline)
+            if result.get("evaluation_skipped"):  # over the case's time budget: the latency is the result
+                row.update(eval_samples=0, reason=f"accuracy not scored: {result['evaluation_skipped']} "
+                                                  f"({self._budget_hint()})")
+            else:
+                self.progress("scoring accuracy")
+                self._score(case, row, outcome.outputs, baseline)
             report.compare_to_baseline(row, baseline)
             note = size_note(case.mode, artifact.manifest.get("notes", {}).get("weight_storage"), row.get("size_ratio"))
             if note:  # an int8 file that keeps float weights, or is not smaller, says why
@@ -255,6 +279,7 @@ class BenchSession:
             "min_runs": timing.min_runs,
             "min_duration_s": timing.min_duration_s,
             "max_duration_s": timing.max_duration_s,
+            "budget_s": self.options.budget_s(self.target_config.case_timeout_s),
             "options": {},
             "sensors": {"profile": self.target_info.profile, "root": sensing.get("root", "/"),
                         "idle_s": sensing.get("idle_s", 1.0), "settings": sensing},
@@ -291,18 +316,27 @@ class BenchSession:
             row[f"temp_{when}_c"] = max(temps) if temps else None
         fill_device_columns(row, result)  # GPU state and memory, execution providers, copies, window note
 
+    def _budget_hint(self) -> str:
+        if self.options.case_budget_s is not None:
+            return "set by --case-budget"
+        return f"the {self.options.profile} profile's budget; raise it with --case-budget SECONDS, or run --profile nightly"
+
     def _score(self, case: Case, row: dict[str, Any], outputs, baseline) -> None:
         metric: Metric = resolve_metric(case.model.metric)
-        dataset = self._dataset(case)
+        _, labels = self._evaluation(case)
         if case.mode == BASELINE_MODE:
             self._outputs[case.case_id] = outputs
             reference = outputs
         else:
             reference = self._outputs.get(self.baseline_case(case).case_id)
         if metric.needs_reference and reference is None:
-            raise CaseFailure(f"metric {metric.name} is scored against fp32 outputs, and the fp32 baseline failed")
-        row["accuracy"] = metric.score(outputs, dataset.eval_labels, reference)
-        row.update(metric.companion_scores(outputs, dataset.eval_labels, reference))  # e.g. nn_agreement
+            why = (baseline or {}).get("reason") or "the fp32 baseline failed"
+            raise CaseFailure(f"metric {metric.name} is scored against fp32 outputs, and the fp32 baseline has none ({why})")
+        row["accuracy"] = metric.score(outputs, labels, reference)
+        row["eval_samples"] = len(next(iter(outputs.values())))
+        interval = metric.confidence_interval(outputs, labels, reference)
+        row["accuracy_ci_low"], row["accuracy_ci_high"] = interval if interval else (None, None)
+        row.update(metric.companion_scores(outputs, labels, reference))  # e.g. nn_agreement
 
     @staticmethod
     def _check_budget(case: Case, row: dict[str, Any], baseline) -> None:

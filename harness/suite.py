@@ -16,6 +16,7 @@ from typing import Mapping, Optional
 
 from harness.models.spec import ModelSpec
 from harness.history.gates import Gates
+from harness.profiles import ALL_PROFILES, PROFILES, QUICK
 from harness.quantize import Recipe, recipes_for, unavailable_reason
 from harness.vocabulary import BASELINE_MODE, FRAMEWORKS, MODES
 
@@ -57,6 +58,8 @@ class Case:
     timing: "Timing" = field(default_factory=lambda: Timing())  # the suite's measurement settings
     keep_float: tuple[str, ...] = ()  # the suite's layers for `mixed` (default: the model's)
     gates: Gates = field(default_factory=Gates)  # the suite's regression thresholds vs a baseline run
+    profiles: tuple[str, ...] = ALL_PROFILES  # the run profiles that include this case (suite and recipe agree)
+    eval_samples: Mapping[str, int] = field(default_factory=dict)  # profile -> evaluation samples scored (else all)
 
     @property
     def case_id(self) -> str:
@@ -82,6 +85,10 @@ class Suite:
     keep_float: tuple[str, ...] = ()  # layers `mixed` keeps in float (default: the model's sensitive layers)
     timing: Timing = field(default_factory=Timing)  # measurement settings
     gates: Gates = field(default_factory=Gates)  # regression thresholds vs a --baseline run (flags override)
+    profiles: tuple[str, ...] = ALL_PROFILES  # run profiles that include this suite; ("nightly",) keeps it out of the quick default
+    # profile -> how many evaluation samples a case scores there: a seeded random subset, the same
+    # in every run (harness.profiles.EVAL_SEED); a profile not named scores the whole evaluation set
+    eval_samples: Mapping[str, int] = field(default_factory=dict)
     name: str = ""  # the `suite` column; default: the module's file name without test_
     source: str = field(default="", compare=False)  # the declaring file (filled in automatically)
 
@@ -90,7 +97,7 @@ class Suite:
         object.__setattr__(self, "source", source)
         if not self.name:
             object.__setattr__(self, "name", Path(source).stem.removeprefix("test_"))
-        for attr in ("frameworks", "modes", "batch_sizes", "keep_float"):
+        for attr in ("frameworks", "modes", "batch_sizes", "keep_float", "profiles"):
             value = getattr(self, attr)
             if isinstance(value, (str, int)):
                 value = (value,)
@@ -132,6 +139,16 @@ class Suite:
         problem = self.timing.validate()
         if problem:
             self._fail("timing", problem)
+        for name in self.profiles:
+            if name not in PROFILES:
+                self._fail("profiles", f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
+        if not self.profiles:
+            self._fail("profiles", "is empty")
+        for name, count in self.eval_samples.items():
+            if name not in PROFILES:
+                self._fail("eval_samples", f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
+            if not isinstance(count, int) or isinstance(count, bool) or count < 2:
+                self._fail("eval_samples", f"the {name} profile's sample count must be a whole number >= 2, not {count!r}")
 
     def cases(self) -> list[Case]:
         """Every case, fp32 first within each framework (it is the baseline of the rest)."""
@@ -142,11 +159,15 @@ class Suite:
                 for mode in modes:
                     budget = self.budgets.get(mode)
                     recipes = recipes_for(fw, mode)
-                    common = dict(budget=budget, timing=self.timing, keep_float=self.keep_float, gates=self.gates)
+                    common = dict(budget=budget, timing=self.timing, keep_float=self.keep_float, gates=self.gates,
+                                  eval_samples=self.eval_samples)
                     if not recipes:
-                        cases.append(Case(self.name, self.model, fw, mode, None, batch, na_reason=unavailable_reason(fw, mode), **common))
+                        cases.append(Case(self.name, self.model, fw, mode, None, batch, na_reason=unavailable_reason(fw, mode),
+                                          profiles=self.profiles, **common))
                     for recipe in recipes:
-                        cases.append(Case(self.name, self.model, fw, mode, recipe, batch, **common))
+                        profiles = tuple(p for p in self.profiles if p in recipe.profiles)
+                        if profiles:
+                            cases.append(Case(self.name, self.model, fw, mode, recipe, batch, profiles=profiles, **common))
         return cases
 
     def pytest_cases(self):
@@ -158,7 +179,11 @@ class Suite:
         if len(set(ids)) != len(ids):
             self._fail("frameworks/modes", "two cases share an id; give the recipes distinct slugs")
 
-        @pytest.mark.parametrize("case", cases, ids=ids)
+        # A case outside the quick default carries the `nightly` marker (`-m nightly` selects them);
+        # the plugin deselects every case its --profile does not include.
+        params = [pytest.param(c, id=c.case_id, marks=() if QUICK in c.profiles else (pytest.mark.nightly,)) for c in cases]
+
+        @pytest.mark.parametrize("case", params)
         def test_case(case: Case, quantbench) -> None:
             quantbench.check(case)
 

@@ -11,23 +11,31 @@ Batch 1 is latency, batch 8 throughput; 128 tokens is the model's training lengt
 query. TFLite runs at batch 1 only: litert-torch artifacts have a static batch of 1
 (harness/quantize/tflite_torch.py), so a batch-8 case could only fail on its input shape.
 `mixed` keeps the six FFN output projections in float (minilm.SENSITIVE_LAYERS says why).
+
+Profiles: the quick default runs one shape, 32 tokens at batch 1 (every framework and mode; a
+call costs about a quarter of a 128-token one, and so does calibrating the static modes), and
+scores a seeded subset of 100 of the 500 sentences. The nightly profile (`--profile nightly`)
+runs all four shapes on every sentence.
 """
 from harness import Suite
 from harness.models import minilm_l6_s32, minilm_l6_s128
+from harness.profiles import ALL_PROFILES, NIGHTLY_ONLY
 
 MODES = ("fp32", "fp16", "bf16", "dynamic-int8", "static-int8", "mixed")
 BUDGETS = {"dynamic-int8": 1.0, "static-int8": 1.0, "mixed": 1.0}  # cosine points vs fp32
 
 
-def suites(model):
+def suites(model, quick: bool = False):
+    b1 = dict(profiles=ALL_PROFILES, eval_samples={"quick": 100}) if quick else dict(profiles=NIGHTLY_ONLY)
     return (
-        Suite(model=model, frameworks=("torch", "onnxruntime", "tflite"), modes=MODES, budgets=BUDGETS, batch_sizes=(1,)),
-        Suite(model=model, frameworks=("torch", "onnxruntime"), modes=MODES, budgets=BUDGETS, batch_sizes=(8,)),
+        Suite(model=model, frameworks=("torch", "onnxruntime", "tflite"), modes=MODES, budgets=BUDGETS, batch_sizes=(1,), **b1),
+        Suite(model=model, frameworks=("torch", "onnxruntime"), modes=MODES, budgets=BUDGETS, batch_sizes=(8,),
+              profiles=NIGHTLY_ONLY),
     )
 
 
 s128_b1, s128_b8 = suites(minilm_l6_s128)
-s32_b1, s32_b8 = suites(minilm_l6_s32)
+s32_b1, s32_b8 = suites(minilm_l6_s32, quick=True)
 
 test_s128_b1 = s128_b1.pytest_cases()
 test_s128_b8 = s128_b8.pytest_cases()

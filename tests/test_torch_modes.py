@@ -68,6 +68,7 @@ def run(tmp_path_factory) -> SuiteRun:
     results = work / "results"
     cmd = [sys.executable, "-m", "pytest", str(SUITE), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "-q",
            "-k", "torch or qat-int8", f"--results-dir={results}", "--run-id=torch", f"--rootdir={work}", *FAST_TIMING,
+           "--profile=nightly",  # the inductor recipe is nightly-only
            "--threads=1"]  # one thread: on a busy 2-core machine OpenMP barriers make int8 calls 100x slower
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=1500)
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / "torch")

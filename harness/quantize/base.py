@@ -18,6 +18,7 @@ from harness.locks import FileLock
 from harness.models.files import content_hash
 from harness.quantize.host_check import check_loads
 from harness.models.spec import ModelContext, ModelSpec
+from harness.profiles import ALL_PROFILES
 
 if TYPE_CHECKING:
     from targets.base import TargetInfo
@@ -41,6 +42,9 @@ class Recipe:
     # The fp32 model it starts from when a framework has several ("keras" or "torch" for tflite;
     # "" = the spec's only one). A case's baseline is the fp32 recipe of the same source.
     source: str = ""
+    # The run profiles that include this recipe (harness/profiles.py): an alternative of a mode
+    # (another execution format, a legacy converter) is ("nightly",), out of the quick default.
+    profiles: tuple[str, ...] = ALL_PROFILES
 
     def not_applicable_reason(self, spec: ModelSpec, target: "TargetInfo") -> Optional[str]:
         # A target may declare frameworks it cannot run at all (tflite on a cuda target).

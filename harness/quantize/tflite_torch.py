@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 
 from harness.artifacts import BuiltModel
+from harness.profiles import NIGHTLY_ONLY
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 from harness.quantize.tflite_graph import MODEL_FILE, check_kept_float, describe, op_names, resolve_layers
 
@@ -334,7 +335,7 @@ RECIPES: tuple[Recipe, ...] = (
     # ai-edge-quantizer's default quantizes every weight tensor, the small first conv included;
     # the legacy recipe skips small ones as TFLiteConverter does: both rows, so users can compare.
     replace(_recipe("dynamic-int8", "litert_torch.convert + ai_edge_quantizer(dynamic_legacy_wi8_afp32)",
-                    build_dynamic_legacy, {"min_weight_elements": 1024}), slug=SLUG + "-legacy"),
+                    build_dynamic_legacy, {"min_weight_elements": 1024}), slug=SLUG + "-legacy", profiles=NIGHTLY_ONLY),
     _recipe("static-int8", "litert_torch.convert + ai_edge_quantizer(static_wi8_ai8)", build_static,
             {"calibration": "calib split, batch 1", "ops": STATIC_OPS_NOTE, "attention_ops": ATTENTION_STATIC_OPS}),
     _recipe("int16x8", "litert_torch.convert + ai_edge_quantizer(static_wi8_ai16)", build_int16x8,

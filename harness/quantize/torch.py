@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Optional
 
 from harness.artifacts import BuiltModel
 from harness.models.spec import ModelSpec
+from harness.profiles import NIGHTLY_ONLY
 from harness.quantize import qat_torch, torch_cuda
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 from harness.quantize.pt2e_torch import RUNTIME_REQUIRES, arch_family, quantizer_applicable
@@ -213,7 +214,7 @@ RECIPES: tuple[Recipe, ...] = (
            {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("x86")),
     Recipe("torch", "static-int8", _pt2e_name("x86") + ", torch.compile on target", "pt2e-x86-inductor",
            build_pt2e("x86", compile="inductor"), {"calibration_batch": 16, "compile": "inductor"}, PT2E_LIBS,
-           quantizer_applicable("x86")),
+           quantizer_applicable("x86"), profiles=NIGHTLY_ONLY),  # a second execution format (compiles on the target)
     Recipe("torch", "static-int8", _pt2e_name("arm") + ", eager", "pt2e-arm", build_pt2e("arm"),
            {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("arm")),
     qat_torch.torch_recipe(qat_torch.QATConfig(quantizer="x86")),

@@ -3,7 +3,9 @@
 Config keys: framework, artifact, manifest, inputs (.npz of evaluation inputs by name),
 outputs (path for the evaluation outputs), result (path for the JSON), threads,
 batch_size, warmup_runs, warmup_s, min_runs, min_duration_s, max_duration_s, options,
-target (the target's name, for messages; optional).
+target (the target's name, for messages; optional), budget_s (seconds the case may take: the
+evaluation pass is skipped, saying why in `evaluation_skipped`, when the timed median projects
+it past the budget; optional), evaluate (false: no evaluation pass at all; default true).
 
 A backend has input_specs, output_names, details, prepare(feed) and run(prepared), and
 may add: fetch(outputs) -> host arrays (when run leaves outputs on a device),
@@ -12,7 +14,7 @@ post_details() -> facts that need an extra probing run, taken after every figure
 """
 from __future__ import annotations
 
-from .phases import Phases
+from .phases import Phases, evaluation_over_budget
 
 PHASES = Phases()  # before the imports below, so that their time is counted too
 
@@ -76,6 +78,13 @@ def _check_inputs(input_specs, data, batch_size: int) -> None:
             )
 
 
+def _over_budget(config: dict, phases: Phases, latencies_ms, n_eval: int, batch_size: int) -> str:
+    if not config.get("evaluate", True):  # e.g. a later round of a case whose outputs another process scored
+        return "not requested (evaluate = false)"
+    budget = config.get("budget_s")
+    return evaluation_over_budget(float(budget) if budget else None, phases.elapsed_s(), latencies_ms, n_eval, batch_size)
+
+
 def run(config: dict, phases: Phases = PHASES) -> dict:
     threads = int(config["threads"])
     batch_size = int(config["batch_size"])
@@ -121,9 +130,13 @@ def run(config: dict, phases: Phases = PHASES) -> dict:
         details.update(session.after_window())
     phases.mark("timed")  # the sensors' idle wait and the timed window (duration_s)
 
-    # Accuracy pass: same prepare+run path as the timed loop, over every evaluation sample.
+    # Accuracy pass: same prepare+run path as the timed loop, over every evaluation sample,
+    # unless the timed median says it would take the case past its time budget.
+    n_eval = len(next(iter(data.values())))
+    skipped = _over_budget(config, phases, timing["latencies_ms"], n_eval, batch_size)
     fetch = getattr(session, "fetch", lambda outputs: outputs)  # device outputs -> host arrays
-    outputs = measure.evaluation_pass(lambda feed: fetch(session.run(session.prepare(feed))), data, batch_size, session.output_names)
+    outputs = {} if skipped else measure.evaluation_pass(lambda feed: fetch(session.run(session.prepare(feed))), data,
+                                                         batch_size, session.output_names)
     nonfinite = {name: int(np.size(v) - np.count_nonzero(np.isfinite(v))) for name, v in outputs.items()
                  if np.issubdtype(np.asarray(v).dtype, np.floating)}
     phases.mark("evaluation")
@@ -142,7 +155,8 @@ def run(config: dict, phases: Phases = PHASES) -> dict:
         "runtime_version": session.runtime_version,
         "runtime_details": details,
         "nonfinite_outputs": {k: v for k, v in nonfinite.items() if v},
-        "n_eval": len(next(iter(data.values()))),
+        "n_eval": 0 if skipped else n_eval,
+        "evaluation_skipped": skipped,
         "timed_batch_note": batch_note,  # set when the data cannot fill one batch and was repeated
     }
     result.update(timing)

@@ -1,4 +1,5 @@
-"""Where a runner process spends its wall time, step by step (standard library only).
+"""Where a runner process spends its wall time, step by step, and whether the evaluation
+pass still fits the case's time budget (standard library only).
 
 `Phases.mark(name)` records the seconds since the previous mark; the result's `phases_s`
 then says how long the interpreter took to start, the imports, the model load, warmup,
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional
+
+MIN_SKIPPED_S = 1.0  # an evaluation pass projected shorter than this is never skipped
 
 
 def process_age_s() -> Optional[float]:
@@ -43,3 +46,21 @@ class Phases:
     def elapsed_s(self) -> float:
         """Seconds since this object was made, plus the startup before it."""
         return time.perf_counter() - self._started + self.seconds.get("startup", 0.0)
+
+
+def evaluation_over_budget(budget_s: Optional[float], elapsed_s: float, latencies_ms: List[float],
+                           samples: int, batch_size: int) -> str:
+    """Why the evaluation pass is skipped ('' when it fits): `samples` in calls of `batch_size`,
+    each projected at the timed loop's median, after `elapsed_s` of the case, against `budget_s`.
+    A pass projected under MIN_SKIPPED_S always runs: skipping it would save nothing."""
+    if not budget_s or not latencies_ms:
+        return ""
+    calls = -(-samples // batch_size)
+    ordered = sorted(latencies_ms)
+    per_call_s = ordered[len(ordered) // 2] / 1000.0
+    projected = calls * per_call_s
+    if elapsed_s + projected <= budget_s or projected < MIN_SKIPPED_S:
+        return ""
+    return (f"the evaluation pass would take about {projected:.3g} s ({calls} calls of batch {batch_size} at "
+            f"{per_call_s * 1000:.4g} ms, the timed median) after {elapsed_s:.3g} s of this case, over its time "
+            f"budget of {budget_s:g} s")

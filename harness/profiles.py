@@ -1,0 +1,48 @@
+"""Run profiles: how much of the declared matrix a run measures.
+
+`quick` (the default, what `./scripts/run.sh` runs) answers in minutes: every framework and
+mode, on the shapes a suite keeps for it, each evaluation pass on the suite's declared seeded
+subset, and a time budget per case. `nightly` (`--profile nightly`) is the full matrix: every
+shape, batch and recipe, every evaluation sample, no budget but the target's case timeout.
+
+A suite says which profiles run it (`Suite(profiles=...)`) and how many evaluation samples a
+profile scores (`Suite(eval_samples={"quick": 200})`); a recipe says which profiles run it
+(`Recipe(profiles=...)`: alternatives of a mode, such as a second execution format, are
+nightly-only). A case runs in a profile when its suite and its recipe both name it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+QUICK = "quick"
+NIGHTLY = "nightly"
+ENV = "QUANTBENCH_PROFILE"  # the default profile when --profile is not given
+EVAL_SEED = 0  # the seed of every evaluation subset: the same samples in every run
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    help: str  # one line for --help
+    # Seconds a case may take in the runner (load, warmup, timed loop, evaluation). Checked
+    # before the evaluation pass, from the measured per-call latency: a case projected past
+    # it keeps its latency figures and skips the evaluation, with the projection in its
+    # reason. None: only the target's case timeout (case_timeout_s) bounds a case.
+    case_budget_s: Optional[float]
+
+
+PROFILES: dict[str, Profile] = {
+    QUICK: Profile(QUICK, "every framework and mode on each suite's quick shapes, evaluation on declared seeded "
+                          "subsets, 45 s budget per case (the default)", case_budget_s=45.0),
+    NIGHTLY: Profile(NIGHTLY, "the full matrix: every shape, batch and recipe, full evaluation sets, no budget "
+                              "but the target's case timeout", case_budget_s=None),
+}
+ALL_PROFILES: tuple[str, ...] = tuple(PROFILES)
+NIGHTLY_ONLY: tuple[str, ...] = (NIGHTLY,)  # e.g. Recipe(..., profiles=NIGHTLY_ONLY): out of the quick default
+
+
+def resolve(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
+    return PROFILES[name]
