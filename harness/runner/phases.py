@@ -9,6 +9,7 @@ adds them up to show what a case costs besides its measurement.
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from typing import Dict, List, Optional
 
@@ -56,8 +57,7 @@ def evaluation_over_budget(budget_s: Optional[float], elapsed_s: float, latencie
     if not budget_s or not latencies_ms:
         return ""
     calls = -(-samples // batch_size)
-    ordered = sorted(latencies_ms)
-    per_call_s = ordered[len(ordered) // 2] / 1000.0
+    per_call_s = statistics.median(latencies_ms) / 1000.0
     projected = calls * per_call_s
     if elapsed_s + projected <= budget_s or projected < MIN_SKIPPED_S:
         return ""
