@@ -21,6 +21,7 @@ from harness import profiles, report
 from harness.artifacts import ArtifactCache
 from harness.data import Dataset, bind_inputs, resolve_data
 from harness.device_columns import fill_device_columns
+from harness.power_columns import fill_power_columns, power_trace
 from harness.metrics import Metric, accuracy_loss, resolve_metric
 from harness.progress import Progress, silent
 from harness.quantize import BuildContext, NotApplicable, fp32_recipe
@@ -199,11 +200,11 @@ class BenchSession:
                 baseline = None
         self.progress.start(case.case_id)
         try:
-            row, latencies = self._measure(case, self.options.timing(case.timing), baseline)
+            row, latencies, trace = self._measure(case, self.options.timing(case.timing), baseline)
         finally:
             self.progress.finish()
         self._done[case.case_id] = row
-        self.store.write_case(row, latencies)
+        self.store.write_case(row, latencies, trace)
         return row
 
     def _row(self, case: Case) -> dict[str, Any]:
@@ -218,15 +219,15 @@ class BenchSession:
             power_source=f"none: no power sensor is sampled on {info.kind} target {info.name} (profile {info.profile})",
         )
 
-    def _measure(self, case: Case, timing: Timing, baseline) -> tuple[dict[str, Any], list[float]]:
+    def _measure(self, case: Case, timing: Timing, baseline) -> tuple[dict[str, Any], list[float], list]:
         row = self._row(case)
         if case.recipe is None:
             row.update(status=STATUS_NA, reason=case.na_reason)
-            return row, []
+            return row, [], []
         reason = case.recipe.not_applicable_reason(case.model, self.target_info)
         if reason:
             row.update(status=STATUS_NA, reason=reason)
-            return row, []
+            return row, [], []
         try:
             ctx = self._context(case)
             self.progress(f"quantizing ({case.recipe.name})")
@@ -259,14 +260,14 @@ class BenchSession:
             if note:  # an int8 file that keeps float weights, or is not smaller, says why
                 row["size_note"] = note
             self._check_budget(case, row, baseline)
-            return row, list(result["latencies_ms"])
+            return row, list(result["latencies_ms"]), power_trace(result)
         except NotApplicable as exc:
             row.update(status=STATUS_NA, reason=condense(exc))
-            return row, []
+            return row, [], []
         except Exception as exc:  # any failure becomes an error row; the other cases still run
             self.store.log(f"[{case.case_id}] FAILED\n{traceback.format_exc()}")
             row.update(status=STATUS_ERROR, reason=condense(exc) + f" (details: {self.store.log_path})")
-            return row, []
+            return row, [], []
 
     def _job(self, case: Case, artifact, timing: Timing) -> RunnerJob:
         sensing = dict(self.target_config.settings.get("sensors", {}))  # the inventory's [targets.X.sensors]
@@ -301,19 +302,7 @@ class BenchSession:
         )
         if result.get("timed_batch_note"):  # the data could not fill one batch: the row says it was repeated
             row["batch_note"] = result["timed_batch_note"]
-        power = result.get("power") or {}
-        if power.get("power_source"):
-            row["power_source"] = power["power_source"]
-        row["idle_power_w"] = power.get("idle_power_w")
-        row["power_mean_w"] = power.get("power_mean_w")
-        if row["power_mean_w"] is not None and result["n_runs"]:
-            # mean power over the timed window x window / inferences (one inference = one call)
-            row["energy_mj_per_inf"] = 1000.0 * row["power_mean_w"] * power.get("window_s", result["duration_s"]) / result["n_runs"]
-        if "throttled" in power:
-            row["throttled"] = bool(power["throttled"])
-        for when in ("before", "after"):  # the hottest reading of any probe (thermal zones, vcgencmd, ...)
-            temps = [t for snap in (power.get(f"probes_{when}") or {}).values() for t in (snap.get("temps_c") or {}).values()]
-            row[f"temp_{when}_c"] = max(temps) if temps else None
+        fill_power_columns(row, result)  # power, energy, throttling, temperatures
         fill_device_columns(row, result)  # GPU state and memory, execution providers, copies, window note
 
     def _budget_hint(self) -> str:

@@ -38,11 +38,13 @@ class RunStore:
     def write_run(self, info: Mapping[str, Any]) -> None:
         _write_json(self.dir / "run.json", dict(info))
 
-    def write_case(self, row: Mapping[str, Any], latencies_ms: Optional[list[float]] = None) -> None:
+    def write_case(self, row: Mapping[str, Any], latencies_ms: Optional[list[float]] = None,
+                   power_trace: Optional[list[tuple[float, float]]] = None) -> None:
         # The per-case file is the durable record. The parquet/csv are rebuilt once when the
         # session closes (or by load_run when stale), not after every case: a rebuild reads
         # every case file, so doing it per case made a run's bookkeeping quadratic.
-        _write_json(self.cases_dir / f"{row['case_id']}.json", {"row": dict(row), "latencies_ms": latencies_ms or []})
+        _write_json(self.cases_dir / f"{row['case_id']}.json",
+                    {"row": dict(row), "latencies_ms": latencies_ms or [], "power_trace": power_trace or []})
 
     def log(self, text: str) -> None:
         with open(self.log_path, "a") as f:
@@ -50,6 +52,9 @@ class RunStore:
 
     def rebuild(self) -> pd.DataFrame:
         return rebuild(self.dir)
+
+
+POWER_COLUMNS = ["case_id", "t_s", "power_w"]
 
 
 def read_cases(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -63,11 +68,22 @@ def read_cases(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return report.frame(rows), lat
 
 
+def read_power(run_dir: Path) -> pd.DataFrame:
+    """The power samples of every case's timed window, long form: case_id, t_s (seconds since
+    the window opened), power_w."""
+    samples = []
+    for path in sorted((Path(run_dir) / "cases").glob("*.json")):
+        record = json.loads(path.read_text())
+        case_id = record["row"]["case_id"]
+        samples.extend({"case_id": case_id, "t_s": t, "power_w": w} for t, w in record.get("power_trace") or [])
+    return pd.DataFrame(samples, columns=POWER_COLUMNS).astype({"t_s": float, "power_w": float})
+
+
 def rebuild(run_dir: Path) -> pd.DataFrame:
-    """Write results.parquet/.csv and latencies.parquet from the per-case files."""
+    """Write results.parquet/.csv, latencies.parquet and power.parquet from the per-case files."""
     run_dir = Path(run_dir)
     df, lat = read_cases(run_dir)
-    for name, table in (("results.parquet", df), ("latencies.parquet", lat)):
+    for name, table in (("results.parquet", df), ("latencies.parquet", lat), ("power.parquet", read_power(run_dir))):
         tmp = run_dir / f".{name}.tmp{os.getpid()}"
         table.to_parquet(tmp, index=False)
         os.replace(tmp, run_dir / name)

@@ -25,8 +25,8 @@ import sqlalchemy as sa
 
 from harness.history import schema
 from harness.history.location import ENV_VAR, HistoryError, display_url, resolve_url  # noqa: F401 (re-exported)
-from harness.history.schema import (LATEST_VERSION, MIGRATIONS, RESULT_COLUMNS_V1, comparisons, latencies, results,
-                                    run_tags, runs, schema_version)
+from harness.history.schema import (LATEST_VERSION, MIGRATIONS, RESULT_COLUMNS_V1, comparisons, latencies, power_traces,
+                                    results, run_tags, runs, schema_version)
 from harness.values import plain
 
 LATENCY_ENCODING = "zlib-f8le"
@@ -82,6 +82,16 @@ def decode_latencies(data: bytes, encoding: str) -> np.ndarray:
     if encoding != LATENCY_ENCODING:
         raise HistoryError(f"latencies stored as {encoding!r}, which this quantbench cannot read; upgrade quantbench")
     return np.frombuffer(zlib.decompress(data), dtype="<f8")
+
+
+def read_power_traces(run_dir: Path) -> dict[str, list]:
+    """case_id -> [(seconds since the window opened, watts), ...] of results/<run-id>/."""
+    traces = {}
+    for path in sorted((Path(run_dir) / "cases").glob("*.json")):
+        record = json.loads(path.read_text())
+        if record.get("power_trace"):
+            traces[record["row"]["case_id"]] = record["power_trace"]
+    return traces
 
 
 def read_run_dir(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[float]]]:
@@ -149,11 +159,13 @@ class HistoryDB:
     # -- writing -----------------------------------------------------------------------
     def append_run_dir(self, run_dir: Path, tags: Sequence[str] = ()) -> str:
         manifest, rows, lat = read_run_dir(Path(run_dir))
-        return self.append_run(manifest, rows, lat, tags)
+        return self.append_run(manifest, rows, lat, tags, power=read_power_traces(Path(run_dir)))
 
     def append_run(self, manifest: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
-                   latencies_ms: Mapping[str, Sequence[float]], tags: Sequence[str] = ()) -> str:
-        """Record one run (replacing an earlier copy of the same run id); returns the run id."""
+                   latencies_ms: Mapping[str, Sequence[float]], tags: Sequence[str] = (),
+                   power: Optional[Mapping[str, Sequence[Sequence[float]]]] = None) -> str:
+        """Record one run (replacing an earlier copy of the same run id); returns the run id.
+        `power`: case_id -> the (seconds, watts) samples of its timed window (read_power_traces)."""
         run_id = str(manifest["run_id"])
         target = dict(manifest.get("target") or {})
         first = rows[0] if rows else {}
@@ -186,6 +198,10 @@ class HistoryDB:
                 if len(values):
                     conn.execute(latencies.insert().values(result_pk=result_pk, n=len(values), encoding=LATENCY_ENCODING,
                                                            data=encode_latencies(values)))
+                trace = (power or {}).get(row["case_id"]) or []
+                if len(trace):
+                    conn.execute(power_traces.insert().values(result_pk=result_pk, n=len(trace), encoding=LATENCY_ENCODING,
+                                                              data=encode_latencies(np.asarray(trace, dtype=float).ravel())))
         return run_id
 
     @staticmethod
@@ -195,6 +211,7 @@ class HistoryDB:
             return
         result_pks = sa.select(results.c.id).where(results.c.run_pk == pk).scalar_subquery()
         conn.execute(latencies.delete().where(latencies.c.result_pk.in_(result_pks)))
+        conn.execute(power_traces.delete().where(power_traces.c.result_pk.in_(result_pks)))
         for table in (comparisons, results, run_tags):
             conn.execute(table.delete().where(table.c.run_pk == pk))
         conn.execute(runs.delete().where(runs.c.id == pk))
@@ -310,6 +327,22 @@ class HistoryDB:
                                  "i": pd.Series(dtype=int), "latency_ms": pd.Series(dtype=float)})
         return pd.concat(parts, ignore_index=True)
 
+    def power(self, run_id: Selector = None, case_id: Selector = None, target: Selector = None) -> pd.DataFrame:
+        """Power samples of the timed windows in long form: run_id, case_id, t_s, power_w."""
+        rows = self.results(run_id=run_id, case_id=case_id, target=target)
+        pks = [int(p) for p in rows["result_pk"]]
+        traces: dict[int, np.ndarray] = {}
+        for start in range(0, len(pks), 500):
+            with self.engine.connect() as conn:
+                for rec in conn.execute(sa.select(power_traces).where(power_traces.c.result_pk.in_(pks[start:start + 500]))).mappings():
+                    traces[rec["result_pk"]] = decode_latencies(rec["data"], rec["encoding"]).reshape(-1, 2)
+        parts = [pd.DataFrame({"run_id": r.run_id, "case_id": r.case_id, "t_s": traces[r.result_pk][:, 0],
+                               "power_w": traces[r.result_pk][:, 1]}) for r in rows.itertuples() if r.result_pk in traces]
+        if not parts:
+            return pd.DataFrame({"run_id": pd.Series(dtype=str), "case_id": pd.Series(dtype=str),
+                                 "t_s": pd.Series(dtype=float), "power_w": pd.Series(dtype=float)})
+        return pd.concat(parts, ignore_index=True)
+
     def comparisons(self, run_id: Selector = None, verdict: Selector = None) -> pd.DataFrame:
         query = (sa.select(comparisons, runs.c.run_id, runs.c.target, runs.c.started_at.label("run_started_at"))
                  .join(runs, comparisons.c.run_pk == runs.c.id)
@@ -355,4 +388,5 @@ def migrate(engine: sa.Engine, upto: int = LATEST_VERSION) -> int:
     return have
 
 
-__all__ = ["ENV_VAR", "HistoryDB", "HistoryError", "display_url", "migrate", "read_run_dir", "resolve_url", "schema"]
+__all__ = ["ENV_VAR", "HistoryDB", "HistoryError", "display_url", "migrate", "read_power_traces", "read_run_dir",
+           "resolve_url", "schema"]

@@ -138,7 +138,7 @@ class HistoryGate:
             later = f". Add it later with `quantbench history import {session.store.dir}`" if self.error else ""
             reporter.write_line(f"history: run {session.run_id} {why}{later}")
             return
-        from harness.history.db import display_url, read_run_dir
+        from harness.history.db import display_url, read_power_traces, read_run_dir
         from harness.history.regress import IMPROVEMENT, NOISY, REGRESSION, VERDICT_COLUMNS, verdict_table
 
         manifest, rows, lat = read_run_dir(session.store.dir)
@@ -150,7 +150,7 @@ class HistoryGate:
             if parts:
                 verdicts = pd.concat(parts, ignore_index=True)
         try:
-            self.db.append_run(manifest, rows, lat, self.tags)
+            self.db.append_run(manifest, rows, lat, self.tags, power=read_power_traces(session.store.dir))
             if self.baseline is not None:
                 self.db.record_comparisons(session.run_id, verdicts)
             where = f"recorded in {display_url(self.db.url)}" + (f" (tags: {', '.join(self.tags)})" if self.tags else "")

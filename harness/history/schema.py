@@ -105,6 +105,19 @@ def _v2(md: sa.MetaData) -> tuple[sa.Table, ...]:
     return (comparisons,)
 
 
+def _v3(md: sa.MetaData) -> tuple[sa.Table, ...]:
+    """Version 3: the power samples of a result's timed window (harness.store's power.parquet)."""
+    power_traces = sa.Table(
+        f"{PREFIX}power_traces", md,
+        sa.Column("result_pk", sa.Integer, sa.ForeignKey(f"{PREFIX}results.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("n", sa.Integer, nullable=False),  # samples
+        sa.Column("encoding", sa.String(16), nullable=False),
+        # zlib-compressed little-endian float64 pairs: (seconds since the window opened, watts)
+        sa.Column("data", sa.LargeBinary, nullable=False),
+    )
+    return (power_traces,)
+
+
 # The current schema (what the queries use). A future migration that alters a table also
 # alters the objects here (e.g. results.append_column(...)); _v1/_v2 stay as they shipped.
 metadata = sa.MetaData()
@@ -116,6 +129,7 @@ schema_version = sa.Table(
 )
 runs, run_tags, results, latencies = _v1(metadata)
 (comparisons,) = _v2(metadata)
+(power_traces,) = _v3(metadata)
 
 
 def _create(*builders: Callable[[sa.MetaData], tuple[sa.Table, ...]]) -> Callable[[sa.Connection], None]:
@@ -133,5 +147,6 @@ def _create(*builders: Callable[[sa.MetaData], tuple[sa.Table, ...]]) -> Callabl
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "runs, run tags, results with raw latencies", _create(_v1)),
     (2, "comparisons: gate verdicts of a run against its baseline", _create(_v1, _v2)),
+    (3, "power traces: the power samples of each result's timed window", _create(_v1, _v3)),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -115,13 +115,15 @@ def run(config: dict, phases: Phases = PHASES) -> dict:
     phases.mark("warmup")
     requested_s = float(config["min_duration_s"])
     min_s, max_s = requested_s, float(config["max_duration_s"])
-    window_s, why = sensors.min_window(found, sensing.get("settings", {}))
+    read_s = sensors.prime(found)  # a reader's start-up before any window, and its pace here
+    window_s, why = sensors.min_window(found, sensing.get("settings", {}), read_s)
     if window_s > min_s:  # a sensor too coarse for a short window: run the loop longer
         min_s, max_s = window_s, max(max_s, window_s)
     timing, power = sensors.measure(
         found, probes, none_reason,
         lambda: measure.timed_loop(call, int(config["min_runs"]), min_s, max_s),
-        idle_s=float(sensing.get("idle_s", 1.0)),
+        # idle power needs as many readings as the window does
+        idle_s=max(float(sensing.get("idle_s", 1.0)), window_s), profile=sensing.get("profile", "generic-linux"),
     )
     if min_s > requested_s:
         power["window_extended"] = f"timed loop extended from {requested_s:g} s to at least {min_s:g} s for the energy figure ({why})"

@@ -19,6 +19,7 @@ CLOCK_CAPPERS = ("cpufreq", "devfreq")
 
 class CoolingProbe(Probe):
     name = "cooling"
+    sees_throttling = True
 
     def __init__(self, devices: Dict[str, str]) -> None:
         self.devices = devices  # sysfs dir -> type

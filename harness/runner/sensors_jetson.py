@@ -131,6 +131,7 @@ class Tegrastats(Sensor):
 
     def __init__(self, argv: List[str], interval_ms: int = 100, first_line_s: float = 5.0) -> None:
         self.argv = argv + ["--interval", str(int(interval_ms))]
+        self.min_interval_s = interval_ms / 1000.0  # it prints no faster: sampling faster repeats values
         self.first_line_s = first_line_s
         self._proc: Optional[subprocess.Popen] = None
         self._latest: Optional[Dict[str, float]] = None
@@ -186,6 +187,7 @@ class SocthermOcProbe(Probe):
     """Orin's soctherm over-current/under-voltage event counters (cumulative since boot)."""
 
     name = "soctherm_oc"
+    sees_throttling = True
 
     def __init__(self, hwmon: str) -> None:
         self.hwmon = hwmon

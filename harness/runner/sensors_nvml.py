@@ -171,6 +171,7 @@ class NvmlProbe(Probe):
     reasons, power, and memory in use by this process and by the whole board."""
 
     name = "nvml"
+    sees_throttling = True  # clock-event reasons: power cap, thermal and hardware slowdowns
 
     def __init__(self, settings: dict) -> None:
         self.error = ""

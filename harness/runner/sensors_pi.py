@@ -17,7 +17,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from .commands import CommandRunner, argv_of, run_command
-from .sensors import NoSensor, Probe, Sensor
+from .sensors import NoSensor, Probe, Sensor, UnavailableProbe
 
 PMIC_LINE = re.compile(r"^\s*(\S+)_([AV])\s+(?:current|volt)\(\d+\)=([-+0-9.eE]+)[AV]\s*$")
 TEMP_LINE = re.compile(r"temp=([-0-9.]+)'C")
@@ -99,6 +99,7 @@ class VcgencmdProbe(Probe):
     """SoC temperature and the firmware's throttling flags, before and after the window."""
 
     name = "vcgencmd"
+    sees_throttling = True  # get_throttled: under-voltage, frequency capping, throttling, soft temperature limit
 
     def __init__(self, vcgencmd: List[str], run: CommandRunner = run_command) -> None:
         self.vcgencmd = vcgencmd
@@ -112,9 +113,13 @@ class VcgencmdProbe(Probe):
 
     def snapshot(self) -> Dict[str, object]:
         temp = parse_temp(self._ask("measure_temp"))
-        throttled = parse_throttled(self._ask("get_throttled"))
-        return {"temps_c": {"vcgencmd": temp} if temp is not None else {},
-                "get_throttled": None if throttled is None else hex(throttled)}
+        answer = self._ask("get_throttled")
+        throttled = parse_throttled(answer)
+        snap: Dict[str, object] = {"temps_c": {"vcgencmd": temp} if temp is not None else {},
+                                   "get_throttled": None if throttled is None else hex(throttled)}
+        if throttled is None:
+            snap["error"] = f"`vcgencmd get_throttled` gave no throttled=0x... line: ...{' '.join(answer.split())[-120:]!r}"
+        return snap
 
     def throttled(self, before: Dict[str, object], after: Dict[str, object]) -> Optional[List[str]]:
         as_int = lambda snap: None if snap.get("get_throttled") is None else int(str(snap["get_throttled"]), 16)  # noqa: E731
@@ -144,4 +149,7 @@ def find_pmic(root: str, settings: dict, run: CommandRunner = run_command) -> Li
 
 def find_vcgencmd_probe(root: str, settings: dict, run: CommandRunner = run_command) -> List[Probe]:
     argv = _vcgencmd(settings)
-    return [VcgencmdProbe(argv, run)] if argv is not None else []
+    if argv is None:  # a Pi without vcgencmd cannot see under-voltage or firmware throttling: say so
+        return [UnavailableProbe("vcgencmd", f"vcgencmd ({settings.get('vcgencmd') or 'vcgencmd'}) not found; "
+                                             "install raspberrypi-utils or set the target's sensors.vcgencmd")]
+    return [VcgencmdProbe(argv, run)]
