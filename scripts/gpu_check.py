@@ -44,7 +44,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_WHEELS = REPO / ".whl"
@@ -374,6 +374,39 @@ def timing_check(path: Path, step: StepResult, gated: bool) -> tuple[Check, list
     return Check(name, ok, detail), lines
 
 
+def digits_verdict(run_dir: Path, step: StepResult, mode: Mode, gpu_name: Optional[str], out: Path, checks: list[Check],
+                   sections: list[tuple[str, list[str]]]) -> None:
+    """The digits run's checks and tables; its run.json and results.csv into OUT_DIR."""
+    name = f"digits suite on {mode.target}"
+    if not (run_dir / "run.json").is_file():
+        checks.append(Check(name, False, f"no run directory (pytest exit {step.returncode}): "
+                                         f"{' | '.join(step.output.strip().splitlines()[-3:])}"))
+        return
+    from harness.store import load_run
+
+    df = load_run(run_dir)
+    shutil.copyfile(run_dir / "run.json", out / "run.json")
+    df.to_csv(out / "results.csv", index=False)
+    counts = df["status"].value_counts().to_dict()
+    checks.append(Check(name, step.returncode == 0,
+                        f"{len(df)} cases {counts} (pytest exit {'timeout' if step.returncode is None else step.returncode})"))
+    checks.extend(row_checks(df, mode, gpu_name))
+    sections.append((f"torch rows on {gpu_name or mode.target} (digits-cnn, batch 1)", [rows_table(df)]))
+    sections.append(("other frameworks", na_reasons(df)))
+
+
+def analysed(log: Log, checks: list[Check], name: str, fn: Callable[[], None]) -> None:
+    """Run one step's analysis; a failure of the analysis itself is a failed check, and the
+    remaining steps still run (a GPU machine's minutes are too scarce to lose them to a bug here)."""
+    try:
+        fn()
+    except Exception as exc:
+        import traceback
+
+        log(traceback.format_exc())
+        checks.append(Check(name, False, f"the check's own analysis failed: {type(exc).__name__}: {exc} (see gpu_check.log)"))
+
+
 # -- outputs ---------------------------------------------------------------------------------------------
 def write_tarball(out: Path, work: Path, log: Log) -> None:
     path = out / "gpu_check.tar.gz"
@@ -515,9 +548,13 @@ def main(argv: list[str]) -> int:
         test_env = {**env, **({"QUANTBENCH_REQUIRE_GPU": "1"} if mode.require_gpu else {})}
         step = run_step(log, "GPU tests", test_cmd, test_env, mode.timeout(deadline, 240), echo=False)
         (work / "tests_output.txt").write_text(step.output)
-        check, notes = junit_check(junit, step, mode.require_gpu)
-        checks.append(check)
-        sections.append(("tests: failures and skips", notes))
+
+        def tests_verdict(step=step) -> None:
+            check, notes = junit_check(junit, step, mode.require_gpu)
+            checks.append(check)
+            sections.append(("tests: failures and skips", notes))
+
+        analysed(log, checks, "GPU tests (tests/test_cuda_target.py)", tests_verdict)
 
         # 5. the digits suite on the target
         results_dir, run_id = work / "results", "gpu-check-digits"
@@ -526,29 +563,20 @@ def main(argv: list[str]) -> int:
                          f"--target={mode.target}", "--results-db=off", f"--results-dir={results_dir}", f"--run-id={run_id}",
                          *mode.digits_filter], env, mode.timeout(deadline, 200))
         run_dir = results_dir / run_id
-        if (run_dir / "run.json").is_file():
-            from harness.store import load_run
-
-            df = load_run(run_dir)
-            shutil.copyfile(run_dir / "run.json", out / "run.json")
-            df.to_csv(out / "results.csv", index=False)
-            counts = df["status"].value_counts().to_dict()
-            checks.append(Check(f"digits suite on {mode.target}", step.returncode == 0,
-                                f"{len(df)} cases {counts} (pytest exit {'timeout' if step.returncode is None else step.returncode})"))
-            checks += row_checks(df, mode, gpu_name)
-            sections.append((f"torch rows on {gpu_name or mode.target} (digits-cnn, batch 1)", [rows_table(df)]))
-            sections.append(("other frameworks", na_reasons(df)))
-        else:
-            checks.append(Check(f"digits suite on {mode.target}", False, f"no run directory (pytest exit {step.returncode}): "
-                                f"{' | '.join(step.output.strip().splitlines()[-3:])}"))
+        analysed(log, checks, f"digits suite on {mode.target}",
+                 lambda step=step: digits_verdict(run_dir, step, mode, gpu_name, out, checks, sections))
 
         # 6. timing synchronisation
         bench_json = work / "timing_sync.json"
         step = run_step(log, "timing synchronisation", [python, "benchmarks/cuda_timing_sync.py", *mode.bench_args,
                                                         "--json", str(bench_json)], env, mode.timeout(deadline, 200))
-        check, lines = timing_check(bench_json, step, gated=mode.require_gpu)
-        checks.append(check)
-        sections.append(("timing (p50 of per-call times)", lines))
+
+        def timing_verdict(step=step) -> None:
+            check, lines = timing_check(bench_json, step, gated=mode.require_gpu)
+            checks.append(check)
+            sections.append(("timing (p50 of per-call times)", lines))
+
+        analysed(log, checks, "timing synchronised (benchmarks/cuda_timing_sync.py)", timing_verdict)
         status = 0 if all(c.ok for c in checks) else 1  # a rehearsal that fails is a failure too
         return status
     except CheckError as exc:
@@ -572,12 +600,19 @@ def main(argv: list[str]) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if (work / "timing_sync.json").is_file():
             shutil.copyfile(work / "timing_sync.json", out / "timing_sync.json")
-        if (work / "inspect.json").is_file() or (work / "results").is_dir():
-            write_tarball(out, work, log)
+        try:
+            if (work / "inspect.json").is_file() or (work / "results").is_dir():
+                write_tarball(out, work, log)
+        except OSError as exc:
+            log(f"gpu_check: no tarball: {exc}")
         elapsed = args.budget_s - deadline.left()
         # written last so that it lists every file, itself included
         (out / "summary.txt").write_text("")
-        text = summary_text(mode_name, facts, gpu_says, how_wheels, checks, sections, started, elapsed, out)
+        try:
+            text = summary_text(mode_name, facts, gpu_says, how_wheels, checks, sections, started, elapsed, out)
+        except Exception as exc:  # never leave without a summary: the checks as plain lines
+            text = "\n".join([f"quantbench GPU check, {started}, mode {mode_name}: the summary failed ({exc!r})"]
+                             + [f"  {'PASS' if c.ok else 'FAIL'}  {c.name}: {c.detail}" for c in checks]) + "\n"
         (out / "summary.txt").write_text(text)
         log("\n" + text)
         log(f"gpu_check: exit {status}")

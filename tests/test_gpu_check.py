@@ -14,7 +14,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from tests.test_cuda_target import GPU
+from tests.test_cuda_target import CACHE, GPU
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
@@ -90,3 +90,48 @@ def test_a_wheel_that_does_not_install_stops_the_check_loudly(tmp_path):
     summary = (out / "summary.txt").read_text()
     assert "FAIL  the check itself: installing the brought wheels failed" in summary
     assert "verdict: FAILED" in summary
+
+
+def _gpu_check_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quantbench_gpu_check", REPO / "scripts" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gpu_checks_reject_rows_measured_without_a_gpu(tmp_path):
+    """The GPU-mode verdict runs only on a GPU machine, whose minutes are scarce: run it here on
+    a real CPU row, where it must fail for exactly the GPU figures the row lacks."""
+    from harness import Suite
+    from harness.models import digits_cnn
+    from harness.session import BenchSession, SessionOptions
+    from targets.base import TargetConfig
+
+    gc = _gpu_check_module()
+    options = SessionOptions(results_dir=tmp_path / "results", min_runs=10, min_duration_s=0.05, max_duration_s=1,
+                             warmup_runs=2, run_id="cpu-rows", cache_dir=CACHE)
+    session = BenchSession(TargetConfig(name="local", kind="local"), options)
+    try:
+        session.run_case(Suite(model=digits_cnn, frameworks=("torch",), modes=("fp32",), name="gpu-check").cases()[0])
+    finally:
+        session.close()
+    out = tmp_path / "out"
+    out.mkdir()
+    checks, sections = [], []
+    step = gc.StepResult(0, "", 1.0)
+    gc.digits_verdict(session.store.dir, step, gc.GPU_MODE, "NVIDIA H200", out, checks, sections)
+    by_name = {c.name: c for c in checks}
+    assert by_name["digits suite on cuda"].ok  # the run itself was fine
+    fp32 = by_name["digits torch fp32"]
+    assert not fp32.ok
+    assert "no gpu_mem_mb, gpu_mem_peak_allocated_mb, energy_mj_per_inf" in fp32.detail
+    assert "is not NVML" in fp32.detail and "not 'NVIDIA H200'" in fp32.detail
+    assert by_name["digits torch bf16"].detail == "0 rows (expected 1)" and not by_name["digits torch fp16"].ok
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "run.json"]
+    assert "fp32" in sections[0][1][0] and "power_source: none" in sections[0][1][0]
+    rehearsal = []
+    gc.digits_verdict(session.store.dir, step, gc.REHEARSAL, None, out, rehearsal, [])
+    assert [c.name for c in rehearsal if c.ok] == ["digits suite on local", "digits torch fp32"]
