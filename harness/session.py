@@ -238,6 +238,10 @@ class BenchSession:
             if artifact.manifest.get("notes", {}).get("quantized_ops"):  # which ops compute in int8, e.g. "MatMul 1/1, Conv 0/53"
                 row["quantized_ops"] = str(artifact.manifest["notes"]["quantized_ops"])
             self.store.log(f"[{case.case_id}] artifact {artifact.path} ({'built' if built else 'cached'})")
+            reason = case.recipe.artifact_reason(artifact, self.target_info, case.batch_size)
+            if reason:  # what only the built artifact tells (e.g. int8 matmul shapes a GPU kernel refuses)
+                row.update(status=STATUS_NA, reason=reason)
+                return row, []
             self.progress(f"measuring on {self.target_info.name} (up to {timing.max_duration_s:g} s)")
             outcome = self.target.run(self._job(case, artifact, timing), self.progress)
             if outcome.log.strip():

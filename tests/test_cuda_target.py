@@ -263,6 +263,24 @@ def test_torch_artifacts_that_run_on_cuda_can_leave_the_cpu():
         assert out.device.type == "meta" and tuple(out.shape) == (4, 10), slug
 
 
+def test_torchao_int8_matmuls_the_cuda_kernel_refuses_are_na():
+    """torch._int_mm on CUDA needs > 16 rows and K, N multiples of 8: the torchao artifact records
+    its matmul shapes and a case whose shapes the kernel would refuse is n/a, not a GPU error."""
+    from harness.quantize import RECIPES
+
+    artifact = _torch_artifacts({"torchao"})["torchao"]
+    assert artifact.manifest["notes"]["int8_matmuls"] == {"fc1": {"k": 512, "n": 64, "rows_per_sample": 1},
+                                                           "fc2": {"k": 64, "n": 10, "rows_per_sample": 1}}
+    (recipe,) = [r for r in RECIPES["torch"] if r.slug == "torchao"]
+    gpu = cuda_info(gpu={"compute_capability": "9.0"})
+    at_1 = recipe.artifact_reason(artifact, gpu, 1)
+    assert at_1.startswith("torchao's int8 matmul is torch._int_mm, which on CUDA needs more than 16 rows")
+    assert at_1.endswith("at batch 1 it refuses fc1 (1 rows); fc2 (1 rows, N=10)")
+    assert recipe.artifact_reason(artifact, gpu, 32).endswith("at batch 32 it refuses fc2 (N=10)")
+    local = TargetInfo(name="local", kind="local", profile="generic-linux", threads=2, arch="x86_64", device="cpu", host="h")
+    assert recipe.artifact_reason(artifact, local, 1) is None  # the CPU's _int_mm takes any shape
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="torch sees a CUDA device")
 def test_torch_backend_asked_for_cuda_without_one_says_so():
     from harness.runner.backend_torch import Backend
@@ -284,7 +302,7 @@ GPU_SUITE = """
 from harness import Suite
 from harness.models import digits_cnn
 
-suite = Suite(model=digits_cnn, frameworks={frameworks!r}, modes=("fp32", "fp16", "bf16", "static-int8"))
+suite = Suite(model=digits_cnn, frameworks={frameworks!r}, modes=("fp32", "fp16", "bf16", "dynamic-int8", "static-int8"))
 test_case = suite.pytest_cases()
 """
 
@@ -407,6 +425,8 @@ def test_other_frameworks_on_the_gpu(gpu_runs):
         assert row["gpu_mem_mb"] > 0 and row["gpu_mem_source"].startswith("nvml:")
         assert row["power_source"].startswith("NVML") and row["energy_mj_per_inf"] > 0
         assert row["accuracy"] >= 0.95 and (row["mode"] == "fp32" or row["accuracy_delta"] >= -0.02), row["case_id"]
+    torchao = gpu_runs["host"].row("digits-cnn-torch-dynamic-int8-torchao-b1")  # fc2 has N=10: _int_mm refuses it
+    assert torchao["status"] == "n/a" and "torch._int_mm" in torchao["reason"], torchao["reason"]
     for _, row in torch_rows[torch_rows["mode"] == "static-int8"].iterrows():  # PT2E: CPU int8 kernels only
         assert row["status"] == "n/a" and "lower to CPU int8 kernels" in row["reason"]
 

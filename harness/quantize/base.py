@@ -45,6 +45,12 @@ class Recipe:
     # The run profiles that include this recipe (harness/profiles.py): an alternative of a mode
     # (another execution format, a legacy converter) is ("nightly",), out of the quick default.
     profiles: tuple[str, ...] = ALL_PROFILES
+    # Returns a reason when the built artifact cannot run on this target at this batch size (what
+    # only the artifact tells, e.g. the shapes of its int8 matmuls), else None; the case is then n/a.
+    artifact_check: Optional[Callable[[Artifact, "TargetInfo", int], Optional[str]]] = None
+
+    def artifact_reason(self, artifact: Artifact, target: "TargetInfo", batch_size: int) -> Optional[str]:
+        return self.artifact_check(artifact, target, batch_size) if self.artifact_check else None
 
     def not_applicable_reason(self, spec: ModelSpec, target: "TargetInfo") -> Optional[str]:
         # A target may declare frameworks it cannot run at all (tflite on a cuda target).

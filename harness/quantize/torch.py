@@ -19,7 +19,7 @@ from harness.profiles import NIGHTLY_ONLY
 from harness.quantize import qat_torch, torch_cuda
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 from harness.quantize.pt2e_torch import RUNTIME_REQUIRES, arch_family, quantizer_applicable
-from harness.quantize.torch_export import LoadSpec, fp32_copy, save_exported, save_torchscript
+from harness.quantize.torch_export import LoadSpec, example_inputs, fp32_copy, save_exported, save_torchscript
 
 if TYPE_CHECKING:
     from targets.base import TargetInfo
@@ -152,13 +152,48 @@ def build_torchao_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
     module = fp32_copy(ctx)
+    shapes = linear_shapes(module, ctx)
     quantize_(module, Int8DynamicActivationInt8WeightConfig())
     layers = [n for n, m in module.named_modules()
               if isinstance(m, torch.nn.Linear) and type(m.weight) not in (torch.Tensor, torch.nn.Parameter)]
     if not layers:
         raise NotApplicable(f"model {ctx.spec.name} has no nn.Linear layer for torchao's Int8DynamicActivationInt8WeightConfig")
-    notes = {"quantized_layers": layers, "weight_type": type(getattr(module.get_submodule(layers[0]), "weight")).__name__}
+    notes = {"quantized_layers": layers, "weight_type": type(getattr(module.get_submodule(layers[0]), "weight")).__name__,
+             # the int8 matmuls' shapes: torch._int_mm on CUDA refuses some (torch_cuda.int_mm_reason)
+             "int8_matmuls": {name: shapes[name] for name in layers if name in shapes}}
     return save_exported(module, ctx, out, what="dynamic-int8 (torchao)", runtime_requires=("torchao",), notes=notes)
+
+
+def linear_shapes(module, ctx: BuildContext) -> dict[str, dict[str, int]]:
+    """Each nn.Linear's K (in_features), N (out_features) and the rows it multiplies per sample
+    (1 for a vector per sample, the tokens for a sequence), from one fp32 forward pass."""
+    import torch
+
+    seen: dict[str, tuple] = {}
+
+    def record(name: str):
+        def hook(mod, args, out) -> None:  # returns None: the output stays as it is
+            seen.setdefault(name, tuple(args[0].shape))
+
+        return hook
+
+    hooks = [m.register_forward_hook(record(name)) for name, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
+    example = example_inputs(ctx)
+    try:
+        with torch.no_grad():
+            module(*example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    samples = int(example[0].shape[0])
+    shapes = {}
+    for name, shape in seen.items():
+        layer = module.get_submodule(name)
+        rows = 1
+        for dim in shape[:-1]:
+            rows *= int(dim)
+        shapes[name] = {"k": layer.in_features, "n": layer.out_features, "rows_per_sample": rows // samples}
+    return shapes
 
 
 # -- static int8 and mixed through PT2E -----------------------------------------------------------
@@ -209,7 +244,8 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("torch", "dynamic-int8", AO_QNNPACK, "ao-qnnpack", build_ao_dynamic("qnnpack", AO_QNNPACK), {"engine": "qnnpack"},
            LIBS, engine_applicable("qnnpack")),
     Recipe("torch", "dynamic-int8", "torchao.quantize_(Int8DynamicActivationInt8WeightConfig)", "torchao",
-           build_torchao_dynamic, {}, PT2E_LIBS),
+           build_torchao_dynamic, {"revision": 2}, PT2E_LIBS,  # revision 2: the manifest records int8_matmuls
+           artifact_check=torch_cuda.int_mm_reason),
     Recipe("torch", "static-int8", _pt2e_name("x86") + ", eager", "pt2e-x86", build_pt2e("x86"),
            {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("x86")),
     Recipe("torch", "static-int8", _pt2e_name("x86") + ", torch.compile on target", "pt2e-x86-inductor",

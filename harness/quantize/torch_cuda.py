@@ -5,7 +5,11 @@ On a cuda target the runner moves the exported program to the GPU
   - fp32 and fp16 (every CUDA GPU);
   - bf16 from compute capability 8.0 (Ampere): older GPUs have no bf16 arithmetic;
   - torchao's Int8DynamicActivationInt8WeightConfig from compute capability 8.0: its int8
-    matmul is torch._int_mm (cuBLASLt int8 tensor cores), which PyTorch supports on sm_80+.
+    matmul is torch._int_mm (cuBLASLt int8 tensor cores), which PyTorch supports on sm_80+,
+    and only for more than 16 rows with K and N multiples of 8 (torch 2.11's checks, e.g.
+    "mat2.size(1) needs to be greater than 0 and a multiple of 8"): the built artifact records
+    its matmuls' shapes and int_mm_reason makes a case whose shapes the kernel refuses n/a
+    (digits-cnn's classifier has N=10 at any batch; batch 1 of a vector model has 1 row).
 The rest are CPU kernel recipes and `n/a` on a cuda target: the torch.ao quantized engines
 (x86/fbgemm, qnnpack) have no CUDA kernels at all, and the PT2E X86/ARM quantizers lower to
 CPU int8 kernels (oneDNN, XNNPACK): on a GPU their quantize/dequantize ops would run as
@@ -60,6 +64,31 @@ def cuda_reason(recipe: Recipe, target: "TargetInfo") -> Optional[str]:
     if recipe.name.startswith("torchao.quantize_("):
         return _needs(AMPERE, "torchao's int8 matmul (torch._int_mm on cuBLASLt int8 tensor cores)")(target)
     return PT2E_ON_CPU
+
+
+INT_MM_MIN_ROWS = 17  # torch._int_mm on CUDA: self.size(0) > 16, and K, N multiples of 8
+
+
+def int_mm_reason(artifact, target: "TargetInfo", batch_size: int) -> Optional[str]:
+    """Why torch._int_mm on the GPU refuses the int8 matmuls this artifact records
+    (notes.int8_matmuls) at this batch size, or None (also off the GPU, or unrecorded)."""
+    from targets.cuda import on_gpu
+
+    shapes = (artifact.manifest.get("notes") or {}).get("int8_matmuls")
+    if not on_gpu(target.kind, target.profile) or not shapes:
+        return None
+    refused = []
+    for name, shape in shapes.items():
+        rows = batch_size * int(shape["rows_per_sample"])
+        why = ([f"{rows} rows"] if rows < INT_MM_MIN_ROWS else []) + [f"{d}={shape[d.lower()]}" for d in ("K", "N")
+                                                                      if int(shape[d.lower()]) % 8]
+        if why:
+            refused.append(f"{name} ({', '.join(why)})")
+    if not refused:
+        return None
+    more = f" and {len(refused) - 4} more" if len(refused) > 4 else ""
+    return (f"torchao's int8 matmul is torch._int_mm, which on CUDA needs more than 16 rows and K and N multiples of 8; "
+            f"at batch {batch_size} it refuses {'; '.join(refused[:4])}{more}")
 
 
 def cuda_aware(recipes: tuple[Recipe, ...]) -> tuple[Recipe, ...]:
