@@ -111,7 +111,8 @@ class Suite:
         if not isinstance(self.model, ModelSpec):
             self._fail("model", f"expected a harness.models.ModelSpec, got {type(self.model).__name__}")
         if not self.model.sources:
-            self._fail("model", f"model {self.model.name!r} has neither a torch factory, an ONNX file nor a Keras factory")
+            self._fail("model", f"model {self.model.name!r} has no source: a torch factory, an ONNX file, a Keras "
+                                "model or a .tflite file")
         if self.model.onnx_file is not None and not Path(self.model.onnx_file).is_file():
             self._fail("model", f"ONNX file {self.model.onnx_file} does not exist")
         if isinstance(self.model.data, (str, Path)) and not Path(self.model.data).expanduser().is_file():
@@ -158,11 +159,17 @@ class Suite:
             for fw in self.frameworks:
                 for mode in modes:
                     budget = self.budgets.get(mode)
-                    recipes = recipes_for(fw, mode)
+                    every = recipes_for(fw, mode)
+                    # A recipe that starts from a source (tflite: keras, torch, a .tflite file) the
+                    # model does not have is left out; with none left, one n/a case says why.
+                    recipes = [r for r in every if not r.source or r.source in self.model.sources]
                     common = dict(budget=budget, timing=self.timing, keep_float=self.keep_float, gates=self.gates,
                                   eval_samples=self.eval_samples)
                     if not recipes:
-                        cases.append(Case(self.name, self.model, fw, mode, None, batch, na_reason=unavailable_reason(fw, mode),
+                        reason = unavailable_reason(fw, mode) if not every else (
+                            f"{fw} {mode} starts from {' or '.join(sorted({r.source for r in every}))}, and model "
+                            f"{self.model.name} is {' + '.join(self.model.sources)}")
+                        cases.append(Case(self.name, self.model, fw, mode, None, batch, na_reason=reason,
                                           profiles=self.profiles, **common))
                     for recipe in recipes:
                         profiles = tuple(p for p in self.profiles if p in recipe.profiles)

@@ -54,3 +54,28 @@ def torch_model(
         sensitive_layers=tuple(sensitive_layers),
         description=f"user PyTorch model from {getattr(factory, '__qualname__', factory)}",
     )
+
+
+def tflite_model(
+    name: str,
+    path: Union[str, Path],
+    data: DataSource,
+    metric: MetricSpec = "top1",
+    sensitive_layers: tuple[str, ...] = (),
+    version: str = "1",
+) -> ModelSpec:
+    """A ready fp32 `.tflite` file (one signature). Its fp32 row is the file itself; fp16,
+    dynamic-int8, static-int8, int16x8 and mixed come from ai-edge-quantizer (tflite cases only).
+    The file's content hash is part of every cache key."""
+    path = files.check_exists(Path(path), "tflite")
+    return ModelSpec(
+        name=name,
+        data=data,
+        version=version,
+        metric=metric,
+        tflite_file=path,
+        sensitive_layers=tuple(sensitive_layers),
+        description=f"user .tflite model {path}",
+        inputs=lambda: files.tflite_inputs(path),
+        files=(path,),
+    )

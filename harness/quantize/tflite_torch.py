@@ -14,9 +14,10 @@ from __future__ import annotations
 import copy
 import os
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -43,7 +44,7 @@ FP16_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOS
 # attention products) is left float: quantized too it gave the same cosine at twice the
 # latency (18 ms vs 9.5 ms, 2 threads). onnxruntime's recipe has a like rule (static_op_types).
 ATTENTION_STATIC_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
-STATIC_OPS_NOTE = "every supported op; with attention (SOFTMAX) only the attention_ops"
+STATIC_OPS_NOTE = "every supported op; with attention (SOFTMAX and BATCH_MATMUL) only the attention_ops"
 
 
 def _litert_torch():
@@ -65,18 +66,36 @@ def _samples(ctx: BuildContext, inputs, start: int, count: int):
     return tuple(torch.from_numpy(np.ascontiguousarray(inputs[n][start:start + count])) for n in ctx.dataset.input_names)
 
 
-def _write(ctx: BuildContext, out: Path, content: bytes, notes: dict) -> BuiltModel:
+def _torch_notes(ctx: BuildContext) -> dict:
+    return {"source": f"torch module converted by litert-torch {_litert_torch().__version__}", "static_batch": STATIC_BATCH}
+
+
+def _write(ctx: BuildContext, out: Path, content: bytes, notes: dict, src: "FloatTflite" = None) -> BuiltModel:
+    src = src or TORCH
     path = out / MODEL_FILE
     path.write_bytes(bytes(content))
-    litert_torch = _litert_torch()
-    notes = {"source": f"torch module converted by litert-torch {litert_torch.__version__}",
-             "static_batch": STATIC_BATCH, **notes}
-    return describe(path, _signature_inputs(ctx), "NCHW", notes)
+    return describe(path, src.signature(ctx), src.layout, {**src.notes(ctx), **notes})
 
 
 def _content(edge_model) -> bytes:
     content = edge_model.model_content
     return bytes(content() if callable(content) else content)
+
+
+@dataclass(frozen=True)
+class FloatTflite:
+    """The fp32 .tflite ai-edge-quantizer starts from, and how the data feeds it. Two sources
+    share every ai-edge-quantizer recipe below: litert-torch's conversion of the torch module,
+    and a user's own .tflite file (tflite_file.py), whose fp32 row is the file itself."""
+
+    source: str  # Recipe.source
+    slug: str  # case-id slug
+    fp32: Callable[[BuildContext], bytes]  # the fp32 .tflite bytes
+    signature: Callable[[BuildContext], dict[str, str]]  # dataset input name -> signature input name
+    notes: Callable[[BuildContext], dict]  # what the manifest says of the source
+    layout: str  # layout of 4-D inputs, for the manifest
+    known_layers: Callable[[BuildContext], dict]  # names `mixed` may use, with weights to match ops by
+    where: str  # how errors name the framework and source
 
 
 def build_fp32(ctx: BuildContext, out: Path) -> BuiltModel:
@@ -130,27 +149,27 @@ def _signature_dtypes(content: bytes) -> dict[str, np.dtype]:
     return {name: np.dtype(d["dtype"]) for name, d in details.items()}
 
 
-def _calibration(ctx: BuildContext, float_model: bytes) -> dict:
+def _calibration(ctx: BuildContext, float_model: bytes, src: "FloatTflite") -> dict:
     """ai-edge-quantizer's calibration data: signature -> list of feeds, one sample each."""
     calib = ctx.dataset.calib_inputs
-    names = _signature_inputs(ctx)
+    names = src.signature(ctx)
     dtypes = _signature_dtypes(float_model)
     n = len(next(iter(calib.values())))
     return {"serving_default": [{names[k]: np.ascontiguousarray(v[i:i + 1], dtype=dtypes[names[k]]) for k, v in calib.items()}
                                 for i in range(n)]}
 
 
-def _quantize(ctx: BuildContext, what: str, configure, float_model: Optional[bytes] = None) -> bytes:
-    """Run ai-edge-quantizer on the fp32 artifact (its bytes, when the caller has read them);
-    `configure(quantizer)` sets the recipe."""
+def _quantize(ctx: BuildContext, src: "FloatTflite", what: str, configure, float_model: Optional[bytes] = None) -> bytes:
+    """Run ai-edge-quantizer on the source's fp32 .tflite (its bytes, when the caller has read
+    them); `configure(quantizer)` sets the recipe."""
     from ai_edge_quantizer import quantizer as aeq
 
-    float_model = float_model or fp32_content(ctx)
+    float_model = float_model or src.fp32(ctx)
     q = aeq.Quantizer(float_model)
     configure(q)
     calibration = None
     if q.need_calibration:
-        data = _calibration(ctx, float_model)
+        data = _calibration(ctx, float_model, src)
         ctx.progress(f"ai-edge-quantizer {what}: calibrating on {len(data['serving_default'])} samples")
         calibration = q.calibrate(data, num_threads=1)
     ctx.progress(f"ai-edge-quantizer {what}")
@@ -164,38 +183,40 @@ def _load(recipe_fn):
     return configure
 
 
-def build_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
+def build_dynamic(src: "FloatTflite", ctx: BuildContext, out: Path) -> BuiltModel:
     from ai_edge_quantizer import recipe
 
-    content = _quantize(ctx, "dynamic_wi8_afp32", _load(recipe.dynamic_wi8_afp32))
-    return _write(ctx, out, content, {"weights": "int8 per-channel", "activations": "float, quantized at run time"})
+    content = _quantize(ctx, src, "dynamic_wi8_afp32", _load(recipe.dynamic_wi8_afp32))
+    return _write(ctx, out, content, {"weights": "int8 per-channel", "activations": "float, quantized at run time"}, src)
 
 
-def build_dynamic_legacy(ctx: BuildContext, out: Path) -> BuiltModel:
+def build_dynamic_legacy(src: "FloatTflite", ctx: BuildContext, out: Path) -> BuiltModel:
     """Like TFLiteConverter's dynamic range: weight tensors under 1,024 elements stay float."""
     from ai_edge_quantizer import recipe
 
-    content = _quantize(ctx, "dynamic_legacy_wi8_afp32", _load(recipe.dynamic_legacy_wi8_afp32))
+    content = _quantize(ctx, src, "dynamic_legacy_wi8_afp32", _load(recipe.dynamic_legacy_wi8_afp32))
     return _write(ctx, out, content, {"weights": "int8 per-channel where >= 1024 elements, else float",
-                                      "activations": "float, quantized at run time"})
+                                      "activations": "float, quantized at run time"}, src)
 
 
-def build_fp16(ctx: BuildContext, out: Path) -> BuiltModel:
+def build_fp16(src: "FloatTflite", ctx: BuildContext, out: Path) -> BuiltModel:
     from ai_edge_quantizer import qtyping
 
     def configure(q):
         for op in FP16_OPS:
             q.add_weight_only_config(".*", qtyping.TFLOperationName(op), 16, algorithm_key="float_casting")
 
-    content = _quantize(ctx, "float_casting (float16 weights)", configure)
-    return _write(ctx, out, content, {"weights": "float16", "compute": "float32 (weights dequantized)"})
+    content = _quantize(ctx, src, "float_casting (float16 weights)", configure)
+    return _write(ctx, out, content, {"weights": "float16", "compute": "float32 (weights dequantized)"}, src)
 
 
 def static_recipe(float_model: bytes | Path, base: list[dict]) -> tuple[list[dict], str]:
     """ai-edge-quantizer's whole-graph `base` recipe, or for a graph with attention the same
     config restricted to ATTENTION_STATIC_OPS; and what it covers, for the manifest."""
     present = op_names(float_model)
-    if "SOFTMAX" not in present:
+    # Attention multiplies two activations (BATCH_MATMUL) into a SOFTMAX; a classifier that ends
+    # in a SOFTMAX over a FULLY_CONNECTED is not an attention graph.
+    if not {"SOFTMAX", "BATCH_MATMUL"} <= present:
         return base, "every supported op"
     ops = [op for op in ATTENTION_STATIC_OPS if op in present]
     return [dict(entry, operation=op) for entry in base for op in ops], ", ".join(ops) + " (attention graph)"
@@ -210,30 +231,30 @@ def _static(base: list[dict], float_model: bytes):
     return configure, covers
 
 
-def build_static(ctx: BuildContext, out: Path) -> BuiltModel:
+def build_static(src: "FloatTflite", ctx: BuildContext, out: Path) -> BuiltModel:
     from ai_edge_quantizer import recipe
 
-    float_model = fp32_content(ctx)
+    float_model = src.fp32(ctx)
     configure, covers = _static(recipe.static_wi8_ai8(), float_model)
-    content = _quantize(ctx, f"static_wi8_ai8 on {covers}", configure, float_model)
+    content = _quantize(ctx, src, f"static_wi8_ai8 on {covers}", configure, float_model)
     io = "int8" if covers == "every supported op" else "as fp32 (only the covered ops are int8)"
-    return _write(ctx, out, content, {"weights": "int8 per-channel", "activations": "int8", "io": io, "quantized_ops": covers})
+    return _write(ctx, out, content, {"weights": "int8 per-channel", "activations": "int8", "io": io, "quantized_ops": covers}, src)
 
 
-def build_int16x8(ctx: BuildContext, out: Path) -> BuiltModel:
+def build_int16x8(src: "FloatTflite", ctx: BuildContext, out: Path) -> BuiltModel:
     from ai_edge_quantizer import recipe
 
-    content = _quantize(ctx, "static_wi8_ai16", _load(recipe.static_wi8_ai16))
-    return _write(ctx, out, content, {"weights": "int8 per-channel", "activations": "int16", "io": "int16"})
+    content = _quantize(ctx, src, "static_wi8_ai16", _load(recipe.static_wi8_ai16))
+    return _write(ctx, out, content, {"weights": "int8 per-channel", "activations": "int16", "io": "int16"}, src)
 
 
-def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
+def build_mixed(src: "FloatTflite", ctx: BuildContext, out: Path) -> BuiltModel:
     """static_wi8_ai8 everywhere, then no_quantize for the kept ops (the latest matching
     config wins in ai-edge-quantizer's recipe; ops are matched on their output names)."""
     from ai_edge_quantizer import qtyping, recipe
 
-    float_model = fp32_content(ctx)
-    kept = resolve_layers(float_model, ctx.keep_float, f"{ctx.spec.name} in tflite (litert-torch)", source_layers(ctx))
+    float_model = src.fp32(ctx)
+    kept = resolve_layers(float_model, ctx.keep_float, f"{ctx.spec.name} in {src.where}", src.known_layers(ctx))
     scopes = ["^" + re.escape(op.scope) + "$" for op in kept]
     static, covers = _static(recipe.static_wi8_ai8(), float_model)
 
@@ -243,10 +264,10 @@ def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
             q.update_quantization_recipe(scope, qtyping.TFLOperationName.ALL_SUPPORTED, qtyping.OpQuantizationConfig(),
                                          algorithm_key="no_quantize")
 
-    content = _quantize(ctx, f"static_wi8_ai8 with {len(kept)} ops kept float", configure, float_model)
+    content = _quantize(ctx, src, f"static_wi8_ai8 with {len(kept)} ops kept float", configure, float_model)
     facts = check_kept_float(float_model, content, kept, "ai-edge-quantizer(no_quantize)")
     return _write(ctx, out, content, {"layers": list(ctx.keep_float) or "first and last weighted op",
-                                      "no_quantize_scopes": scopes, "quantized_ops": covers, **facts})
+                                      "no_quantize_scopes": scopes, "quantized_ops": covers, **facts}, src)
 
 
 def _qat_quantizer(module, probe_args):
@@ -323,25 +344,40 @@ def build_qat(ctx: BuildContext, out: Path) -> BuiltModel:
     return _write(ctx, out, _content(edge), notes)
 
 
+TORCH = FloatTflite(source=SOURCE, slug=SLUG, fp32=lambda ctx: fp32_content(ctx), signature=_signature_inputs,
+                    notes=_torch_notes, layout="NCHW", known_layers=lambda ctx: source_layers(ctx),
+                    where="tflite (litert-torch)")
+
+
 def _recipe(mode: str, name: str, build, params: dict, libraries=AEQ_LIBS) -> Recipe:
     return Recipe("tflite", mode, name, SLUG, build, {"static_batch": STATIC_BATCH, **params}, libraries, source=SOURCE)
+
+
+def aeq_recipes(src: FloatTflite, prefix: str, libraries: tuple[str, ...], params: dict) -> tuple[Recipe, ...]:
+    """The ai-edge-quantizer recipes on `src`'s fp32 .tflite; `prefix` starts each recipe name."""
+    def recipe(mode: str, name: str, build, extra: dict, slug: str = src.slug) -> Recipe:
+        return Recipe("tflite", mode, f"{prefix} + ai_edge_quantizer({name})", slug, partial(build, src),
+                      {**params, **extra}, libraries, source=src.source)
+
+    calibrated = {"calibration": "calib split, batch 1"}
+    static = {**calibrated, "ops": STATIC_OPS_NOTE, "attention_ops": ATTENTION_STATIC_OPS}
+    return (
+        recipe("fp16", "float_casting fp16", build_fp16, {"ops": list(FP16_OPS)}),
+        recipe("dynamic-int8", "dynamic_wi8_afp32", build_dynamic, {}),
+        # ai-edge-quantizer's default quantizes every weight tensor, the small first conv included;
+        # the legacy recipe skips small ones as TFLiteConverter does: both rows, so users can compare.
+        replace(recipe("dynamic-int8", "dynamic_legacy_wi8_afp32", build_dynamic_legacy, {"min_weight_elements": 1024},
+                       slug=src.slug + "-legacy"), profiles=NIGHTLY_ONLY),
+        recipe("static-int8", "static_wi8_ai8", build_static, static),
+        recipe("int16x8", "static_wi8_ai16", build_int16x8, calibrated),
+        recipe("mixed", "static_wi8_ai8, no_quantize", build_mixed, static),
+    )
 
 
 FP32 = _recipe("fp32", "litert_torch.convert(float32)", build_fp32, {}, LIBS)
 RECIPES: tuple[Recipe, ...] = (
     FP32,
-    _recipe("fp16", "litert_torch.convert + ai_edge_quantizer(float_casting fp16)", build_fp16, {"ops": list(FP16_OPS)}),
-    _recipe("dynamic-int8", "litert_torch.convert + ai_edge_quantizer(dynamic_wi8_afp32)", build_dynamic, {}),
-    # ai-edge-quantizer's default quantizes every weight tensor, the small first conv included;
-    # the legacy recipe skips small ones as TFLiteConverter does: both rows, so users can compare.
-    replace(_recipe("dynamic-int8", "litert_torch.convert + ai_edge_quantizer(dynamic_legacy_wi8_afp32)",
-                    build_dynamic_legacy, {"min_weight_elements": 1024}), slug=SLUG + "-legacy", profiles=NIGHTLY_ONLY),
-    _recipe("static-int8", "litert_torch.convert + ai_edge_quantizer(static_wi8_ai8)", build_static,
-            {"calibration": "calib split, batch 1", "ops": STATIC_OPS_NOTE, "attention_ops": ATTENTION_STATIC_OPS}),
-    _recipe("int16x8", "litert_torch.convert + ai_edge_quantizer(static_wi8_ai16)", build_int16x8,
-            {"calibration": "calib split, batch 1"}),
-    _recipe("mixed", "litert_torch.convert + ai_edge_quantizer(static_wi8_ai8, no_quantize)", build_mixed,
-            {"calibration": "calib split, batch 1", "ops": STATIC_OPS_NOTE, "attention_ops": ATTENTION_STATIC_OPS}),
+    *aeq_recipes(TORCH, "litert_torch.convert", AEQ_LIBS, {"static_batch": STATIC_BATCH}),
     _recipe("qat-int8", "litert_torch PT2EQuantizer(qat, per-channel) + convert", build_qat,
             {"epochs": QAT_EPOCHS, "learning_rate": QAT_LEARNING_RATE, "batch": QAT_BATCH}, QAT_LIBS),
 )
