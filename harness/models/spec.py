@@ -35,6 +35,7 @@ class ModelSpec:
     onnx_file: Optional[Path] = None  # a ready fp32 ONNX model (used instead of exporting)
     keras_factory: Optional[Callable[[ModelContext], Any]] = None  # same architecture in Keras (TFLite's own path)
     tflite_file: Optional[Path] = None  # a ready fp32 .tflite (ai-edge-quantizer modes; its fp32 row is the file)
+    saved_model: Optional[Path] = None  # a TensorFlow SavedModel directory (TFLiteConverter.from_saved_model)
     sensitive_layers: tuple[str, ...] = ()  # layers `mixed` keeps in float (module names or ONNX node names)
     description: str = ""  # one line for reports and docs
     # The model's own inputs, read from its file (ONNX, .tflite, .pt2, Keras): the data is bound to
@@ -48,7 +49,7 @@ class ModelSpec:
             name for name, present in (
                 ("torch", self.torch_factory is not None),
                 ("onnx", self.onnx_file is not None),
-                ("keras", self.keras_factory is not None),
+                ("keras", self.keras_factory is not None or self.saved_model is not None),
                 ("tflite", self.tflite_file is not None),
             ) if present
         )

@@ -79,3 +79,53 @@ def tflite_model(
         inputs=lambda: files.tflite_inputs(path),
         files=(path,),
     )
+
+
+def keras_model(
+    name: str,
+    model: Union[str, Path, Callable[[], Any]],
+    data: DataSource,
+    metric: MetricSpec = "top1",
+    sensitive_layers: tuple[str, ...] = (),
+    version: str = "1",
+) -> ModelSpec:
+    """A TensorFlow user's model, as they save it: a `.keras` file, a SavedModel directory, or
+    a zero-argument function returning a built (trained) Keras model. Every TFLite mode goes
+    through tf.lite.TFLiteConverter (from_keras_model / from_saved_model); qat-int8 runs tfmot
+    on a Keras model with a train split (a SavedModel is n/a: it is not a Keras model).
+    A file's or directory's content hash is in every cache key, a function's model's weights too."""
+    if callable(model):
+        build = _once(model)
+        return ModelSpec(
+            name=name, data=data, version=version, metric=metric, sensitive_layers=tuple(sensitive_layers),
+            keras_factory=lambda ctx: build(),
+            description=f"user Keras model from {getattr(model, '__qualname__', model)}",
+            inputs=lambda: files.keras_inputs(build()),
+        )
+    path = Path(model).expanduser()
+    if path.is_dir() or not path.exists() and not path.suffix:
+        path = files.check_exists(path, "saved_model")
+        return ModelSpec(
+            name=name, data=data, version=version, metric=metric, sensitive_layers=tuple(sensitive_layers),
+            saved_model=path, description=f"user SavedModel {path}",
+            inputs=lambda: files.saved_model_inputs(path), files=(path,),
+        )
+    path = files.check_exists(path, "keras")
+    load = _once(lambda: files.load_keras_file(path))
+    return ModelSpec(
+        name=name, data=data, version=version, metric=metric, sensitive_layers=tuple(sensitive_layers),
+        keras_factory=lambda ctx: load(), description=f"user Keras model {path}",
+        inputs=lambda: files.keras_inputs(load()), files=(path,),
+    )
+
+
+def _once(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """Call `fn` the first time only (a model read for its inputs is the model the recipes use)."""
+    made: list = []
+
+    def call():
+        if not made:
+            made.append(fn())
+        return made[0]
+
+    return call

@@ -146,6 +146,8 @@ class BuildContext:
     @functools.cached_property
     def keras_fingerprint(self) -> str:
         """The Keras weights themselves: part of the key of every recipe whose source is keras."""
+        if self.spec.saved_model is not None:  # no Keras model: the directory's hash is in `fingerprint`
+            return "saved_model"
         h = hashlib.sha256()
         for weight in self.keras_model.weights:
             h.update(weight.path.encode() if hasattr(weight, "path") else weight.name.encode())

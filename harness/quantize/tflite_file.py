@@ -35,13 +35,29 @@ def fp32_content(ctx: BuildContext) -> bytes:
     return _path(ctx).read_bytes()
 
 
+def scope_layers(content: bytes) -> dict[str, None]:
+    """Layer names a converted graph's weight tensors carry, for `mixed`: TFLiteConverter writes
+    Keras scopes (`functional_1/hidden_1/MatMul`: layer `hidden`). litert-torch locations need
+    nothing here (tflite_graph names them by their module path)."""
+    import re
+
+    from harness.quantize.tflite_graph import weighted_ops
+
+    found: dict[str, None] = {}
+    for op in weighted_ops(content):
+        segments = op.weight.split(";")[0].split("/")
+        if len(segments) >= 2 and "." not in segments[-2]:
+            found[re.sub(r"_\d+$", "", segments[-2])] = None
+    return found
+
+
 def _notes(ctx: BuildContext) -> dict:
     return {"source": f"user .tflite file {_path(ctx)}"}
 
 
 FILE = FloatTflite(source=SOURCE, slug=SLUG, fp32=fp32_content,
                    signature=lambda ctx: {name: name for name in ctx.dataset.input_names},
-                   notes=_notes, layout="as the file takes it", known_layers=lambda ctx: {},
+                   notes=_notes, layout="as the file takes it", known_layers=lambda ctx: scope_layers(fp32_content(ctx)),
                    where="tflite (the .tflite file)")
 
 

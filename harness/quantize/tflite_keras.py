@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from harness.artifacts import BuiltModel
-from harness.quantize.base import BuildContext, Recipe
+from harness.quantize.base import BuildContext, NotApplicable, Recipe
 from harness.quantize.tflite_graph import MODEL_FILE, check_kept_float, describe, resolve_layers
 
 SLUG = "keras"
@@ -38,16 +38,21 @@ def _tf():
 
 
 def _layout(ctx: BuildContext) -> str:
-    return ctx.spec.keras_factory.input_layout
+    return getattr(ctx.spec.keras_factory, "input_layout", "as the model takes it")
 
 
 def _input_order(ctx: BuildContext) -> list[str]:
+    """The model's input names in its own order (a SavedModel's: its serving signature's)."""
+    if ctx.spec.saved_model is not None:
+        return list(ctx.dataset.input_names)  # bound to the signature's names (harness.data.bind_inputs)
     return [t.name.split(":")[0] for t in ctx.keras_model.inputs]
 
 
 def source_layers(ctx: BuildContext) -> dict[str, Optional[np.ndarray]]:
     """The Keras layer names (nested models' layers too) TFLite ops are named by, with each
     layer's kernel (an op is matched to its layer by its weight values, else by name)."""
+    if ctx.spec.saved_model is not None:
+        return {}  # a SavedModel has no layers to name: its ops are named by their tensor names
     found, stack = {}, list(ctx.keras_model.layers)
     while stack:
         layer = stack.pop(0)
@@ -70,7 +75,20 @@ def representative_dataset(ctx: BuildContext):
 
 
 def converter(ctx: BuildContext):
-    return _tf().lite.TFLiteConverter.from_keras_model(ctx.keras_model)
+    """TensorFlow's own converter: from_saved_model for a SavedModel directory, else from_keras_model."""
+    tf = _tf()
+    if ctx.spec.saved_model is not None:
+        return tf.lite.TFLiteConverter.from_saved_model(str(ctx.spec.saved_model))
+    return tf.lite.TFLiteConverter.from_keras_model(ctx.keras_model)
+
+
+def _source_note(ctx: BuildContext) -> str:
+    import keras
+
+    if ctx.spec.saved_model is not None:
+        return f"TensorFlow SavedModel {ctx.spec.saved_model} (TFLiteConverter.from_saved_model)"
+    builder = getattr(ctx.spec.keras_factory, "builder", None)
+    return f"Keras {keras.__version__} model from {builder or ctx.spec.description}"
 
 
 def _write(ctx: BuildContext, out: Path, content: bytes, notes: dict) -> BuiltModel:
@@ -78,7 +96,7 @@ def _write(ctx: BuildContext, out: Path, content: bytes, notes: dict) -> BuiltMo
     path.write_bytes(content)
     import keras
 
-    notes = {"source": f"Keras {keras.__version__} model from {ctx.spec.keras_factory.builder}", **notes}
+    notes = {"source": _source_note(ctx), **notes}
     return describe(path, {n: n for n in _input_order(ctx)}, _layout(ctx), notes)
 
 
@@ -139,6 +157,8 @@ def build_int16x8(ctx: BuildContext, out: Path) -> BuiltModel:
 
 def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
     """Full integer, with the sensitive layers' ops on the quantization debugger's deny list."""
+    if ctx.spec.saved_model is not None:
+        return _mixed_saved_model(ctx, out)
     tf = _tf()
     float_model = _convert(ctx, "float32 (to find the layers to keep in float)")
     kept = resolve_layers(float_model, ctx.keep_float, f"{ctx.spec.name} in tflite (keras)", source_layers(ctx))
@@ -157,19 +177,62 @@ def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
                                       "denylisted_nodes": denylist, "io": "float32", **facts})
 
 
+def _outputs_logits(ctx: BuildContext) -> bool:
+    """Whether the model outputs logits (not probabilities: rows in [0, 1] that sum to 1), which
+    decides the QAT loss (SparseCategoricalCrossentropy(from_logits=...))."""
+    from harness.models.keras_factory import model_inputs
+
+    sample = {k: v[:32] for k, v in ctx.dataset.calib_inputs.items()}
+    out = np.asarray(ctx.keras_model(model_inputs(ctx.keras_model, sample), training=False))
+    probabilities = out.min() >= 0 and out.max() <= 1 and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3)
+    return not probabilities
+
+
+def _mixed_saved_model(ctx: BuildContext, out: Path) -> BuiltModel:
+    """A SavedModel's `mixed`: the QuantizationDebugger refuses converters made by
+    from_saved_model ("Please check if the quantized model is in debug mode"), so ai-edge-quantizer's
+    static int8 with no_quantize on the kept ops runs on the fp32 conversion (the keras fp32 artifact)."""
+    from dataclasses import replace
+
+    from harness.quantize import tflite_file, tflite_torch
+
+    def fp32(c: BuildContext) -> bytes:
+        return c.artifact(FP32)[0].model_file.read_bytes()
+
+    src = tflite_torch.FloatTflite(source=SOURCE, slug=SLUG, fp32=fp32, signature=lambda c: {n: n for n in _input_order(c)},
+                                   notes=lambda c: {"source": _source_note(c)}, layout=_layout(ctx),
+                                   known_layers=lambda c: tflite_file.scope_layers(fp32(c)), where="tflite (SavedModel)")
+    built = tflite_torch.build_mixed(src, ctx, out)
+    recipe = "tf.lite.TFLiteConverter(saved_model, float32) + ai_edge_quantizer(static_wi8_ai8, no_quantize)"
+    return replace(built, notes={**built.notes, "recipe": recipe})
+
+
 def build_qat(ctx: BuildContext, out: Path) -> BuiltModel:
     """tfmot's quantize_model needs tf-keras: fine-tune and convert in a subprocess with
     TF_USE_LEGACY_KERAS=1, the only process that ever gets that variable."""
+    from harness.models.keras_factory import KerasFactory
+
+    if ctx.spec.saved_model is not None:
+        raise NotApplicable("qat-int8 fine-tunes a Keras model with tfmot, and a SavedModel is a TensorFlow graph, not "
+                            "a Keras model; bring the .keras file (model.save('model.keras')) for QAT")
     factory = ctx.spec.keras_factory
     model = ctx.keras_model
     dataset = ctx.dataset
     if dataset.train_inputs is None or dataset.train_labels is None:
-        raise ValueError(f"qat-int8 fine-tunes on the train split, and dataset {dataset.name!r} has none")
+        raise NotApplicable(f"qat-int8 fine-tunes on a train split and dataset {dataset.name!r} has none "
+                            "(give x_train/y_train in the .npz, or train_inputs/train_labels in the Dataset)")
+    if not np.issubdtype(np.asarray(dataset.train_labels).dtype, np.integer):
+        raise NotApplicable(f"qat-int8 here fine-tunes a classifier with cross-entropy on integer labels; dataset "
+                            f"{dataset.name!r} has {np.asarray(dataset.train_labels).dtype} train labels")
+    if isinstance(factory, KerasFactory):  # quantbench's own models: the builder runs under tf-keras
+        how = {"factory": {k: getattr(factory, k) for k in factory.__dataclass_fields__}}
+    else:  # a user's Keras 3 model: its config, translated for tf-keras in the subprocess
+        how = {"keras3_config": json.loads(model.to_json()), "from_logits": _outputs_logits(ctx)}
     with tempfile.TemporaryDirectory(prefix="quantbench-qat-") as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "weights.npz", **{f"w{i}": w for i, w in enumerate(model.get_weights())})
         np.savez(tmp / "train.npz", labels=dataset.train_labels, **{f"x__{k}": v for k, v in dataset.train_inputs.items()})
-        job = {"factory": {k: getattr(factory, k) for k in factory.__dataclass_fields__},
+        job = {**how,
                "weights": str(tmp / "weights.npz"), "train": str(tmp / "train.npz"), "epochs": QAT_EPOCHS,
                "learning_rate": QAT_LEARNING_RATE, "out": str(out / MODEL_FILE), "report": str(tmp / "report.json")}
         (tmp / "job.json").write_text(json.dumps(job))
