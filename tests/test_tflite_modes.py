@@ -231,7 +231,7 @@ def test_falls_back_to_tensorflow_lite_without_litert_and_can_turn_xnnpack_off(r
     assert plain["runtime_details"]["xnnpack"] == {"requested": False, "applied": False, "delegated_partitions": 0}
 
 
-def test_a_model_without_a_source_gets_na_rows_naming_the_missing_source(tmp_path):
+def test_a_model_without_a_tflite_source_gets_one_na_row_per_mode_naming_the_sources(tmp_path):
     from harness import Suite
     from harness.models import onnx_model
     from harness.session import BenchSession, SessionOptions
@@ -248,10 +248,11 @@ def test_a_model_without_a_source_gets_na_rows_naming_the_missing_source(tmp_pat
         rows = {case.case_id: session.run_case(case) for case in suite.cases()}
     finally:
         session.close()
-    assert len(rows) == 4 and {r["status"] for r in rows.values()} == {"n/a"}
-    for case, row in rows.items():
-        missing = "Keras" if case.endswith("-keras-b1") else "PyTorch"
-        assert f"model logreg has no {missing} source" in row["reason"], row["reason"]
+    # one n/a row per mode (not one per source recipe), naming the sources tflite starts from
+    assert sorted(rows) == ["logreg-tflite-fp32-b1", "logreg-tflite-static-int8-b1"]
+    for row in rows.values():
+        assert row["status"] == "n/a"
+        assert "starts from keras or tflite or torch, and model logreg is onnx" in row["reason"], row["reason"]
 
 
 def test_no_tflite_interpreter_at_all_is_an_error_naming_each(run, tmp_path):
