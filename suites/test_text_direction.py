@@ -18,5 +18,6 @@ onnx_suite = Suite(
     modes=("fp32", "fp16", "dynamic-int8", "static-int8", "mixed"),
     keep_float=("Conv@0",),  # `mixed`: the stem convolution, by its node name in the ONNX graph
     budgets={"dynamic-int8": 1.0, "static-int8": 1.0, "mixed": 1.0},
+    eval_samples={"quick": 200},  # the quick profile scores a seeded 200 of the 500 lines; nightly all
 )
 test_onnx = onnx_suite.pytest_cases()

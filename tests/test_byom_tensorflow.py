@@ -112,7 +112,8 @@ def test_a_tflite_file_is_its_own_fp32_row_and_gets_ai_edge_quantizer_modes(run,
     for (mode, slug), row in got.items():
         if row["framework"] == "tflite":
             by_mode.setdefault(mode, []).append((slug, row))
-    assert sorted(slug for slug, _ in by_mode["dynamic-int8"]) == ["file", "file-legacy"]
+    # the quick profile (the default) runs one dynamic-int8 recipe; `file-legacy` is nightly-only
+    assert [slug for slug, _ in by_mode["dynamic-int8"]] == ["file"]
     check_int8_rows({m: r[0][1] for m, r in by_mode.items()}, fp32, ("dynamic-int8", "static-int8", "int16x8"))
     assert by_mode["mixed"][0][1]["status"] == "ok"
     qat = by_mode["qat-int8"][0][1]
