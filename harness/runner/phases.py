@@ -13,7 +13,7 @@ import statistics
 import time
 from typing import Dict, List, Optional
 
-MIN_SKIPPED_S = 1.0  # an evaluation pass projected shorter than this is never skipped
+MIN_SKIPPED_SHARE = 0.1  # an evaluation pass projected under this share of the budget is never skipped
 
 
 def process_age_s() -> Optional[float]:
@@ -53,13 +53,13 @@ def evaluation_over_budget(budget_s: Optional[float], elapsed_s: float, latencie
                            samples: int, batch_size: int) -> str:
     """Why the evaluation pass is skipped ('' when it fits): `samples` in calls of `batch_size`,
     each projected at the timed loop's median, after `elapsed_s` of the case, against `budget_s`.
-    A pass projected under MIN_SKIPPED_S always runs: skipping it would save nothing."""
+    A pass projected under a tenth of the budget always runs: skipping it would save little."""
     if not budget_s or not latencies_ms:
         return ""
     calls = -(-samples // batch_size)
     per_call_s = statistics.median(latencies_ms) / 1000.0
     projected = calls * per_call_s
-    if elapsed_s + projected <= budget_s or projected < MIN_SKIPPED_S:
+    if elapsed_s + projected <= budget_s or projected < MIN_SKIPPED_SHARE * budget_s:
         return ""
     return (f"the evaluation pass would take about {projected:.3g} s ({calls} calls of batch {batch_size} at "
             f"{per_call_s * 1000:.4g} ms, the timed median) after {elapsed_s:.3g} s of this case, over its time "
