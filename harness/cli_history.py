@@ -114,6 +114,8 @@ def add_dashboard(sub) -> None:
     p.add_argument("--out", default=None, help="output folder (default: <results-dir>/dashboard)")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0, help="accuracy budget in points for the recommendation")
     p.add_argument("--latency-threshold", type=float, default=None, help="relative step that counts in trends (default 0.10)")
+    p.add_argument("--noise-threshold", type=float, default=None,
+                   help="IQR/median at which a case's timing counts as noisy (default 0.10, as the gates)")
 
 
 @_user_errors
@@ -122,7 +124,8 @@ def cmd_dashboard(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.history.gates import Gates
 
     out = Path(args.out) if args.out else Path(args.results_dir) / "dashboard"
-    index = build(_open(args), out, args.max_accuracy_drop, Gates().override({"latency": args.latency_threshold}))
+    gates = Gates().override({"latency": args.latency_threshold, "noise": args.noise_threshold})
+    index = build(_open(args), out, args.max_accuracy_drop, gates)
     print(f"dashboard: {index} (open it in a browser; it needs no network)")
     return 0
 
@@ -133,14 +136,17 @@ def add_recommend(sub) -> None:
     _db_options(p)
     p.add_argument("--target", default="local", help="target name (default: local)")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0, help="accuracy budget vs fp32 in points (default 1.0)")
+    p.add_argument("--noise-threshold", type=float, default=None,
+                   help="IQR/median at which a candidate's timing is flagged noisy (default 0.10, as the gates)")
 
 
 @_user_errors
 def cmd_recommend(args: argparse.Namespace, rest: list[str]) -> int:
+    from harness.history.gates import Gates
     from harness.history.recommend import for_target, format_recommendations
 
     db = _open(args)
-    recs = for_target(db, args.target, args.max_accuracy_drop)
+    recs = for_target(db, args.target, args.max_accuracy_drop, Gates().override({"noise": args.noise_threshold}).noise)
     if not recs:
         known = sorted(set(db.runs()["target"]))
         print(f"quantbench recommend: no results for target {args.target!r} in {db!r} "

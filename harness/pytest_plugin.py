@@ -16,7 +16,7 @@ from harness.history import pytest_gates
 from harness.progress import Progress
 from harness.session import DEFAULT_CACHE_DIR, REPO_ROOT, BenchSession, SessionOptions
 from harness.suite import Case
-from harness.vocabulary import STATUS_NA
+from harness.vocabulary import STATUS_ERROR, STATUS_NA
 from targets import TargetError, load_inventory
 
 
@@ -39,6 +39,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--case-budget", type=float, default=None, metavar="SECONDS",
                     help="seconds a case may take in the runner before its evaluation pass is skipped, with the "
                          "projected time in its reason (default: the profile's; the target's case timeout bounds it)")
+    group.addoption("--fail-over-budget", action="store_true", default=False,
+                    help="a case over its accuracy budget fails its test (default: shown in the table and summary, "
+                         "not failed; a suite can ask for it with Suite(fail_over_budget=True))")
     pytest_gates.add_options(group)  # --results-db, --baseline, --tag, thresholds
 
 
@@ -57,6 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except ValueError as exc:
         raise pytest.UsageError(f"{exc} (from --profile or ${profiles.ENV})") from exc
     config.addinivalue_line("markers", "nightly: a case that only the nightly profile runs (quantbench --profile nightly)")
+    config.stash[_BUDGET_FAILED] = set()
     pytest_gates.configure(config, name)
     config.add_cleanup(interrupts.raise_on_sigterm())  # SIGTERM stops the run like Ctrl-C: runner killed, report written
 
@@ -64,6 +68,7 @@ def pytest_configure(config: pytest.Config) -> None:
 _TARGET = pytest.StashKey()
 _SESSION = pytest.StashKey()
 _PROFILE = pytest.StashKey()
+_BUDGET_FAILED = pytest.StashKey()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
@@ -85,15 +90,20 @@ def _cache_dir(config: pytest.Config) -> Path:
 class _Fixture:
     """What a suite's test function talks to: runs a case and turns the row into a verdict."""
 
-    def __init__(self, session: BenchSession, history: Optional[pytest_gates.HistoryGate] = None) -> None:
+    def __init__(self, session: BenchSession, history: Optional[pytest_gates.HistoryGate] = None,
+                 fail_over_budget: bool = False, budget_failed: Optional[set] = None) -> None:
         self.session = session
         self.history = history
+        self.fail_over_budget = fail_over_budget
+        self.budget_failed = budget_failed if budget_failed is not None else set()  # case ids failed for their budget
 
     def check(self, case) -> None:
         row = self.session.run_case(case)
         if row["status"] == STATUS_NA:
             pytest.skip(f"n/a: {row['reason']}")
-        failure = self.session.verdict(case, row, self.session.baseline_row(case))
+        failure = self.session.verdict(case, row, self.session.baseline_row(case), self.fail_over_budget)
+        if failure and row["status"] != STATUS_ERROR:
+            self.budget_failed.add(case.case_id)
         if failure:
             pytest.fail(failure, pytrace=False)
         regression = self.history.check(case, row) if self.history else None
@@ -141,7 +151,8 @@ def quantbench(request: pytest.FixtureRequest) -> _Fixture:
         except TargetError as exc:
             # One clear stop instead of the same error on every test of the run.
             pytest.exit(f"quantbench: cannot use target {config.stash[_TARGET].name!r}: {exc}", returncode=pytest.ExitCode.INTERRUPTED)
-    return _Fixture(config.stash[_SESSION], pytest_gates.HistoryGate.for_session(config, config.stash[_SESSION]))
+    return _Fixture(config.stash[_SESSION], pytest_gates.HistoryGate.for_session(config, config.stash[_SESSION]),
+                    fail_over_budget=config.getoption("--fail-over-budget"), budget_failed=config.stash[_BUDGET_FAILED])
 
 
 def outage_lines(target: str, outages: list[dict]) -> list[str]:
@@ -158,12 +169,21 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     if session is None:
         return
     session.close()
-    from harness.report import comparison_table
+    from harness.report import budget_lines, comparison_table
     from harness.store import load_run
 
     terminalreporter.section(f"quantbench: run {session.run_id} on {session.target_info.name}, {session.options.profile} profile")
-    terminalreporter.write_line(comparison_table(load_run(session.store.dir)))
+    df = load_run(session.store.dir)
+    terminalreporter.write_line(comparison_table(df))
     for line in outage_lines(session.target_info.name, session.target.outage_report()):
         terminalreporter.write_line(line)
+    over = budget_lines(df)
+    if over:
+        failed = config.stash.get(_BUDGET_FAILED, set())
+        terminalreporter.write_line(f"accuracy budgets: {len(over)} case(s) over budget or unchecked; a verdict, "
+                                    f"not a failure, unless --fail-over-budget or Suite(fail_over_budget=True):")
+        for case_id, verdict in over:
+            terminalreporter.write_line(f"  {case_id}: {verdict}" + (" [test failed]" if case_id in failed else ""))
     terminalreporter.write_line(f"report: {session.store.dir / 'results.parquet'} (also results.csv, latencies.parquet, run.json)")
     pytest_gates.finish(config, terminalreporter)  # into the results database; regressions table
+    pytest_gates.the_answer(config, terminalreporter, df)  # which mode to ship; the dashboard

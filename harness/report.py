@@ -6,7 +6,7 @@ from typing import Any, Iterable, Mapping, Optional
 import pandas as pd
 
 from harness.metrics import accuracy_loss, direction_text, row_higher_is_better
-from harness.values import formatted, number
+from harness.values import formatted, number, plain
 from harness.vocabulary import FRAMEWORKS, MODES
 
 IDENTITY = ["run_id", "case_id", "started_at", "suite", "model", "framework", "mode", "recipe", "target",
@@ -62,15 +62,30 @@ def budget_loss(row: Mapping[str, Any]) -> Optional[float]:
 
 
 def budget_verdict(row: Mapping[str, Any]) -> str:
-    """'over budget: -4.80 pts > 1.0' for a row over its accuracy budget, else ''.
-    The sign is the row's delta_pts; the comparison is the loss in the metric's direction."""
-    if row.get("status") != "ok" or row.get("within_budget") is not False:
+    """'over budget: -4.80 pts, a loss of 4.80 > 1' for an ok row over its accuracy budget,
+    'budget not checked: ...' when its fp32 gave no accuracy, else ''. The sign is the row's
+    delta_pts; the comparison is the loss in the metric's direction."""
+    budget = number(row.get("accuracy_budget"))
+    within = plain(row.get("within_budget"))
+    if row.get("status") != "ok" or budget is None:
         return ""
-    loss, delta, budget = budget_loss(row), number(row.get("accuracy_delta")), number(row.get("accuracy_budget"))
-    if loss is None or budget is None:
+    if within is None:
+        if number(row.get("accuracy")) is None:
+            return ""  # not scored (e.g. past the case's time budget): its own reason says so
+        return f"budget {budget:g} not checked: no fp32 accuracy to compare with"
+    if bool(within):
+        return ""
+    loss, delta = budget_loss(row), number(row.get("accuracy_delta"))
+    if loss is None or delta is None:
         return "over budget"
     lower = "" if row_higher_is_better(row) else " (lower is better)"
     return f"over budget: {100 * delta:+.2f} pts{lower}, a loss of {loss:.2f} > {budget:g}"
+
+
+def budget_lines(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(case_id, 'over budget: ...') for every ok row over (or unable to check) its budget."""
+    return [(r["case_id"], budget_verdict(r)) for r in _order(df).to_dict("records") if budget_verdict(r)] \
+        if len(df) else []
 
 
 def frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:

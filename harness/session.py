@@ -346,21 +346,32 @@ class BenchSession:
 
     # -- what a test asserts --------------------------------------------------------------
     @staticmethod
-    def verdict(case: Case, row: dict[str, Any], baseline: Optional[dict[str, Any]]) -> Optional[str]:
-        """Why the case's test fails, or None when it passes (n/a is a skip, handled by the caller)."""
+    def budget_failure(case: Case, row: dict[str, Any], baseline: Optional[dict[str, Any]]) -> Optional[str]:
+        """Why an ok case does not meet its accuracy budget (over it, or it cannot be checked), or None."""
+        if case.budget is None or row["status"] != STATUS_OK:
+            return None
+        if row.get("within_budget") is None:
+            if row.get("accuracy") is None and row.get("eval_samples") == 0:
+                return None  # not scored within the case's time budget: its reason says so, its latency stands
+            why = baseline["reason"] if baseline else "no fp32 baseline"
+            return f"{case.case_id}: accuracy budget {case.budget} points cannot be checked: fp32 baseline failed ({why})"
+        if not row["within_budget"]:
+            loss = accuracy_loss(row["accuracy"], baseline["accuracy"], bool(row["higher_is_better"]))
+            lower = "" if row["higher_is_better"] else f" ({row['metric']}: lower is better)"
+            return (f"{case.case_id}: accuracy {row['accuracy']:.4f} vs fp32 {baseline['accuracy']:.4f}{lower} "
+                    f"loses {loss:.2f} points, over the {case.mode} budget of {case.budget} points")
+        return None
+
+    @classmethod
+    def verdict(cls, case: Case, row: dict[str, Any], baseline: Optional[dict[str, Any]],
+                fail_over_budget: bool = False) -> Optional[str]:
+        """Why the case's test fails, or None when it passes (n/a is a skip, handled by the caller).
+        An error fails; a case over its accuracy budget is a verdict shown in the table and the
+        summary, and fails only with `fail_over_budget` (the flag, or the suite's setting)."""
         if row["status"] == STATUS_ERROR:
             return f"{case.case_id}: {row['reason']}"
-        if case.budget is not None and row["status"] == STATUS_OK:
-            if row.get("within_budget") is None:
-                if row.get("accuracy") is None and row.get("eval_samples") == 0:
-                    return None  # not scored within the case's time budget: its reason says so, its latency stands
-                why = baseline["reason"] if baseline else "no fp32 baseline"
-                return f"{case.case_id}: accuracy budget {case.budget} points cannot be checked: fp32 baseline failed ({why})"
-            if not row["within_budget"]:
-                loss = accuracy_loss(row["accuracy"], baseline["accuracy"], bool(row["higher_is_better"]))
-                lower = "" if row["higher_is_better"] else f" ({row['metric']}: lower is better)"
-                return (f"{case.case_id}: accuracy {row['accuracy']:.4f} vs fp32 {baseline['accuracy']:.4f}{lower} "
-                        f"loses {loss:.2f} points, over the {case.mode} budget of {case.budget} points")
+        if fail_over_budget or case.fail_over_budget:
+            return cls.budget_failure(case, row, baseline)
         return None
 
     def baseline_row(self, case: Case) -> Optional[dict[str, Any]]:

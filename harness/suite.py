@@ -60,6 +60,7 @@ class Case:
     gates: Gates = field(default_factory=Gates)  # the suite's regression thresholds vs a baseline run
     profiles: tuple[str, ...] = ALL_PROFILES  # the run profiles that include this case (suite and recipe agree)
     eval_samples: Mapping[str, int] = field(default_factory=dict)  # profile -> evaluation samples scored (else all)
+    fail_over_budget: bool = False  # over its accuracy budget fails the case's test (default: shown, not failed)
 
     @property
     def case_id(self) -> str:
@@ -89,6 +90,7 @@ class Suite:
     # profile -> how many evaluation samples a case scores there: a seeded random subset, the same
     # in every run (harness.profiles.EVAL_SEED); a profile not named scores the whole evaluation set
     eval_samples: Mapping[str, int] = field(default_factory=dict)
+    fail_over_budget: bool = False  # True: a case over its accuracy budget fails its test (as --fail-over-budget)
     name: str = ""  # the `suite` column; default: the module's file name without test_
     source: str = field(default="", compare=False)  # the declaring file (filled in automatically)
 
@@ -135,6 +137,8 @@ class Suite:
         for batch in self.batch_sizes:
             if not isinstance(batch, int) or batch < 1:
                 self._fail("batch_sizes", f"batch sizes must be positive integers, not {batch!r}")
+        if not isinstance(self.fail_over_budget, bool):
+            self._fail("fail_over_budget", f"must be True or False, not {self.fail_over_budget!r}")
         if not isinstance(self.gates, Gates) or self.gates.validate():
             self._fail("gates", self.gates.validate() if isinstance(self.gates, Gates) else "expected harness.history.gates.Gates")
         problem = self.timing.validate()
@@ -164,7 +168,7 @@ class Suite:
                     # model does not have is left out; with none left, one n/a case says why.
                     recipes = [r for r in every if not r.source or r.source in self.model.sources]
                     common = dict(budget=budget, timing=self.timing, keep_float=self.keep_float, gates=self.gates,
-                                  eval_samples=self.eval_samples)
+                                  eval_samples=self.eval_samples, fail_over_budget=self.fail_over_budget)
                     if not recipes:
                         reason = unavailable_reason(fw, mode) if not every else (
                             f"{fw} {mode} starts from {' or '.join(sorted({r.source for r in every}))}, and model "

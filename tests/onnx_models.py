@@ -70,3 +70,30 @@ def nan_model(path: Path, features: int = 64) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def wide_mlp(path: Path, features: int = 64, width: int = 1024, depth: int = 4, classes: int = 10, seed: int = 0) -> Path:
+    """A ReLU MLP of `depth` hidden Gemm layers `width` wide, seeded random weights: a model
+    whose calls take milliseconds (at batch 128, ~10-40 ms on one core), long enough that a
+    call's latency follows the share of a CPU the runner gets."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    dims = [features] + [width] * depth + [classes]
+    nodes, weights, previous = [], [], "input"
+    for i in range(len(dims) - 1):
+        w = (rng.standard_normal((dims[i], dims[i + 1])) / np.sqrt(dims[i])).astype(np.float32)
+        weights += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(np.zeros(dims[i + 1], np.float32), f"B{i}")]
+        last = i == len(dims) - 2
+        nodes.append(helper.make_node("Gemm", [previous, f"W{i}", f"B{i}"], ["logits" if last else f"g{i}"], name=f"fc{i}"))
+        if not last:
+            nodes.append(helper.make_node("Relu", [f"g{i}"], [f"h{i}"], name=f"relu{i}"))
+            previous = f"h{i}"
+    graph = helper.make_graph(nodes, "wide_mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", features])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

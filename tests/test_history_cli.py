@@ -60,7 +60,11 @@ def test_recommend_takes_the_fastest_mode_within_the_budget(runs, tmp_path):
                        label=f"mixed latencies x{factor:.3g} (half the fastest other case) and accuracy -2 points; "
                              "static-int8 error")
     HistoryDB(url).append_run_dir(night)
-    eligible = {cid: r for cid, r in _rows(night).items() if r["status"] == "ok" and cid != MIXED}
+    # within the 1-point budget on this run (fp32 always) and timed as it should be (not throttled, minimums
+    # met); which ones are is read from the run itself
+    eligible = {cid: r for cid, r in _rows(night).items() if r["status"] == "ok" and cid != MIXED
+                and (r["mode"] == "fp32" or -100 * r["accuracy_delta"] <= 1.0 + 1e-9)
+                and r.get("valid") is not False and r.get("throttled") is not True}
     fastest = min(eligible.values(), key=lambda r: r["latency_p50_ms"])
 
     strict = quantbench("recommend", "--target", "local", "--results-db", url)
@@ -131,3 +135,31 @@ def test_export_is_read_by_pytest_benchmark(runs, tmp_path):
 
     from_dir = quantbench("export", str(runs[1]), "--results-db", "off", "-o", str(tmp_path / "c.json"))
     assert from_dir.returncode == 0 and "run real-1" in from_dir.stdout, from_dir.stderr
+
+
+def test_recommend_excludes_untrusted_timing_and_flags_noise(runs, tmp_path):
+    """A throttled case and one whose loop hit its time cap are excluded with their reasons, however
+    fast; a noisy choice is flagged in the answer and its evidence (test-made columns, labelled)."""
+    from harness.history.recommend import recommend
+
+    rows = [r for r in _rows(runs[1]).values() if r["status"] == "ok"]  # a 100-point budget: every ok row is eligible
+    fastest, second, third = sorted(rows, key=lambda r: r["latency_p50_ms"])[:3]
+    night = derive_run(runs[1], tmp_path, "untrusted", columns={
+        fastest["case_id"]: {"throttled": True, "throttle_reasons": "soft temperature limit"},
+        second["case_id"]: {"valid": False},
+        third["case_id"]: {"iqr_over_median": 0.25, "valid": True, "throttled": False}},
+        label="fastest throttled, second valid=false, third IQR/median 0.25")
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    HistoryDB(url).append_run_dir(night)
+    [rec] = recommend(HistoryDB(url).results(target="local"), max_drop=100.0)
+    assert rec.choice.row["case_id"] == third["case_id"]
+    evidence = "\n".join(rec.evidence())
+    assert (f"excluded {fastest['framework']}/{fastest['mode']}: ran throttled (soft temperature limit): its latency "
+            "is not the device's normal speed") in evidence
+    assert f"excluded {second['framework']}/{second['mode']}: timed loop stopped at its time cap" in evidence
+    assert "IQR/median 0.250 (noisy: >= 0.1)" in rec.evidence()[0]
+    assert "[timing noisy: IQR/median 0.25]" in rec.headline() and "2 excluded for untrusted timing" in rec.headline()
+    # the noise threshold is the gates': at 0.3 the same case is not flagged
+    cli = quantbench("recommend", "--target", "local", "--results-db", url, "--noise-threshold", "0.3",
+                     "--max-accuracy-drop", "100")
+    assert cli.returncode == 0 and "(noisy" not in cli.stdout.splitlines()[1], cli.stdout

@@ -96,16 +96,35 @@ def test_few_samples_use_99_percent_confidence_intervals(runs, tmp_path):
     assert v["verdict"] == SAME
 
 
-def test_noisy_timing_is_flagged_not_judged_but_accuracy_still_is(runs, tmp_path):
+def test_noise_widens_the_timing_margin_and_accuracy_is_still_judged(runs, tmp_path):
+    """A noisy side widens the latency threshold by noise_k x the larger IQR/median: a change far
+    outside the noise is a regression, one beyond the plain threshold but inside the margin is
+    `noisy` (not judged either way). Accuracy is judged whatever the noise."""
     rng = np.random.default_rng(7)
     noisy = derive_run(runs[0], tmp_path, "noisy", scale=2.0,
                        transform=lambda case, lat: lat * rng.uniform(1.0, 1.8, len(lat)),
                        columns={QDQ: {"accuracy": 0.5}}, label="latencies x2 x uniform(1, 1.8); accuracy 0.5")
     new, _ = _case(noisy, QDQ)
+    old, _ = _case(runs[0], QDQ)
     assert new["iqr_over_median"] >= 0.10
     verdicts = _judge(runs[0], noisy, QDQ, Gates())
-    assert verdicts["latency_p50_ms"]["verdict"] == NOISY and "IQR/median" in verdicts["latency_p50_ms"]["detail"]
+    latency = verdicts["latency_p50_ms"]
+    widened = 0.10 + max(v for v in (old["iqr_over_median"], new["iqr_over_median"]) if v >= 0.10)
+    assert latency["change"] > widened  # x2 x ~1.4: far outside the noise
+    assert latency["verdict"] == REGRESSION and f"widened to {widened:.3g} by noise" in latency["detail"]
     assert verdicts["accuracy"]["verdict"] == REGRESSION
+
+    # +25% (x uniform(1, 1.5)) on a side whose IQR/median that spread raises to >= 0.2: inside the margin
+    rng = np.random.default_rng(8)
+    blurred = derive_run(runs[0], tmp_path, "blurred", transform=lambda case, lat: lat * rng.uniform(1.0, 1.5, len(lat)),
+                         label="latencies x uniform(1, 1.5)")
+    new, _ = _case(blurred, QDQ)
+    latency = _judge(runs[0], blurred, QDQ, Gates())["latency_p50_ms"]
+    margin = 0.10 + max(v for v in (old["iqr_over_median"], new["iqr_over_median"]) if v >= 0.10)
+    assert 0.10 < latency["change"] < margin, (latency["change"], margin)
+    assert latency["verdict"] == NOISY and latency["detail"].startswith("within the noise: threshold 0.1 widened to")
+    # the same change with the noise flag off is judged against the plain threshold
+    assert _judge(runs[0], blurred, QDQ, QUIET)["latency_p50_ms"]["verdict"] == REGRESSION
 
 
 def test_accuracy_size_memory_and_energy_thresholds(runs, tmp_path):

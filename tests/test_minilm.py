@@ -197,10 +197,10 @@ def test_fp32_and_dynamic_int8_end_to_end(e2e, framework):
     for row in dynamic:
         assert row["speedup"] > 0 and row["size_ratio"] < 0.75, (row["case_id"], row["size_ratio"])
         assert 0.0 <= row["nn_agreement"] <= 1.0
-        # The 1-point budget is checked, and a row over it fails its test in the suite run.
+        # The 1-point budget is checked; a row over it is a verdict in the summary, not a failed test.
         assert bool(row["within_budget"]) == (row["accuracy"] >= 0.99), (row["case_id"], row["accuracy"])
-        failed = f"FAILED test_minilm_e2e.py::test_every[{row['case_id']}]"
-        assert (failed in e2e.output) == (not row["within_budget"]), row["case_id"]
+        assert f"FAILED test_minilm_e2e.py::test_every[{row['case_id']}]" not in e2e.output
+        assert (f"{row['case_id']}: over budget: " in e2e.output) == (not row["within_budget"]), row["case_id"]
     if framework == "torch":
         # torch.ao's dynamic Linear quantizes activations to 7 bits (reduce_range) with per-tensor
         # weights and keeps ~0.95 cosine on MiniLM; torchao's int8 dynamic recipe is the one within 0.99.

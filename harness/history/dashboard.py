@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.history import plots
+from harness.history import plots, trend_svg
 from harness.history.gates import Gates
 from harness.history.recommend import DEFAULT_MAX_DROP, Recommendation, recommend
 from harness.history.regress import IMPROVEMENT, KEY, REGRESSION, case_key, current_rows, format_change, format_p
@@ -127,10 +127,13 @@ def _target_page(db, target: str, out: Path, max_drop: float, gates: Gates) -> t
     history = db.results(target=target)
     runs = db.runs(target=target)
     verdicts = db.comparisons(run_id=list(runs["run_id"])) if len(runs) else pd.DataFrame()
-    recs = recommend(history, max_drop)
+    recs = recommend(history, max_drop, gates.noise)
     thumbs = []  # (recommendation, its Pareto plot) for the index
     latest = current_rows(history)
     latest_run = runs.iloc[0]
+    ok = history[(history["status"] == "ok") & history["latency_p50_ms"].notna()]
+    keys = pd.Series([case_key(r) for r in ok[list(KEY)].to_dict("records")], index=ok.index, dtype=object)
+    measured = {key: ok.loc[index] for key, index in keys.groupby(keys, sort=False).groups.items()}  # key -> its runs
     img = out / "img" / slug(target)
     body = [f"<p><a href=\"index.html\">&larr; all targets</a></p><h1>Target {_e(target)}</h1>",
             f"<p class=\"meta\">kind {_e(latest_run['target_kind'])}, profile {_e(latest_run['profile'])}, "
@@ -155,16 +158,14 @@ def _target_page(db, target: str, out: Path, max_drop: float, gates: Gates) -> t
         gate_bad = verdicts[(verdicts["verdict"] == REGRESSION) & (verdicts["quantity"] == "latency_p50_ms")] \
             if len(verdicts) else pd.DataFrame(columns=["case_id", "run_id"])
         for key_row in rows.to_dict("records"):
-            key = case_key(key_row)
-            series = history[(history["status"] == "ok") & history["latency_p50_ms"].notna()]
-            series = series[[case_key(r) == key for r in series[list(KEY)].to_dict("records")]]
-            if series.empty:
+            series = measured.get(case_key(key_row))
+            if series is None or series.empty:
                 continue
             threshold = gates.latency
             steps = detect_steps(series["latency_p50_ms"].astype(float).to_numpy(), threshold)
             flagged = list(gate_bad.loc[gate_bad["case_id"] == key_row["case_id"], "run_id"])
-            png = plots.trend(series, steps, flagged, threshold, f"{key_row['case_id']}: p50 over {len(series)} run(s)",
-                              img / f"trend-{slug(key_row['case_id'])}.png")
+            png = trend_svg.trend(series, steps, flagged, threshold, f"{key_row['case_id']}: p50 over {len(series)} run(s)",
+                                  img / f"trend-{slug(key_row['case_id'])}.svg", noise=gates.noise)
             marks = ", ".join(f"{s.kind} {s.change:+.0%} at run {series.iloc[s.index]['run_id']}" for s in steps)
             body.append(f"<figure data-case=\"{_e(key_row['case_id'])}\" data-steps=\"{len(steps)}\">"
                         f"<img src=\"{png.relative_to(out).as_posix()}\" alt=\"p50 trend of {_e(key_row['case_id'])}\">"

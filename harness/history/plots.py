@@ -1,9 +1,9 @@
-"""The dashboard's figures (matplotlib, written as PNG files; no pyplot global state)."""
+"""The dashboard's figures drawn with matplotlib (PNG files; no pyplot global state): the Pareto plot
+and the size/memory/energy bars. Trends are SVG text (harness/history/trend_svg.py)."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,7 +11,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.history.recommend import Recommendation
-from harness.history.stepdetect import REGRESSION, Step, levels
 from harness.metrics import direction_text, row_higher_is_better
 from harness.values import number
 
@@ -113,41 +112,3 @@ def _wrap(text: str, width: int) -> list[str]:
         else:
             line = f"{line} {word}".strip()
     return lines + ([line] if line else [])
-
-
-def trend(history: pd.DataFrame, steps: Sequence[Step], gate_regressions: Sequence[str], threshold: float,
-          title: str, path: Path) -> Path:
-    """p50 (and the p50-p90 band) of one case over runs, with its step-detected levels and steps,
-    and the runs the pairwise gate flagged."""
-    fig = Figure(figsize=(6.4, 2.6))
-    ax = fig.add_subplot()
-    h = history.reset_index(drop=True)
-    x = np.arange(len(h))
-    p50 = h["latency_p50_ms"].astype(float).to_numpy()
-    p90 = h["latency_p90_ms"].astype(float).to_numpy()
-    ax.fill_between(x, p50, p90, color="#1f77b4", alpha=0.15, label="p50-p90")
-    noisy = h["iqr_over_median"].astype(float).fillna(0).to_numpy() >= 0.10
-    ax.plot(x, p50, color="#1f77b4", linewidth=1, zorder=2)
-    ax.scatter(x[~noisy], p50[~noisy], color="#1f77b4", s=14, zorder=3, label="p50")
-    if noisy.any():
-        ax.scatter(x[noisy], p50[noisy], facecolors="white", edgecolors="#1f77b4", s=18, zorder=3, label="p50 (noisy)")
-    for start, end, level in levels(p50, threshold):
-        ax.hlines(level, start - 0.4, end - 0.6, color="#555555", linewidth=1.5, zorder=2)
-    for step in steps:
-        bad = step.kind == REGRESSION
-        ax.scatter([step.index], [p50[step.index]], marker="^" if bad else "v", s=90,
-                   color="#d62728" if bad else "#2ca02c", zorder=4)
-        ax.annotate(f"{step.change:+.0%}", (step.index, p50[step.index]), textcoords="offset points", xytext=(5, 6),
-                    fontsize=7, color="#d62728" if bad else "#2ca02c")
-    flagged = [i for i, run in enumerate(h["run_id"]) if run in set(gate_regressions)]
-    if flagged:
-        ax.scatter(flagged, p50[flagged], marker="x", s=70, color="black", zorder=5, label="gate: regression")
-    dates = [pd.Timestamp(t).strftime("%m-%d %H:%M") if pd.notna(t) else "" for t in h["run_started_at"]]
-    every = max(1, len(x) // 6)
-    ax.set_xticks(x[::every], dates[::every], fontsize=7)
-    ax.set_xlim(-0.6, max(len(x) - 0.4, 0.6))
-    ax.set_ylabel("latency (ms)")
-    ax.set_title(title, fontsize=8)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=6, loc="upper left")
-    return _save(fig, path)

@@ -21,7 +21,8 @@ THRESHOLD_OPTIONS = {
     "--memory-threshold": ("memory", float, "relative peak memory change that counts (default 0.10)"),
     "--energy-threshold": ("energy", float, "relative energy-per-inference change that counts (default 0.10)"),
     "--alpha": ("alpha", float, "significance level of the latency test (default 0.01; CIs are 1-alpha)"),
-    "--noise-threshold": ("noise", float, "IQR/median at which timing is flagged instead of judged (default 0.10)"),
+    "--noise-threshold": ("noise", float, "IQR/median at which a case's timing counts as noisy (default 0.10)"),
+    "--noise-k": ("noise_k", float, "a noisy case's latency/energy threshold widens by this x its IQR/median (default 1.0)"),
 }
 
 
@@ -34,6 +35,12 @@ def add_options(group) -> None:
     group.addoption("--tag", action="append", default=[], help="label this run in the results database (repeatable)")
     for flag, (_, kind, text) in THRESHOLD_OPTIONS.items():
         group.addoption(flag, type=kind, default=None, help=text)
+    group.addoption("--max-accuracy-drop", type=float, default=None,
+                    help="accuracy budget in points for the recommendation printed at the end and the dashboard "
+                         "(default 1.0, as quantbench recommend)")
+    group.addoption("--dashboard", default=None,
+                    help="where the dashboard is rebuilt at the end of the run (default <results-dir>/dashboard; "
+                         "'off' skips it)")
 
 
 def _overrides(config: pytest.Config) -> dict[str, Any]:
@@ -42,6 +49,9 @@ def _overrides(config: pytest.Config) -> dict[str, Any]:
 
 def configure(config: pytest.Config, target_name: str) -> None:
     """Validate the options; with --baseline, resolve it now so a bad one stops the run before it starts."""
+    drop = config.getoption("--max-accuracy-drop")
+    if drop is not None and not drop >= 0:
+        raise pytest.UsageError(f"quantbench: --max-accuracy-drop must be a non-negative number of points, not {drop!r}")
     problem = Gates().override(_overrides(config)).validate()
     if problem:
         raise pytest.UsageError(f"quantbench: {problem.replace('gates.', 'threshold ')}")
@@ -87,6 +97,7 @@ class HistoryGate:
                 self.db = open_db(url) if url else None
             except HistoryError as exc:  # e.g. no SQLAlchemy here: the run goes on, results/<run-id>/ keeps it
                 self.error = str(exc)
+        self.recorded = False  # this run is in self.db (the dashboard can show it)
         self.gates_by_suite: dict[str, Gates] = {}
         self.verdicts: dict[str, pd.DataFrame] = {}  # case_id -> its verdicts
 
@@ -153,6 +164,7 @@ class HistoryGate:
             self.db.append_run(manifest, rows, lat, self.tags, power=read_power_traces(session.store.dir))
             if self.baseline is not None:
                 self.db.record_comparisons(session.run_id, verdicts)
+            self.recorded = True
             where = f"recorded in {display_url(self.db.url)}" + (f" (tags: {', '.join(self.tags)})" if self.tags else "")
         except Exception as exc:  # the run is safe on disk; say how to add it later
             where = (f"NOT recorded in {display_url(self.db.url)}: {exc}. Add it later with "
@@ -167,15 +179,47 @@ class HistoryGate:
         reporter.write_line(table if table else "no regressions or improvements beyond the thresholds")
         noisy = sorted(set(verdicts.loc[verdicts["verdict"] == NOISY, "case_id"]))
         if noisy:
-            reporter.write_line(f"noisy, timing not judged (IQR/median >= threshold): {', '.join(noisy)}")
+            reporter.write_line("within the noise (moved beyond the threshold, inside the margin its IQR/median "
+                                f"widens): {', '.join(noisy)}")
         judged = set(verdicts["case_id"])
-        unmatched = sorted(r["case_id"] for r in rows if r.get("status") == "ok" and r["case_id"] not in judged)
-        if unmatched:
-            reporter.write_line(f"no baseline row for: {', '.join(unmatched)}")
-        reporter.write_line(f"{n_reg} regression(s), {n_imp} improvement(s), {len(noisy)} noisy case(s)")
+        unmatched = sorted((r for r in rows if r.get("status") == "ok" and r["case_id"] not in judged),
+                           key=lambda r: r["case_id"])
+        for r in unmatched:
+            reporter.write_line(f"no baseline row for {r['case_id']}: {self.baseline.why_no_row(r)}")
+        reporter.write_line(f"{n_reg} regression(s), {n_imp} improvement(s), {len(noisy)} within the noise")
 
 
 def finish(config: pytest.Config, reporter) -> None:
     gate: Optional[HistoryGate] = config.stash.get(_STATE, None)
     if gate is not None:
         gate.finish(reporter)
+
+
+def the_answer(config: pytest.Config, reporter, rows: pd.DataFrame) -> None:
+    """The last words of a run: the recommendation per model and target (from this run's rows,
+    through the same recommend() as `quantbench recommend`), then the rebuilt dashboard's path."""
+    from harness.history.answer import answer_lines, dashboard_dir, write_dashboard
+    from harness.history.recommend import DEFAULT_MAX_DROP
+
+    drop = config.getoption("--max-accuracy-drop")
+    drop = DEFAULT_MAX_DROP if drop is None else drop
+    gates = Gates().override(_overrides(config))
+    lines = answer_lines(rows, drop, gates)
+    if lines:
+        reporter.section(f"quantbench: which mode to ship (fastest within {drop:g} accuracy points of its fp32)")
+        for line in lines:
+            reporter.write_line(line)
+    gate: Optional[HistoryGate] = config.stash.get(_STATE, None)
+    out = dashboard_dir(config.getoption("--dashboard"), Path(config.getoption("--results-dir")))
+    if out is None:
+        return
+    if gate is None or not gate.recorded:
+        why = gate.error if gate is not None and gate.error else "this run is not in a results database"
+        reporter.write_line(f"dashboard: not rebuilt ({why})")
+        return
+    try:
+        index, seconds = write_dashboard(gate.db, out, drop, gates)
+    except Exception as exc:  # the run and its history are safe; the site can be rebuilt later
+        reporter.write_line(f"dashboard: NOT rebuilt: {type(exc).__name__}: {exc} (retry with `quantbench dashboard`)")
+        return
+    reporter.write_line(f"dashboard: {index} (rebuilt in {seconds:.1f} s)")

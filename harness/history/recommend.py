@@ -1,10 +1,15 @@
 """Which (framework, mode) to ship: per model (and batch size) on a target, the fastest by
-p50 whose accuracy stays within the budget of the fp32 baseline of the same framework.
+p50 whose accuracy stays within the budget of the fp32 baseline of the same framework
+(in the metric's direction), among the cases whose timing can be trusted.
 
 The candidates are the current rows of the target (regress.current_rows: each mode as the
-newest run that measured it left it; a mode that errored last night is not a candidate today). accuracy_delta is the row's own comparison with fp32 in
-the same run, same framework and target, as the report computes it. `quantbench
-recommend` and the dashboard both call `recommend()`, so they always agree.
+newest run that measured it left it; a mode that errored last night is not a candidate
+today). accuracy_delta is the row's own comparison with fp32 in the same run, same framework
+and target, as the report computes it. A case that ran throttled, or whose timed loop hit its
+time cap before its minimums (`valid` false), is excluded with that reason; a noisy one
+(IQR/median >= the noise threshold) stays a candidate, flagged in the answer and its evidence,
+and a runner-up within the noise is called a near tie. `quantbench recommend`, the answer at
+the end of a run and the dashboard all call `recommend()`, so they always agree.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import pandas as pd
 from harness.history.regress import current_rows
 from harness.metrics import accuracy_loss, row_higher_is_better
 from harness.stats import NOISE_THRESHOLD
-from harness.values import number
+from harness.values import number, plain
 
 DEFAULT_MAX_DROP = 1.0  # accuracy points
 
@@ -28,6 +33,7 @@ class Candidate:
     row: dict[str, Any]
     eligible: bool
     why: str  # why it is not eligible, or the accuracy evidence when it is
+    untrusted: bool = False  # excluded because its timing cannot be trusted (throttled, minimums not met)
 
     @property
     def label(self) -> str:
@@ -43,37 +49,129 @@ class Recommendation:
     choice: Optional[Candidate]
     candidates: list[Candidate] = field(default_factory=list)  # fastest first, ineligible last
     tie: float = 0.10  # a runner-up slower by no more than this (relative) is called a near tie
+    noise: float = NOISE_THRESHOLD  # IQR/median at or above which a candidate's timing is flagged noisy
+
+    def _near_tie(self, runner_up: dict[str, Any]) -> tuple[float, bool]:
+        """(relative p50 margin of the runner-up, whether it is within the tie or the noise)."""
+        r = self.choice.row
+        margin = runner_up["latency_p50_ms"] / r["latency_p50_ms"] - 1.0
+        spread = max([self.tie] + [v for v in (number(r.get("iqr_over_median")), number(runner_up.get("iqr_over_median")))
+                                   if v is not None and v >= self.noise])
+        return margin, margin <= spread
 
     @property
     def answer(self) -> str:
         """'framework/mode' or 'none' (what the dashboard marks and tests compare)."""
         return f"{self.choice.row['framework']}/{self.choice.row['mode']}" if self.choice else "none"
 
+    def headline(self) -> str:
+        """The answer in one line: 'digits-cnn on local: ship tflite static-int8 (litert-torch): 1.52x
+        faster than tflite fp32, -0.20 pts, 0.30 of the size; runner-up ...'."""
+        batch = "" if self.batch_size == 1 else f" (batch {self.batch_size})"
+        where = f"{self.model}{batch} on {self.target}"
+        if self.choice is None:
+            return f"{where}: nothing to ship: {self.evidence()[0]}"
+        r = self.choice.row
+        if r["mode"] == "fp32":
+            what = f"ship {label(r)}: no quantized mode within {self.max_drop:g} accuracy points is faster"
+        else:
+            what = f"ship {label(r)}: {_gains(r)}"
+        what += _timing_flags(r, self.noise)
+        others = [c for c in self.candidates if c.eligible and c is not self.choice]
+        if others:
+            o = others[0].row
+            margin, near = self._near_tie(o)
+            what += (f"; runner-up {label(o)}" + (f": {_gains(o)}" if o["mode"] != "fp32" else "")
+                     + f" ({margin:+.0%} p50{', a near tie' if near else ''})")
+        excluded = [c for c in self.candidates if not c.eligible and c.untrusted]
+        if excluded:
+            what += f"; {len(excluded)} excluded for untrusted timing ({', '.join(label(c.row) for c in excluded)})"
+        return f"{where}: {what}"
+
     def evidence(self) -> list[str]:
         """Lines that justify the answer: the choice, the runner-up, what was excluded and why."""
         if self.choice is None:
-            lines = [f"no mode of {self.model} is within {self.max_drop:g} accuracy points of fp32 on {self.target}"]
+            untrusted = [c for c in self.candidates if c.untrusted]
+            if untrusted:
+                lines = [f"no mode of {self.model} on {self.target} has a trusted timing within {self.max_drop:g} "
+                         f"accuracy points of fp32 ({len(untrusted)} excluded for their timing; see below)"]
+            else:
+                lines = [f"no mode of {self.model} is within {self.max_drop:g} accuracy points of fp32 on {self.target}"]
         else:
             r = self.choice.row
+            iqr = number(r.get("iqr_over_median"))
             lines = [f"{self.answer} ({r.get('recipe')}): p50 {r['latency_p50_ms']:.4g} ms"
                      + (f", {r['speedup']:.2f}x vs {r['framework']} fp32" if number(r.get("speedup")) else "")
                      + f"; {self.choice.why}"
                      + (f"; size {r['size_ratio']:.2f}x fp32" if number(r.get("size_ratio")) else "")
                      + (f"; {int(number(r.get('n_runs')))} timed runs" if number(r.get("n_runs")) is not None else "")
-                     + (f", IQR/median {number(r.get('iqr_over_median')):.3f}" if number(r.get("iqr_over_median")) is not None else "")
-                     + (" (noisy)" if (number(r.get("iqr_over_median")) or 0) >= NOISE_THRESHOLD else "")
+                     + (f", IQR/median {iqr:.3f}" if iqr is not None else ", IQR/median unknown")
+                     + (f" (noisy: >= {self.noise:g})" if iqr is not None and iqr >= self.noise else "")
                      + f"; run {r['run_id']}"]
             others = [c for c in self.candidates if c.eligible and c is not self.choice]
             if others:
                 o = others[0].row
-                margin = o["latency_p50_ms"] / r["latency_p50_ms"] - 1.0
-                tie = f"; within {self.tie:.0%}, a near tie on this evidence" if margin <= self.tie else ""
+                margin, near = self._near_tie(o)
+                tie = "; a near tie on this evidence (within the tie margin or the noise)" if near else ""
                 lines.append(f"runner-up {o['framework']}/{o['mode']}: p50 {o['latency_p50_ms']:.4g} ms "
                              f"({margin:+.1%} slower{tie}); {others[0].why}")
         for c in self.candidates:
             if not c.eligible:
                 lines.append(f"excluded {c.row['framework']}/{c.row['mode']}: {c.why}")
         return lines
+
+
+def recipe_slug(row: dict[str, Any]) -> str:
+    """The recipe's short name as in the case id (e.g. 'litert-torch', 'qdq'), or ''."""
+    case_id, batch = str(row.get("case_id") or ""), number(row.get("batch_size"))
+    head = f"{row.get('model')}-{row.get('framework')}-{row.get('mode')}"
+    tail = f"-b{int(batch)}" if batch is not None else ""
+    if case_id.startswith(head) and tail and case_id.endswith(tail):
+        return case_id[len(head):len(case_id) - len(tail)].lstrip("-")
+    return ""
+
+
+def label(row: dict[str, Any]) -> str:
+    """'tflite static-int8 (litert-torch)'."""
+    slug = recipe_slug(row)
+    return f"{row['framework']} {row['mode']}" + (f" ({slug})" if slug else "")
+
+
+def _gains(row: dict[str, Any]) -> str:
+    """'1.52x faster than tflite fp32, -0.20 pts, 0.30 of the size' from the row's own comparisons."""
+    parts = []
+    speedup = number(row.get("speedup"))
+    if speedup is not None and speedup > 0:
+        parts.append(f"{speedup:.2f}x faster than {row['framework']} fp32" if speedup >= 1
+                     else f"{1 / speedup:.2f}x slower than {row['framework']} fp32")
+    delta = number(row.get("accuracy_delta"))
+    if delta is not None:
+        parts.append(f"{100 * delta:+.2f} pts" + ("" if row_higher_is_better(row) else " (lower is better)"))
+    size = number(row.get("size_ratio"))
+    if size is not None:
+        parts.append(f"{size:.2f} of the size")
+    return ", ".join(parts) or "no comparison with fp32"
+
+
+def _timing_flags(row: dict[str, Any], noise: float) -> str:
+    iqr = number(row.get("iqr_over_median"))
+    if iqr is None:
+        return " [timing noise unknown: no IQR/median]"
+    return f" [timing noisy: IQR/median {iqr:.2f}]" if iqr >= noise else ""
+
+
+def untrusted_timing(row: dict[str, Any]) -> Optional[str]:
+    """Why a row's timing cannot be trusted (it ran throttled, or its loop hit the time cap
+    before its minimums), or None."""
+    if plain(row.get("throttled")) is True or plain(row.get("throttled")) == 1:
+        reasons = plain(row.get("throttle_reasons"))
+        return "ran throttled" + (f" ({reasons})" if reasons else "") + ": its latency is not the device's normal speed"
+    if plain(row.get("valid")) is False or plain(row.get("valid")) == 0:
+        runs, seconds = number(row.get("n_runs")), number(row.get("duration_s"))
+        took = f" after {int(runs)} runs in {seconds:.3g} s" if runs is not None and seconds is not None else ""
+        return (f"timed loop stopped at its time cap{took}, before its minimum count and duration (valid=false); "
+                f"rerun with a longer --max-duration")
+    return None
 
 
 def _judge(row: dict[str, Any], max_drop: float) -> tuple[bool, str]:
@@ -96,25 +194,33 @@ def _judge(row: dict[str, Any], max_drop: float) -> tuple[bool, str]:
     return True, text
 
 
-def recommend(rows: pd.DataFrame, max_drop: float = DEFAULT_MAX_DROP) -> list[Recommendation]:
-    """One recommendation per (target, model, batch size) in `rows` (history rows; newest per case is used)."""
+def _candidate(row: dict[str, Any], max_drop: float) -> Candidate:
+    ok, why = _judge(row, max_drop)
+    if not ok:
+        return Candidate(row, False, why)
+    distrust = untrusted_timing(row)
+    if distrust:
+        return Candidate(row, False, f"{distrust} (otherwise eligible: {why})", untrusted=True)
+    return Candidate(row, True, why)
+
+
+def recommend(rows: pd.DataFrame, max_drop: float = DEFAULT_MAX_DROP, noise: float = NOISE_THRESHOLD) -> list[Recommendation]:
+    """One recommendation per (target, model, batch size) in `rows` (history rows; newest per case is used).
+    `noise` is the IQR/median at which a candidate's timing is flagged (the gates' noise threshold)."""
     latest = current_rows(rows)
     out = []
     if latest.empty:
         return out
     for (target, model, batch), group in latest.groupby(["target", "model", "batch_size"], sort=True):
-        cands = []
-        for row in group.to_dict("records"):
-            ok, why = _judge(row, max_drop)
-            cands.append(Candidate(row, ok, why))
+        cands = [_candidate(row, max_drop) for row in group.to_dict("records")]
         cands.sort(key=lambda c: (not c.eligible, number(c.row.get("latency_p50_ms")) or math.inf, c.label))
         choice = cands[0] if cands and cands[0].eligible else None
-        out.append(Recommendation(str(target), str(model), int(batch), max_drop, choice, cands))
+        out.append(Recommendation(str(target), str(model), int(batch), max_drop, choice, cands, noise=noise))
     return out
 
 
-def for_target(db, target: str, max_drop: float = DEFAULT_MAX_DROP) -> list[Recommendation]:
-    return recommend(db.results(target=target), max_drop)
+def for_target(db, target: str, max_drop: float = DEFAULT_MAX_DROP, noise: float = NOISE_THRESHOLD) -> list[Recommendation]:
+    return recommend(db.results(target=target), max_drop, noise)
 
 
 def format_recommendations(recs: list[Recommendation]) -> str:

@@ -7,9 +7,14 @@ runs' raw latencies (or, with fewer than `min_samples` latencies on a side, 99%
 confidence intervals of the mean that do not overlap) AND a p50 change above the
 threshold. Consecutive latencies are not independent, so the p-value alone overstates
 certainty; the relative threshold is what keeps the gate from firing on tiny shifts.
-Accuracy is judged by its absolute drop in points; size, peak memory and energy by
-relative change. Timing (latency, energy) of a noisy case (IQR/median >= gates.noise on
-either side) is flagged, not judged.
+Accuracy is judged by its absolute drop in points (in the metric's direction); size, peak
+memory and energy by relative change. Noise widens the timing gate instead of switching it
+off: when either side is noisy (IQR/median >= gates.noise), latency and energy must move by
+more than threshold + gates.noise_k x the larger IQR/median; a change beyond the plain
+threshold but inside that margin is recorded as `noisy`, not judged either way.
+
+The key includes `threads`: a run with other threads is not compared with this baseline,
+and the summary says which baseline rows differ only in their threads.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from harness.history.gates import Gates
 from harness.metrics import row_higher_is_better
 from harness.values import number, plain
 
-KEY = ("model", "framework", "mode", "recipe", "target", "batch_size")
+KEY = ("model", "framework", "mode", "recipe", "target", "batch_size", "threads")
 REGRESSION, IMPROVEMENT, SAME, NOISY = "regression", "improvement", "same", "noisy"
 VERDICT_COLUMNS = ["case_id", "baseline_run_id", "quantity", "old", "new", "change", "p_value", "method", "verdict", "detail"]
 
@@ -35,7 +40,7 @@ class Quantity:
     gate: str  # the Gates field holding its threshold
     relative: bool  # change as new/old - 1 (else: absolute, in points)
     lower_is_better: bool
-    timing: bool  # derived from the timed window: flagged, not judged, when the case is noisy
+    timing: bool  # derived from the timed window: its margin widens when the case is noisy
     unit: str
 
 
@@ -54,7 +59,7 @@ def case_key(row: Mapping[str, Any]) -> tuple:
     out = []
     for column in KEY:
         value = plain(row.get(column))  # NaN (pandas' missing) -> None
-        if value is not None and column == "batch_size":
+        if value is not None and column in ("batch_size", "threads"):
             value = int(value)
         out.append(value)
     return tuple(out)
@@ -85,6 +90,17 @@ class Baseline:
         if not hasattr(self, "_index"):
             object.__setattr__(self, "_index", {case_key(r): r for r in self.rows.to_dict("records")})
         return self._index.get(case_key(row))  # type: ignore[attr-defined]
+
+    def why_no_row(self, row: Mapping[str, Any]) -> str:
+        """Why `row` has no baseline row: the baseline measured it with other threads, or not at all."""
+        want = case_key(row)
+        threads = KEY.index("threads")
+        others = sorted({k[threads] for k in (case_key(r) for r in self.rows.to_dict("records"))
+                         if k[:threads] + k[threads + 1:] == want[:threads] + want[threads + 1:]}, key=str) \
+            if len(self.rows) else []
+        if others:
+            return f"the baseline ran it with threads={','.join(map(str, others))}, this run with threads={want[threads]}"
+        return "not in the baseline"
 
 
 def latest_per_key(df: pd.DataFrame) -> pd.DataFrame:
@@ -193,7 +209,7 @@ def judge_case(new: Mapping[str, Any], old: Mapping[str, Any], gates: Gates,
         higher_is_better = row_higher_is_better(new)
     out = []
     noise = {side: _noise(row, lat) for side, row, lat in (("old", old, old_latencies), ("new", new, new_latencies))}
-    noisy = [f"{side} IQR/median {v:.3f}" for side, v in noise.items() if v is not None and v >= gates.noise]
+    noisy = {side: v for side, v in noise.items() if v is not None and v >= gates.noise}
     for q in QUANTITIES:
         a, b = number(old.get(q.column)), number(new.get(q.column))
         if a is None or b is None:
@@ -206,22 +222,31 @@ def judge_case(new: Mapping[str, Any], old: Mapping[str, Any], gates: Gates,
                   "old": a, "new": b, "change": change, "p_value": None, "method": "threshold", "verdict": verdict,
                   "detail": f"threshold {threshold:g}{'' if q.relative else ' points'}"}
         if q.timing and noisy:
-            record.update(verdict=NOISY, detail=f"not judged: {', '.join(noisy)} >= {gates.noise:g}")
-        elif q.column == "latency_p50_ms" and verdict != SAME:
-            record.update(_significance(new, old, new_latencies, old_latencies, gates))
+            # Noise widens the margin; it does not switch the gate off.
+            widened = threshold + gates.noise_k * max(noisy.values())
+            why = ", ".join(f"{side} IQR/median {v:.3f}" for side, v in noisy.items())
+            record["detail"] = f"threshold {threshold:g} widened to {widened:.3g} by noise ({why} >= {gates.noise:g})"
+            if verdict != SAME:
+                wide_verdict, _ = _verdict(q, a, b, widened)
+                if wide_verdict == SAME:
+                    record.update(verdict=NOISY, detail=f"within the noise: {record['detail']}")
+        if q.column == "latency_p50_ms" and record["verdict"] in (REGRESSION, IMPROVEMENT):
+            margin = record["detail"] if noisy else f"threshold {gates.latency:.0%}"
+            record.update(_significance(new, old, new_latencies, old_latencies, gates, margin))
             if not record.pop("significant"):
                 record["verdict"] = SAME
         out.append(record)
     return out
 
 
-def _significance(new, old, new_lat, old_lat, gates: Gates) -> dict[str, Any]:
+def _significance(new, old, new_lat, old_lat, gates: Gates, margin: str) -> dict[str, Any]:
+    """Is the latency change statistically real? `margin` describes the threshold it also passed."""
     enough = all(lat is not None and len(lat) >= gates.min_samples for lat in (new_lat, old_lat))
     if enough:
         p = mann_whitney_p(np.asarray(old_lat), np.asarray(new_lat))
         return {"p_value": p, "method": "mann-whitney", "significant": p < gates.alpha,
                 "detail": f"Mann-Whitney U p={format_p(p)} ({'<' if p < gates.alpha else '>='} alpha {gates.alpha:g}), "
-                          f"threshold {gates.latency:.0%}"}
+                          f"{margin}"}
     confidence = 1.0 - gates.alpha
     ci_old, ci_new = mean_ci(confidence, old_lat, old), mean_ci(confidence, new_lat, new)
     label = f"ci{round(100 * confidence):d}"
@@ -231,7 +256,7 @@ def _significance(new, old, new_lat, old_lat, gates: Gates) -> dict[str, Any]:
     apart = ci_new[0] > ci_old[1] or ci_old[0] > ci_new[1]
     return {"method": label, "significant": apart,
             "detail": f"{confidence:.0%} CIs of the mean [{ci_old[0]:.4g}, {ci_old[1]:.4g}] vs [{ci_new[0]:.4g}, "
-                      f"{ci_new[1]:.4g}] ms {'do not overlap' if apart else 'overlap'}, threshold {gates.latency:.0%}"}
+                      f"{ci_new[1]:.4g}] ms {'do not overlap' if apart else 'overlap'}, {margin}"}
 
 
 def compare(new_rows: pd.DataFrame, baseline: Baseline, gates: Callable[[Mapping[str, Any]], Gates] | Gates,
