@@ -94,6 +94,10 @@ def format_facts(config: TargetConfig, facts: Mapping[str, Any]) -> str:
         ("probes", ", ".join(sensors.get("probes") or []) or "none"),
         ("governor", ", ".join(facts.get("governors") or []) or "not reported (no cpufreq)"),
     ]
+    gpu = facts.get("gpu")
+    if isinstance(gpu, Mapping):  # targets with a GPU profile
+        lines.append(("gpu", f"{gpu.get('name')}, compute capability {gpu.get('compute_capability')} (from {gpu.get('source')})"
+                      if gpu.get("compute_capability") else f"unknown: {gpu.get('error')}"))
     return "\n".join(f"  {key:<9} {value}" for key, value in lines)
 
 

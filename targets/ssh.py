@@ -209,6 +209,9 @@ class SshTarget(Target):
             parent = self._runner_parent()
             sensing = json.dumps(dict(self.config.settings.get("sensors", {})))
             args = f"-m runner.facts --workdir {q(self.workdir)} --profile {q(self.config.profile)} --settings {q(sensing)}"
+            if on_gpu(self.config.kind, self.config.profile):  # facts["gpu"]: the torch GPU recipes read it
+                gpu = self.config.settings.get("gpu", 0)
+                args += f" --gpu {int(gpu) if isinstance(gpu, int) else 0}"
             status, output = self.conn.run(python_command(self.workdir, parent, self.python, args))
         except ConnectionLost as exc:
             raise TargetError(f"target {self.config.name}: the connection to {self.conn} broke: {exc}") from None

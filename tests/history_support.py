@@ -6,7 +6,8 @@
   other columns) changed, to make a regression or an improvement on purpose. Every derived
   run says so: its manifest carries `derived_from` and `derivation`, and its rows' `reason`;
 - a throwaway PostgreSQL server from Debian's packages (initdb as a non-root user, loopback
-  port), skipped only when the binaries are missing or the server does not come up;
+  port): skipped only when the binaries are not installed and this is not CI (`CI=true`, where the
+  README's test command has installed them); a server that is installed but does not come up fails;
 - headless Chromium that loads a page and reports which images loaded.
 """
 from __future__ import annotations
@@ -119,6 +120,14 @@ def derive_run(run_dir: Path, out_root: Path, run_id: str, scale: float | Mappin
     return store.dir
 
 
+def not_installed(message: str) -> None:
+    """A Debian package the README's test command installs is missing: a skip on a developer's
+    machine, a failure in CI (`CI=true`), where its absence means the install step broke."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} (CI=true: scripts/test.sh installs it, so its absence is a failure here)", pytrace=False)
+    pytest.skip(message)
+
+
 # -- PostgreSQL --------------------------------------------------------------------------------
 def _pg_bindir() -> Optional[Path]:
     found = shutil.which("pg_ctl")
@@ -140,15 +149,16 @@ class PostgresServer:
     def __init__(self) -> None:
         bindir = _pg_bindir()
         if bindir is None:
-            pytest.skip("PostgreSQL server binaries (pg_ctl, initdb) not found: install Debian's `postgresql` "
-                        "(scripts/test.sh does, from requirements/debian.txt)")
+            not_installed("PostgreSQL server binaries (pg_ctl, initdb) not found: install Debian's `postgresql` "
+                          "(scripts/test.sh does, from requirements/debian.txt)")
         self.bindir = bindir
         self.runas: list[str] = []
         self.root = Path(tempfile.mkdtemp(prefix="qb-pg-", dir="/tmp"))  # not under pytest's 0700 root-only tmp
         if os.geteuid() == 0:  # postgres refuses to run as root
             user = next((u for u in ("postgres", "nobody") if _user_exists(u)), None)
-            if user is None:
-                pytest.skip("running as root and neither user `postgres` nor `nobody` exists to run PostgreSQL")
+            if user is None:  # Debian's postgresql package creates `postgres`: installed but unusable
+                pytest.fail("running as root and neither user `postgres` nor `nobody` exists to run PostgreSQL",
+                            pytrace=False)
             entry = pwd.getpwnam(user)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
             self.runas = ["runuser", "-u", user, "--"]
@@ -164,8 +174,9 @@ class PostgresServer:
         proc = subprocess.run(self.runas + cmd, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             log = (self.root / "server.log").read_text()[-2000:] if (self.root / "server.log").is_file() else ""
-            self.stop()
-            pytest.skip(f"PostgreSQL did not start ({what} exit {proc.returncode}): {proc.stderr.strip()[-800:]} {log}")
+            self.stop()  # installed but not working: a broken half of the history's two backends
+            pytest.fail(f"PostgreSQL did not start ({what} exit {proc.returncode}): {proc.stderr.strip()[-800:]} {log}",
+                        pytrace=False)
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://quantbench@127.0.0.1:{self.port}/{database}"
@@ -198,7 +209,7 @@ def _user_exists(name: str) -> bool:
 # -- Chromium ------------------------------------------------------------------------------------
 def chromium_available() -> None:
     if not Path(CHROMIUM).is_file():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's `chromium` (scripts/test.sh does, from requirements/debian.txt)")
+        not_installed(f"{CHROMIUM} not found: install Debian's `chromium` (scripts/test.sh does, from requirements/debian.txt)")
 
 
 def chromium_dom(url: str, profile: Path, budget_ms: int = 10000) -> str:

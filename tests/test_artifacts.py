@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from harness.artifacts import ArtifactCache, BuiltModel, TensorSpec, content_key
 from harness.data import Dataset
@@ -53,10 +54,8 @@ def test_failed_build_leaves_nothing_behind(tmp_path):
         (out / "half.onnx").write_bytes(b"x")
         raise RuntimeError("converter crashed")
 
-    try:
+    with pytest.raises(RuntimeError, match="converter crashed"):  # the build's own error reaches the caller
         cache.get_or_build({"k": 2}, broken, {})
-    except RuntimeError:
-        pass
     assert list(tmp_path.iterdir()) == []
 
 

@@ -87,7 +87,7 @@ def test_same_rows_as_local(runs):
             assert a["reason"] == b["reason"]
         else:  # same runtime, same CPU: the same numbers come out
             assert a["accuracy"] == b["accuracy"], case_id
-            assert b["n_runs"] >= 20 and b["latency_p50_ms"] > 0
+            assert b["n_runs"] >= (20 if b["valid"] else 1) and b["latency_p50_ms"] > 0  # 20 unless the 2 s cap came first
 
 
 def test_target_columns(runs):

@@ -98,7 +98,9 @@ def test_every_torch_mode_has_a_row_and_the_right_status(run):
         for case in OK_ON_X86:
             row = run.row(f"digits-cnn-torch-{case}")
             assert row["status"] == "ok", (case, row["reason"])
-            assert row["runtime"] == "torch" and row["n_runs"] >= 20 and row["latency_p50_ms"] > 0
+            assert row["runtime"] == "torch" and row["latency_p50_ms"] > 0
+            # 20 timed runs unless the loop stopped at its 2 s cap first (torchao's CPU int8 on a busy machine)
+            assert row["n_runs"] >= (20 if row["valid"] else 1), (case, row["n_runs"], row["duration_s"])
         for case in ("static-int8-pt2e-arm-b1", "qat-int8-pt2e-arm-b1", "mixed-pt2e-arm-b1"):
             row = run.row(f"digits-cnn-torch-{case}")
             assert row["status"] == "n/a" and "ArmInductorQuantizer" in row["reason"] and platform.machine() in row["reason"]

@@ -21,9 +21,11 @@ DPI = 96
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    """One draw with the figure's own margins (bbox_inches="tight" draws twice: half the time of a
+    rebuilt dashboard went there)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI)
     return path
 
 
@@ -34,17 +36,22 @@ def _color(framework: str) -> str:
 
 def pareto(rows: pd.DataFrame, rec: Recommendation, path: Path) -> Path:
     """Accuracy vs p50 latency of every measured (framework, mode); frontier, budgets, the choice."""
-    fig = Figure(figsize=(7.0, 4.4))
+    from matplotlib.lines import Line2D
+
+    fig = Figure(figsize=(8.6, 4.4))
+    fig.subplots_adjust(left=0.09, right=0.66, bottom=0.12, top=0.92)
     ax = fig.add_subplot()
     ok = rows[(rows["status"] == "ok") & rows["latency_p50_ms"].notna() & rows["accuracy"].notna()]
     if ok.empty:
         ax.text(0.5, 0.5, "no measured cases with accuracy", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return _save(fig, path)
-    for r in ok.to_dict("records"):  # colour = framework, marker = mode; named in the legend
-        ax.scatter(r["latency_p50_ms"], r["accuracy"], s=60, color=_color(r["framework"]),
-                   marker=MODE_MARKERS.get(r["mode"], "o"), edgecolors="black", linewidths=0.5, zorder=3,
-                   label=f"{r['framework']} {r['mode']}")
+    for (fw, mode), group in ok.groupby(["framework", "mode"], sort=False):  # colour = framework, marker = mode
+        ax.scatter(group["latency_p50_ms"], group["accuracy"], s=60, color=_color(str(fw)),
+                   marker=MODE_MARKERS.get(str(mode), "o"), edgecolors="black", linewidths=0.5, zorder=3)
+    keys = [Line2D([], [], color=_color(str(fw)), marker="o", linestyle="", label=str(fw)) for fw in ok["framework"].unique()]
+    keys += [Line2D([], [], color="#999999", marker=MODE_MARKERS.get(str(m), "o"), markeredgecolor="black", linestyle="",
+                    label=str(m)) for m in ok["mode"].unique()]
     higher = row_higher_is_better(ok.iloc[0].to_dict())
     sign = 1.0 if higher else -1.0  # accuracy x sign: larger is better either way
     front, best = [], -math.inf  # fastest-first; a point is on the frontier if nothing faster is as good
@@ -71,17 +78,22 @@ def pareto(rows: pd.DataFrame, rec: Recommendation, path: Path) -> Path:
     ax.set_ylabel(f"accuracy ({ok['metric'].iloc[0]}), {direction_text(higher)}")
     ax.set_title(f"{rec.model}, batch {rec.batch_size} on {rec.target}")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    handles, _ = ax.get_legend_handles_labels()  # frontier, budgets, the choice; then one key per framework and mode
+    ax.legend(handles=handles + keys, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(fig, path)
 
 
 def bars(rows: pd.DataFrame, title: str, path: Path) -> Path:
     """Artifact size, peak memory and energy per inference of each measured case."""
+    from harness.history.recommend import label
+
     ok = rows[rows["status"] == "ok"].copy()
-    fig = Figure(figsize=(10.0, max(2.2, 0.35 * len(ok) + 1.2)))
+    height = max(2.2, 0.3 * len(ok) + 1.2)
+    fig = Figure(figsize=(11.0, height))
+    fig.subplots_adjust(left=0.22, right=0.98, wspace=0.25, bottom=0.5 / height, top=1 - 0.75 / height)
     panels = (("size_bytes", "artifact size (KiB)", 1 / 1024), ("peak_rss_mb", "peak RSS (MB)", 1.0),
               ("energy_mj_per_inf", "energy per inference (mJ)", 1.0))
-    labels = [f"{r['framework']} {r['mode']}" for r in ok.to_dict("records")]
+    labels = [label(r) for r in ok.to_dict("records")]  # 'tflite static-int8 (litert-torch)': recipes apart
     colors = [_color(fw) for fw in ok["framework"]]
     for i, (column, name, scale) in enumerate(panels):
         ax = fig.add_subplot(1, 3, i + 1)
@@ -99,7 +111,7 @@ def bars(rows: pd.DataFrame, title: str, path: Path) -> Path:
         ax.invert_yaxis()
         ax.set_title(name, fontsize=9)
         ax.grid(True, axis="x", alpha=0.3)
-    fig.suptitle(title, fontsize=10, y=1.04)
+    fig.suptitle(title, fontsize=10, y=1 - 0.2 / height)
     return _save(fig, path)
 
 

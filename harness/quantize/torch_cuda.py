@@ -45,7 +45,9 @@ def _needs(capability: tuple[int, int], what: str) -> Callable[["TargetInfo"], O
     def check(target: "TargetInfo") -> Optional[str]:
         have = compute_capability(target)
         if have is None:
-            return f"the compute capability of target {target.name}'s GPU is unknown, and {what} needs {capability[0]}.{capability[1]}"
+            why = (target.facts.get("gpu") or {}).get("error")
+            return (f"the compute capability of target {target.name}'s GPU is unknown"
+                    + (f" ({why})" if why else "") + f", and {what} needs {capability[0]}.{capability[1]}")
         if have < capability:
             return (f"{what} needs compute capability {capability[0]}.{capability[1]} (Ampere) or newer; "
                     f"{target.device} on target {target.name} is {have[0]}.{have[1]}")

@@ -2,8 +2,9 @@
 to know about a device before a long run, as one JSON object on stdout.
 
 Architecture, OS, Python, numpy and each runtime with its version (or "missing"), memory,
-free disk in the work directory, the power sensors and probes the profile finds, and the CPU
-clock governor. Runtimes are looked up, not imported (importing TensorFlow on a Pi takes
+free disk in the work directory, the power sensors and probes the profile finds, the CPU
+clock governor, and with `--gpu INDEX` the GPU as the device reports it (gpu_facts.py:
+NVML, the CUDA driver API, or the Tegra SoC in the device tree). Runtimes are looked up, not imported (importing TensorFlow on a Pi takes
 seconds), so a runtime that is installed but broken shows up in the first case instead.
 Standard library only, Python 3.8+ (the runner ships to devices).
 """
@@ -15,9 +16,9 @@ import importlib.util
 import json
 import os
 import sys
-from typing import Dict, List
+from typing import Dict, List, Optional
 
-from . import sensors, system
+from . import gpu_facts, sensors, system
 
 # module -> distributions that provide it (the first one installed gives the version)
 DISTRIBUTIONS = {
@@ -88,7 +89,7 @@ def sensor_facts(profile: str, root: str, settings: dict) -> dict:
             s.close()
 
 
-def collect(workdir: str, profile: str, root: str, settings: dict) -> dict:
+def collect(workdir: str, profile: str, root: str, settings: dict, gpu: Optional[int] = None) -> dict:
     facts = dict(system.describe())
     facts.update(
         python=sys.executable,
@@ -101,6 +102,8 @@ def collect(workdir: str, profile: str, root: str, settings: dict) -> dict:
     facts["runtimes"] = {"numpy": version_of("numpy")}
     facts["runtimes"].update({fw: version_of(module) for fw, module in runtime_modules().items()})
     facts["sensors"] = sensor_facts(profile, root, settings)
+    if gpu is not None:
+        facts["gpu"] = gpu_facts.describe_gpu(root, gpu)
     return facts
 
 
@@ -109,9 +112,10 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--workdir", default=".")
     parser.add_argument("--profile", default="generic-linux")
     parser.add_argument("--settings", default="{}", help="the target's sensors settings, as JSON")
+    parser.add_argument("--gpu", type=int, default=None, help="also describe this GPU (targets with a GPU profile)")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
-    print(json.dumps(collect(args.workdir, args.profile, settings.get("root", "/"), settings)))
+    print(json.dumps(collect(args.workdir, args.profile, settings.get("root", "/"), settings, args.gpu)))
     return 0
 
 
