@@ -75,6 +75,22 @@ def test_tokenized_at_fixed_lengths(monkeypatch):
 
 
 @needs_extra
+def test_tokenizer_gives_transformers_autotokenizer_ids():
+    """minilm.tokenize reads tokenizer.json with `tokenizers` (no transformers import on the host):
+    the same ids and masks as AutoTokenizer, for every shipped sentence at both lengths."""
+    from transformers import AutoTokenizer
+
+    auto = AutoTokenizer.from_pretrained(str(minilm.model_dir()), local_files_only=True)
+    splits = minilm.read_sentences()
+    texts = splits["eval"] + splits["calib"]
+    for seq_len in (32, 128):
+        want = auto(texts, padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
+        got = minilm.tokenize(texts, seq_len)
+        for name in minilm.INPUT_NAMES:
+            np.testing.assert_array_equal(got[name], want[name])
+
+
+@needs_extra
 def test_eval_subset_from_the_environment(monkeypatch):
     monkeypatch.setenv(EVAL_LIMIT_ENV, "7")
     data = minilm_l6_s128.data()

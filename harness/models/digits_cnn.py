@@ -6,11 +6,16 @@ weights are cached under the harness cache and reused by every later run.
 from __future__ import annotations
 
 import functools
+import gzip
+import importlib.metadata
+import importlib.util
 import os
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
+from harness.artifacts import sha256_file
 from harness.data import Dataset
 from harness.models.keras_factory import KerasFactory
 from harness.models.spec import ModelContext, ModelSpec
@@ -23,14 +28,28 @@ BATCH = 32
 LEARNING_RATE = 2e-3
 
 
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's load_digits as (images (N, 8, 8), labels): read from the csv it ships, as
+    load_digits does, without importing scikit-learn (and SciPy) into every run."""
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                data = np.loadtxt(f, delimiter=",")
+            return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+    from sklearn.datasets import load_digits  # another layout: the public function
+
+    digits = load_digits()
+    return digits.images, digits.target
+
+
 @functools.lru_cache(maxsize=1)
 def load_data() -> Dataset:
     """Fixed, seeded split of `load_digits` into train / calibration / held-out evaluation."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = (digits.images.astype(np.float32) / 16.0)[:, None, :, :]  # (N, 1, 8, 8) in [0, 1]
-    y = digits.target.astype(np.int64)
+    images, target = _digits()
+    x = (images.astype(np.float32) / 16.0)[:, None, :, :]  # (N, 1, 8, 8) in [0, 1]
+    y = target.astype(np.int64)
     order = np.random.default_rng(SEED).permutation(len(x))
     eval_idx, calib_idx, train_idx = np.split(order, [N_EVAL, N_EVAL + N_CALIB])
     return Dataset(
@@ -93,11 +112,23 @@ def train_torch(module, dataset: Dataset, epochs: int = EPOCHS, progress=lambda 
     return module.eval()
 
 
+def weights_path(ctx: ModelContext) -> Path:
+    """Where the trained fp32 torch weights are cached (torch's version from its metadata: no import)."""
+    return Path(ctx.cache_dir) / (f"digits-cnn-v{digits_cnn.version}-{ctx.dataset.fingerprint()}"
+                                  f"-torch{importlib.metadata.version('torch')}.pt")
+
+
+def torch_identity(ctx: ModelContext) -> Optional[str]:
+    """The cached weights file's hash, once it exists (ModelSpec.torch_identity)."""
+    path = weights_path(ctx)
+    return sha256_file(path) if path.is_file() else None
+
+
 def torch_factory(ctx: ModelContext):
     """The trained fp32 module, from the cache when it was trained before."""
     import torch
 
-    path = Path(ctx.cache_dir) / f"digits-cnn-v{digits_cnn.version}-{ctx.dataset.fingerprint()}-torch{torch.__version__}.pt"
+    path = weights_path(ctx)
     module = build_torch_module()
     if path.is_file():
         module.load_state_dict(torch.load(path, weights_only=True))
@@ -143,6 +174,7 @@ digits_cnn = ModelSpec(
     data=load_data,
     metric="top1",
     torch_factory=torch_factory,
+    torch_identity=torch_identity,
     keras_factory=keras_factory,
     sensitive_layers=("conv1", "fc2"),  # first conv and last linear (same names in torch and Keras)
     description="2-conv CNN on sklearn load_digits (8x8 grey images, 10 classes)",

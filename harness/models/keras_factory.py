@@ -12,13 +12,15 @@ cached under the harness cache like the torch weights of the same model.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
+from harness.artifacts import sha256_file
 from harness.data import Dataset
 from harness.models.spec import ModelContext
 
@@ -42,6 +44,15 @@ def model_inputs(model, inputs: Mapping[str, np.ndarray]):
     return arrays[0] if len(arrays) == 1 else arrays
 
 
+def _tensorflow_version() -> str:
+    for dist in ("tensorflow", "tensorflow-cpu"):  # the same module ships in either distribution
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "missing"
+
+
 @dataclass(frozen=True)
 class KerasFactory:
     """`keras_factory` of a ModelSpec: called with a ModelContext, returns the trained fp32 model."""
@@ -59,11 +70,16 @@ class KerasFactory:
         return load_builder(self.builder)(keras)
 
     def weights_path(self, ctx: ModelContext) -> Path:
-        import keras
-        import tensorflow as tf
-
-        name = f"{self.cache_name}-{ctx.dataset.fingerprint()}-keras{keras.__version__}-tf{tf.__version__}.weights.npz"
+        """The cached trained weights (library versions from their metadata: no TensorFlow import)."""
+        name = (f"{self.cache_name}-{ctx.dataset.fingerprint()}-keras{importlib.metadata.version('keras')}"
+                f"-tf{_tensorflow_version()}.weights.npz")
         return Path(ctx.cache_dir) / name
+
+    def identity(self, ctx: ModelContext) -> Optional[str]:
+        """The cached weights file's hash once it exists (so a run with every artifact cached never
+        imports TensorFlow on the host), else None."""
+        path = self.weights_path(ctx)
+        return sha256_file(path) if path.is_file() else None
 
     def train(self, keras, model, dataset: Dataset, epochs: int, learning_rate: float,
               progress: Callable[[str], None] = lambda m: None, what: str = "training") -> list[float]:

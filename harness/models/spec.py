@@ -42,6 +42,10 @@ class ModelSpec:
     # them (one input takes the data's one input whatever its name) and checked against their shapes.
     inputs: Optional[Callable[[], tuple[TensorSpec, ...]]] = field(default=None, compare=False)
     files: tuple[Path, ...] = ()  # the user's model files/directories: their content hashes are in every cache key
+    # The fp32 torch weights' identity without building the module (e.g. the hash of the weights file
+    # the factory caches), so a run whose artifacts are all cached imports no torch on the host.
+    # None from it means "not known yet": the module is built, then it is asked again.
+    torch_identity: Optional[Callable[[ModelContext], Optional[str]]] = field(default=None, compare=False)
 
     @property
     def sources(self) -> tuple[str, ...]:

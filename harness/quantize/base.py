@@ -148,6 +148,11 @@ class BuildContext:
         """The Keras weights themselves: part of the key of every recipe whose source is keras."""
         if self.spec.saved_model is not None:  # no Keras model: the directory's hash is in `fingerprint`
             return "saved_model"
+        identity = getattr(self.spec.keras_factory, "identity", None)  # e.g. the cached weights file's hash
+        if identity is not None:
+            found = identity(self.model_context) or (self.keras_model is not None and identity(self.model_context))
+            if found:
+                return str(found)[:16]
         h = hashlib.sha256()
         for weight in self.keras_model.weights:
             h.update(weight.path.encode() if hasattr(weight, "path") else weight.name.encode())
@@ -164,10 +169,22 @@ class BuildContext:
         for path in self.spec.files:  # .tflite, .pt2, .keras, SavedModel: the user's file as it is now
             h.update(content_hash(path).encode())
         if self.spec.torch_factory is not None:
-            for name, tensor in self.torch_module.state_dict().items():
-                h.update(name.encode())
-                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            h.update(self._torch_identity().encode())
         return h.hexdigest()[:16]
+
+    def _torch_identity(self) -> str:
+        """The spec's cheap identity of the fp32 torch weights (building the module first if it
+        cannot tell yet, e.g. before the weights are trained and cached), else the weights' bytes."""
+        hook = self.spec.torch_identity
+        if hook is not None:
+            found = hook(self.model_context) or (self.torch_module is not None and hook(self.model_context))
+            if found:
+                return f"identity:{found}"
+        h = hashlib.sha256()
+        for name, tensor in self.torch_module.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     def key_parts(self, recipe: Recipe) -> dict[str, Any]:
         return {
