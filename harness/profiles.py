@@ -30,13 +30,18 @@ class Profile:
     # it keeps its latency figures and skips the evaluation, with the projection in its
     # reason. None: only the target's case timeout (case_timeout_s) bounds a case.
     case_budget_s: Optional[float]
+    # Fresh runner processes per case, each beside a fresh fp32 baseline process, when neither
+    # --rounds nor the suite's Timing.rounds says otherwise (harness/rounds.py). 1 = one process,
+    # no interval on the speedup.
+    rounds: int = 1
 
 
 PROFILES: dict[str, Profile] = {
     QUICK: Profile(QUICK, "every framework and mode on each suite's quick shapes, evaluation on declared seeded "
-                          "subsets, 45 s budget per case (the default)", case_budget_s=45.0),
+                          "subsets, 45 s budget per case, one round (the default)", case_budget_s=45.0, rounds=1),
     NIGHTLY: Profile(NIGHTLY, "the full matrix: every shape, batch and recipe, full evaluation sets, no budget "
-                              "but the target's case timeout", case_budget_s=None),
+                              "but the target's case timeout, 3 rounds per case with a speedup interval",
+                     case_budget_s=None, rounds=3),
 }
 ALL_PROFILES: tuple[str, ...] = tuple(PROFILES)
 NIGHTLY_ONLY: tuple[str, ...] = (NIGHTLY,)  # e.g. Recipe(..., profiles=NIGHTLY_ONLY): out of the quick default

@@ -32,6 +32,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--max-duration", type=float, default=None, help="override the suites' maximum timed seconds")
     group.addoption("--warmup-runs", type=int, default=None, help="override the suites' warmup runs")
     group.addoption("--run-id", default=None, help="name of the run directory (default: UTC time + random suffix)")
+    group.addoption("--rounds", type=int, default=None,
+                    help="fresh runner processes per case, each beside a fresh fp32 baseline process (ABBA): the "
+                         "speedup gets a bootstrap interval over rounds and a flag when they disagree; the evaluation "
+                         "runs once (default: the suite's Timing.rounds, else the profile's: quick 1, nightly 3)")
     group.addoption("--profile", default=None, choices=list(profiles.PROFILES),
                     help="how much of the declared matrix to run: "
                          + "; ".join(f"{p.name}: {p.help}" for p in profiles.PROFILES.values())
@@ -61,6 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"{exc} (from --profile or ${profiles.ENV})") from exc
     config.addinivalue_line("markers", "nightly: a case that only the nightly profile runs (quantbench --profile nightly)")
     config.stash[_BUDGET_FAILED] = set()
+    if config.getoption("--rounds") is not None and config.getoption("--rounds") < 1:
+        raise pytest.UsageError(f"--rounds must be at least 1, not {config.getoption('--rounds')}")
     pytest_gates.configure(config, name)
     config.add_cleanup(interrupts.raise_on_sigterm())  # SIGTERM stops the run like Ctrl-C: runner killed, report written
 
@@ -144,6 +150,7 @@ def quantbench(request: pytest.FixtureRequest) -> _Fixture:
             run_id=config.getoption("--run-id"),
             profile=config.stash[_PROFILE].name,
             case_budget_s=config.getoption("--case-budget"),
+            rounds=config.getoption("--rounds"),
         )
         try:
             config.stash[_SESSION] = BenchSession(config.stash[_TARGET], options, Progress(write, live, column),

@@ -17,11 +17,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from harness import profiles, report
+from harness import baselines, profiles, report
 from harness.artifacts import ArtifactCache
 from harness.data import Dataset, bind_inputs, resolve_data
 from harness.device_columns import fill_device_columns
-from harness.power_columns import fill_power_columns, power_trace
+from harness.power_columns import combined_throttling, fill_power_columns, power_trace
+from harness.rounds import paired_speedup, round_columns
 from harness.metrics import Metric, accuracy_loss, resolve_metric
 from harness.progress import Progress, silent
 from harness.quantize import BuildContext, NotApplicable, fp32_recipe
@@ -51,6 +52,7 @@ class SessionOptions:
     warmup_runs: Optional[int] = None
     run_id: Optional[str] = None
     profile: str = profiles.QUICK  # how much of the matrix: the suites' evaluation subsets, the case budget
+    rounds: Optional[int] = None  # runner processes per case, paired with fp32 ones (default: suite, then profile)
     case_budget_s: Optional[float] = None  # default: the profile's (harness/profiles.py)
 
     def budget_s(self, case_timeout_s: float) -> float:
@@ -68,7 +70,8 @@ class SessionOptions:
         timing = replace(suite_timing, **overrides)
         if timing.min_duration_s > timing.max_duration_s:
             timing = replace(timing, max_duration_s=timing.min_duration_s)
-        return timing
+        # rounds: --rounds, else the suite's, else the run profile's
+        return replace(timing, rounds=self.rounds or timing.rounds or profiles.resolve(self.profile).rounds)
 
 
 class CaseFailure(Exception):
@@ -184,7 +187,8 @@ class BenchSession:
     # -- the path of one case ------------------------------------------------------------------
     @staticmethod
     def baseline_case(case: Case) -> Case:
-        # The fp32 recipe of the same source: tflite's keras and litert-torch rows each have their own.
+        # The fp32 recipe of the same source and execution format: tflite's keras and litert-torch rows each
+        # have their own, torch's TorchScript and compiled recipes theirs.
         return replace(case, mode=BASELINE_MODE, recipe=fp32_recipe(case.framework, case.recipe), budget=None, na_reason="")
 
     def run_case(self, case: Case) -> dict[str, Any]:
@@ -200,11 +204,11 @@ class BenchSession:
                 baseline = None
         self.progress.start(case.case_id)
         try:
-            row, latencies, trace = self._measure(case, self.options.timing(case.timing), baseline)
+            row, latencies, trace, round_sizes = self._measure(case, self.options.timing(case.timing), baseline)
         finally:
             self.progress.finish()
         self._done[case.case_id] = row
-        self.store.write_case(row, latencies, trace)
+        self.store.write_case(row, latencies, trace, round_sizes)
         return row
 
     def _row(self, case: Case) -> dict[str, Any]:
@@ -219,15 +223,17 @@ class BenchSession:
             power_source=f"none: no power sensor is sampled on {info.kind} target {info.name} (profile {info.profile})",
         )
 
-    def _measure(self, case: Case, timing: Timing, baseline) -> tuple[dict[str, Any], list[float], list]:
+    def _measure(self, case: Case, timing: Timing, baseline) -> tuple[dict[str, Any], list[float], list, list[int]]:
+        """The row, every latency (round after round), the first round's power trace, and the
+        number of latencies each round contributed."""
         row = self._row(case)
         if case.recipe is None:
             row.update(status=STATUS_NA, reason=case.na_reason)
-            return row, [], []
+            return row, [], [], []
         reason = case.recipe.not_applicable_reason(case.model, self.target_info)
         if reason:
             row.update(status=STATUS_NA, reason=reason)
-            return row, [], []
+            return row, [], [], []
         try:
             ctx = self._context(case)
             self.progress(f"quantizing ({case.recipe.name})")
@@ -241,18 +247,30 @@ class BenchSession:
             reason = case.recipe.artifact_reason(artifact, self.target_info, case.batch_size)
             if reason:  # what only the built artifact tells (e.g. int8 matmul shapes a GPU kernel refuses)
                 row.update(status=STATUS_NA, reason=reason)
-                return row, []
-            self.progress(f"measuring on {self.target_info.name} (up to {timing.max_duration_s:g} s)")
-            outcome = self.target.run(self._job(case, artifact, timing), self.progress)
-            if outcome.log.strip():
-                self.store.log(f"[{case.case_id}] runner output:\n{outcome.log.rstrip()}")
+                return row, [], [], []
+            rounds = max(1, timing.rounds or 1)
+            paired = self._paired_baseline(case, baseline, rounds)
+            outcome, results, baseline_p50s = None, [], []
+            for r in range(rounds):
+                # ABBA: the fp32 baseline runs right before the case in even rounds, right after it in odd ones
+                if paired and r % 2 == 0:
+                    baseline_p50s.append(self._baseline_round(case, paired, timing, r, rounds))
+                where = f"round {r + 1}/{rounds}, " if rounds > 1 else ""
+                self.progress(f"measuring on {self.target_info.name} ({where}up to {timing.max_duration_s:g} s)")
+                # the evaluation pass runs once per artifact and batch: in the first round only
+                done = self._run_job(case, artifact, timing, self._work_dir(case, r), evaluate=r == 0)
+                outcome = outcome or done
+                results.append(done.result)
+                if paired and r % 2 == 1:
+                    baseline_p50s.append(self._baseline_round(case, paired, timing, r, rounds))
             result = outcome.result
-            if result.get("status") != STATUS_OK:
-                raise CaseFailure(f"runner on {self.target_info.name}: {result.get('reason') or 'failed without a reason'}")
             if result.get("nonfinite_outputs"):
                 bad = ", ".join(f"{n} non-finite values in output {k!r}" for k, n in result["nonfinite_outputs"].items())
                 raise CaseFailure(f"model produced NaN/Inf on the evaluation data ({bad})")
             self._fill_measurements(row, result)
+            latencies = [lat for done in results for lat in done["latencies_ms"]]
+            if rounds > 1:
+                self._pool_rounds(row, results, latencies)
             if result.get("evaluation_skipped"):  # over the case's time budget: the latency is the result
                 row.update(eval_samples=0, reason=f"accuracy not scored: {result['evaluation_skipped']} "
                                                   f"({self._budget_hint()})")
@@ -260,20 +278,73 @@ class BenchSession:
                 self.progress("scoring accuracy")
                 self._score(case, row, outcome.outputs, baseline)
             report.compare_to_baseline(row, baseline)
+            if paired:  # the speedup over paired rounds, with its interval, replaces the single ratio
+                row.update(paired_speedup(baseline_p50s, [float(np.median(done["latencies_ms"])) for done in results]))
+            baselines.name_baseline(row, baseline)  # the speedup's other side, by name
+            execution = (baselines.execution_note(artifact.manifest) if case.mode == BASELINE_MODE
+                         else baselines.inherited_note(baseline))
+            if execution:  # an fp32 artifact far slower than its eager module: the row says so
+                row["execution_note"] = execution
             note = size_note(case.mode, artifact.manifest.get("notes", {}).get("weight_storage"), row.get("size_ratio"))
             if note:  # an int8 file that keeps float weights, or is not smaller, says why
                 row["size_note"] = note
             self._check_budget(case, row, baseline)
-            return row, list(result["latencies_ms"]), power_trace(result)
+            return row, latencies, power_trace(result), [len(done["latencies_ms"]) for done in results]
         except NotApplicable as exc:
             row.update(status=STATUS_NA, reason=condense(exc))
-            return row, [], []
+            return row, [], [], []
         except Exception as exc:  # any failure becomes an error row; the other cases still run
             self.store.log(f"[{case.case_id}] FAILED\n{traceback.format_exc()}")
             row.update(status=STATUS_ERROR, reason=condense(exc) + f" (details: {self.store.log_path})")
-            return row, [], []
+            return row, [], [], []
 
-    def _job(self, case: Case, artifact, timing: Timing) -> RunnerJob:
+    # -- rounds ----------------------------------------------------------------------------------
+    def _work_dir(self, case: Case, r: int, baseline: bool = False) -> Path:
+        folder = self.store.dir / "work" / case.case_id
+        return folder / f"baseline-round-{r}" if baseline else (folder if r == 0 else folder / f"round-{r}")
+
+    def _run_job(self, case: Case, artifact, timing: Timing, work_dir: Path, evaluate: bool = True):
+        outcome = self.target.run(self._job(case, artifact, timing, work_dir, evaluate), self.progress)
+        if outcome.log.strip():
+            self.store.log(f"[{case.case_id}] runner output ({work_dir.name}):\n{outcome.log.rstrip()}")
+        if outcome.result.get("status") != STATUS_OK:
+            reason = outcome.result.get("reason") or "failed without a reason"
+            raise CaseFailure(f"runner on {self.target_info.name}: {reason}")
+        return outcome
+
+    def _paired_baseline(self, case: Case, baseline: Optional[dict[str, Any]], rounds: int):
+        """(baseline case, its artifact) to run beside each round, when the case is measured in
+        rounds and its fp32 baseline measured fine; None otherwise (fp32 itself, one round)."""
+        if rounds < 2 or case.mode == BASELINE_MODE or not baseline or baseline.get("status") != STATUS_OK:
+            return None
+        base = self.baseline_case(case)
+        artifact, _ = self._context(base).artifact(base.recipe)  # cached: it ran as the baseline's own row
+        return base, artifact
+
+    def _baseline_round(self, case: Case, paired, timing: Timing, r: int, rounds: int) -> float:
+        """One fresh process of the fp32 baseline, timing only: its p50."""
+        base, artifact = paired
+        self.progress(f"round {r + 1}/{rounds}: fp32 baseline beside it")
+        done = self._run_job(base, artifact, timing, self._work_dir(case, r, baseline=True), evaluate=False)
+        return float(np.median(done.result["latencies_ms"]))
+
+    @staticmethod
+    def _pool_rounds(row: dict[str, Any], results: list[dict[str, Any]], latencies: list[float]) -> None:
+        """Latency statistics over every round's latencies; the rounds' own p50s beside them.
+        Load, first call, memory and power stay the first round's."""
+        row.update(latency_stats(latencies, int(results[0]["batch_size"])))
+        row.update(n_runs=len(latencies), duration_s=sum(done["duration_s"] for done in results),
+                   valid=all(bool(done["valid"]) for done in results))
+        row.update(round_columns([float(np.median(done["latencies_ms"])) for done in results]))
+        row["round_n_runs"] = " ".join(str(len(done["latencies_ms"])) for done in results)
+        throttling = [(done.get("power") or {}) for done in results]
+        if any("throttled" in power for power in throttling):  # throttled in any round is throttled
+            row["throttled"] = combined_throttling([power.get("throttled") for power in throttling])
+            reasons = list(dict.fromkeys(why for power in throttling for why in power.get("throttle_reasons") or []))
+            row["throttle_reasons"] = "; ".join(reasons) or None
+
+    def _job(self, case: Case, artifact, timing: Timing, work_dir: Optional[Path] = None,
+             evaluate: bool = True) -> RunnerJob:
         sensing = dict(self.target_config.settings.get("sensors", {}))  # the inventory's [targets.X.sensors]
         config = {
             "framework": case.framework,
@@ -288,12 +359,13 @@ class BenchSession:
             # target's case timeout bounds it.
             "budget_s": (self.target_config.case_timeout_s if case.mode == BASELINE_MODE
                          else self.options.budget_s(self.target_config.case_timeout_s)),
+            "evaluate": evaluate,
             "options": {},
             "sensors": {"profile": self.target_info.profile, "root": sensing.get("root", "/"),
                         "idle_s": sensing.get("idle_s", 1.0), "settings": sensing},
         }
         return RunnerJob(case.case_id, artifact.path, artifact.manifest["file"], artifact.manifest,
-                         self._inputs_file(case), config, self.store.dir / "work" / case.case_id)
+                         self._inputs_file(case), config, work_dir or self.store.dir / "work" / case.case_id)
 
     @staticmethod
     def _fill_measurements(row: dict[str, Any], result: dict[str, Any]) -> None:

@@ -39,12 +39,13 @@ class RunStore:
         _write_json(self.dir / "run.json", dict(info))
 
     def write_case(self, row: Mapping[str, Any], latencies_ms: Optional[list[float]] = None,
-                   power_trace: Optional[list[tuple[float, float]]] = None) -> None:
+                   power_trace: Optional[list[tuple[float, float]]] = None, round_sizes: Optional[list[int]] = None) -> None:
         # The per-case file is the durable record. The parquet/csv are rebuilt once when the
         # session closes (or by load_run when stale), not after every case: a rebuild reads
         # every case file, so doing it per case made a run's bookkeeping quadratic.
         _write_json(self.cases_dir / f"{row['case_id']}.json",
-                    {"row": dict(row), "latencies_ms": latencies_ms or [], "power_trace": power_trace or []})
+                    {"row": dict(row), "latencies_ms": latencies_ms or [], "power_trace": power_trace or [],
+                     "round_sizes": round_sizes or []})  # latencies per round, in order (rounds > 1)
 
     def log(self, text: str) -> None:
         with open(self.log_path, "a") as f:
@@ -63,8 +64,13 @@ def read_cases(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         record = json.loads(path.read_text())
         rows.append(record["row"])
         case_id = record["row"]["case_id"]
-        latencies.extend({"case_id": case_id, "i": i, "latency_ms": v} for i, v in enumerate(record["latencies_ms"]))
-    lat = pd.DataFrame(latencies, columns=["case_id", "i", "latency_ms"])
+        values = record["latencies_ms"]
+        rounds = [r for r, size in enumerate(record.get("round_sizes") or [len(values)]) for _ in range(size)]
+        if len(rounds) != len(values):  # a record from before rounds, or a partial one: one round
+            rounds = [0] * len(values)
+        latencies.extend({"case_id": case_id, "i": i, "latency_ms": v, "round": r}
+                         for i, (v, r) in enumerate(zip(values, rounds)))
+    lat = pd.DataFrame(latencies, columns=["case_id", "i", "latency_ms", "round"])
     return report.frame(rows), lat
 
 

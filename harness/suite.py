@@ -34,10 +34,15 @@ class Timing:
     min_runs: int = 100  # the timed loop runs at least this many calls
     min_duration_s: float = 1.0  # ... and at least this long
     max_duration_s: float = 10.0  # ... but stops here even if the minimums are not met (valid=False)
+    # Fresh runner processes per case, each paired with a fresh fp32 baseline process (harness/rounds.py);
+    # None: the run profile's (quick 1, nightly 3). --rounds overrides.
+    rounds: Optional[int] = None
 
     def validate(self) -> Optional[str]:
         if min(self.warmup_runs, self.min_runs) < 0 or self.min_runs < 1:
             return "min_runs must be >= 1 and warmup_runs >= 0"
+        if self.rounds is not None and (not isinstance(self.rounds, int) or self.rounds < 1):
+            return f"rounds must be a positive integer (or None for the run profile's), not {self.rounds!r}"
         if not 0 <= self.min_duration_s <= self.max_duration_s:
             return "need 0 <= min_duration_s <= max_duration_s"
         return None

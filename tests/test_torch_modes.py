@@ -35,7 +35,7 @@ CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 SUITE = REPO_ROOT / "suites" / "test_digits.py"
 # Every torch case that must be `ok` on an x86 CPU (fp16 depends on the CPU, see below).
-OK_ON_X86 = ("fp32-b1", "bf16-b1", "dynamic-int8-ao-x86-b1", "dynamic-int8-torchao-b1", "static-int8-pt2e-x86-b1",
+OK_ON_X86 = ("fp32-b1", "fp32-torchscript-b1", "fp32-inductor-b1", "bf16-b1", "dynamic-int8-ao-x86-b1", "dynamic-int8-torchao-b1", "static-int8-pt2e-x86-b1",
              "static-int8-pt2e-x86-inductor-b1", "qat-int8-pt2e-x86-b1", "mixed-pt2e-x86-b1")
 INT8_WEIGHT_SHARE = 0.35  # int8 weights take at most this share of their fp32 bytes (scales included)
 
@@ -68,7 +68,7 @@ def run(tmp_path_factory) -> SuiteRun:
     results = work / "results"
     cmd = [sys.executable, "-m", "pytest", str(SUITE), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "-q",
            "-k", "torch or qat-int8", f"--results-dir={results}", "--run-id=torch", f"--rootdir={work}", *FAST_TIMING,
-           "--profile=nightly",  # the inductor recipe is nightly-only
+           "--profile=nightly", "--rounds=1",  # the inductor recipe is nightly-only; rounds are tested elsewhere
            "--threads=1"]  # one thread: on a busy 2-core machine OpenMP barriers make int8 calls 100x slower
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=1500)
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / "torch")
@@ -202,6 +202,12 @@ def test_runner_records_threads_and_the_legacy_recipe_says_it_is_deprecated(run)
         compiled = run.row("digits-cnn-torch-static-int8-pt2e-x86-inductor-b1")
         details = json.loads((run.run_dir / "work" / compiled["case_id"] / "result.json").read_text())["runtime_details"]
         assert details["compile"] == "inductor" and details["compile_in_first_call"]
+        # each speedup against an fp32 run the same way: TorchScript, torch.export, compiled alike
+        for row, baseline in ((legacy, "fp32-torchscript-b1"), (torchao, "fp32-b1"), (compiled, "fp32-inductor-b1")):
+            assert row["baseline_case"] == f"digits-cnn-torch-{baseline}"
+            assert row["speedup"] == pytest.approx(run.row(row["baseline_case"])["latency_p50_ms"] / row["latency_p50_ms"])
+        fp32_compiled = json.loads((run.run_dir / "work" / "digits-cnn-torch-fp32-inductor-b1" / "result.json").read_text())
+        assert fp32_compiled["runtime_details"]["compile"] == "inductor"
 
 
 def test_onnxruntime_qat_case_is_the_torch_qat_model_with_qdq_pairs(run):

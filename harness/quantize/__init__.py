@@ -39,10 +39,15 @@ def unavailable_reason(framework: str, mode: str) -> str:
 
 
 def fp32_recipe(framework: str, like: Optional[Recipe] = None) -> Recipe:
-    """The fp32 baseline of a framework; with `like`, the one from the same source (tflite has two)."""
+    """The fp32 baseline of a framework; with `like`, the one run the same way: the same source
+    (tflite has two) and the same execution format (torch: export, TorchScript, compiled)."""
     found = recipes_for(framework, "fp32")
     if like is not None:
-        found = tuple(r for r in found if r.source == like.source) or found
+        same = tuple(r for r in found if r.source == like.source and r.execution == like.execution)
+        if not same:
+            raise LookupError(f"{framework} has no fp32 recipe that runs like {like.name} "
+                              f"(source {like.source or 'default'}, execution {like.execution or 'default'})")
+        found = same
     if not found:
         raise LookupError(f"framework {framework} has no fp32 baseline recipe")
     return found[0]

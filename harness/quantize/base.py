@@ -45,6 +45,11 @@ class Recipe:
     # The run profiles that include this recipe (harness/profiles.py): an alternative of a mode
     # (another execution format, a legacy converter) is ("nightly",), out of the quick default.
     profiles: tuple[str, ...] = ALL_PROFILES
+    # How the runner executes the artifact when a framework has several ways: "" = its default
+    # (torch: a torch.export program run eagerly), "torchscript", "inductor" (torch.compile on the
+    # target). A speedup compares like with like: a case's baseline is the fp32 recipe of the same
+    # source AND execution (fp32 TorchScript for a TorchScript recipe, compiled for a compiled one).
+    execution: str = ""
     # Returns a reason when the built artifact cannot run on this target at this batch size (what
     # only the artifact tells, e.g. the shapes of its int8 matmuls), else None; the case is then n/a.
     artifact_check: Optional[Callable[[Artifact, "TargetInfo", int], Optional[str]]] = None

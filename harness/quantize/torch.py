@@ -71,7 +71,22 @@ def engine_applicable(engine: str):
 
 # -- fp32, bf16, fp16 -----------------------------------------------------------------------
 def build_fp32(ctx: BuildContext, out: Path) -> BuiltModel:
-    return save_exported(fp32_copy(ctx), ctx, out, what="fp32", tolerance=1e-6)
+    return save_exported(fp32_copy(ctx), ctx, out, what="fp32", tolerance=1e-6, compare_eager=True)
+
+
+def build_fp32_torchscript(ctx: BuildContext, out: Path) -> BuiltModel:
+    """The fp32 module as TorchScript: the baseline of the recipes that ship TorchScript (torch.ao
+    dynamic), so their speedup compares quantization, not TorchScript against torch.export."""
+    return save_torchscript(fp32_copy(ctx), ctx, out, what="fp32 (TorchScript)", load=LoadSpec(format="torchscript"),
+                            tolerance=1e-6, compare_eager=True)
+
+
+def build_fp32_compiled(compile: str):
+    """The fp32 torch.export program compiled on the target like the compiled recipes' artifacts."""
+    def build(ctx: BuildContext, out: Path) -> BuiltModel:
+        return save_exported(fp32_copy(ctx), ctx, out, what=f"fp32 ({compile})", load=LoadSpec(compile=compile),
+                             tolerance=1e-6)
+    return build
 
 
 def _cast_wrapper(module, dtype):
@@ -234,15 +249,23 @@ def _pt2e_name(quantizer: str, extra: str = "") -> str:
 AO_X86 = "torch.ao.quantize_dynamic(Linear,qint8,x86)"
 AO_QNNPACK = "torch.ao.quantize_dynamic(Linear,qint8,qnnpack)"
 FP32 = Recipe("torch", "fp32", "torch.export(eager)", "fp32", build_fp32, {}, LIBS)
+# The same fp32 model in the other execution formats, the baselines of the recipes that run so.
+FP32_TORCHSCRIPT = Recipe("torch", "fp32", "torch.jit.script (TorchScript)", "torchscript", build_fp32_torchscript,
+                          {"format": "torchscript"}, LIBS, execution="torchscript")
+FP32_INDUCTOR = Recipe("torch", "fp32", "torch.export + torch.compile(inductor, freezing) on target", "inductor",
+                       build_fp32_compiled("inductor"), {"compile": "inductor"}, LIBS, profiles=NIGHTLY_ONLY,
+                       execution="inductor")
 RECIPES: tuple[Recipe, ...] = (
     FP32,
+    FP32_TORCHSCRIPT,
+    FP32_INDUCTOR,
     Recipe("torch", "bf16", "torch.export(.to(bfloat16), fp32 io)", "bf16", build_half("bfloat16"), {"io": "float32"}, LIBS),
     Recipe("torch", "fp16", "torch.export(.to(float16), fp32 io)", "fp16", build_half("float16"), {"io": "float32"}, LIBS,
            half_applicable),
     Recipe("torch", "dynamic-int8", AO_X86, "ao-x86", build_ao_dynamic("x86", AO_X86), {"engine": "x86"}, LIBS,
-           engine_applicable("x86")),
+           engine_applicable("x86"), execution="torchscript"),
     Recipe("torch", "dynamic-int8", AO_QNNPACK, "ao-qnnpack", build_ao_dynamic("qnnpack", AO_QNNPACK), {"engine": "qnnpack"},
-           LIBS, engine_applicable("qnnpack")),
+           LIBS, engine_applicable("qnnpack"), execution="torchscript"),
     Recipe("torch", "dynamic-int8", "torchao.quantize_(Int8DynamicActivationInt8WeightConfig)", "torchao",
            build_torchao_dynamic, {"revision": 2}, PT2E_LIBS,  # revision 2: the manifest records int8_matmuls
            artifact_check=torch_cuda.int_mm_reason),
@@ -250,7 +273,7 @@ RECIPES: tuple[Recipe, ...] = (
            {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("x86")),
     Recipe("torch", "static-int8", _pt2e_name("x86") + ", torch.compile on target", "pt2e-x86-inductor",
            build_pt2e("x86", compile="inductor"), {"calibration_batch": 16, "compile": "inductor"}, PT2E_LIBS,
-           quantizer_applicable("x86"), profiles=NIGHTLY_ONLY),  # a second execution format (compiles on the target)
+           quantizer_applicable("x86"), profiles=NIGHTLY_ONLY, execution="inductor"),  # compiles on the target
     Recipe("torch", "static-int8", _pt2e_name("arm") + ", eager", "pt2e-arm", build_pt2e("arm"),
            {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("arm")),
     qat_torch.torch_recipe(qat_torch.QATConfig(quantizer="x86")),

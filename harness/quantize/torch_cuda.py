@@ -57,6 +57,10 @@ def _needs(capability: tuple[int, int], what: str) -> Callable[["TargetInfo"], O
 
 def cuda_reason(recipe: Recipe, target: "TargetInfo") -> Optional[str]:
     """Why `recipe` cannot run on this cuda target's GPU, or None when it can."""
+    if recipe.mode == "fp32" and recipe.execution:
+        # the fp32 baselines of other execution formats serve recipes with CPU-only int8 kernels
+        return (f"the fp32 {recipe.execution} baseline belongs to recipes whose int8 kernels are CPU-only "
+                "(torch.ao's fbgemm/qnnpack, PT2E's oneDNN), so it has nothing to compare on a GPU")
     if recipe.mode in ("fp32", "fp16"):
         return None
     if recipe.mode == "bf16":

@@ -160,7 +160,7 @@ def tensor_bytes(path: Path) -> int:
 
 def save_exported(module, ctx: BuildContext, out: Path, *, what: str, load: LoadSpec = LoadSpec(),
                   runtime_requires: tuple[str, ...] = (), notes: Optional[dict] = None,
-                  tolerance: float = 1e-4) -> BuiltModel:
+                  tolerance: float = 1e-4, compare_eager: bool = False) -> BuiltModel:
     """torch.export the module, save it as model.pt2, load it back and check it computes the same."""
     import torch
 
@@ -169,15 +169,50 @@ def save_exported(module, ctx: BuildContext, out: Path, *, what: str, load: Load
     path = out / "model.pt2"
     torch.export.save(program, str(path))
     loaded = torch.export.load(str(path)).module()
-    return _saved(module, loaded, path, ctx, tolerance, tuple(runtime_requires), dict(notes or {}, torch_load=load.as_note()))
+    return _saved(module, loaded, path, ctx, tolerance, tuple(runtime_requires), dict(notes or {}, torch_load=load.as_note()),
+                  compare_eager=compare_eager and not load.compile)  # a compiled artifact compiles on the target
+
+
+def versus_eager(module, loaded, ctx: BuildContext, rounds: int = 3, round_s: float = 0.1) -> dict[str, Any]:
+    """Milliseconds per call (batch 1, this process's threads) of the eager module and of the
+    file it was saved as, loaded back: alternating rounds on the build host, median of rounds.
+    An exported LSTM can run many times slower than its module; the fp32 row then says so
+    rather than report the export's speed as the model's."""
+    import statistics
+    import time
+
+    import torch
+
+    feed = example_inputs(ctx, 1)
+
+    def per_call_ms(fn) -> float:
+        calls, start = 0, time.perf_counter()
+        while calls < 3 or time.perf_counter() - start < round_s:
+            fn(*feed)
+            calls += 1
+        return (time.perf_counter() - start) * 1000.0 / calls
+
+    eager, saved = [], []
+    with torch.inference_mode():
+        for fn in (module, loaded):  # warm both (first calls allocate, TorchScript profiles)
+            for _ in range(3):
+                fn(*feed)
+        for _ in range(rounds):
+            eager.append(per_call_ms(module))
+            saved.append(per_call_ms(loaded))
+    eager_ms, saved_ms = statistics.median(eager), statistics.median(saved)
+    return {"eager_ms": eager_ms, "artifact_ms": saved_ms, "ratio": saved_ms / eager_ms if eager_ms > 0 else None,
+            "batch": 1, "threads": torch.get_num_threads(), "where": "build host, alternating rounds"}
 
 
 def _saved(module, loaded, path: Path, ctx: BuildContext, tolerance: float, runtime_requires: tuple,
-           facts: dict) -> BuiltModel:
+           facts: dict, compare_eager: bool = False) -> BuiltModel:
     """The BuiltModel of a saved torch artifact, once the reloaded file matches the module."""
     import torch
 
     max_abs = _parity(module, loaded, ctx, tolerance)
+    if compare_eager:
+        facts["versus_eager"] = versus_eager(module, loaded, ctx)
     with torch.inference_mode():
         outputs = _flat_outputs(loaded(*example_inputs(ctx)))
     facts.update(saved_max_abs_diff=max_abs, tensor_bytes=tensor_bytes(path))
@@ -186,7 +221,7 @@ def _saved(module, loaded, path: Path, ctx: BuildContext, tolerance: float, runt
 
 
 def save_torchscript(module, ctx: BuildContext, out: Path, *, what: str, load: LoadSpec,
-                     notes: Optional[dict] = None, tolerance: float = 1e-4) -> BuiltModel:
+                     notes: Optional[dict] = None, tolerance: float = 1e-4, compare_eager: bool = False) -> BuiltModel:
     """torch.jit.script (torch.jit.trace when the model is not scriptable), saved as model.pt."""
     import torch
 
@@ -205,4 +240,5 @@ def save_torchscript(module, ctx: BuildContext, out: Path, *, what: str, load: L
     path = out / "model.pt"
     torch.jit.save(scripted, str(path))
     loaded = torch.jit.load(str(path))
-    return _saved(module, loaded, path, ctx, tolerance, (), dict(notes or {}, torch_load=load.as_note(), torchscript=how))
+    return _saved(module, loaded, path, ctx, tolerance, (), dict(notes or {}, torch_load=load.as_note(), torchscript=how),
+                  compare_eager=compare_eager)

@@ -1,0 +1,77 @@
+"""Measuring in rounds: a case in several fresh runner processes, each paired with a fresh run of
+its fp32 baseline right beside it, and the speedup as a statistic over the rounds.
+
+A machine drifts between speed levels from one process to the next (shared cores, frequency,
+memory placement); a speedup taken from one fp32 process and one candidate process can be off
+by that much. pyperf runs every benchmark in several worker processes; asv interleaves the
+rounds of different benchmarks so drift spreads over all of them. Here each round r runs the
+baseline and the case back to back, alternating which goes first (ABBA), so each round's ratio
+compares two processes measured within seconds of each other, and drift between rounds cancels
+in the ratio instead of entering it.
+
+    speedup       geometric mean over rounds of baseline p50 / case p50
+    interval      percentile bootstrap of that geometric mean over rounds (CONFIDENCE)
+    disagree      the interval is wider than DISAGREE x the speedup: the rounds do not agree,
+                  and more rounds (or a quieter machine) are needed before acting on the figure
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 4000
+BOOTSTRAP_SEED = 0  # the same rounds give the same interval in every process
+DISAGREE = 0.20  # relative width of the interval (about +-10%) beyond which rounds disagree
+
+
+def geometric_mean(values: Sequence[float]) -> float:
+    return float(math.exp(np.mean(np.log(np.asarray(values, dtype=float)))))
+
+
+def bootstrap_interval(ratios: Sequence[float], confidence: float = CONFIDENCE,
+                       resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
+    """Percentile bootstrap interval of the geometric mean of `ratios` (resampling rounds)."""
+    logs = np.log(np.asarray(ratios, dtype=float))
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    means = logs[rng.integers(0, len(logs), size=(resamples, len(logs)))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(math.exp(low)), float(math.exp(high))
+
+
+def paired_speedup(baseline_p50s: Sequence[float], case_p50s: Sequence[float]) -> dict[str, object]:
+    """Row columns for a case measured in paired rounds against its fp32 baseline."""
+    if len(baseline_p50s) != len(case_p50s) or not case_p50s:
+        raise ValueError("paired rounds need one baseline p50 per case p50")
+    ratios = [b / c for b, c in zip(baseline_p50s, case_p50s)]
+    speedup = geometric_mean(ratios)
+    low, high = bootstrap_interval(ratios) if len(ratios) > 1 else (None, None)
+    return {
+        "speedup": speedup,
+        "speedup_ci_low": low,
+        "speedup_ci_high": high,
+        "speedup_rounds": " ".join(f"{r:.4g}" for r in ratios),
+        "baseline_round_p50_ms": " ".join(f"{p:.6g}" for p in baseline_p50s),
+        "rounds_disagree": bool(low is not None and (high - low) / speedup > DISAGREE),
+    }
+
+
+def round_columns(p50s: Sequence[float]) -> dict[str, object]:
+    """Row columns of a case's own rounds: their p50s, and whether they disagree (spread of the
+    per-round p50 beyond DISAGREE), for rows without a paired baseline (fp32 itself)."""
+    spread = max(p50s) / min(p50s) - 1.0 if min(p50s) > 0 else float("inf")
+    return {"rounds": len(p50s), "round_p50_ms": " ".join(f"{p:.6g}" for p in p50s),
+            "rounds_disagree": bool(len(p50s) > 1 and spread > DISAGREE)}
+
+
+def speedup_text(speedup: Optional[float], low: Optional[float], high: Optional[float], disagree: Optional[bool]) -> str:
+    """'1.55x', or with rounds '1.55x [1.50-1.61]' and a trailing '?' when the rounds disagree."""
+    if speedup is None or (isinstance(speedup, float) and math.isnan(speedup)):
+        return "-"
+    text = f"{speedup:.2f}x"
+    if low is not None and high is not None and not (math.isnan(low) or math.isnan(high)):
+        text += f" [{low:.2f}-{high:.2f}]"
+    return text + ("?" if disagree is True else "")

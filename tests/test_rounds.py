@@ -1,0 +1,134 @@
+"""Rounds: with --rounds N every case runs in N fresh runner processes, each beside a fresh
+process of its fp32 baseline (ABBA order), the evaluation pass runs once, and the row reports
+the speedup as the geometric mean of the paired ratios with a bootstrap interval, flagged when
+the rounds disagree; latencies.parquet says which round each latency came from."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import Suite, Timing
+from harness.models import onnx_model
+from harness.rounds import DISAGREE, bootstrap_interval, paired_speedup, round_columns, speedup_text
+from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+from targets import TargetConfig
+from tests import onnx_models
+
+CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+FP32, DYNAMIC = "logreg-onnxruntime-fp32-b1", "logreg-onnxruntime-dynamic-int8-dyn-b1"
+
+
+def test_paired_speedup_is_the_geometric_mean_of_round_ratios_with_an_interval():
+    baseline, case = [2.0, 2.2, 1.8, 2.0], [1.0, 1.0, 1.0, 1.0]
+    got = paired_speedup(baseline, case)
+    assert got["speedup"] == pytest.approx(math.exp(np.mean(np.log([2.0, 2.2, 1.8, 2.0]))))
+    assert got["speedup_ci_low"] <= got["speedup"] <= got["speedup_ci_high"]
+    assert 1.8 <= got["speedup_ci_low"] and got["speedup_ci_high"] <= 2.2  # inside the rounds' range
+    assert got["speedup_rounds"] == "2 2.2 1.8 2" and got["baseline_round_p50_ms"] == "2 2.2 1.8 2"
+    assert got["rounds_disagree"] is ((got["speedup_ci_high"] - got["speedup_ci_low"]) / got["speedup"] > DISAGREE)
+    assert paired_speedup(baseline, case) == got  # the same rounds, the same interval: seeded
+    steady = paired_speedup([1.50, 1.51, 1.49, 1.50, 1.50], [1.0] * 5)
+    assert steady["rounds_disagree"] is False and steady["speedup_ci_high"] - steady["speedup_ci_low"] < 0.02
+    flipping = paired_speedup([1.0, 1.8, 1.0, 1.8], [1.0] * 4)  # a machine jumping between two speed levels
+    assert flipping["rounds_disagree"] is True
+    single = paired_speedup([2.0], [1.0])
+    assert single["speedup"] == 2.0 and single["speedup_ci_low"] is None and single["rounds_disagree"] is False
+    with pytest.raises(ValueError):
+        paired_speedup([1.0, 2.0], [1.0])
+
+
+def test_interval_shrinks_with_more_agreeing_rounds():
+    rng = np.random.default_rng(3)
+    few = bootstrap_interval(1.6 * np.exp(rng.normal(0, 0.05, 4)))
+    many = bootstrap_interval(1.6 * np.exp(rng.normal(0, 0.05, 40)))
+    assert many[1] - many[0] < few[1] - few[0]
+
+
+def test_round_columns_and_the_table_text():
+    assert round_columns([1.0, 1.05, 0.98]) == {"rounds": 3, "round_p50_ms": "1 1.05 0.98", "rounds_disagree": False}
+    assert round_columns([1.0, 1.3])["rounds_disagree"] is True
+    assert speedup_text(1.554, 1.5, 1.61, False) == "1.55x [1.50-1.61]"
+    assert speedup_text(1.554, 1.2, 1.9, True) == "1.55x [1.20-1.90]?" and speedup_text(None, None, None, None) == "-"
+    assert speedup_text(2.0, None, None, False) == "2.00x"
+
+
+@pytest.fixture(scope="module")
+def logreg(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("logreg")
+    x_train, y_train, x_calib, x_eval, y_eval = onnx_models.digits_flat()
+    onnx_models.logistic_regression(folder / "logreg.onnx")
+    onnx_models.write_npz(folder / "data.npz", x_eval, y_eval, x_calib)
+    return onnx_model("logreg", folder / "logreg.onnx", data=folder / "data.npz")
+
+
+@pytest.fixture(scope="module")
+def three_rounds(logreg, tmp_path_factory):
+    results = tmp_path_factory.mktemp("rounds")
+    options = SessionOptions(results_dir=results, cache_dir=CACHE, threads=1, run_id="rounds", rounds=3)
+    suite = Suite(model=logreg, modes=("fp32", "dynamic-int8"), name="rounds",
+                  timing=Timing(warmup_runs=2, min_runs=20, min_duration_s=0.1, max_duration_s=2.0))
+    session = BenchSession(TargetConfig(name="local", kind="local"), options)
+    try:
+        rows = {case.case_id: session.run_case(case) for case in suite.cases()}
+    finally:
+        session.close()
+    return rows, session.store.dir
+
+
+def test_each_round_is_a_fresh_process_beside_a_fresh_baseline(three_rounds):
+    rows, run_dir = three_rounds
+    row = rows[DYNAMIC]
+    assert row["status"] == "ok", row["reason"]
+    work = run_dir / "work" / DYNAMIC
+    case_runs = [work / "result.json", work / "round-1" / "result.json", work / "round-2" / "result.json"]
+    base_runs = [work / f"baseline-round-{r}" / "result.json" for r in range(3)]
+    pids = {pd.read_json(p, typ="series")["pid"] for p in case_runs + base_runs}
+    assert len(pids) == 6  # six runner processes
+    finished = lambda p: p.stat().st_mtime_ns  # noqa: E731 - processes run one after another
+    # ABBA: baseline first in rounds 0 and 2, the case first in round 1
+    assert finished(base_runs[0]) < finished(case_runs[0]) < finished(case_runs[1]) < finished(base_runs[1]) \
+        < finished(base_runs[2]) < finished(case_runs[2])
+    # the evaluation pass ran once (round 0); later rounds and the baseline's rounds only time
+    assert pd.read_json(case_runs[0], typ="series")["n_eval"] > 0
+    for later in case_runs[1:] + base_runs:
+        assert pd.read_json(later, typ="series")["evaluation_skipped"] == "not requested (evaluate = false)"
+
+
+def test_the_row_reports_the_paired_speedup_with_its_interval(three_rounds):
+    rows, run_dir = three_rounds
+    row, fp32 = rows[DYNAMIC], rows[FP32]
+    case_p50s = [float(v) for v in row["round_p50_ms"].split()]
+    base_p50s = [float(v) for v in row["baseline_round_p50_ms"].split()]
+    assert row["rounds"] == fp32["rounds"] == 3 and len(case_p50s) == len(base_p50s) == 3
+    ratios = [b / c for b, c in zip(base_p50s, case_p50s)]
+    assert row["speedup"] == pytest.approx(math.exp(np.mean(np.log(ratios))), rel=1e-3)
+    assert row["speedup_ci_low"] <= row["speedup"] <= row["speedup_ci_high"]
+    assert row["rounds_disagree"] is ((row["speedup_ci_high"] - row["speedup_ci_low"]) / row["speedup"] > DISAGREE)
+    assert row["baseline_case"] == FP32 and fp32.get("speedup") is None and "speedup_ci_low" not in fp32
+    # latencies: every round's, in order, each tagged with its round
+    lat = pd.read_parquet(run_dir / "latencies.parquet")
+    mine = lat[lat["case_id"] == DYNAMIC]
+    assert len(mine) == row["n_runs"] == sum(int(n) for n in row["round_n_runs"].split())
+    assert mine.groupby("round")["latency_ms"].median().round(9).tolist() == pytest.approx(case_p50s, rel=1e-4)
+    assert row["accuracy"] is not None and row["eval_samples"] > 0  # scored once, from round 0
+
+
+def test_rounds_from_the_command_line(logreg, run_suite, tmp_path):
+    suite = tmp_path / "test_logreg_rounds.py"
+    suite.write_text(
+        "from harness import Suite\nfrom harness.models import onnx_model\n"
+        f"model = onnx_model('logreg', {str(logreg.onnx_file)!r}, data={str(logreg.data)!r})\n"
+        "test_case = Suite(model=model, modes=('fp32', 'dynamic-int8'), name='cli-rounds').pytest_cases()\n")
+    bad = run_suite(suite, extra=("--rounds", "0"))
+    assert bad.returncode != 0 and "--rounds must be at least 1" in bad.output
+    run = run_suite(suite, extra=("--rounds", "2", "--threads", "1", "--results-db=off"))
+    assert run.returncode == 0, run.output[-3000:]
+    row = run.row(DYNAMIC)
+    assert row["rounds"] == 2 and row["speedup_ci_low"] <= row["speedup"] <= row["speedup_ci_high"]
+    assert f"{row['speedup']:.2f}x [{row['speedup_ci_low']:.2f}-{row['speedup_ci_high']:.2f}]" in run.output
+    assert "interval over paired rounds" in run.output
