@@ -169,6 +169,30 @@ def pt2_inputs(path: Path) -> tuple[TensorSpec, ...]:
     return program_inputs(load_program(path))
 
 
+def check_dynamic_batch(program, path: Path) -> None:
+    """quantbench re-exports a program (quantized copies, ONNX, LiteRT) with a dynamic batch
+    dimension, which a program exported with a fixed batch cannot give: say how to export it."""
+    fixed = [f"{spec.name} {spec.shape}" for spec in program_inputs(program) if not spec.shape or spec.shape[0] is not None]
+    if fixed:
+        raise ModelFileError(
+            f"torch.export program {path} has a fixed batch size (inputs {', '.join(fixed)}); export it with a dynamic "
+            "batch: torch.export.export(model, args, dynamic_shapes=({0: torch.export.Dim('batch')},)) "
+            "(one dict per input) and save it again"
+        )
+
+
+def load_pt2_module(path: Path):
+    """The program's module (its submodules keep the original names: `mixed` resolves them)."""
+    program = load_program(path)
+    check_dynamic_batch(program, Path(path))
+    # No guard submodule (it would run in every re-exported graph); and the class's eval()/train()
+    # back (ExportedProgram.module() replaces them with ones that raise; the program is eval already).
+    module = program.module(check_guards=False)
+    for attr in ("train", "eval"):
+        module.__dict__.pop(attr, None)
+    return module
+
+
 # -- Keras and SavedModel -------------------------------------------------------------------------
 def _tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -36,6 +36,7 @@ class ModelSpec:
     keras_factory: Optional[Callable[[ModelContext], Any]] = None  # same architecture in Keras (TFLite's own path)
     tflite_file: Optional[Path] = None  # a ready fp32 .tflite (ai-edge-quantizer modes; its fp32 row is the file)
     saved_model: Optional[Path] = None  # a TensorFlow SavedModel directory (TFLiteConverter.from_saved_model)
+    pt2_file: Optional[Path] = None  # a torch.export program (.pt2); torch_factory then loads it
     sensitive_layers: tuple[str, ...] = ()  # layers `mixed` keeps in float (module names or ONNX node names)
     description: str = ""  # one line for reports and docs
     # The model's own inputs, read from its file (ONNX, .tflite, .pt2, Keras): the data is bound to

@@ -119,6 +119,27 @@ def keras_model(
     )
 
 
+def torch_export_model(
+    name: str,
+    path: Union[str, Path],
+    data: DataSource,
+    metric: MetricSpec = "top1",
+    sensitive_layers: tuple[str, ...] = (),
+    version: str = "1",
+) -> ModelSpec:
+    """A `torch.export` program saved with `torch.export.save` (`.pt2`, exported with a dynamic
+    batch dimension): no Python model code needed. The torch modes of a torch factory where they
+    apply (PT2E static/mixed, fp16/bf16), onnxruntime and LiteRT through the same exporters;
+    qat-int8 and the module-swapping dynamic-int8 recipes are n/a with the reason. The file's
+    content hash is in every cache key; `mixed` takes the module paths the program recorded."""
+    path = files.check_exists(Path(path), "pt2")
+    return ModelSpec(
+        name=name, data=data, version=version, metric=metric, sensitive_layers=tuple(sensitive_layers),
+        torch_factory=lambda ctx: files.load_pt2_module(path), pt2_file=path,
+        description=f"user torch.export program {path}", inputs=lambda: files.pt2_inputs(path), files=(path,),
+    )
+
+
 def _once(fn: Callable[[], Any]) -> Callable[[], Any]:
     """Call `fn` the first time only (a model read for its inputs is the model the recipes use)."""
     made: list = []

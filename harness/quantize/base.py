@@ -28,6 +28,14 @@ class NotApplicable(Exception):
     """This (framework, mode) cannot exist for this model or target; the message says why."""
 
 
+def require_trainable(spec: ModelSpec, mode: str = "qat-int8") -> None:
+    """QAT fine-tunes the model's training code: a torch.export program is an inference graph."""
+    if spec.pt2_file is not None:
+        raise NotApplicable(f"{mode} fine-tunes the model's trainable code, and {spec.pt2_file.name} is a torch.export "
+                            "program (an inference graph: batch norm frozen, dropout gone); bring the module through "
+                            "torch_model(factory) for QAT")
+
+
 @dataclass(frozen=True)
 class Recipe:
     framework: str

@@ -65,7 +65,17 @@ def make_quantizer(name: str, is_qat: bool = False, keep_float: Iterable[str] = 
 
 
 def weighted_layers(module) -> list[str]:
-    return [name for name, m in module.named_modules() if type(m).__name__ in WEIGHTED]
+    found = [name for name, m in module.named_modules() if type(m).__name__ in WEIGHTED]
+    if found or not hasattr(module, "graph"):
+        return found
+    # A torch.export program's module (torch_export_model): its layers are graph calls, not
+    # nn.Conv2d/nn.Linear modules; the module paths they came from are in nn_module_stack.
+    import torch
+
+    calls = {torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.conv3d.default,
+             torch.ops.aten.linear.default}
+    return list(dict.fromkeys(_module_path(n) for n in module.graph.nodes
+                              if n.op == "call_function" and n.target in calls and _module_path(n)))
 
 
 def layers(module) -> list[Layer]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from harness.artifacts import BuiltModel
-from harness.quantize.base import BuildContext, NotApplicable, Recipe
+from harness.quantize.base import BuildContext, NotApplicable, Recipe, require_trainable
 from harness.quantize.pt2e_torch import QUANTIZERS, quantizer_applicable
 
 
@@ -40,6 +40,7 @@ class QATDiverged(RuntimeError):
 def _train_split(ctx: BuildContext):
     import torch
 
+    require_trainable(ctx.spec)
     data = ctx.dataset
     if data.train_inputs is None or data.train_labels is None:
         raise NotApplicable(

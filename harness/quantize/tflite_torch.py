@@ -23,7 +23,7 @@ import numpy as np
 
 from harness.artifacts import BuiltModel
 from harness.profiles import NIGHTLY_ONLY
-from harness.quantize.base import BuildContext, NotApplicable, Recipe
+from harness.quantize.base import BuildContext, NotApplicable, Recipe, require_trainable
 from harness.quantize.tflite_graph import MODEL_FILE, check_kept_float, describe, op_names, resolve_layers
 
 SLUG = "litert-torch"
@@ -299,6 +299,8 @@ def _qat_quantizer(module, probe_args):
 
 def build_qat(ctx: BuildContext, out: Path) -> BuiltModel:
     import torch
+
+    require_trainable(ctx.spec)
 
     litert_torch = _litert_torch()
     from litert_torch.quantize.quant_config import QuantConfig

@@ -121,6 +121,13 @@ def build_half(dtype_name: str):
 
 
 # -- dynamic int8 ---------------------------------------------------------------------------
+def _no_linear(ctx: BuildContext, what: str, covers: str) -> str:
+    """Why a module-swapping dynamic recipe found nothing to quantize."""
+    if ctx.spec.pt2_file is not None:
+        return (f"{what} swaps nn.Linear modules, and the torch.export program {ctx.spec.pt2_file.name} holds its "
+                "layers as graph calls (aten.linear), not modules; static-int8 and mixed (PT2E) quantize them")
+    return f"model {ctx.spec.name} has no nn.Linear layer: {what} {covers}"
+
 def _deprecations(caught) -> list[str]:
     texts = [" ".join(str(w.message).split()) for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
     return list(dict.fromkeys(texts))
@@ -143,7 +150,7 @@ def build_ao_dynamic(engine: str, name: str):
                 quantized = torch.ao.quantization.quantize_dynamic(fp32_copy(ctx), {torch.nn.Linear}, dtype=torch.qint8)
                 layers = [n for n, m in quantized.named_modules() if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic")]
                 if not layers:
-                    raise NotApplicable(f"model {ctx.spec.name} has no nn.Linear layer: torch.ao dynamic quantization covers Linear (and RNN) layers only")
+                    raise NotApplicable(_no_linear(ctx, "torch.ao dynamic quantization", "covers Linear (and RNN) layers only"))
                 built = save_torchscript(quantized, ctx, out, what="dynamic-int8 (torch.ao)",
                                          load=LoadSpec(format="torchscript", quantized_engine=engine),
                                          notes={"quantized_layers": layers, "quantized_engine": engine})
@@ -172,7 +179,7 @@ def build_torchao_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
     layers = [n for n, m in module.named_modules()
               if isinstance(m, torch.nn.Linear) and type(m.weight) not in (torch.Tensor, torch.nn.Parameter)]
     if not layers:
-        raise NotApplicable(f"model {ctx.spec.name} has no nn.Linear layer for torchao's Int8DynamicActivationInt8WeightConfig")
+        raise NotApplicable(_no_linear(ctx, "torchao's Int8DynamicActivationInt8WeightConfig", "quantizes nn.Linear layers"))
     notes = {"quantized_layers": layers, "weight_type": type(getattr(module.get_submodule(layers[0]), "weight")).__name__,
              # the int8 matmuls' shapes: torch._int_mm on CUDA refuses some (torch_cuda.int_mm_reason)
              "int8_matmuls": {name: shapes[name] for name in layers if name in shapes}}
