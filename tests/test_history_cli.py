@@ -21,6 +21,12 @@ def runs(tmp_path_factory):
     return real_runs(tmp_path_factory)
 
 
+def _named(row):
+    """How recommend's evidence names a case: framework/mode and the recipe's slug from the case id."""
+    slug = row["case_id"].removeprefix(f"{row['model']}-{row['framework']}-{row['mode']}").removesuffix(f"-b{row['batch_size']}")
+    return f"{row['framework']}/{row['mode']}" + (f" ({slug.lstrip('-')})" if slug else "")
+
+
 def _rows(run_dir):
     return {p.stem: json.loads(p.read_text())["row"] for p in (run_dir / "cases").glob("*.json")}
 
@@ -72,8 +78,8 @@ def test_recommend_takes_the_fastest_mode_within_the_budget(runs, tmp_path):
     head = strict.stdout.splitlines()[0]
     assert head == f"digits-cnn (batch 1) on local, budget 1 accuracy points: onnxruntime/{fastest['mode']}"
     assert f"p50 {fastest['latency_p50_ms']:.4g} ms" in strict.stdout and "run night" in strict.stdout
-    assert "excluded onnxruntime/mixed: loses 2.00 accuracy points vs fp32, over the budget of 1" in strict.stdout
-    assert "excluded onnxruntime/static-int8: status error: RuntimeError: test-made failure" in strict.stdout
+    assert "excluded onnxruntime/mixed (qdq-mixed): loses 2.00 accuracy points vs fp32, over the budget of 1" in strict.stdout
+    assert "excluded onnxruntime/static-int8 (qdq): status error: RuntimeError: test-made failure" in strict.stdout
     assert "excluded onnxruntime/bf16: status n/a" in strict.stdout
 
     loose = quantbench("recommend", "--target", "local", "--max-accuracy-drop", "3", "--results-db", url)
@@ -153,9 +159,9 @@ def test_recommend_excludes_untrusted_timing_and_flags_noise(runs, tmp_path):
     [rec] = recommend(HistoryDB(url).results(target="local"), max_drop=100.0)
     assert rec.choice.row["case_id"] == third["case_id"]
     evidence = "\n".join(rec.evidence())
-    assert (f"excluded {fastest['framework']}/{fastest['mode']}: ran throttled (soft temperature limit): its latency "
+    assert (f"excluded {_named(fastest)}: ran throttled (soft temperature limit): its latency "
             "is not the device's normal speed") in evidence
-    assert f"excluded {second['framework']}/{second['mode']}: timed loop stopped at its time cap" in evidence
+    assert f"excluded {_named(second)}: timed loop stopped at its time cap" in evidence
     assert "IQR/median 0.250 (noisy: >= 0.1)" in rec.evidence()[0]
     assert "[timing noisy: IQR/median 0.25]" in rec.headline() and "2 excluded for untrusted timing" in rec.headline()
     # the noise threshold is the gates': at 0.3 the same case is not flagged

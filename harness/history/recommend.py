@@ -51,13 +51,18 @@ class Recommendation:
     tie: float = 0.10  # a runner-up slower by no more than this (relative) is called a near tie
     noise: float = NOISE_THRESHOLD  # IQR/median at or above which a candidate's timing is flagged noisy
 
-    def _near_tie(self, runner_up: dict[str, Any]) -> tuple[float, bool]:
-        """(relative p50 margin of the runner-up, whether it is within the tie or the noise)."""
+    def _near_tie(self, runner_up: dict[str, Any]) -> tuple[float, str]:
+        """(relative p50 margin of the runner-up, '' or why the two cannot be told apart: within the
+        tie margin, or within the larger IQR/median of the two when either is noisy)."""
         r = self.choice.row
         margin = runner_up["latency_p50_ms"] / r["latency_p50_ms"] - 1.0
-        spread = max([self.tie] + [v for v in (number(r.get("iqr_over_median")), number(runner_up.get("iqr_over_median")))
-                                   if v is not None and v >= self.noise])
-        return margin, margin <= spread
+        if margin <= self.tie:
+            return margin, "a near tie"
+        noise = [v for v in (number(r.get("iqr_over_median")), number(runner_up.get("iqr_over_median")))
+                 if v is not None and v >= self.noise]
+        if noise and margin <= max(noise):
+            return margin, f"within the noise (IQR/median {max(noise):.2f})"
+        return margin, ""
 
     @property
     def answer(self) -> str:
@@ -82,7 +87,7 @@ class Recommendation:
             o = others[0].row
             margin, near = self._near_tie(o)
             what += (f"; runner-up {label(o)}" + (f": {_gains(o)}" if o["mode"] != "fp32" else "")
-                     + f" ({margin:+.0%} p50{', a near tie' if near else ''})")
+                     + f" ({margin:+.0%} p50{', ' + near if near else ''})")
         excluded = [c for c in self.candidates if not c.eligible and c.untrusted]
         if excluded:
             what += f"; {len(excluded)} excluded for untrusted timing ({', '.join(label(c.row) for c in excluded)})"
@@ -112,12 +117,12 @@ class Recommendation:
             if others:
                 o = others[0].row
                 margin, near = self._near_tie(o)
-                tie = "; a near tie on this evidence (within the tie margin or the noise)" if near else ""
-                lines.append(f"runner-up {o['framework']}/{o['mode']}: p50 {o['latency_p50_ms']:.4g} ms "
+                tie = f"; {near} on this evidence" if near else ""
+                lines.append(f"runner-up {_slashed(o)}: p50 {o['latency_p50_ms']:.4g} ms "
                              f"({margin:+.1%} slower{tie}); {others[0].why}")
         for c in self.candidates:
             if not c.eligible:
-                lines.append(f"excluded {c.row['framework']}/{c.row['mode']}: {c.why}")
+                lines.append(f"excluded {_slashed(c.row)}: {c.why}")
         return lines
 
 
@@ -129,6 +134,12 @@ def recipe_slug(row: dict[str, Any]) -> str:
     if case_id.startswith(head) and tail and case_id.endswith(tail):
         return case_id[len(head):len(case_id) - len(tail)].lstrip("-")
     return ""
+
+
+def _slashed(row: dict[str, Any]) -> str:
+    """'torch/dynamic-int8 (torchao)': the evidence's name of a candidate, recipes apart."""
+    slug = recipe_slug(row)
+    return f"{row['framework']}/{row['mode']}" + (f" ({slug})" if slug else "")
 
 
 def label(row: dict[str, Any]) -> str:
@@ -182,6 +193,9 @@ def _judge(row: dict[str, Any], max_drop: float) -> tuple[bool, str]:
     if row.get("mode") == "fp32":
         return True, f"accuracy {row['accuracy']:.4f} (the fp32 baseline)" if number(row.get("accuracy")) is not None \
             else "the fp32 baseline (accuracy not scored)"
+    if number(row.get("accuracy")) is None:
+        why = str(row.get("reason") or "").split(":", 1)[-1].strip()  # 'accuracy not scored: <why>'
+        return False, "accuracy not scored" + (f" ({why})" if why else "")
     delta = number(row.get("accuracy_delta"))
     if delta is None:
         return False, "no accuracy comparison with fp32 (the fp32 baseline of this framework failed or was not run)"
