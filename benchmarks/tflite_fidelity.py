@@ -1,6 +1,7 @@
 """Does the runner measure what TFLite itself would? For each tflite case of digits-cnn:
-the runner's p50 against a bare `interpreter.invoke()` loop in a fresh process, same
-artifact, same interpreter module, same threads, printed side by side with the ratio.
+the runner's p50 against a bare loop of the timed call (set_tensor of each input, invoke(),
+get_tensor of each output: docs/architecture.md, "What one timed call is") in a fresh process,
+same artifact, same interpreter module, same threads, printed side by side with the ratio.
 
     .venv/bin/python benchmarks/tflite_fidelity.py [--threads N] [--min-duration 1] [--repeats 3]
 
@@ -31,7 +32,7 @@ from targets.local import runner_env  # noqa: E402
 GOAL = (0.97, 1.03)
 MODES = ("fp32", "fp16", "dynamic-int8", "static-int8", "qat-int8", "mixed", "int16x8")
 
-# The bare loop: load, stage one input batch, warm up like the runner, then time invoke() alone.
+# The bare loop: load, convert one input batch, warm up like the runner, then time the call.
 BARE = r"""
 import json, sys, time
 import numpy as np
@@ -47,6 +48,7 @@ interp = Interpreter(model_path=job["model"], num_threads=job["threads"])
 interp.allocate_tensors()
 with np.load(job["inputs"]) as npz:
     data = {k: npz[k] for k in npz.files}
+feeds = []
 for name, tensor in job["tensors"].items():
     d = next(d for d in interp.get_input_details() if d["name"] == tensor)
     x = data[name][:job["batch"]]
@@ -58,13 +60,19 @@ for name, tensor in job["tensors"].items():
     if scale and np.dtype(d["dtype"]).kind == "i":
         info = np.iinfo(d["dtype"])
         x = np.clip(np.round(x / scale) + zero, info.min, info.max)
-    interp.set_tensor(d["index"], np.ascontiguousarray(x, dtype=d["dtype"]))
-invoke = interp.invoke
-invoke()
+    feeds.append((d["index"], np.ascontiguousarray(x, dtype=d["dtype"])))
+invoke, set_tensor, get_tensor = interp.invoke, interp.set_tensor, interp.get_tensor
+outs = [d["index"] for d in interp.get_output_details()]
+def call():
+    for index, value in feeds:
+        set_tensor(index, value)
+    invoke()
+    return [get_tensor(o) for o in outs]
+call()
 deadline = time.perf_counter() + job["warmup_s"]
 done = 0
 while done < job["warmup_runs"] or time.perf_counter() < deadline:
-    invoke()
+    call()
     done += 1
 perf = time.perf_counter_ns
 lat = []
@@ -72,7 +80,7 @@ begin = perf()
 min_ns, max_ns = int(job["min_s"] * 1e9), int(job["max_s"] * 1e9)
 while True:
     start = perf()
-    invoke()
+    call()
     end = perf()
     lat.append((end - start) / 1e6)
     if (len(lat) >= job["min_runs"] and end - begin >= min_ns) or end - begin >= max_ns:

@@ -58,7 +58,7 @@ import torch
 torch.set_num_threads(threads)
 module = torch.export.load(path).module()
 t = torch.from_numpy(x)
-torch.inference_mode().__enter__()  # once, for the whole process
+mode = torch.inference_mode(); mode.__enter__()  # once, for the whole process (keep the reference)
 def call():
     out = module(t)
     return [o.numpy() for o in ((out,) if isinstance(out, torch.Tensor) else out)]

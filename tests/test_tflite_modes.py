@@ -48,7 +48,7 @@ def run(tmp_path_factory) -> SuiteRun:
     results = work / "results"
     cmd = [sys.executable, "-m", "pytest", str(work / "test_tflite_digits.py"), "-p", "harness.pytest_plugin",
            "-p", "no:cacheprovider", "-q", f"--results-dir={results}", "--run-id=tflite", f"--rootdir={work}", *FAST_TIMING,
-           "--profile=nightly"]  # the legacy dynamic recipe is nightly-only
+           "--profile=nightly", "--rounds=1"]  # the legacy dynamic recipe is nightly-only; rounds are tested elsewhere
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=1800, env=dict(os.environ))
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / "tflite")
 

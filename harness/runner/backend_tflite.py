@@ -4,12 +4,14 @@ The interpreter is the first of ai_edge_litert.interpreter (LiteRT), tflite_runt
 and tensorflow.lite that imports; TensorFlow is only tried when neither of the others is
 installed, since edge devices usually have one small runtime and no TensorFlow.
 
-What is timed (TFLite's benchmark_model convention): prepare() converts the inputs once,
-outside the timed region (int8/int16 inputs quantized with each tensor's own scale and zero
-point); run() puts them into the interpreter when they are not already there and calls
-invoke(); fetch() copies the outputs out and dequantizes integer ones, so accuracy is scored
-on real values. In the timed loop the same feed is run again and again, so the loop times
-invoke() alone.
+What is timed is the call every backend times (docs/architecture.md, "What one timed call
+is"): prepare() converts the inputs once, outside the timed region (int8/int16 inputs quantized
+with each tensor's own scale and zero point, i.e. the model's own input dtypes); run() copies
+them into the interpreter (set_tensor), calls invoke() and copies every output out as a host
+array in the model's own dtype (get_tensor), as onnxruntime's session.run does; fetch()
+dequantizes integer outputs for scoring, outside the timed region. (TFLite's benchmark_model
+times invoke() alone; here the input and output copies, a few microseconds, are in, so a
+TFLite p50 means what an onnxruntime or torch p50 means.)
 
 The manifest's notes.tflite_tensors maps the dataset's input/output names to the model's
 tensors (recorded when the artifact was built); without it, the tensor names are the names.
@@ -83,8 +85,10 @@ class Backend:
         self._outputs = self._bind(self.interpreter.get_output_details(), names.get("outputs") or {}, "output")
         self.input_specs = [(name, self._dims(d), np.dtype(d["dtype"]).name) for name, d in self._inputs]
         self.output_names = [name for name, _ in self._outputs]
-        self._staged = None  # the _Feed now in the interpreter's input tensors
         self._invoke = self.interpreter.invoke
+        self._set_tensor = self.interpreter.set_tensor
+        self._get_tensor = self.interpreter.get_tensor
+        self._output_indices = [d["index"] for _, d in self._outputs]
         layout = (manifest.get("notes") or {}).get("layout") or {}
         self.details = {
             "interpreter": _RUNTIME,
@@ -95,7 +99,7 @@ class Backend:
             "xnnpack": self._xnnpack(),
             "inputs": {n: self._describe(d, layout.get(n)) for n, d in self._inputs},
             "outputs": {n: self._describe(d) for n, d in self._outputs},
-            "timed": "interpreter.invoke() on inputs staged before the loop; outputs copied and dequantized after it",
+            "timed": "set_tensor of each input, invoke(), get_tensor of each output (dequantized outside the timed call)",
         }
 
     # -- setup ------------------------------------------------------------------------------
@@ -171,7 +175,6 @@ class Backend:
                 resized = True
         if resized:
             self.interpreter.allocate_tensors()
-            self._staged = None
             self.details["xnnpack"] = self._xnnpack()
         return _Feed(tuple((d["index"], self._convert(n, feed[n], d)) for n, d in self._inputs))
 
@@ -181,25 +184,20 @@ class Backend:
                 return i
         raise KeyError(detail["name"])
 
-    def run(self, prepared: _Feed) -> _Feed:
-        # Kept minimal: in the timed loop this is invoke() plus one identity check.
-        if prepared is not self._staged:
-            for index, value in prepared.arrays:
-                self.interpreter.set_tensor(index, value)
-            self._staged = prepared
+    def run(self, prepared: _Feed) -> List[np.ndarray]:
+        """The timed call: inputs in, invoke(), every output out as a host array (a copy)."""
+        for index, value in prepared.arrays:
+            self._set_tensor(index, value)
         self._invoke()
-        return prepared
+        return [self._get_tensor(index) for index in self._output_indices]
 
-    def fetch(self, ran: _Feed) -> List[np.ndarray]:
-        """The outputs of the latest run (which must be of `ran`), dequantized when they are integers."""
-        if ran is not self._staged:
-            raise RuntimeError("the interpreter's outputs are from another feed than the one asked for")
-        outputs = []
-        for _, detail in self._outputs:
-            value = self.interpreter.get_tensor(detail["index"])
+    def fetch(self, outputs: List[np.ndarray]) -> List[np.ndarray]:
+        """run()'s outputs for scoring: integer outputs dequantized to real values."""
+        dequantized = []
+        for value, (_, detail) in zip(outputs, self._outputs):
             quant = _quant(detail)
             if quant and np.dtype(detail["dtype"]).name in _INTEGER_IO:
                 scale, zero_point = quant
                 value = ((value.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
-            outputs.append(value)
-        return outputs
+            dequantized.append(value)
+        return dequantized

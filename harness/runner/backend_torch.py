@@ -7,8 +7,9 @@ The manifest's notes["torch_load"] says how the artifact loads:
   quantized_engine  torch.backends.quantized.engine to set before loading (packed int8 weights)
   compile           "inductor": torch.compile(freezing=True) on this machine; the compilation
                     happens in the first call, so it is part of first_ms, never of the timed loop
-Threads are set with torch.set_num_threads and recorded; every call runs under
-torch.inference_mode().
+Threads are set with torch.set_num_threads and recorded; the process enters
+torch.inference_mode() once, when the backend is made, so a timed call is the module call and
+the outputs' .numpy() views (docs/architecture.md, "What one timed call is").
 
 options["device"] "cuda" (a cuda target) moves the exported program to the GPU
 (torch.export.passes.move_to_device_pass). options["io"] "host": numpy in, numpy out, the
@@ -110,6 +111,10 @@ class Backend:
             torch.set_num_interop_threads(1)
         except RuntimeError:  # only settable before the first parallel work; keep what is there
             pass
+        # Once for the process (the runner calls from this thread only): entering the mode is no
+        # part of the timed call, as in a serving loop that sets it up once.
+        self._inference_mode = torch.inference_mode()
+        self._inference_mode.__enter__()
         how = dict((manifest.get("notes") or {}).get("torch_load") or {})
         _import_required(list(manifest.get("runtime_requires") or []))
         if how.get("quantized_engine"):
@@ -149,10 +154,9 @@ class Backend:
         return tensors
 
     def run(self, prepared: tuple):
-        with torch.inference_mode():
-            if self.device != "cpu" and self.io == "host":
-                prepared = tuple(t.to(self.device, non_blocking=False) for t in prepared)
-            out = self.module(*prepared)
+        if self.device != "cpu" and self.io == "host":
+            prepared = tuple(t.to(self.device, non_blocking=False) for t in prepared)
+        out = self.module(*prepared)
         if isinstance(out, torch.Tensor):
             out = (out,)
         elif isinstance(out, dict):
@@ -161,6 +165,12 @@ class Backend:
             torch.cuda.synchronize()  # the call's GPU work is done when run() returns
             return out
         return _numpy(out)  # .cpu() waits for the GPU
+
+    def close(self) -> None:
+        """Leave inference mode (the runner's process just ends; an in-process user calls this)."""
+        if self._inference_mode is not None:
+            self._inference_mode.__exit__(None, None, None)
+            self._inference_mode = None
 
     def fetch(self, out) -> List[np.ndarray]:
         """run()'s outputs as host arrays (they stay on the GPU with io "device")."""
