@@ -137,20 +137,44 @@ def _layouts(weight: np.ndarray) -> list[np.ndarray]:
     return [weight]
 
 
+def _scaled_fit(a: np.ndarray, b: np.ndarray, axis: int, tolerance: float) -> bool:
+    """Does a = b x (one scale per slice of `axis`), within `tolerance` of a's norm?"""
+    others = tuple(i for i in range(a.ndim) if i != axis)
+    scale = (a * b).sum(axis=others, keepdims=True) / np.maximum((b * b).sum(axis=others, keepdims=True), 1e-300)
+    # Sums of squares, not np.linalg.norm/vdot: those call BLAS, whose thread pool costs
+    # milliseconds per call on a busy machine (the fit took minutes on MiniLM's `mixed`).
+    residual = a - b * scale
+    return float(np.sqrt(np.square(residual).sum())) <= tolerance * max(float(np.sqrt(np.square(a).sum())), 1e-300)
+
+
+PROBE_SLICES = 8  # the cheap first look fits the scales on this many slices of another axis
+
+
 def same_up_to_scale(tflite_weight: np.ndarray, source_weight: np.ndarray, tolerance: float = 1e-4) -> bool:
     """Is the op's weight the source layer's weight, up to layout and a scale per slice of one
     axis? Converters fold a neighbour into a weight: litert-torch multiplies a linear's input
     columns by the preceding LayerNorm's gamma (and attention's 1/sqrt(d) into query and key),
-    a BatchNorm scales a conv's output channels."""
+    a BatchNorm scales a conv's output channels.
+
+    Each (layout, axis) first gets a cheap look: the same fit on the first few slices of
+    another axis, with a loose tolerance (a weight that is another layer's misses it by far,
+    a match by rounding only); only what passes is fitted in full. MiniLM's `mixed` compares
+    every weighted op with every same-sized layer: the full fits alone took minutes."""
     a = np.asarray(tflite_weight, dtype=np.float64)
-    norm = np.linalg.norm(a)
     for b in _layouts(np.asarray(source_weight, dtype=np.float64)):
         if b.shape != a.shape:
             continue
         for axis in range(a.ndim):
-            others = tuple(i for i in range(a.ndim) if i != axis)
-            scale = (a * b).sum(axis=others, keepdims=True) / np.maximum((b * b).sum(axis=others, keepdims=True), 1e-300)
-            if np.linalg.norm(a - b * scale) <= tolerance * max(norm, 1e-300):
+            others = [i for i in range(a.ndim) if i != axis]
+            if others:
+                probe_axis = max(others, key=lambda i: a.shape[i])
+                if a.shape[probe_axis] > PROBE_SLICES:
+                    head = [slice(None)] * a.ndim
+                    head[probe_axis] = slice(0, PROBE_SLICES)
+                    a_head, b_head = a[tuple(head)], b[tuple(head)]
+                    if np.any(a_head) and not _scaled_fit(a_head, b_head, axis, 1e-2):
+                        continue
+            if _scaled_fit(a, b, axis, tolerance):
                 return True
     return False
 
@@ -197,6 +221,7 @@ def _layer_name(op: WeightedOp, weight: Optional[np.ndarray], known: Mapping[str
     fuses locations, so MiniLM's `value` weight is named `...Linear_value;;...Linear_query`."""
     parts = [part for part in op.weight.split(";") if "/" in part]
     if weight is not None:
+        weight = np.asarray(weight, dtype=np.float64)  # once, not once per comparison
         hits = [name for name, w in known.items() if w is not None and w.size == weight.size and same_up_to_scale(weight, w)]
         if len(hits) == 1:  # litert-torch writes a ModuleList's index, not its name: an alias
             alias = _without_containers(hits[0])
@@ -220,6 +245,7 @@ def layers(model: bytes | Path, known: Mapping[str, Optional[np.ndarray]] = {},
     the source's layer names (torch module paths, Keras layer names) with their float weights
     (None for a layer without); each op is named by the layer whose weights it holds."""
     wanted = set(op_types) if op_types is not None else None
+    known = {name: None if w is None else np.asarray(w, dtype=np.float64) for name, w in known.items()}  # converted once
     grouped: dict[str, list[WeightedOp]] = {}
     aliases: dict[str, tuple[str, ...]] = {}
     for op, weight in _weighted_ops(model, with_weights=any(w is not None for w in known.values())):
