@@ -40,6 +40,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="how much of the declared matrix to run: "
                          + "; ".join(f"{p.name}: {p.help}" for p in profiles.PROFILES.values())
                          + f" (default: ${profiles.ENV} or {profiles.QUICK})")
+    group.addoption("--eval-samples", type=int, default=None, metavar="N",
+                    help="score every case on a seeded subset of N evaluation samples (default: each suite's figure "
+                         "for the profile; all of them where it has none)")
     group.addoption("--case-budget", type=float, default=None, metavar="SECONDS",
                     help="seconds a case may take in the runner before its evaluation pass is skipped, with the "
                          "projected time in its reason (default: the profile's; the target's case timeout bounds it)")
@@ -65,6 +68,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"{exc} (from --profile or ${profiles.ENV})") from exc
     config.addinivalue_line("markers", "nightly: a case that only the nightly profile runs (quantbench --profile nightly)")
     config.stash[_BUDGET_FAILED] = set()
+    if config.getoption("--eval-samples") is not None and config.getoption("--eval-samples") < 2:
+        raise pytest.UsageError(f"--eval-samples must be at least 2, not {config.getoption('--eval-samples')}")
     if config.getoption("--rounds") is not None and config.getoption("--rounds") < 1:
         raise pytest.UsageError(f"--rounds must be at least 1, not {config.getoption('--rounds')}")
     pytest_gates.configure(config, name)
@@ -150,6 +155,7 @@ def quantbench(request: pytest.FixtureRequest) -> _Fixture:
             run_id=config.getoption("--run-id"),
             profile=config.stash[_PROFILE].name,
             case_budget_s=config.getoption("--case-budget"),
+            eval_samples=config.getoption("--eval-samples"),
             rounds=config.getoption("--rounds"),
         )
         try:

@@ -54,6 +54,7 @@ class SessionOptions:
     profile: str = profiles.QUICK  # how much of the matrix: the suites' evaluation subsets, the case budget
     rounds: Optional[int] = None  # runner processes per case, paired with fp32 ones (default: suite, then profile)
     case_budget_s: Optional[float] = None  # default: the profile's (harness/profiles.py)
+    eval_samples: Optional[int] = None  # every case scores a seeded subset of this many samples (default: the suites')
 
     def budget_s(self, case_timeout_s: float) -> float:
         """Seconds a case may take in the runner: the profile's budget (or --case-budget), and
@@ -163,8 +164,9 @@ class BenchSession:
         return self._contexts[key]
 
     def _eval_count(self, case: Case) -> Optional[int]:
-        """How many evaluation samples this run's profile scores for the case (None: all)."""
-        count = case.eval_samples.get(self.options.profile)
+        """How many evaluation samples this run scores for the case (None: all): --eval-samples,
+        else the suite's figure for the run's profile."""
+        count = self.options.eval_samples or case.eval_samples.get(self.options.profile)
         return count if count is not None and count < self._dataset(case).n_eval else None
 
     def _evaluation(self, case: Case):

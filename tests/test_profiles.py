@@ -138,10 +138,11 @@ def rows(folder, run_id):
 def test_quick_scores_the_declared_seeded_subset_with_its_interval_and_nightly_everything(suite_dir):
     import onnxruntime as ort
 
-    for profile in ("quick", "nightly"):
-        proc = pytest_run(suite_dir, "-k", "everywhere", "--profile", profile, f"--run-id={profile}")
+    for run_id, args in (("quick", ["--profile", "quick"]), ("nightly", ["--profile", "nightly", "--rounds", "1"]),
+                         ("cli", ["--profile", "nightly", "--rounds", "1", "--eval-samples", "30"])):
+        proc = pytest_run(suite_dir, "-k", "everywhere", *args, f"--run-id={run_id}")
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    quick, nightly = rows(suite_dir, "quick"), rows(suite_dir, "nightly")
+    quick, nightly, cli = rows(suite_dir, "quick"), rows(suite_dir, "nightly"), rows(suite_dir, "cli")
 
     # Independently: the logistic regression's predictions on every evaluation digit.
     with np.load(suite_dir / "data.npz") as npz:
@@ -153,6 +154,10 @@ def test_quick_scores_the_declared_seeded_subset_with_its_interval_and_nightly_e
     fp32 = "logreg-onnxruntime-fp32-b1"
     assert quick.loc[fp32, "eval_samples"] == 60 and nightly.loc[fp32, "eval_samples"] == len(y_eval)
     assert quick.loc[fp32, "accuracy"] == pytest.approx(correct[subset].mean())
+    # --eval-samples overrides every suite's figure, in any profile: the same seeded draw
+    assert cli.loc[fp32, "eval_samples"] == 30
+    assert cli.loc[fp32, "accuracy"] == pytest.approx(
+        correct[np.sort(np.random.default_rng(EVAL_SEED).choice(len(y_eval), size=30, replace=False))].mean())
     assert nightly.loc[fp32, "accuracy"] == pytest.approx(correct.mean())
     for df in (quick, nightly):
         row = df.loc[fp32]
