@@ -16,9 +16,10 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Mapping, Optional
 
-from harness.locks import file_lock
+from harness.locks import FileLock
 
 MANIFEST = "manifest.json"
 
@@ -76,8 +77,11 @@ def load_artifact(path: Path) -> Artifact:
 class ArtifactCache:
     """Directory of artifacts named by content key; writes are atomic renames."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, during_build: Optional[Callable[[], ContextManager]] = None,
+                 on_wait: Callable[[str], None] = lambda key: None) -> None:
         self.root = Path(root)
+        self.during_build = during_build or nullcontext  # held while a recipe builds (e.g. the host lock, shared)
+        self.on_wait = on_wait  # told the key when another process is building it and this one waits
 
     def lookup(self, key: str) -> Optional[Artifact]:
         path = self.root / key
@@ -95,11 +99,18 @@ class ArtifactCache:
         found = self.lookup(key)
         if found is not None:
             return found, False
-        with file_lock(self.root / f".lock-{key}", transient=True):
+        lock = FileLock(self.root / f".lock-{key}", transient=True)
+        if not lock.acquire(block=False):
+            self.on_wait(key)
+            lock.acquire()
+        try:
             found = self.lookup(key)  # built by another process while this one waited
             if found is not None:
                 return found, False
-            return self._build(key, key_parts, build, describe), True
+            with self.during_build():
+                return self._build(key, key_parts, build, describe), True
+        finally:
+            lock.release()
 
     def _build(self, key: str, key_parts: Mapping[str, Any], build: Callable[[Path], BuiltModel],
                describe: Mapping[str, Any]) -> Artifact:

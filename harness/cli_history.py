@@ -132,9 +132,12 @@ def cmd_dashboard(args: argparse.Namespace, rest: list[str]) -> int:
 
 # -- recommend ------------------------------------------------------------------------------
 def add_recommend(sub) -> None:
-    p = sub.add_parser("recommend", help="per model, the fastest (framework, mode) within the accuracy budget on a target")
+    p = sub.add_parser("recommend", help="per model, the fastest (framework, mode) within the accuracy budget on each "
+                                          "device, and for the fleet of them")
     _db_options(p)
-    p.add_argument("--target", default="local", help="target name (default: local)")
+    p.add_argument("--target", default=None,
+                   help="a target (or pool), or several separated by commas (default: every target with results); "
+                        "with several, also the mode for the whole fleet")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0, help="accuracy budget vs fp32 in points (default 1.0)")
     p.add_argument("--noise-threshold", type=float, default=None,
                    help="IQR/median at which a candidate's timing is flagged noisy (default 0.10, as the gates)")
@@ -142,17 +145,24 @@ def add_recommend(sub) -> None:
 
 @_user_errors
 def cmd_recommend(args: argparse.Namespace, rest: list[str]) -> int:
+    from harness.history.fleet import format_fleet, recommend_fleet
     from harness.history.gates import Gates
-    from harness.history.recommend import for_target, format_recommendations
+    from harness.history.recommend import format_recommendations, recommend
 
     db = _open(args)
-    recs = for_target(db, args.target, args.max_accuracy_drop, Gates().override({"noise": args.noise_threshold}).noise)
-    if not recs:
-        known = sorted(set(db.runs()["target"]))
-        print(f"quantbench recommend: no results for target {args.target!r} in {db!r} "
+    known = db.targets()
+    wanted = [t.strip().removeprefix("pool:") for t in args.target.split(",")] if args.target else known
+    missing = [t for t in wanted if t not in known]
+    if missing or not wanted:
+        print(f"quantbench recommend: no results for target {', '.join(map(repr, missing)) or '(any)'} in {db!r} "
               f"(targets with results: {', '.join(known) or 'none'})", file=sys.stderr)
         return 2
+    recs = recommend(db.results(target=wanted), args.max_accuracy_drop, Gates().override({"noise": args.noise_threshold}).noise)
     print(format_recommendations(recs))
+    fleet = recommend_fleet(recs)
+    if fleet:
+        print()
+        print(format_fleet(fleet))
     return 0
 
 

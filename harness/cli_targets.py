@@ -1,5 +1,6 @@
-"""`quantbench targets`: list the inventory; `targets check NAME`: connect and print what a
-user needs before a long run; `targets clean NAME`: empty an ssh device's upload cache.
+"""`quantbench targets`: list the inventory (targets and pools); `targets check NAME`: connect
+and print what a user needs before a long run (`check pool:NAME` checks every board of the
+pool and says which are usable); `targets clean NAME`: empty an ssh device's upload cache.
 Registered in harness.cli.COMMANDS."""
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
-from targets import TargetConfig, TargetError, load_inventory
+from targets import TargetConfig, TargetError
+from targets.fleet import POOL_PREFIX, parse_placements
+from targets.inventory import Inventory, Pool, load_fleet
 
 ACTIONS = ("list", "check", "clean")
 
 
 def add_targets(sub) -> None:
-    p = sub.add_parser("targets", help="list targets; `check NAME` connects and reports the device; `clean NAME` empties its cache")
+    p = sub.add_parser("targets", help="list targets and pools; `check NAME` connects and reports the device "
+                                       "(`check pool:NAME`: every board of a pool); `clean NAME` empties its cache")
     p.add_argument("action", nargs="?", default="list", choices=ACTIONS)
-    p.add_argument("name", nargs="?", help="target name (for check and clean)")
+    p.add_argument("name", nargs="?", help="target name, or pool:NAME for every board of a pool (for check and clean)")
     p.add_argument("--inventory", default=None, help="inventory file (default: $QUANTBENCH_INVENTORY or ./targets.toml)")
     p.add_argument("--cache-dir", default=None, help="host cache (default: $QUANTBENCH_CACHE or .cache/quantbench)")
     p.add_argument("--json", action="store_true", help="check: print the facts as JSON")
@@ -32,13 +36,24 @@ def _where(config: TargetConfig) -> str:
     return where + (f" via {s['proxy_jump']}" if s.get("proxy_jump") else "")
 
 
-def list_targets(inventory: Mapping[str, TargetConfig]) -> str:
+def _columns(rows: list[tuple]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def list_targets(inventory: Mapping[str, TargetConfig], pools: Mapping[str, Pool] = {}) -> str:
     rows = [("name", "kind", "where", "profile", "python", "workdir")]
     for name, c in sorted(inventory.items()):
         rows.append((name, c.kind, _where(c), c.profile, c.python or ("python3" if c.kind == "ssh" else sys.executable),
                      c.settings.get("workdir", "~/.cache/quantbench") if c.kind == "ssh" else "-"))
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+    text = _columns(rows)
+    if pools:
+        rows = [("pool", "boards", "kind/profile", "description")]
+        for name, pool in sorted(pools.items()):
+            first = inventory[pool.targets[0]]
+            rows.append((f"{POOL_PREFIX}{name}", ", ".join(pool.targets), f"{first.kind}/{first.profile}", pool.description or "-"))
+        text += "\n\n" + _columns(rows) + "\n(--target=pool:NAME runs each case once, on whichever board of the pool is free)"
+    return text
 
 
 def _cache_dir(args: argparse.Namespace) -> Path:
@@ -101,40 +116,92 @@ def format_facts(config: TargetConfig, facts: Mapping[str, Any]) -> str:
     return "\n".join(f"  {key:<9} {value}" for key, value in lines)
 
 
+def check_boards(boards: list[TargetConfig], cache_dir: Path) -> dict[str, tuple[Optional[dict], str]]:
+    """Check boards at once (each connects on its own): name -> (facts, '') or (None, why not)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(config: TargetConfig) -> tuple[Optional[dict], str]:
+        try:
+            return device_facts(config, cache_dir), ""
+        except TargetError as exc:
+            return None, " ".join(str(exc).split())
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(boards)))) as pool:
+        return dict(zip([b.name for b in boards], pool.map(one, boards)))
+
+
+def check_pool(name: str, boards: list[TargetConfig], cache_dir: Path, as_json: bool) -> int:
+    results = check_boards(boards, cache_dir)
+    if as_json:
+        print(json.dumps({b: {"usable": facts is not None, "facts": facts, "reason": why or None}
+                          for b, (facts, why) in results.items()}, indent=1))
+    else:
+        for board in boards:
+            facts, why = results[board.name]
+            print(f"{board.name}: {'usable' if facts is not None else 'NOT usable: ' + why}")
+            if facts is not None:
+                print(format_facts(board, facts))
+        usable = [b for b, (facts, _) in results.items() if facts is not None]
+        print(f"pool {name}: {len(usable)} of {len(boards)} board(s) usable"
+              + (f" ({', '.join(usable)})" if usable and len(usable) < len(boards) else ""))
+    return 0 if all(facts is not None for facts, _ in results.values()) else 1
+
+
 def cmd_targets(args: argparse.Namespace, rest: list[str]) -> int:
     try:
-        inventory = load_inventory(args.inventory)
+        fleet: Inventory = load_fleet(args.inventory)
     except TargetError as exc:
         print(f"quantbench targets: {exc}", file=sys.stderr)
         return 2
+    inventory = fleet.targets
     if args.action == "list":
-        print(list_targets(inventory))
+        print(list_targets(inventory, fleet.pools))
         return 0
-    if not args.name or args.name not in inventory:
-        print(f"quantbench targets {args.action}: {'name a target' if not args.name else f'unknown target {args.name!r}'}; "
-              f"known: {', '.join(sorted(inventory))}", file=sys.stderr)
+    if not args.name:
+        print(f"quantbench targets {args.action}: name a target or pool:NAME; known: {', '.join(sorted(inventory))}"
+              + (f"; pools: {', '.join(POOL_PREFIX + p for p in sorted(fleet.pools))}" if fleet.pools else ""), file=sys.stderr)
         return 2
-    config = inventory[args.name]
+    if "," in args.name:
+        print(f"quantbench targets {args.action}: one target or pool at a time, not {args.name!r}", file=sys.stderr)
+        return 2
+    try:
+        (placement,) = parse_placements(args.name, fleet)
+    except TargetError as exc:
+        print(f"quantbench targets {args.action}: {exc}", file=sys.stderr)
+        return 2
+    if placement.pool:
+        if args.action == "check":
+            return check_pool(placement.name, list(placement.boards), _cache_dir(args), args.json)
+        return max(clean_target(board, args) for board in placement.boards)
+    config = placement.boards[0]
     try:
         if args.action == "check":
             facts = device_facts(config, _cache_dir(args))
             print(json.dumps(facts, indent=1) if args.json else format_facts(config, facts))
             return 0
-        if config.kind != "ssh":
-            print(f"target {config.name} runs on this machine from {_cache_dir(args)}: nothing to clean on a device")
-            return 0
-        from targets.ssh import SshTarget
+        return clean_target(config, args)
+    except TargetError as exc:
+        print(f"quantbench targets {args.action}: {exc}", file=sys.stderr)
+        return 1
 
+
+def clean_target(config: TargetConfig, args: argparse.Namespace) -> int:
+    if config.kind != "ssh":
+        print(f"target {config.name} runs on this machine from {_cache_dir(args)}: nothing to clean on a device")
+        return 0
+    from targets.ssh import SshTarget
+
+    try:
         target = SshTarget(config, _cache_dir(args))
         try:
             files, size = target.clean()
             print(f"target {config.name}: removed {files} file(s), {size / 1e6:.1f} MB, from {target.conn.endpoint}:{target.workdir} (cache/ and jobs/)")
         finally:
             target.close()
-        return 0
     except TargetError as exc:
-        print(f"quantbench targets {args.action}: {exc}", file=sys.stderr)
+        print(f"quantbench targets clean: {exc}", file=sys.stderr)
         return 1
+    return 0
 
 
 COMMANDS = {

@@ -1,28 +1,42 @@
 """pytest integration: `pytest suites/ --target=NAME` runs every case as a test.
 
+`--target=a,b,pool:pi5` runs every case on `a` and on `b`, and once on a free board of the
+pool `pi5`; with pytest-xdist (`-n N`) the cases spread over N worker processes, each holding
+at most one board at a time. The controller hands every worker the run id, and alone
+finishes the run: run.json, the report table, the history run (printed and recorded once).
+
 Loaded by the repo's conftest.py; elsewhere use `pytest -p harness.pytest_plugin`.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 
 from harness import interrupts, profiles
+from harness.fleet import SharedRun, StatusProgress
+from harness.fleet_display import FleetDisplay
 from harness.history import pytest_gates
 from harness.progress import Progress
-from harness.session import DEFAULT_CACHE_DIR, REPO_ROOT, BenchSession, SessionOptions
-from harness.suite import Case
+from harness.session import DEFAULT_CACHE_DIR, REPO_ROOT, BenchSession, SessionOptions, run_manifest
+from harness.store import RunStore, new_run_id
+from harness.suite import Case, Suite
 from harness.vocabulary import STATUS_ERROR, STATUS_NA
-from targets import TargetError, load_inventory
+from targets import TargetError
+from targets.fleet import parse_placements
+from targets.inventory import load_fleet
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("quantbench")
-    group.addoption("--target", default="local", help="target from the inventory to run cases on (default: local)")
+    group.addoption("--target", default="local",
+                    help="where to run: a target from the inventory (default: local), several (a,b: every case on "
+                         "each), or a pool of identical boards (pool:NAME: every case once, on a free board)")
     group.addoption("--inventory", default=None, help="target inventory file (default: $QUANTBENCH_INVENTORY or ./targets.toml)")
     group.addoption("--results-dir", default=str(REPO_ROOT / "results"), help="where results/<run-id>/ go")
     group.addoption("--cache-dir", default=None, help="artifact cache (default: $QUANTBENCH_CACHE or .cache/quantbench)")
@@ -54,13 +68,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     try:
-        inventory = load_inventory(config.getoption("--inventory"))
+        placements = parse_placements(config.getoption("--target"), load_fleet(config.getoption("--inventory")))
     except TargetError as exc:
-        raise pytest.UsageError(str(exc)) from exc
-    name = config.getoption("--target")
-    if name not in inventory:
-        raise pytest.UsageError(f"unknown target {name!r}; known targets: {', '.join(sorted(inventory))}")
-    config.stash[_TARGET] = inventory[name]
+        raise pytest.UsageError(f"quantbench: {exc}") from exc
+    config.stash[_PLACEMENTS] = placements
     config.stash[_SESSION] = None
     try:
         config.stash[_PROFILE] = profiles.resolve(config.getoption("--profile") or os.environ.get(profiles.ENV) or profiles.QUICK)
@@ -72,11 +83,31 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--eval-samples must be at least 2, not {config.getoption('--eval-samples')}")
     if config.getoption("--rounds") is not None and config.getoption("--rounds") < 1:
         raise pytest.UsageError(f"--rounds must be at least 1, not {config.getoption('--rounds')}")
-    pytest_gates.configure(config, name)
+    # One run id for the whole run: an xdist worker takes the controller's.
+    given = getattr(config, "workerinput", {}).get("quantbench_run_id")
+    config.stash[_RUN_ID] = given or config.getoption("--run-id") or new_run_id()
+    names = [p.name for p in placements]
+    pytest_gates.configure(config, names[0] if len(names) == 1 else names)
     config.add_cleanup(interrupts.raise_on_sigterm())  # SIGTERM stops the run like Ctrl-C: runner killed, report written
 
 
-_TARGET = pytest.StashKey()
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """pytest-xdist, on the controller, before a worker starts: hand it the run id."""
+    node.workerinput["quantbench_run_id"] = node.config.stash[_RUN_ID]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A suite's test function gets one test per case, times each placement when --target
+    names several (case ids then end in @<target>)."""
+    suite = getattr(metafunc.function, "suite", None)
+    if not isinstance(suite, Suite) or "case" not in metafunc.fixturenames:
+        return
+    # Grouped by target: xdist hands each worker consecutive tests, so workers start on
+    # different targets (and each target's fp32 runs before its other modes).
+    metafunc.parametrize("case", suite.pytest_params([p.name for p in metafunc.config.stash[_PLACEMENTS]]))
+
+
 _SESSION = pytest.StashKey()
 _PROFILE = pytest.StashKey()
 _BUDGET_FAILED = pytest.StashKey()
@@ -92,10 +123,78 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+_PLACEMENTS = pytest.StashKey()
+_RUN_ID = pytest.StashKey()
+_DISPLAY = pytest.StashKey()
+
+
+def _worker_id(config: pytest.Config) -> str:
+    return getattr(config, "workerinput", {}).get("workerid", "")
+
+
+def _is_controller(config: pytest.Config) -> bool:
+    """The xdist controller: it runs no test itself, and alone finishes the run."""
+    return not _worker_id(config) and getattr(config.option, "dist", "no") != "no" and bool(getattr(config.option, "tx", None))
+
+
+def _run_dir(config: pytest.Config) -> Path:
+    return Path(config.getoption("--results-dir")) / config.stash[_RUN_ID]
+
+
+def _terminal_writer(config: pytest.Config):
+    """(write, live, column): text straight to the real stdout, not through pytest's writer
+    (so its column bookkeeping stays right), whether the terminal is live, pytest's column."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    live = bool(terminal and terminal.isatty() and config.get_verbosity() < 2)
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def write(text: str) -> None:
+        # tests' output is captured, progress must not be
+        if capture is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        with capture.global_and_fixture_disabled():
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    def column() -> int:
+        return getattr(getattr(terminal, "_tw", None), "width_of_current_line", 0)
+
+    return write, live, column
 
 
 def _cache_dir(config: pytest.Config) -> Path:
     return Path(config.getoption("--cache-dir") or os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+
+
+def _options(config: pytest.Config) -> SessionOptions:
+    return SessionOptions(
+        results_dir=Path(config.getoption("--results-dir")),
+        cache_dir=_cache_dir(config),
+        threads=config.getoption("--threads"),
+        min_runs=config.getoption("--min-runs"),
+        min_duration_s=config.getoption("--min-duration"),
+        max_duration_s=config.getoption("--max-duration"),
+        warmup_runs=config.getoption("--warmup-runs"),
+        run_id=config.stash[_RUN_ID],
+        profile=config.stash[_PROFILE].name,
+        case_budget_s=config.getoption("--case-budget"),
+        eval_samples=config.getoption("--eval-samples"),
+        rounds=config.getoption("--rounds"),
+    )
+
+
+class _ControllerReports:
+    """On the xdist controller: which cases' tests failed in the workers (the summary marks
+    the over-budget ones whose test failed, as a single process does from its own fixture)."""
+
+    def __init__(self, failed: set) -> None:
+        self.failed = failed
+
+    def pytest_runtest_logreport(self, report) -> None:
+        if report.when == "call" and report.failed and report.nodeid.endswith("]"):
+            self.failed.add(report.nodeid[report.nodeid.rindex("[") + 1:-1])
 
 
 class _Fixture:
@@ -126,44 +225,19 @@ class _Fixture:
 def quantbench(request: pytest.FixtureRequest) -> _Fixture:
     config = request.config
     if config.stash[_SESSION] is None:
-        terminal = config.pluginmanager.get_plugin("terminalreporter")
-        live = bool(terminal and terminal.isatty() and config.get_verbosity() < 2)
-        capture = config.pluginmanager.get_plugin("capturemanager")
-
-        def write(text: str) -> None:
-            # Straight to the real stdout (not through pytest's writer, so its column
-            # bookkeeping stays right); tests' output is captured, progress must not be.
-            if capture is None:
-                sys.stdout.write(text)
-                sys.stdout.flush()
-                return
-            with capture.global_and_fixture_disabled():
-                sys.stdout.write(text)
-                sys.stdout.flush()
-
-        def column() -> int:
-            return getattr(getattr(terminal, "_tw", None), "width_of_current_line", 0)
-
-        options = SessionOptions(
-            results_dir=Path(config.getoption("--results-dir")),
-            cache_dir=_cache_dir(config),
-            threads=config.getoption("--threads"),
-            min_runs=config.getoption("--min-runs"),
-            min_duration_s=config.getoption("--min-duration"),
-            max_duration_s=config.getoption("--max-duration"),
-            warmup_runs=config.getoption("--warmup-runs"),
-            run_id=config.getoption("--run-id"),
-            profile=config.stash[_PROFILE].name,
-            case_budget_s=config.getoption("--case-budget"),
-            eval_samples=config.getoption("--eval-samples"),
-            rounds=config.getoption("--rounds"),
-        )
+        worker = _worker_id(config)
+        if worker:  # its output is not shown: the controller displays what it does
+            progress = StatusProgress(SharedRun(_run_dir(config)), worker)
+        else:
+            progress = Progress(*_terminal_writer(config))
+        options = _options(config)
+        placements = config.stash[_PLACEMENTS]
         try:
-            config.stash[_SESSION] = BenchSession(config.stash[_TARGET], options, Progress(write, live, column),
-                                                  command=["pytest", *config.invocation_params.args])
+            config.stash[_SESSION] = BenchSession(placements, options, progress,
+                                                  command=["pytest", *config.invocation_params.args], worker=worker)
         except TargetError as exc:
             # One clear stop instead of the same error on every test of the run.
-            pytest.exit(f"quantbench: cannot use target {config.stash[_TARGET].name!r}: {exc}", returncode=pytest.ExitCode.INTERRUPTED)
+            pytest.exit(f"quantbench: cannot use target {placements[0].name!r}: {exc}", returncode=pytest.ExitCode.INTERRUPTED)
     return _Fixture(config.stash[_SESSION], pytest_gates.HistoryGate.for_session(config, config.stash[_SESSION]),
                     fail_over_budget=config.getoption("--fail-over-budget"), budget_failed=config.stash[_BUDGET_FAILED])
 
@@ -177,19 +251,70 @@ def outage_lines(target: str, outages: list[dict]) -> list[str]:
     return lines
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if _is_controller(config):
+        config.pluginmanager.register(_ControllerReports(config.stash[_BUDGET_FAILED]), "quantbench-controller-reports")
+        display = FleetDisplay(SharedRun(_run_dir(config)), *_terminal_writer(config))
+        config.stash[_DISPLAY] = display
+        display.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker releases its boards (the controller finishes the run)."""
+    bench: Optional[BenchSession] = session.config.stash.get(_SESSION, None)
+    if bench is not None and _worker_id(session.config):
+        bench.close(finalize=False)
+
+
+class _Run:
+    """The run as the xdist controller sees it: a run id and its directory (no session of its own)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.run_id = config.stash[_RUN_ID]
+        self.store = RunStore(Path(config.getoption("--results-dir")), self.run_id)
+
+
+def _finish_on_controller(config: pytest.Config) -> Optional[_Run]:
+    """run.json (every board the workers opened) and the tidy report, once, by the controller."""
+    if not (_run_dir(config) / "cases").is_dir():
+        return None
+    run = _Run(config)
+    previous = json.loads((run.store.dir / "run.json").read_text()) if (run.store.dir / "run.json").is_file() else {}
+    started = previous.get("started_at") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    run.store.write_run(run_manifest(run.run_id, ["pytest", *config.invocation_params.args], started, True,
+                                     run.store.dir, config.stash[_PLACEMENTS], _options(config)))
+    run.store.rebuild()
+    return run
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    if _worker_id(config):
+        return  # the controller prints the run once
+    display = config.stash.get(_DISPLAY, None)
+    if display is not None:
+        display.stop()
     session: Optional[BenchSession] = config.stash.get(_SESSION, None)
-    if session is None:
-        return
-    session.close()
+    if session is not None:
+        session.close()
+        run: Any = session
+    else:
+        run = _finish_on_controller(config) if _is_controller(config) else None
+        if run is None:
+            return
     from harness.report import budget_lines, comparison_table
     from harness.store import load_run
 
-    terminalreporter.section(f"quantbench: run {session.run_id} on {session.target_info.name}, {session.options.profile} profile")
-    df = load_run(session.store.dir)
+    placements = config.stash[_PLACEMENTS]
+    terminalreporter.section(f"quantbench: run {run.run_id} on {', '.join(p.label for p in placements)}, "
+                             f"{config.stash[_PROFILE].name} profile")
+    df = load_run(run.store.dir)
     terminalreporter.write_line(comparison_table(df))
-    for line in outage_lines(session.target_info.name, session.target.outage_report()):
-        terminalreporter.write_line(line)
+    manifest = json.loads((run.store.dir / "run.json").read_text())
+    for name, board in sorted((manifest.get("targets") or {}).items()):
+        for line in outage_lines(name, board.get("outages") or []):
+            terminalreporter.write_line(line)
     over = budget_lines(df)
     if over:
         failed = config.stash.get(_BUDGET_FAILED, set())
@@ -197,6 +322,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
                                     f"not a failure, unless --fail-over-budget or Suite(fail_over_budget=True):")
         for case_id, verdict in over:
             terminalreporter.write_line(f"  {case_id}: {verdict}" + (" [test failed]" if case_id in failed else ""))
-    terminalreporter.write_line(f"report: {session.store.dir / 'results.parquet'} (also results.csv, latencies.parquet, run.json)")
-    pytest_gates.finish(config, terminalreporter)  # into the results database; regressions table
+    terminalreporter.write_line(f"report: {run.store.dir / 'results.parquet'} (also results.csv, latencies.parquet, run.json)")
+    pytest_gates.finish(config, terminalreporter, run)  # into the results database; regressions table
     pytest_gates.the_answer(config, terminalreporter, df)  # which mode to ship; the dashboard

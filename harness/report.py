@@ -12,6 +12,8 @@ from harness.vocabulary import FRAMEWORKS, MODES
 
 IDENTITY = ["run_id", "case_id", "started_at", "suite", "model", "framework", "mode", "recipe", "target",
             "target_kind", "profile", "device", "batch_size", "threads"]
+# target is what --target named (a target or a pool); board is the target that ran the case
+FLEET = ["pool", "board", "worker", "lease_wait_s"]
 OUTCOME = ["status", "reason"]
 LATENCY = ["init_ms", "first_ms", "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_p50_ms",
            "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms", "n_runs", "duration_s",
@@ -25,7 +27,7 @@ POWER = ["power_source", "idle_power_w", "power_mean_w", "energy_mj_per_inf", "t
 COMPARISON = ["speedup"]
 PROVENANCE = ["runtime", "runtime_version", "python_version", "host", "artifact_key", "artifact_sha256"]
 
-COLUMNS: list[str] = IDENTITY + OUTCOME + LATENCY + ACCURACY + SIZE_MEMORY + POWER + COMPARISON + PROVENANCE
+COLUMNS: list[str] = IDENTITY + OUTCOME + LATENCY + ACCURACY + SIZE_MEMORY + POWER + COMPARISON + PROVENANCE + FLEET
 
 # The row of a case that never produced numbers still carries every column.
 EMPTY = {c: None for c in COLUMNS}
@@ -111,9 +113,16 @@ def _interval(low: Any, high: Any) -> str:
 
 
 def comparison_table(df: pd.DataFrame, reason_width: int = 70) -> str:
-    """One line per case: p50, speedup vs fp32, size ratio, accuracy, delta vs fp32, status."""
+    """One line per case: p50, speedup vs fp32, size ratio, accuracy, delta vs fp32, status.
+    A run across several targets gets one column group per target instead (report_devices);
+    a pool's rows say which board ran them."""
     if df.empty:
         return "(no cases)"
+    if df["target"].nunique() > 1:
+        from harness.report_devices import device_table
+
+        return device_table(df)
+    pooled = "pool" in df.columns and bool(df["pool"].notna().any())  # older runs have no pool column
     lines = []
     for _, r in _order(df).iterrows():
         delta = r["accuracy_delta"]
@@ -123,7 +132,8 @@ def comparison_table(df: pd.DataFrame, reason_width: int = 70) -> str:
             reason = verdict
         flags = "".join(flag for flag, on in (("~", r.get("noisy") is True), ("!", r.get("valid") is False)) if on)
         lines.append({
-            "model": r["model"], "target": r["target"], "framework": r["framework"], "mode": r["mode"],
+            "model": r["model"], "target": r["target"], **({"board": r["board"] or "-"} if pooled else {}),
+            "framework": r["framework"], "mode": r["mode"],
             "recipe": "-" if pd.isna(r["recipe"]) else str(r["recipe"])[:48], "batch": r["batch_size"], "status": r["status"],
             "p50_ms": formatted(r["latency_p50_ms"], ".4f") + flags,
             "speedup": speedup_text(number(r["speedup"]), number(r.get("speedup_ci_low")), number(r.get("speedup_ci_high")),

@@ -1,19 +1,26 @@
-"""A benchmarking session: one run on one target, case after case.
+"""A benchmarking session: one run, case after case, on one target or across a fleet.
 
-The path of a case: build (or fetch) the artifact, ship it with the evaluation
-inputs to the target, let the runner measure there, score accuracy here, compare
-with the fp32 baseline of the same framework/target/batch, and write the row.
+The path of a case: build (or fetch) the artifact, lease a board of the case's target (a
+target, or a pool of identical boards), ship the artifact with the evaluation inputs there,
+let the runner measure, score accuracy here, compare with the fp32 baseline of the same
+framework and batch measured on the same board, and write the row.
+
+A run across devices (--target=a,b or a pool) or over pytest-xdist workers is one session
+per process; the processes share results/<run-id>/ (harness/fleet.py) and lease boards
+through lock files (targets/fleet.py), so a board measures one case at a time.
 """
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
 import platform
 import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -21,6 +28,8 @@ from harness import baselines, profiles, report
 from harness.artifacts import ArtifactCache
 from harness.data import Dataset, bind_inputs, resolve_data
 from harness.device_columns import fill_device_columns
+from harness.fleet import Board, HostExclusive, Measured, SharedRun, board_facts
+from harness.locks import file_lock
 from harness.power_columns import combined_throttling, fill_power_columns, power_trace
 from harness.rounds import paired_speedup, round_columns
 from harness.metrics import Metric, accuracy_loss, resolve_metric
@@ -31,7 +40,10 @@ from harness.stats import latency_stats
 from harness.store import RunStore, new_run_id
 from harness.suite import Case, Timing
 from harness.vocabulary import BASELINE_MODE, STATUS_ERROR, STATUS_NA, STATUS_OK
-from targets import RunnerJob, Target, TargetConfig, open_target
+from targets import RunnerJob, Target, TargetConfig, TargetError, TargetInfo, open_target
+from targets.fleet import AllBoardsGone, BoardLeases, BoardUnusable, Lease, Placement
+
+HOST_KINDS = ("local", "cuda")  # targets that run on this host: they share its CPU with builds
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "quantbench"
@@ -98,53 +110,156 @@ def library_versions() -> dict[str, str]:
 
 
 class BenchSession:
-    def __init__(self, target_config: TargetConfig, options: SessionOptions = SessionOptions(),
-                 progress: Optional[Progress] = None, command: Optional[list[str]] = None) -> None:
-        self.target_config = target_config
+    def __init__(self, targets: Union[TargetConfig, Sequence[Placement]], options: SessionOptions = SessionOptions(),
+                 progress: Optional[Progress] = None, command: Optional[list[str]] = None, worker: str = "") -> None:
+        """`targets`: one target (run serially on it), or the placements of --target. `worker`:
+        the pytest-xdist worker id when this process is one of several working on the run."""
+        self.placements: list[Placement] = (
+            [Placement(targets.name, (targets,))] if isinstance(targets, TargetConfig) else list(targets))
+        self.target_config = self.placements[0].boards[0]
         self.options = options
         self.progress = progress or silent()
         self.command = command or sys.argv
+        self.worker = worker
+        # Several boards or several processes: leases, per-board fp32 baselines, shared files.
+        self.fleet = bool(worker) or len(self.placements) > 1 or any(p.pool for p in self.placements)
         self.run_id = options.run_id or new_run_id()
-        self.cache = ArtifactCache(Path(options.cache_dir) / "artifacts")
-        # The target first: an unusable target leaves no empty run directory behind.
-        self.target: Target = open_target(target_config, Path(options.cache_dir))
-        self.target_info = self.target.info()
+        cache_dir = Path(options.cache_dir)
+        self.cache = ArtifactCache(cache_dir / "artifacts",
+                                   (lambda: file_lock(self.host_lock, shared=True)) if self.fleet else None,
+                                   self._waiting_for_build)
+        self._boards: dict[str, Board] = {}  # opened by this process, by board name
+        self.board: Optional[Board] = None  # the board of the case being run (one case at a time)
+        self.target: Optional[Target] = None
+        self.target_info = None
+        self.threads: Optional[int] = None
+        if not self.fleet:
+            # One target, one process: open it first, so an unusable target stops the run
+            # before anything runs and leaves no empty run directory behind.
+            self._use(self._open(self.target_config))
         self.store = RunStore(options.results_dir, self.run_id)
-        self.threads = options.threads or self.target_info.threads
+        self.shared = SharedRun(self.store.dir)
+        # Leases belong to the run (all its processes share its directory); separate runs
+        # started by hand do not wait for each other, as before fleets existed.
+        self.leases = BoardLeases(self.shared.dir / "leases", self.shared.dir / "gone")
+        self.host_lock = self.shared.dir / "leases" / "host.lock"
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._contexts: dict[str, BuildContext] = {}
         self._datasets: dict[str, Dataset] = {}
         self._inputs: dict[tuple, Path] = {}  # (model, evaluation samples) -> inputs file
         self._done: dict[str, dict[str, Any]] = {}  # case_id -> row
-        self._outputs: dict[str, dict[str, np.ndarray]] = {}  # fp32 case_id -> evaluation outputs
+        self._outputs: dict[str, dict[str, np.ndarray]] = {}  # fp32 case_id -> evaluation outputs on the board in use
+        self._baselines: dict[tuple[str, str], Measured] = {}  # (board, fp32 case_id) -> measured there
+        self._compared_with: dict[str, Optional[dict[str, Any]]] = {}  # case_id -> the fp32 row it was compared with
         self.suites: set[str] = set()
-        self._write_run_json(finished=False)
+        self._waited = 0.0  # how long the case in progress waited for its board
+        if not self.fleet or not (self.store.dir / "run.json").is_file():  # the last process rewrites it at the end
+            self._write_run_json(finished=False)
+
+    def _waiting_for_build(self, key: str) -> None:
+        self.progress(f"waiting for another process to build artifact {key}")
+        self.store.log(f"artifact {self.cache.root / key} (waiting for another process's build, worker {self.worker or 'main'})")
+
+    # -- boards ----------------------------------------------------------------------------
+    def _open(self, config: TargetConfig) -> Board:
+        """Open a board (connects to a device); TargetError when it cannot be used."""
+        if config.name not in self._boards:
+            target = open_target(config, Path(self.options.cache_dir))
+            try:
+                info = target.info()
+            except BaseException:
+                target.close()
+                raise
+            if self.fleet and config.kind in HOST_KINDS:
+                target = HostExclusive(target, self.host_lock)
+            self._boards[config.name] = Board(config, target, info, self.options.threads or info.threads)
+            if self.fleet:
+                self.shared.save_board(self._boards[config.name])
+        return self._boards[config.name]
+
+    def _use(self, board: Board) -> None:
+        """Make `board` the one cases run on (a process runs one case at a time)."""
+        self.board, self.target, self.target_info, self.threads = board, board.target, board.info, board.threads
+        self.target_config = board.config
+        if hasattr(self.progress, "board"):
+            self.progress.board = board.name
+
+    def _placement(self, case: Case) -> Placement:
+        if not case.target:
+            return self.placements[0]
+        for placement in self.placements:
+            if placement.name == case.target:
+                return placement
+        raise LookupError(f"case {case.case_id}: target {case.target!r} is not one of this run's "
+                          f"({', '.join(p.name for p in self.placements)})")
+
+    def _lease(self, case: Case, placement: Placement) -> tuple[Lease, Board]:
+        """A free, usable board of the placement, leased; boards that already measured the
+        case's fp32 baseline first. A board that cannot be opened, or stopped answering, is
+        marked gone for the rest of the run and the next one is tried; AllBoardsGone when
+        none is left."""
+        baseline_id = (self._fp32_of(case) or case).case_id
+        prefer = [b.name for b in placement.boards if self.shared.has_baseline(b.name, baseline_id)] if self.fleet else []
+
+        shown = []
+
+        def waiting(seconds: float) -> None:
+            if not shown:
+                self.progress.start(case.case_id)
+                shown.append(True)
+            self.progress(f"waiting {seconds:.0f} s for a free board of {placement.label}")
+
+        if not self.fleet:  # one target, one process: the target opened at the start; its run() reconnects or fails fast
+            return Lease(self.target_config, 0.0), self._boards[self.target_config.name]
+        while True:
+            try:
+                lease = self.leases.acquire(placement, prefer, waiting)
+            finally:
+                if shown:
+                    self.progress.finish()
+                    shown.clear()
+            try:
+                board = self._open(lease.board)
+                # a pool has other boards to go on with: one attempt; a named target gets its reconnect window
+                board.target.ready(self.progress, quick=bool(placement.pool))
+            except TargetError as exc:
+                reason = " ".join(str(exc).split())
+                if placement.pool:
+                    self.leases.mark_gone(lease.board.name, reason)  # before releasing: nobody else tries it
+                lease.release()
+                if placement.pool:
+                    opened = self._boards.pop(lease.board.name, None)
+                    if opened is not None:
+                        opened.target.close()
+                    self.store.log(f"[{case.case_id}] board {lease.board.name} of pool {placement.name} is gone: {reason}")
+                    continue
+                raise BoardUnusable(reason) from None
+            except BaseException:
+                lease.release()
+                raise
+            board.pool = placement.pool
+            return lease, board
 
     # -- run bookkeeping ---------------------------------------------------------------
     def _write_run_json(self, finished: bool) -> None:
-        info = self.target_info
-        self.store.write_run({
-            "run_id": self.run_id,
-            "command": self.command,
-            "started_at": self.started_at,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) if finished else None,
-            "suites": sorted(self.suites),
-            "cases": len(self._done),
-            "versions": library_versions(),
-            "target": {"name": info.name, "kind": info.kind, "profile": info.profile, "threads": self.threads,
-                       "arch": info.arch, "device": info.device, "host": info.host, "facts": dict(info.facts),
-                       "settings": dict(self.target_config.settings), "outages": self.target.outage_report()},
-            "options": {k: str(v) for k, v in asdict(self.options).items()},
-        })
+        self.store.write_run(run_manifest(
+            self.run_id, self.command, self.started_at, finished, self.store.dir, self.placements, self.options,
+            {name: board_facts(board) for name, board in self._boards.items()}))
 
     @property
     def rows(self) -> list[dict[str, Any]]:
         return list(self._done.values())
 
-    def close(self) -> None:
-        self._write_run_json(finished=True)
-        self.store.rebuild()
-        self.target.close()
+    def close(self, finalize: bool = True) -> None:
+        """Release the targets; `finalize` (the run's last process): run.json and the report."""
+        if self.fleet:
+            for board in self._boards.values():  # with the outages this process saw
+                self.shared.save_board(board)
+        if finalize:
+            self._write_run_json(finished=True)
+            self.store.rebuild()
+        for board in self._boards.values():
+            board.target.close()
 
     # -- per-model state -----------------------------------------------------------------
     def _dataset(self, case: Case) -> Dataset:
@@ -181,8 +296,11 @@ class BenchSession:
             inputs, _ = self._evaluation(case)
             subset = f"-{count}of{dataset.n_eval}" if count else ""
             path = self.store.dir / "inputs" / f"{case.model.name}-{dataset.fingerprint()}{subset}.npz"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, **{k: np.ascontiguousarray(v) for k, v in inputs.items()})
+            if not path.is_file():  # another worker of the run may have written it (same bytes)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
+                np.savez(tmp, **{k: np.ascontiguousarray(v) for k, v in inputs.items()})
+                os.replace(tmp, path)  # atomic: a worker shipping it never reads half a file
             self._inputs[key] = path
         return self._inputs[key]
 
@@ -193,25 +311,164 @@ class BenchSession:
         # have their own, torch's TorchScript and compiled recipes theirs.
         return replace(case, mode=BASELINE_MODE, recipe=fp32_recipe(case.framework, case.recipe), budget=None, na_reason="")
 
+    def _fp32_of(self, case: Case) -> Optional[Case]:
+        """The fp32 case this one is compared with (None for an fp32 or n/a case, or when the
+        framework has no fp32 recipe for its source)."""
+        if case.recipe is None or case.mode == BASELINE_MODE:
+            return None
+        try:
+            return self.baseline_case(case)
+        except LookupError:
+            return None
+
     def run_case(self, case: Case) -> dict[str, Any]:
-        """Run one case (and its fp32 baseline first, if it has not run) and record its row."""
+        """Run one case on a leased board of its target, with its fp32 baseline measured first
+        on that same board if it has not been, and record its row."""
         if case.case_id in self._done:
             return self._done[case.case_id]
         self.suites.add(case.suite)
-        baseline = None
-        if case.mode != BASELINE_MODE and case.recipe is not None:
-            try:
-                baseline = self.run_case(self.baseline_case(case))
-            except LookupError:
-                baseline = None
+        if case.mode == BASELINE_MODE and self.fleet:
+            recorded = self.store.read_case(case.case_id)  # another worker measured it as a baseline
+            if recorded is not None:
+                self._done[case.case_id] = recorded
+                return recorded
+        placement = self._placement(case)
+        self._prepare(case, placement)
+        try:
+            lease, board = self._lease(case, placement)
+        except (AllBoardsGone, BoardUnusable) as exc:
+            return self._record(Measured(self._gone_row(case, placement, str(exc)), [], None))
+        acquired = time.time()
+        try:
+            self._use(board)
+            self._waited = lease.waited_s
+            if case.mode == BASELINE_MODE and case.recipe is not None:
+                measured = self._baseline_on(board, case)
+            else:
+                fp32 = self._fp32_of(case)
+                baseline = self._baseline_on(board, fp32).row if fp32 is not None else None
+                if board.pool and self.leases.gone(board.name):  # it died measuring the baseline: this case's loss
+                    measured = Measured(self._died_row(case, board, baseline), [], None)
+                else:
+                    self._compared_with[case.case_id] = baseline
+                    measured = self._timed(case, baseline)
+                    self._check_board(board, measured.row)
+        finally:
+            lease.release()
+            self.store.log(f"[{case.case_id}] lease {board.name} {acquired:.3f}-{time.time():.3f} "
+                           f"(waited {lease.waited_s:.2f} s, worker {self.worker or 'main'})")
+        return self._record(measured)
+
+    def _timed(self, case: Case, baseline: Optional[dict[str, Any]]) -> Measured:
+        """Measure one case on the board in use (its lease is held)."""
         self.progress.start(case.case_id)
         try:
             row, latencies, trace, round_sizes = self._measure(case, self.options.timing(case.timing), baseline)
         finally:
             self.progress.finish()
-        self._done[case.case_id] = row
-        self.store.write_case(row, latencies, trace, round_sizes)
+        row.update(pool=self.board.pool, board=self.board.name, worker=self.worker or None,
+                   lease_wait_s=round(self._waited, 3))
+        if self.board.pool:
+            row["target"] = self.board.pool
+        # evaluation outputs: kept for an fp32 measurement (what the board's other cases are scored against)
+        return Measured(row, latencies, None, trace, round_sizes)
+
+    def _baseline_on(self, board: Board, fp32: Case) -> Measured:
+        """The fp32 case measured on this board: from this process, from another worker's
+        measurement there, or measured now (and recorded as the fp32 row if it has none yet)."""
+        key = (board.name, fp32.case_id)
+        if key not in self._baselines and self.fleet:
+            found = self.shared.baseline(board.name, fp32.case_id)
+            if found is not None:
+                self._baselines[key] = found
+        if key not in self._baselines:
+            self._outputs.pop(fp32.case_id, None)  # another board's outputs are no reference here
+            measured = replace(self._timed(fp32, None), outputs=self._outputs.get(fp32.case_id))
+            if self._check_board(board, measured.row) and board.pool:
+                return measured  # the board left the pool: no baseline of its, and the case in progress is the loss
+            if self.fleet:
+                self.shared.save_baseline(board.name, measured)
+            self._baselines[key] = measured
+            if fp32.case_id not in self._done:
+                self._record(measured)
+        measured = self._baselines[key]
+        self._outputs.pop(fp32.case_id, None)
+        if measured.outputs is not None:
+            self._outputs[fp32.case_id] = measured.outputs  # what _score compares this board's case with
+        return measured
+
+    def _record(self, measured: Measured) -> dict[str, Any]:
+        """Write the case's row, once: an fp32 row another worker wrote first stays (its own
+        measurement remains that board's baseline)."""
+        row = measured.row
+        if self.fleet:
+            row = self.store.write_case_once(row, measured.latencies, measured.trace, measured.round_sizes)
+        else:
+            self.store.write_case(row, measured.latencies, measured.trace, measured.round_sizes)
+        self._done[row["case_id"]] = row
         return row
+
+    def _prepare(self, case: Case, placement: Placement) -> None:
+        """Host work before holding a board: the fp32 model (its weights are in every cache
+        key) and, once the placement's facts are known (a board opened by any process of the
+        run: they decide which recipes apply), the artifacts of the case and its baseline.
+        A failure here is ignored: it happens again under the lease and becomes the row's reason."""
+        if not self.fleet or case.recipe is None:
+            return
+        info = next((self._boards[b.name].info for b in placement.boards if b.name in self._boards), None)
+        if info is None:
+            known = self.shared.boards()
+            facts = next((known[b.name] for b in placement.boards if b.name in known), None)
+            if facts is not None:
+                info = TargetInfo(**{k: facts[k] for k in ("name", "kind", "profile", "threads", "arch", "device", "host", "facts")})
+        for needed in [c for c in (self._fp32_of(case), case) if c is not None]:
+            try:
+                context = self._context(needed)
+                context.key_parts(needed.recipe)  # builds or loads the fp32 model (its weights are in the key)
+                if info is not None and not needed.recipe.not_applicable_reason(needed.model, info):
+                    artifact, built = context.artifact(needed.recipe)
+                    if built:
+                        self.store.log(f"[{needed.case_id}] artifact {artifact.path} (built)")
+            except Exception:
+                pass
+
+    def _gone_row(self, case: Case, placement: Placement, reason: str) -> dict[str, Any]:
+        metric = resolve_metric(case.model.metric)
+        first = placement.boards[0]
+        return report.new_row(
+            run_id=self.run_id, case_id=case.case_id, started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            suite=case.suite, model=case.model.name, framework=case.framework, mode=case.mode,
+            recipe=case.recipe.name if case.recipe else None, target=placement.name, target_kind=first.kind,
+            profile=first.profile, batch_size=case.batch_size, metric=metric.name,
+            higher_is_better=metric.higher_is_better, accuracy_budget=case.budget, status=STATUS_ERROR,
+            reason=f"{reason} (not run)", pool=placement.pool, worker=self.worker or None)
+
+    def _died_row(self, case: Case, board: Board, baseline: dict[str, Any]) -> dict[str, Any]:
+        row = self._row(case)
+        row.update(status=STATUS_ERROR, pool=board.pool, board=board.name, worker=self.worker or None,
+                   lease_wait_s=round(self._waited, 3),
+                   reason=f"board {board.name} stopped answering while measuring the fp32 baseline: {baseline.get('reason')}")
+        if board.pool:
+            row["target"] = board.pool
+        return row
+
+    def _check_board(self, board: Board, row: dict[str, Any]) -> bool:
+        """After a failed case on a device of a fleet, check it still answers while the lease is
+        held (ssh: reconnect, killing a runner the lost connection left behind). A pool's board
+        that does not (one attempt) leaves the pool for the rest of the run and its remaining
+        work goes to the other boards; a named target gets its reconnect window, and its later
+        cases each try one quick connect. Returns whether the board was lost."""
+        if not self.fleet or row.get("status") != STATUS_ERROR:
+            return False
+        try:
+            board.target.ready(self.progress, quick=bool(board.pool))
+            return False
+        except TargetError as exc:
+            reason = " ".join(str(exc).split())
+            if board.pool:
+                self.leases.mark_gone(board.name, reason)
+            self.store.log(f"[{row['case_id']}] board {board.name} {'left pool ' + board.pool if board.pool else 'is away'}: {reason}")
+            return True
 
     def _row(self, case: Case) -> dict[str, Any]:
         info = self.target_info
@@ -302,7 +559,8 @@ class BenchSession:
 
     # -- rounds ----------------------------------------------------------------------------------
     def _work_dir(self, case: Case, r: int, baseline: bool = False) -> Path:
-        folder = self.store.dir / "work" / case.case_id
+        # per board in a fleet: one fp32 case may run on several boards at once
+        folder = self.store.dir / "work" / (self.board.name if self.fleet else "") / case.case_id
         return folder / f"baseline-round-{r}" if baseline else (folder if r == 0 else folder / f"round-{r}")
 
     def _run_job(self, case: Case, artifact, timing: Timing, work_dir: Path, evaluate: bool = True):
@@ -367,7 +625,7 @@ class BenchSession:
                         "idle_s": sensing.get("idle_s", 1.0), "settings": sensing},
         }
         return RunnerJob(case.case_id, artifact.path, artifact.manifest["file"], artifact.manifest,
-                         self._inputs_file(case), config, work_dir or self.store.dir / "work" / case.case_id)
+                         self._inputs_file(case), config, work_dir or self._work_dir(case, 0))
 
     @staticmethod
     def _fill_measurements(row: dict[str, Any], result: dict[str, Any]) -> None:
@@ -449,4 +707,38 @@ class BenchSession:
         return None
 
     def baseline_row(self, case: Case) -> Optional[dict[str, Any]]:
+        """The fp32 row the case was compared with (measured on the same board)."""
+        if case.case_id in self._compared_with:
+            return self._compared_with[case.case_id]
         return self._done.get(self.baseline_case(case).case_id) if case.recipe else None
+
+
+def run_manifest(run_id: str, command: list[str], started_at: str, finished: bool, run_dir: Path,
+                 placements: Sequence[Placement], options: SessionOptions,
+                 boards: Optional[dict[str, dict[str, Any]]] = None) -> dict[str, Any]:
+    """run.json: `target` is the one target of a single-target run (as history expects), or
+    the --target value; `targets` has every board that ran something, `placements` the pools."""
+    boards = {**SharedRun(run_dir).boards(), **(boards or {})}
+    cases = list((Path(run_dir) / "cases").glob("*.json"))
+    suites = set()
+    for path in cases:
+        try:
+            suites.add(json.loads(path.read_text())["row"].get("suite"))
+        except (ValueError, KeyError, OSError):
+            continue
+    single = len(placements) == 1 and not placements[0].pool
+    name = placements[0].name if single else ",".join(p.label for p in placements)
+    target = dict(boards.get(name) or {"name": name}) if single else {"name": name}
+    return {
+        "run_id": run_id,
+        "command": command,
+        "started_at": started_at,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) if finished else None,
+        "suites": sorted(s for s in suites if s),
+        "cases": len(cases),
+        "versions": library_versions(),
+        "target": target,
+        "targets": boards,
+        "placements": [{"name": p.name, "pool": p.pool, "boards": [b.name for b in p.boards]} for p in placements],
+        "options": {k: str(v) for k, v in asdict(options).items()},
+    }

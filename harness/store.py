@@ -38,14 +38,40 @@ class RunStore:
     def write_run(self, info: Mapping[str, Any]) -> None:
         _write_json(self.dir / "run.json", dict(info))
 
+    @staticmethod
+    def _case_record(row: Mapping[str, Any], latencies_ms, power_trace, round_sizes) -> dict[str, Any]:
+        return {"row": dict(row), "latencies_ms": latencies_ms or [], "power_trace": power_trace or [],
+                "round_sizes": round_sizes or []}  # latencies per round, in order (rounds > 1)
+
     def write_case(self, row: Mapping[str, Any], latencies_ms: Optional[list[float]] = None,
                    power_trace: Optional[list[tuple[float, float]]] = None, round_sizes: Optional[list[int]] = None) -> None:
         # The per-case file is the durable record. The parquet/csv are rebuilt once when the
         # session closes (or by load_run when stale), not after every case: a rebuild reads
         # every case file, so doing it per case made a run's bookkeeping quadratic.
-        _write_json(self.cases_dir / f"{row['case_id']}.json",
-                    {"row": dict(row), "latencies_ms": latencies_ms or [], "power_trace": power_trace or [],
-                     "round_sizes": round_sizes or []})  # latencies per round, in order (rounds > 1)
+        _write_json(self.cases_dir / f"{row['case_id']}.json", self._case_record(row, latencies_ms, power_trace, round_sizes))
+
+    def write_case_once(self, row: Mapping[str, Any], latencies_ms: Optional[list[float]] = None,
+                        power_trace: Optional[list[tuple[float, float]]] = None,
+                        round_sizes: Optional[list[int]] = None) -> dict[str, Any]:
+        """Write the case's file unless one exists (another process of the run wrote it first);
+        returns the row now on disk. Atomic: the file appears complete or not at all."""
+        final = self.cases_dir / f"{row['case_id']}.json"
+        tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self._case_record(row, latencies_ms, power_trace, round_sizes), indent=1, default=str))
+        try:
+            os.link(tmp, final)  # fails if the file exists: exactly one writer wins
+            return dict(row)
+        except FileExistsError:
+            return self.read_case(row["case_id"])
+        finally:
+            tmp.unlink()
+
+    def read_case(self, case_id: str) -> Optional[dict[str, Any]]:
+        """A case's row as written (by any process of the run), or None."""
+        try:
+            return json.loads((self.cases_dir / f"{case_id}.json").read_text())["row"]
+        except FileNotFoundError:
+            return None
 
     def log(self, text: str) -> None:
         with open(self.log_path, "a") as f:

@@ -10,9 +10,9 @@ file and the bad field.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from harness.models.spec import ModelSpec
 from harness.history.gates import Gates
@@ -50,7 +50,8 @@ class Timing:
 
 @dataclass(frozen=True)
 class Case:
-    """One (model, framework, mode, recipe, batch) inside a suite."""
+    """One (model, framework, mode, recipe, batch) inside a suite (and the target it runs on,
+    when a run has several)."""
 
     suite: str
     model: ModelSpec
@@ -66,11 +67,13 @@ class Case:
     profiles: tuple[str, ...] = ALL_PROFILES  # the run profiles that include this case (suite and recipe agree)
     eval_samples: Mapping[str, int] = field(default_factory=dict)  # profile -> evaluation samples scored (else all)
     fail_over_budget: bool = False  # over its accuracy budget fails the case's test (default: shown, not failed)
+    target: str = ""  # the --target entry (target or pool) it runs on, when the run names several
 
     @property
     def case_id(self) -> str:
         slug = f"-{self.recipe.slug}" if self.recipe and self.recipe.slug != self.mode else ""
-        return f"{self.model.name}-{self.framework}-{self.mode}{slug}-b{self.batch_size}"
+        where = f"@{self.target}" if self.target else ""  # unique per target in a run across devices
+        return f"{self.model.name}-{self.framework}-{self.mode}{slug}-b{self.batch_size}{where}"
 
 
 def _declaring_file() -> str:
@@ -187,21 +190,23 @@ class Suite:
         return cases
 
     def pytest_cases(self):
-        """A pytest test function parametrized with one test per case."""
-        import pytest
-
-        cases = self.cases()
-        ids = [c.case_id for c in cases]
+        """A pytest test function with one test per case (and per target, when --target names
+        several): harness.pytest_plugin parametrizes `case` from `test_case.suite`."""
+        ids = [c.case_id for c in self.cases()]
         if len(set(ids)) != len(ids):
             self._fail("frameworks/modes", "two cases share an id; give the recipes distinct slugs")
 
-        # A case outside the quick default carries the `nightly` marker (`-m nightly` selects them);
-        # the plugin deselects every case its --profile does not include.
-        params = [pytest.param(c, id=c.case_id, marks=() if QUICK in c.profiles else (pytest.mark.nightly,)) for c in cases]
-
-        @pytest.mark.parametrize("case", params)
         def test_case(case: Case, quantbench) -> None:
             quantbench.check(case)
 
         test_case.suite = self
         return test_case
+
+    def pytest_params(self, targets: Sequence[str] = ()) -> list:
+        """One pytest.param per case, per target when there are several (grouped by target), with
+        the case id as its id. A case outside the quick default carries the `nightly` marker
+        (`-m nightly` selects them); the plugin deselects every case its --profile does not include."""
+        import pytest
+
+        cases = [replace(c, target=t) for t in targets for c in self.cases()] if len(targets) > 1 else self.cases()
+        return [pytest.param(c, id=c.case_id, marks=() if QUICK in c.profiles else (pytest.mark.nightly,)) for c in cases]

@@ -71,6 +71,11 @@ class Target(abc.ABC):
     def run(self, job: RunnerJob, progress: Callable[[str], None] = lambda m: None) -> RunnerOutcome:
         """Run the runner on the target for one case and bring the result back."""
 
+    def ready(self, progress: Callable[[str], None] = lambda m: None, quick: bool = False) -> None:
+        """Raise TargetError when the target cannot take a case now (a device that stopped
+        answering and does not come back; `quick`: after one attempt). Called before a case
+        on a leased board of a fleet, and after a case that failed there."""
+
     def close(self) -> None:
         """Release connections; called once at the end of the session."""
 

@@ -1,10 +1,14 @@
 """The target inventory: `targets.toml` (repo root by default), `--inventory PATH` or
-$QUANTBENCH_INVENTORY. `local` (this CPU) and `cuda` (this machine's GPU 0) exist even without a file."""
+$QUANTBENCH_INVENTORY. `local` (this CPU) and `cuda` (this machine's GPU 0) exist even without a file.
+
+`[targets.NAME]` declares one place to run; `[pools.NAME] targets = [...]` names a set of
+identical boards (same kind and profile), of which a run uses whichever is free
+(`--target=pool:NAME`, see targets/fleet.py)."""
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
 
@@ -30,6 +34,21 @@ SENSOR_SETTINGS: dict[str, tuple[type, ...]] = {
 
 BUILTIN = {"local": TargetConfig(name="local", kind="local"),
            "cuda": TargetConfig(name="cuda", kind="cuda", profile="nvidia-gpu")}  # GPU 0 of this machine
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Identical boards that share a run's work: each case runs once, on whichever is free."""
+
+    name: str  # the `target` column of its rows (the `pool` column too; `board` names the member)
+    targets: tuple[str, ...]  # member target names, in the inventory
+    description: str = ""  # one line for `quantbench targets`
+
+
+@dataclass(frozen=True)
+class Inventory:
+    targets: dict[str, TargetConfig]
+    pools: dict[str, Pool]
 
 
 def inventory_path(explicit: Optional[str] = None) -> Optional[Path]:
@@ -68,11 +87,37 @@ def parse_target(name: str, table: dict, source: str) -> TargetConfig:
     return TargetConfig(name=name, settings=settings, **common)
 
 
-def load_inventory(explicit: Optional[str] = None) -> dict[str, TargetConfig]:
+def parse_pool(name: str, table: dict, targets: dict[str, TargetConfig], source: str) -> Pool:
+    where = f"{source} [pools.{name}]"
+    if name in targets:
+        raise TargetError(f"{where}: a pool cannot share its name with a target ({name!r} is a target)")
+    unknown = set(table) - {"targets", "description"}
+    if unknown:
+        raise TargetError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} (a pool has `targets` and `description`)")
+    members = table.get("targets")
+    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+        raise TargetError(f"{where}: `targets` must be a non-empty list of target names, e.g. targets = [\"pi5-a\", \"pi5-b\"]")
+    if len(set(members)) != len(members):
+        raise TargetError(f"{where}: a target is listed twice in {members}")
+    for member in members:
+        if member not in targets:
+            raise TargetError(f"{where}: unknown target {member!r} (declared: {', '.join(sorted(targets))})")
+    first = targets[members[0]]
+    for member in members[1:]:
+        other = targets[member]
+        if (other.kind, other.profile) != (first.kind, first.profile):
+            raise TargetError(f"{where}: a pool holds identical boards, but {members[0]} is {first.kind}/{first.profile} "
+                              f"and {member} is {other.kind}/{other.profile}; list them as separate targets instead "
+                              f"(--target={members[0]},{member})")
+    return Pool(name, tuple(members), str(table.get("description", "")))
+
+
+def load_fleet(explicit: Optional[str] = None) -> Inventory:
+    """Every target and pool of the inventory in force (built-in targets included)."""
     targets = dict(BUILTIN)
     path = inventory_path(explicit)
     if path is None:
-        return targets
+        return Inventory(targets, {})
     if not path.is_file():
         raise TargetError(f"inventory {path} does not exist")
     try:
@@ -83,4 +128,14 @@ def load_inventory(explicit: Optional[str] = None) -> dict[str, TargetConfig]:
         if not isinstance(table, dict):
             raise TargetError(f"{path}: [targets.{name}] must be a table")
         targets[name] = parse_target(name, table, str(path))
-    return targets
+    pools = {}
+    for name, table in document.get("pools", {}).items():
+        if not isinstance(table, dict):
+            raise TargetError(f"{path}: [pools.{name}] must be a table")
+        pools[name] = parse_pool(name, table, targets, str(path))
+    return Inventory(targets, pools)
+
+
+def load_inventory(explicit: Optional[str] = None) -> dict[str, TargetConfig]:
+    """The targets of the inventory in force, by name."""
+    return load_fleet(explicit).targets

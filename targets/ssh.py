@@ -187,6 +187,20 @@ class SshTarget(Target):
         return [{"since": _utc(o.since), "until": _utc(o.until) if o.until else None,
                  "away_s": round((o.until or now) - o.since, 1), "cases_failed": o.cases_failed} for o in self.outages]
 
+    def ready(self, progress: Callable[[str], None] = lambda m: None, quick: bool = False) -> None:
+        """Reconnect if the link dropped (killing a runner a lost connection left behind): for
+        the reconnect window, or with `quick` one attempt (a pool has other boards to go on with).
+        TargetError when the device does not come back."""
+        try:
+            if quick and (self.gone or not self.conn.answering()):
+                if not self.gone:
+                    self._lost()
+                self._reconnect(progress, quick=True)
+            else:
+                self._ensure_connected(progress)
+        except DeviceGone as exc:
+            raise TargetError(f"target {self.config.name}: {exc}") from None
+
     def close(self) -> None:
         self.conn.close()
 

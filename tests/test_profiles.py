@@ -108,9 +108,8 @@ def test_the_repository_suites_keep_alternatives_and_extra_shapes_for_nightly():
         spec = importlib.util.spec_from_file_location(path.replace("/", "_"), path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        return [p.values[0] for name in dir(module) if name.startswith("test_")
-                for mark in getattr(getattr(module, name), "pytestmark", []) if mark.name == "parametrize"
-                for p in mark.args[1]]
+        return [p.values[0] for name in dir(module) if name.startswith("test_") and hasattr(getattr(module, name), "suite")
+                for p in getattr(module, name).suite.pytest_params()]  # the plugin parametrizes with these
 
     from harness.session import REPO_ROOT
 

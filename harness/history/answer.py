@@ -19,10 +19,14 @@ from harness.history.recommend import DEFAULT_MAX_DROP, recommend
 
 
 def answer_lines(rows: pd.DataFrame, max_drop: float = DEFAULT_MAX_DROP, gates: Gates = Gates()) -> list[str]:
-    """One headline per (target, model, batch size) measured in `rows`."""
+    """One headline per (target, model, batch size) measured in `rows`, and per (model, batch)
+    for the fleet when the run spans several devices."""
+    from harness.history.fleet import recommend_fleet
+
     if rows.empty or not (rows["status"] == "ok").any():
         return []
-    return [rec.headline() for rec in recommend(rows, max_drop, gates.noise)]
+    recs = recommend(rows, max_drop, gates.noise)
+    return [rec.headline() for rec in recs] + [fleet.headline() for fleet in recommend_fleet(recs)]
 
 
 def write_dashboard(db, out_dir: Path, max_drop: float = DEFAULT_MAX_DROP,

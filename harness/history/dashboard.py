@@ -12,7 +12,7 @@ import html
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pandas as pd
 
@@ -31,6 +31,7 @@ table { border-collapse: collapse; font-size: 12px; margin: .5em 0; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; max-width: 380px; overflow-wrap: break-word; }
 th { background: #f3f3f3; white-space: nowrap; } img.thumb { width: 260px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.heat { text-align: center; min-width: 70px; font-variant-numeric: tabular-nums; }
 .rec { background: #eef8ee; border-left: 4px solid #2ca02c; padding: .5em 1em; margin: .5em 0; }
 .rec.none { background: #fbeeee; border-left-color: #d62728; }
 .rec ul { margin: .3em 0; padding-left: 1.2em; font-size: 13px; }
@@ -123,21 +124,95 @@ def _verdicts_section(verdicts: pd.DataFrame, run_id: str) -> str:
                   numeric={3, 4, 6})
 
 
+def _pooled(history: pd.DataFrame) -> bool:
+    return "pool" in history.columns and bool(history["pool"].notna().any())
+
+
+def speedup_colour(speedup: Optional[float]) -> str:
+    """Background of a heatmap cell: white at 1x, greener up to 4x faster, redder down to 4x slower."""
+    if speedup is None or speedup <= 0:
+        return "#eeeeee"
+    t = max(-1.0, min(1.0, math.log2(speedup) / 2.0))
+    target = (44, 160, 44) if t > 0 else (214, 39, 40)
+    r, g, b = (round(255 + (c - 255) * abs(t)) for c in target)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _heatmap(model: str, batch: int, cells: pd.DataFrame, devices: list[str]) -> str:
+    """Devices down, (framework, mode) across: colour = speedup vs the device's own fp32, text =
+    accuracy points vs that fp32 (and the speedup, small)."""
+    from harness.vocabulary import FRAMEWORKS, MODES
+
+    fw = {f: i for i, f in enumerate(FRAMEWORKS)}
+    md = {m: i for i, m in enumerate(MODES)}
+    modes = sorted({(r["framework"], r["mode"]) for r in cells.to_dict("records")},
+                   key=lambda k: (fw.get(k[0], 99), md.get(k[1], 99)))
+    index = {(r["target"], r["framework"], r["mode"]): r for r in cells.to_dict("records")}
+    head = "<tr><th>device</th>" + "".join(f"<th>{_e(f)}<br>{_e(m)}</th>" for f, m in modes) + "</tr>"
+    body = []
+    for device in devices:
+        tds = []
+        for f, m in modes:
+            r = index.get((device, f, m))
+            if r is None:
+                tds.append("<td class=\"heat\" data-device=\"{0}\" data-mode=\"{1}/{2}\">-</td>".format(_e(device), _e(f), _e(m)))
+                continue
+            speedup = 1.0 if m == "fp32" else number(r.get("speedup"))
+            delta = 0.0 if m == "fp32" else number(r.get("accuracy_delta"))
+            text = "-" if delta is None else f"{100 * delta:+.2f} pts"
+            over = " over budget" if r.get("within_budget") is False else ""
+            tds.append(f"<td class=\"heat\" style=\"background:{speedup_colour(speedup)}\" data-device=\"{_e(device)}\" "
+                       f"data-mode=\"{_e(f)}/{_e(m)}\" data-speedup=\"{'' if speedup is None else f'{speedup:.4f}'}\" "
+                       f"data-delta=\"{'' if delta is None else f'{100 * delta:.4f}'}\" "
+                       f"title=\"{_e(r.get('recipe'))}: p50 {number(r.get('latency_p50_ms')):.4g} ms{over}\">"
+                       f"{_e(text)}{'*' if over else ''}<br><small>{formatted(speedup, '.2f', 'x')}</small></td>")
+        body.append(f"<tr><th>{_e(device)}</th>{''.join(tds)}</tr>")
+    return (f"<table class=\"heatmap\" data-model=\"{_e(model)}\" data-batch=\"{batch}\">{head}{''.join(body)}</table>")
+
+
+def _fleet_section(history: pd.DataFrame, max_drop: float, noise: float) -> str:
+    """The index's view across devices: per model, a device-by-mode heatmap and the mode for the fleet."""
+    from harness.history.fleet import heatmap_cells, recommend_fleet
+
+    recs = recommend(history, max_drop, noise)
+    fleet = {(f.model, f.batch_size): f for f in recommend_fleet(recs)}
+    parts = ["<h2 id=\"fleet\">Across devices</h2><p class=\"meta\">Colour: speedup vs each device's own fp32 "
+             "(green faster, red slower, white 1x); text: accuracy points vs that fp32 (* over the budget). The newest "
+             "result of each mode; the fastest recipe where a mode has several.</p>"]
+    for (model, batch), cells in heatmap_cells(history).items():
+        devices = sorted(set(cells["target"]))
+        if len(devices) < 2:
+            continue
+        parts.append(f"<h3>{_e(model)}, batch {batch}</h3>" + _heatmap(model, batch, cells, devices))
+        rec = fleet.get((model, batch))
+        if rec is not None:
+            cls = "rec" if rec.choice else "rec none"
+            items = "".join(f"<li>{_e(line)}</li>" for line in rec.evidence())
+            parts.append(f"<div class=\"{cls}\" data-fleet-model=\"{_e(model)}\" data-recommended=\"{_e(rec.answer)}\">"
+                         f"<b>For the fleet ({_e(', '.join(rec.devices))}) within {max_drop:g} accuracy points: "
+                         f"{_e(rec.answer)}{' (' + _e(rec.kind) + ')' if rec.choice else ''}</b><ul>{items}</ul></div>")
+    return "".join(parts)
+
+
 def _target_page(db, target: str, out: Path, max_drop: float, gates: Gates) -> tuple[str, list[tuple[Recommendation, str]], dict]:
     history = db.results(target=target)
-    runs = db.runs(target=target)
+    runs = db.runs(target=target)  # runs across devices included
     verdicts = db.comparisons(run_id=list(runs["run_id"])) if len(runs) else pd.DataFrame()
+    if len(verdicts):  # a run across devices judged every target's cases: keep this target's
+        verdicts = verdicts[verdicts["case_id"].isin(set(history["case_id"]))]
     recs = recommend(history, max_drop, gates.noise)
     thumbs = []  # (recommendation, its Pareto plot) for the index
     latest = current_rows(history)
     latest_run = runs.iloc[0]
+    newest = history.iloc[-1]  # the device as its newest row describes it (a run may span devices)
     ok = history[(history["status"] == "ok") & history["latency_p50_ms"].notna()]
     keys = pd.Series([case_key(r) for r in ok[list(KEY)].to_dict("records")], index=ok.index, dtype=object)
     measured = {key: ok.loc[index] for key, index in keys.groupby(keys, sort=False).groups.items()}  # key -> its runs
     img = out / "img" / slug(target)
     body = [f"<p><a href=\"index.html\">&larr; all targets</a></p><h1>Target {_e(target)}</h1>",
-            f"<p class=\"meta\">kind {_e(latest_run['target_kind'])}, profile {_e(latest_run['profile'])}, "
-            f"device {_e(latest_run['device'])}, host {_e(latest_run['host'])}; {len(runs)} run(s), latest "
+            f"<p class=\"meta\">kind {_e(newest['target_kind'])}, profile {_e(newest['profile'])}, "
+            + (f"pool of {_e(', '.join(sorted(set(history['board'].dropna()))))}, " if _pooled(history) else "")
+            + f"device {_e(newest['device'])}, host {_e(newest['host'])}; {len(runs)} run(s), latest "
             f"{_e(latest_run['run_id'])} at {_e(latest_run['started_at'])} UTC</p>"]
     body.append("<h2>Latest run against its baseline</h2>" + _verdicts_section(verdicts, latest_run["run_id"]))
     for rec in recs:
@@ -175,7 +250,7 @@ def _target_page(db, target: str, out: Path, max_drop: float, gates: Gates) -> t
     page = f"target-{slug(target)}.html"
     (out / page).write_text(_page(f"quantbench: {target}", "\n".join(body)))
     info = {"page": page, "runs": len(runs), "latest": latest_run["run_id"], "started": latest_run["started_at"],
-            "device": latest_run["device"], "kind": latest_run["target_kind"], "profile": latest_run["profile"]}
+            "device": newest["device"], "kind": newest["target_kind"], "profile": newest["profile"]}
     return page, thumbs, info
 
 
@@ -186,7 +261,7 @@ def build(db, out_dir: Path, max_drop: float = DEFAULT_MAX_DROP, gates: Gates = 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     all_runs = db.runs()
-    targets = sorted(set(all_runs["target"])) if len(all_runs) else []
+    targets = db.targets()
     sections = []
     for target in targets:
         page, recs, info = _target_page(db, target, out, max_drop, gates)
@@ -198,6 +273,8 @@ def build(db, out_dir: Path, max_drop: float = DEFAULT_MAX_DROP, gates: Gates = 
                         f"{_e(info['profile'])} / {_e(info['device'])}; {info['runs']} run(s), latest "
                         f"{_e(info['latest'])} at {_e(info['started'])} UTC</p>"
                         + _table(["model", "batch", f"recommended (budget {max_drop:g} pts)", "evidence", "trade-off"], rows))
+    if len(targets) > 1:
+        sections.insert(0, _fleet_section(db.results(target=targets), max_drop, gates.noise))
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = (f"<h1>quantbench dashboard</h1><p class=\"meta\">{len(all_runs)} run(s) from {_e(display_url(db.url))}, "
             f"generated {generated}. Each target page shows the accuracy/latency trade-off, the recommended mode, "

@@ -258,8 +258,14 @@ class HistoryDB:
 
     def runs(self, target: Selector = None, tag: Optional[str] = None, run_id: Selector = None,
              limit: Optional[int] = None) -> pd.DataFrame:
-        """Runs, newest first: run_id, started_at, finished_at, target, ..., tags, and case counts by status."""
-        query = sa.select(runs).where(*_where(runs, target=target, run_id=run_id)).order_by(runs.c.started_at.desc(), runs.c.id.desc())
+        """Runs, newest first: run_id, started_at, finished_at, target, ..., tags, and case counts by status.
+        `target` selects the runs with results on that target (a fleet run's `target` column is
+        its --target value, e.g. `pool:pi5,jetson`)."""
+        query = sa.select(runs).where(*_where(runs, run_id=run_id)).order_by(runs.c.started_at.desc(), runs.c.id.desc())
+        if target is not None:  # a run across devices is a run of each of its targets
+            names = [target] if isinstance(target, (str, int)) else list(target)
+            query = query.where(sa.or_(runs.c.target.in_(names),
+                                       runs.c.id.in_(sa.select(results.c.run_pk).where(results.c.target.in_(names)))))
         if tag is not None:
             query = query.where(runs.c.id.in_(sa.select(run_tags.c.run_pk).where(run_tags.c.tag == tag)))
         if limit:
@@ -273,6 +279,12 @@ class HistoryDB:
             sub = counts[counts["status"] == status].set_index("run_pk")["n"] if len(counts) else pd.Series(dtype=int)
             df[column] = [int(sub.get(pk, 0)) for pk in df["id"]]
         return df.rename(columns={"id": "run_pk"})
+
+    def targets(self) -> list[str]:
+        """Every target with results (a pool is one target; a run across devices adds each of its)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(results.c.target).where(results.c.target.is_not(None)).distinct()).scalars()
+            return sorted(found)
 
     def results(self, run_id: Selector = None, target: Selector = None, model: Selector = None, suite: Selector = None,
                 framework: Selector = None, mode: Selector = None, batch_size: Selector = None, status: Selector = None,

@@ -47,8 +47,9 @@ def _overrides(config: pytest.Config) -> dict[str, Any]:
     return {name: config.getoption(flag) for flag, (name, _, _) in THRESHOLD_OPTIONS.items()}
 
 
-def configure(config: pytest.Config, target_name: str) -> None:
-    """Validate the options; with --baseline, resolve it now so a bad one stops the run before it starts."""
+def configure(config: pytest.Config, target_name) -> None:
+    """Validate the options; with --baseline, resolve it now so a bad one stops the run before it starts.
+    `target_name`: the run's target, or a list of them (a run across devices)."""
     drop = config.getoption("--max-accuracy-drop")
     if drop is not None and not drop >= 0:
         raise pytest.UsageError(f"quantbench: --max-accuracy-drop must be a non-negative number of points, not {drop!r}")
@@ -189,8 +190,12 @@ class HistoryGate:
         reporter.write_line(f"{n_reg} regression(s), {n_imp} improvement(s), {len(noisy)} within the noise")
 
 
-def finish(config: pytest.Config, reporter) -> None:
+def finish(config: pytest.Config, reporter, run=None) -> None:
+    """`run` (with .run_id and .store) records a run whose cases ran in other processes
+    (the pytest-xdist controller's view); a session's own gate is used when there is one."""
     gate: Optional[HistoryGate] = config.stash.get(_STATE, None)
+    if gate is None and run is not None:
+        gate = HistoryGate.for_session(config, run)
     if gate is not None:
         gate.finish(reporter)
 
