@@ -133,7 +133,8 @@ def test_a_pool_of_three_boards_with_three_workers(shelf):
     assert len(db.results(run_id="pool")) == len(expected)
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["finished_at"] and manifest["placements"][0]["boards"] == list(BOARDS)
-    assert set(manifest["targets"]) == {r["board"] for r in found.values()}
+    # every board a worker opened (one may have measured only an fp32 baseline whose row another won)
+    assert {r["board"] for r in found.values()} <= set(manifest["targets"]) <= set(BOARDS)
 
 
 def test_every_case_runs_on_every_named_target_and_each_artifact_is_built_once(shelf, tmp_path):
