@@ -100,7 +100,7 @@ def format_facts(config: TargetConfig, facts: Mapping[str, Any]) -> str:
         ("target", f"{config.name} ({config.kind}{', ' + facts['ssh'] if facts.get('ssh') else ''}), profile {config.profile}"),
         ("device", f"{facts.get('device_model') or facts.get('cpu_model')} ({facts.get('machine')}), host {facts.get('host')}"),
         ("cores", f"{facts.get('physical_cores')} physical, {facts.get('logical_cores')} logical"),
-        ("os", facts.get("os")),
+        ("os", f"{facts['os_release']}, {facts.get('os')}" if facts.get("os_release") else facts.get("os")),
         ("python", f"{facts.get('python')} {facts.get('python_version')}"),
         ("runtimes", runtimes or "none found"),
         ("memory", f"{memory.get('available_mb', '?')} MB available of {memory.get('total_mb', '?')} MB"),
@@ -113,6 +113,9 @@ def format_facts(config: TargetConfig, facts: Mapping[str, Any]) -> str:
     if isinstance(gpu, Mapping):  # targets with a GPU profile
         lines.append(("gpu", f"{gpu.get('name')}, compute capability {gpu.get('compute_capability')} (from {gpu.get('source')})"
                       if gpu.get("compute_capability") else f"unknown: {gpu.get('error')}"))
+    from harness.compat import skew_lines
+
+    lines += [("formats", line) for line in skew_lines(facts, config.name)]  # version skew: what loads there
     return "\n".join(f"  {key:<9} {value}" for key, value in lines)
 
 

@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from harness import baselines, profiles, report
+from harness import baselines, compat, profiles, report
 from harness.artifacts import ArtifactCache
 from harness.data import Dataset, bind_inputs, resolve_data
 from harness.device_columns import fill_device_columns
@@ -35,6 +35,7 @@ from harness.rounds import paired_speedup, round_columns
 from harness.metrics import Metric, accuracy_loss, resolve_metric
 from harness.progress import Progress, silent
 from harness.quantize import BuildContext, NotApplicable, fp32_recipe
+from harness.quantize.base import ExportFormat
 from harness.quantize.onnx_weights import size_note
 from harness.stats import latency_stats
 from harness.store import RunStore, new_run_id
@@ -275,7 +276,8 @@ class BenchSession:
         key = f"{case.model.name}|{','.join(case.keep_float)}"
         if key not in self._contexts:
             self._contexts[key] = BuildContext(case.model, self._dataset(case), self.cache,
-                                               Path(self.options.cache_dir) / "models", self.progress, case.keep_float)
+                                               Path(self.options.cache_dir) / "models", self.progress, case.keep_float,
+                                               export=ExportFormat.from_settings(self.target_config.settings))
         return self._contexts[key]
 
     def _eval_count(self, case: Case) -> Optional[int]:
@@ -507,6 +509,9 @@ class BenchSession:
             if reason:  # what only the built artifact tells (e.g. int8 matmul shapes a GPU kernel refuses)
                 row.update(status=STATUS_NA, reason=reason)
                 return row, [], [], []
+            problem = compat.load_problem(artifact.path, artifact.manifest, self.target_info.facts, self.target_info.name)
+            if problem:  # version skew: say which file needs which version, before shipping anything
+                raise CaseFailure(problem)
             rounds = max(1, timing.rounds or 1)
             paired = self._paired_baseline(case, baseline, rounds)
             outcome, results, baseline_p50s = None, [], []
@@ -621,6 +626,7 @@ class BenchSession:
                          else self.options.budget_s(self.target_config.case_timeout_s)),
             "evaluate": evaluate,
             "options": {},
+            "artifact_format": compat.describe(artifact.path, artifact.manifest),  # for load errors on the device
             "sensors": {"profile": self.target_info.profile, "root": sensing.get("root", "/"),
                         "idle_s": sensing.get("idle_s", 1.0), "settings": sensing},
         }

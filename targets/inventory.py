@@ -60,6 +60,20 @@ def inventory_path(explicit: Optional[str] = None) -> Optional[Path]:
     return DEFAULT_FILE if DEFAULT_FILE.is_file() else None
 
 
+def _check_export_settings(table: dict, where: str) -> None:
+    """torch_format / onnx_opset: older artifact formats for a device with older runtimes."""
+    from harness.quantize.base import TORCH_FORMATS
+
+    if "torch_format" in table and table["torch_format"] not in TORCH_FORMATS:
+        raise TargetError(f"{where}: torch_format must be one of {', '.join(TORCH_FORMATS)}, not {table['torch_format']!r}")
+    if "onnx_opset" in table:
+        from harness.quantize.onnxruntime import OPSET
+
+        opset = table["onnx_opset"]
+        if not isinstance(opset, int) or isinstance(opset, bool) or not 7 <= opset <= OPSET:
+            raise TargetError(f"{where}: onnx_opset must be an integer from 7 to {OPSET} (the opset this host exports), not {opset!r}")
+
+
 def parse_target(name: str, table: dict, source: str) -> TargetConfig:
     where = f"{source} [targets.{name}]"
     for secret in SECRET_FIELDS:
@@ -74,6 +88,7 @@ def parse_target(name: str, table: dict, source: str) -> TargetConfig:
     threads = table.get("threads")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise TargetError(f"{where}: threads must be a positive integer, not {threads!r}")
+    _check_export_settings(table, where)
     common = {k: v for k, v in table.items() if k in COMMON_FIELDS}
     settings = {k: v for k, v in table.items() if k not in COMMON_FIELDS}
     if kind == "ssh":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
@@ -111,6 +111,30 @@ def onnx_files(path: Path) -> list[Path]:
     return [path] + [path.parent / loc for loc in sorted(locations)]
 
 
+TORCH_FORMATS = ("torch.export", "torchscript")
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """Older file formats for a device whose runtimes cannot read this host's newest ones
+    (per-target inventory settings; harness/compat.py says when a device needs them)."""
+
+    torch_format: str = "torch.export"  # "torchscript": torch.jit files instead of .pt2 (older torch reads them)
+    onnx_opset: Optional[int] = None  # write ONNX files at this opset, stamped with that opset's IR version
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> "ExportFormat":
+        return cls(settings.get("torch_format", "torch.export"), settings.get("onnx_opset"))
+
+    def key(self, framework: str) -> dict[str, Any]:
+        """What goes into an artifact's cache key: only settings that change this framework's files."""
+        if framework == "torch" and self.torch_format != "torch.export":
+            return {"torch_format": self.torch_format}
+        if framework == "onnxruntime" and self.onnx_opset is not None:
+            return {"onnx_opset": self.onnx_opset}
+        return {}
+
+
 class BuildContext:
     """Everything a recipe may need, built lazily and once per model per session."""
 
@@ -122,6 +146,7 @@ class BuildContext:
         model_cache_dir: Path,
         progress: Callable[[str], None] = lambda message: None,
         keep_float: tuple[str, ...] = (),
+        export: ExportFormat = ExportFormat(),
     ) -> None:
         self.spec = spec
         self.dataset = dataset
@@ -129,6 +154,7 @@ class BuildContext:
         self.model_cache_dir = Path(model_cache_dir)
         self.progress = progress
         self.keep_float = tuple(keep_float) or spec.sensitive_layers  # suite override, else the model's
+        self.export = export
 
     @property
     def model_context(self) -> ModelContext:
@@ -210,6 +236,7 @@ class BuildContext:
             "keep_float": list(self.keep_float) if recipe.mode == "mixed" else [],
             "libraries": library_versions(recipe.libraries),
             **({"keras_fingerprint": self.keras_fingerprint} if recipe.source == "keras" else {}),
+            **({"export": self.export.key(recipe.framework)} if self.export.key(recipe.framework) else {}),
         }
 
     def artifact(self, recipe: Recipe) -> tuple[Artifact, bool]:
@@ -224,4 +251,19 @@ class BuildContext:
             "params": dict(recipe.params),
             "libraries": parts["libraries"],
         }
-        return self.cache.get_or_build(parts, lambda out: check_loads(recipe.build(self, out), out, recipe.name), describe)
+        return self.cache.get_or_build(parts, lambda out: check_loads(self._build(recipe, out), out, recipe.name), describe)
+
+    def _build(self, recipe: Recipe, out: Path) -> BuiltModel:
+        built = recipe.build(self, out)
+        if recipe.framework == "onnxruntime" and self.export.onnx_opset is not None:
+            from harness.quantize.onnx_format import fit_to_opset
+
+            built = fit_to_opset(out / built.file, self.export.onnx_opset, built, self.dataset)
+            fitted = built.notes["onnx_format"]
+            written = f"opset {fitted['opset']}, IR {fitted['ir_version']} (target's onnx_opset)"
+        elif recipe.framework == "torch" and built.notes.get("written_as"):
+            written = "TorchScript (target's torch_format)"
+        else:
+            return built
+        # the recipe column says which older format this target got
+        return replace(built, notes=dict(built.notes, recipe=f"{built.notes.get('recipe') or recipe.name} as {written}"))

@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from harness.artifacts import BuiltModel, TensorSpec
-from harness.quantize.base import BuildContext
+from harness.quantize.base import BuildContext, NotApplicable
 
 MAX_BATCH = 4096  # upper bound of the exported batch dimension
 EXAMPLE_BATCH = 2  # export traces with this many samples (1 would specialize the batch dim)
@@ -161,8 +161,17 @@ def tensor_bytes(path: Path) -> int:
 def save_exported(module, ctx: BuildContext, out: Path, *, what: str, load: LoadSpec = LoadSpec(),
                   runtime_requires: tuple[str, ...] = (), notes: Optional[dict] = None,
                   tolerance: float = 1e-4, compare_eager: bool = False) -> BuiltModel:
-    """torch.export the module, save it as model.pt2, load it back and check it computes the same."""
+    """torch.export the module, save it as model.pt2, load it back and check it computes the same.
+    For a target whose torch cannot read this host's .pt2 (torch_format = "torchscript"): TorchScript."""
     import torch
+
+    if ctx.export.torch_format == "torchscript":
+        if load.compile:
+            raise NotApplicable(f"{what} compiles a torch.export program on the target, and this target asks for "
+                                f"TorchScript files (torch_format = \"torchscript\")")
+        return save_torchscript(module, ctx, out, what=what, load=LoadSpec("torchscript", load.quantized_engine),
+                                notes=dict(notes or {}, written_as="torchscript (the target's torch_format)"),
+                                tolerance=tolerance, compare_eager=compare_eager, runtime_requires=runtime_requires)
 
     program = export_program(module, ctx, what)
     _strip_debug(program)
@@ -221,7 +230,8 @@ def _saved(module, loaded, path: Path, ctx: BuildContext, tolerance: float, runt
 
 
 def save_torchscript(module, ctx: BuildContext, out: Path, *, what: str, load: LoadSpec,
-                     notes: Optional[dict] = None, tolerance: float = 1e-4, compare_eager: bool = False) -> BuiltModel:
+                     notes: Optional[dict] = None, tolerance: float = 1e-4, compare_eager: bool = False,
+                     runtime_requires: tuple[str, ...] = ()) -> BuiltModel:
     """torch.jit.script (torch.jit.trace when the model is not scriptable), saved as model.pt."""
     import torch
 
@@ -240,5 +250,5 @@ def save_torchscript(module, ctx: BuildContext, out: Path, *, what: str, load: L
     path = out / "model.pt"
     torch.jit.save(scripted, str(path))
     loaded = torch.jit.load(str(path))
-    return _saved(module, loaded, path, ctx, tolerance, (), dict(notes or {}, torch_load=load.as_note(), torchscript=how),
-                  compare_eager=compare_eager)
+    return _saved(module, loaded, path, ctx, tolerance, tuple(runtime_requires),
+                  dict(notes or {}, torch_load=load.as_note(), torchscript=how), compare_eager=compare_eager)

@@ -55,6 +55,19 @@ def _load_backend(framework: str, target: str = ""):
         raise RunnerError(f"{missing} is not installed for {sys.executable} on {where}") from exc
 
 
+def _cannot_load(config: dict, exc: BaseException) -> str:
+    module_name = RUNTIME_MODULES.get(config["framework"], config["framework"])
+    version = getattr(sys.modules.get(module_name), "__version__", "(version unknown)")
+    made = config.get("artifact_format") or "this artifact"
+    where = f" on {config['target']}" if config.get("target") else ""
+    extras = [f"{m} {getattr(sys.modules.get(m), '__version__', '(not imported)')}"
+              for m in (config.get("manifest") or {}).get("runtime_requires") or [] if "." not in m]
+    version += f" (with {', '.join(extras)})" if extras else ""
+    message = " ".join(str(exc).split())
+    message = message if len(message) <= 400 else message[:397] + "..."
+    return f"{made}; {module_name} {version}{where} cannot load it: {type(exc).__name__}: {message}"
+
+
 def _shape(dims) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
 
@@ -100,7 +113,12 @@ def run(config: dict, phases: Phases = PHASES) -> dict:
     phases.mark("sensors")
 
     load_started = time.perf_counter_ns()
-    session = backend_cls(config["artifact"], config.get("manifest", {}), threads, config.get("options", {}))
+    try:
+        session = backend_cls(config["artifact"], config.get("manifest", {}), threads, config.get("options", {}))
+    except RunnerError:
+        raise
+    except Exception as exc:  # most often version skew: say what wrote the file and what reads it here
+        raise RunnerError(_cannot_load(config, exc)) from exc
     init_ms = (time.perf_counter_ns() - load_started) / 1e6
     _check_inputs(session.input_specs, data, batch_size)
     phases.mark("load")

@@ -15,6 +15,7 @@ import glob
 import importlib.util
 import json
 import os
+import re
 import sys
 from typing import Dict, List, Optional
 
@@ -53,12 +54,62 @@ def version_of(module: str) -> str:
     return "installed"
 
 
+def torch_export_schema() -> str:
+    """The torch.export schema version the installed torch reads ('major.minor'), from its sources
+    (importing torch takes seconds on a board); '' when torch is missing or does not say."""
+    spec = importlib.util.find_spec("torch")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        text = _read(os.path.join(folder, "_export", "serde", "schema.py"))
+        match = re.search(r"^SCHEMA_VERSION\s*=\s*\((\d+),\s*(\d+)\)", text, re.M)
+        if match:
+            return f"{match.group(1)}.{match.group(2)}"
+    return ""
+
+
+def onnx_max_ir() -> int:
+    """The newest ONNX IR version the installed onnxruntime loads (0 when it is missing or does not
+    say): a model stamped with IR 99 (an empty graph, opset 18) makes it name its maximum."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return 0
+    try:
+        import onnxruntime
+
+        onnxruntime.InferenceSession(b"\x08\x63\x3a\x00\x42\x02\x10\x12", providers=["CPUExecutionProvider"])
+    except Exception as exc:  # "Unsupported model IR version: 99, max supported IR version: 10"
+        match = re.search(r"max supported IR version: (\d+)", str(exc))
+        return int(match.group(1)) if match else 0
+    return 0
+
+
+def formats() -> Dict[str, object]:
+    """Which artifact format versions this device's runtimes read (see harness/compat.py)."""
+    found: Dict[str, object] = {}
+    schema = torch_export_schema()
+    if schema:
+        found["torch_export_schema"] = schema
+    max_ir = onnx_max_ir()
+    if max_ir:
+        found["onnx_max_ir"] = max_ir
+    return found
+
+
 def _read(path: str) -> str:
     try:
         with open(path) as f:
             return f.read().strip().strip("\x00")
     except OSError:
         return ""
+
+
+def os_release(path: str = "/etc/os-release") -> str:
+    """The distribution and release, e.g. 'Debian GNU/Linux 12 (bookworm)' ('' when unknown)."""
+    values = {}
+    for line in _read(path).splitlines():
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip().strip('"')
+    if not values and path == "/etc/os-release":
+        return os_release("/usr/lib/os-release")
+    return values.get("PRETTY_NAME") or " ".join(v for v in (values.get("NAME"), values.get("VERSION")) if v)
 
 
 def memory_mb() -> Dict[str, float]:
@@ -93,6 +144,7 @@ def collect(workdir: str, profile: str, root: str, settings: dict, gpu: Optional
     facts = dict(system.describe())
     facts.update(
         python=sys.executable,
+        os_release=os_release(),
         device_model=_read("/proc/device-tree/model") or _read("/sys/firmware/devicetree/base/model"),
         memory=memory_mb(),
         workdir=workdir,
@@ -101,6 +153,7 @@ def collect(workdir: str, profile: str, root: str, settings: dict, gpu: Optional
     )
     facts["runtimes"] = {"numpy": version_of("numpy")}
     facts["runtimes"].update({fw: version_of(module) for fw, module in runtime_modules().items()})
+    facts["formats"] = formats()
     facts["sensors"] = sensor_facts(profile, root, settings)
     if gpu is not None:
         facts["gpu"] = gpu_facts.describe_gpu(root, gpu)
