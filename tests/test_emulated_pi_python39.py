@@ -28,7 +28,7 @@ def bullseye(tmp_path_factory):
 
 def test_runner_on_python_39(bullseye, tmp_path):
     options = SessionOptions(results_dir=tmp_path / "results", cache_dir=CACHE, run_id="py39", min_runs=3, min_duration_s=0.0,
-                             max_duration_s=1.0, warmup_runs=1)
+                             max_duration_s=1.0, warmup_runs=1, case_budget_s=1800.0)
     bench = BenchSession(parse_target("emulated-pi-bullseye", bullseye.target(), "test"), options)
     todo = [c for c in SUITE.cases() if c.framework == "onnxruntime" or (c.recipe and c.recipe.source == "keras" and c.mode == "fp32")]
     try:
