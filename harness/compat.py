@@ -135,7 +135,7 @@ def skew_lines(facts: Mapping[str, Any], target: str) -> list[str]:
             lines.append(f"torch {runtimes.get('torch')} reads this host's .pt2 files (schema {device_schema} vs {host})")
     max_ir = formats.get("onnx_max_ir")
     if max_ir:
-        from harness.quantize.onnxruntime import OPSET
+        from harness.quantize.onnx_graph import OPSET
 
         line = f"onnxruntime {runtimes.get('onnxruntime')} reads ONNX IR versions up to {max_ir}"
         if int(max_ir) < EXPORTER_IR:

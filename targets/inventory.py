@@ -67,7 +67,7 @@ def _check_export_settings(table: dict, where: str) -> None:
     if "torch_format" in table and table["torch_format"] not in TORCH_FORMATS:
         raise TargetError(f"{where}: torch_format must be one of {', '.join(TORCH_FORMATS)}, not {table['torch_format']!r}")
     if "onnx_opset" in table:
-        from harness.quantize.onnxruntime import OPSET
+        from harness.quantize.onnx_graph import OPSET
 
         opset = table["onnx_opset"]
         if not isinstance(opset, int) or isinstance(opset, bool) or not 7 <= opset <= OPSET:
