@@ -560,6 +560,10 @@ def main(argv: List[str]) -> int:
     # The device must outlive this command: detach sshd from us (it is already in its own namespaces).
     device.proc = None
     inventory = device.write_inventory()
+    if os.environ.get("SUDO_UID"):  # started with sudo: the user who runs quantbench must read the key and inventory
+        uid, gid = int(os.environ["SUDO_UID"]), int(os.environ.get("SUDO_GID", os.environ["SUDO_UID"]))
+        for path in (device.dir, device.user_key, device.user_key.with_suffix(".pub"), device.known_hosts, inventory):
+            os.chown(path, uid, gid)
     rel = os.path.relpath(inventory, os.getcwd())
     rel = str(inventory) if rel.startswith("..") else rel
     print(f"emulated-pi: a Raspberry Pi 5 ({args.userland}, arm64 under qemu {QEMU_CPU}) answers ssh on "
