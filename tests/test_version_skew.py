@@ -20,7 +20,7 @@ FP32 = Suite(name="formats", model=digits_cnn, frameworks=("torch", "onnxruntime
 
 def run(tmp_path, name, **settings):
     options = SessionOptions(results_dir=tmp_path / name, cache_dir=CACHE, run_id=name, min_runs=5, min_duration_s=0.0,
-                             max_duration_s=0.5, warmup_runs=1)
+                             max_duration_s=0.5, warmup_runs=1, case_budget_s=600.0)  # always score: accuracies are compared
     bench = BenchSession(parse_target(name, {"kind": "local", **settings}, "test"), options)
     try:
         return {c.case_id: bench.run_case(c) for c in FP32.cases() if "torchao" not in c.case_id}
@@ -38,6 +38,9 @@ def test_older_formats_compute_what_the_default_ones_do(tmp_path):
     older = run(tmp_path, "older", torch_format="torchscript", onnx_opset=17)
     assert default.keys() == older.keys()
     for case_id, row in older.items():
+        if "inductor" in case_id:  # compiles a torch.export program on the target: no TorchScript twin
+            assert row["status"] == "n/a" and 'asks for TorchScript files (torch_format = "torchscript")' in row["reason"]
+            continue
         assert row["status"] == default[case_id]["status"], (case_id, row["reason"])
         if row["status"] == "n/a":  # an ARM-only twin on this x86 machine
             continue
@@ -51,7 +54,7 @@ def test_older_formats_compute_what_the_default_ones_do(tmp_path):
             onnx.checker.check_model(str(path))
         else:
             assert path.suffix == ".pt" and pt2_schema(path) is None  # TorchScript, not a .pt2
-            if row["mode"] == "fp32":
+            if "torch.export" in default[case_id]["recipe"]:  # written as TorchScript for this target, and says so
                 assert row["recipe"].endswith("as TorchScript (target's torch_format)")
     assert onnx_versions(artifact_file(default["digits-cnn-onnxruntime-fp32-b1"]))[0] == 10
     assert pt2_schema(artifact_file(default["digits-cnn-torch-fp32-b1"]))[0] >= 8
