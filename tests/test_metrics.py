@@ -25,6 +25,23 @@ def test_macro_precision_recall_f1_by_hand():
     assert METRICS["top1"].score(outputs, labels) == pytest.approx(3 / 5)
 
 
+def test_macro_metrics_equal_scikit_learns():
+    """The numpy macro averages against precision_recall_fscore_support(average="macro",
+    zero_division=0), on random predictions where classes go missing from either side."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        classes = int(rng.integers(2, 12))
+        n = int(rng.integers(1, 60))
+        labels = rng.integers(0, classes, size=n)
+        predicted = rng.integers(0, classes, size=n) if trial % 3 else labels.copy()
+        outputs = one_hot_scores(predicted, classes)
+        want = precision_recall_fscore_support(labels, predicted, average="macro", zero_division=0)
+        for i, name in enumerate(("precision_macro", "recall_macro", "f1_macro")):
+            assert METRICS[name].score(outputs, labels) == pytest.approx(want[i], abs=1e-12), (trial, name)
+
+
 def test_top5_counts_the_five_highest_and_is_absent_with_five_classes():
     labels = np.array([3, 7])
     scores = np.array([[9, 8, 7, 6, 5, 4, 3, 2],  # 3 is 4th highest: in the top 5
