@@ -152,3 +152,34 @@ class ArtifactCache:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+class JsonCache:
+    """Results that are not model files (a sensitivity table, a search's outcome) as JSON
+    files named by content key, computed once per key like artifacts."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def lookup(self, key: str) -> Optional[dict]:
+        path = self.root / f"{key}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def get_or_compute(self, key_parts: Mapping[str, Any], compute: Callable[[], dict]) -> tuple[dict, bool]:
+        """(value, computed_now); concurrent processes asking for one key wait for one computation."""
+        from harness.locks import file_lock
+
+        key = content_key(key_parts)
+        found = self.lookup(key)
+        if found is not None:
+            return found, False
+        self.root.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.root / f".lock-{key}", transient=True):
+            found = self.lookup(key)
+            if found is not None:
+                return found, False
+            value = {"key": key, "key_parts": dict(key_parts), **compute()}
+            tmp = self.root / f".tmp-{key}-{uuid.uuid4().hex[:8]}.json"
+            tmp.write_text(json.dumps(value, indent=1, default=str))
+            os.replace(tmp, self.root / f"{key}.json")
+            return value, True

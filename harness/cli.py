@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from harness import cli_history, cli_targets
+from harness import cli_history, cli_sensitivity, cli_targets
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +67,7 @@ COMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace, list[str]], in
     "report": (_add_report, cmd_report),
     **cli_history.COMMANDS,  # history, dashboard, recommend, export (harness/cli_history.py)
     **cli_targets.COMMANDS,  # targets [list | check NAME | clean NAME] (harness/cli_targets.py)
+    **cli_sensitivity.COMMANDS,  # sensitivity SUITE_FILE [-k EXPR] [--target NAME] (harness/cli_sensitivity.py)
 }
 
 PASSTHROUGH = {"run"}  # subcommands whose unknown arguments go on to pytest

@@ -32,6 +32,10 @@ class Dataset:
     train_inputs: Optional[Inputs] = None  # for QAT fine-tuning (optional)
     train_labels: Optional[np.ndarray] = None
     source: str = ""  # where the data comes from, for the report
+    # Labels of the calibration split: keep_float="auto" scores a label metric (top-1) there,
+    # never on the evaluation split. Not in fingerprint(): only the search reads them, and its
+    # own cache key hashes them.
+    calib_labels: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         for split, key in (("eval_inputs", "x_eval"), ("calib_inputs", "x_calib"), ("train_inputs", "x_train")):
@@ -58,6 +62,11 @@ class Dataset:
         if self.eval_labels is not None and len(self.eval_labels) != n_eval:
             raise DataError(
                 f"dataset {self.name!r}: {n_eval} evaluation samples but {len(self.eval_labels)} labels (y_eval)"
+            )
+        n_calib = len(next(iter(self.calib_inputs.values())))
+        if self.calib_labels is not None and len(self.calib_labels) != n_calib:
+            raise DataError(
+                f"dataset {self.name!r}: {n_calib} calibration samples but {len(self.calib_labels)} calibration labels"
             )
         if set(self.eval_inputs) != set(self.calib_inputs):
             raise DataError(
@@ -110,7 +119,8 @@ def load_npz(path: Union[str, Path], input_name: str = "input") -> Dataset:
     """Load a user's dataset from a `.npz` file.
 
     Keys: `x_eval`, `x_calib` (required), `y_eval` (labels, needed by top-1),
-    optionally `x_train`, `y_train`. For several model inputs, use
+    optionally `x_train`, `y_train`, and `y_calib` (labels of the calibration split, which
+    keep_float="auto" scores a label metric on). For several model inputs, use
     `x_eval__<input>` / `x_calib__<input>` / `x_train__<input>` instead of `x_*`.
     """
     path = Path(path).expanduser()
@@ -137,6 +147,7 @@ def load_npz(path: Union[str, Path], input_name: str = "input") -> Dataset:
         train_inputs=split("x_train"),
         train_labels=arrays.get("y_train"),
         source=str(path),
+        calib_labels=arrays.get("y_calib"),
     )
 
 

@@ -32,6 +32,7 @@ from harness.fleet import Board, HostExclusive, Measured, SharedRun, board_facts
 from harness.locks import file_lock
 from harness.power_columns import combined_throttling, fill_power_columns, power_trace
 from harness.rounds import paired_speedup, round_columns
+from harness.mixed_columns import fill_mixed_columns
 from harness.metrics import Metric, accuracy_loss, resolve_metric
 from harness.progress import Progress, silent
 from harness.quantize import BuildContext, NotApplicable, fp32_recipe
@@ -273,11 +274,13 @@ class BenchSession:
         return self._datasets[name]
 
     def _context(self, case: Case) -> BuildContext:
-        key = f"{case.model.name}|{','.join(case.keep_float)}"
+        budget = case.budget if case.searches_float_layers else None  # what keep_float="auto" searches within
+        key = f"{case.model.name}|{','.join(case.keep_float)}|{budget}"
         if key not in self._contexts:
             self._contexts[key] = BuildContext(case.model, self._dataset(case), self.cache,
                                                Path(self.options.cache_dir) / "models", self.progress, case.keep_float,
-                                               export=ExportFormat.from_settings(self.target_config.settings))
+                                               export=ExportFormat.from_settings(self.target_config.settings),
+                                               mixed_budget=budget)
         return self._contexts[key]
 
     def _eval_count(self, case: Case) -> Optional[int]:
@@ -504,6 +507,8 @@ class BenchSession:
                        artifact_sha256=artifact.manifest["sha256"])
             if artifact.manifest.get("notes", {}).get("quantized_ops"):  # which ops compute in int8, e.g. "MatMul 1/1, Conv 0/53"
                 row["quantized_ops"] = str(artifact.manifest["notes"]["quantized_ops"])
+            if case.mode == "mixed":
+                fill_mixed_columns(row, artifact.manifest)  # kept_float, its precision, the search's outcome
             self.store.log(f"[{case.case_id}] artifact {artifact.path} ({'built' if built else 'cached'})")
             reason = case.recipe.artifact_reason(artifact, self.target_info, case.batch_size)
             if reason:  # what only the built artifact tells (e.g. int8 matmul shapes a GPU kernel refuses)

@@ -18,7 +18,7 @@ from harness.models.spec import ModelSpec
 from harness.history.gates import Gates
 from harness.profiles import ALL_PROFILES, PROFILES, QUICK
 from harness.quantize import Recipe, recipes_for, unavailable_reason
-from harness.vocabulary import BASELINE_MODE, FRAMEWORKS, MODES
+from harness.vocabulary import BASELINE_MODE, FRAMEWORKS, KEEP_FLOAT_AUTO, MODES
 
 
 class SuiteError(ValueError):
@@ -62,7 +62,7 @@ class Case:
     budget: Optional[float] = None  # max accuracy loss vs fp32, in points
     na_reason: str = ""
     timing: "Timing" = field(default_factory=lambda: Timing())  # the suite's measurement settings
-    keep_float: tuple[str, ...] = ()  # the suite's layers for `mixed` (default: the model's)
+    keep_float: tuple[str, ...] = ()  # the suite's layers for `mixed` (default: the model's; ("auto",): search)
     gates: Gates = field(default_factory=Gates)  # the suite's regression thresholds vs a baseline run
     profiles: tuple[str, ...] = ALL_PROFILES  # the run profiles that include this case (suite and recipe agree)
     eval_samples: Mapping[str, int] = field(default_factory=dict)  # profile -> evaluation samples scored (else all)
@@ -70,10 +70,16 @@ class Case:
     target: str = ""  # the --target entry (target or pool) it runs on, when the run names several
 
     @property
+    def searches_float_layers(self) -> bool:
+        """`mixed` with keep_float="auto": the float layers are found by the sensitivity search."""
+        return self.mode == "mixed" and self.keep_float == (KEEP_FLOAT_AUTO,)
+
+    @property
     def case_id(self) -> str:
         slug = f"-{self.recipe.slug}" if self.recipe and self.recipe.slug != self.mode else ""
+        auto = f"-{KEEP_FLOAT_AUTO}" if self.searches_float_layers else ""
         where = f"@{self.target}" if self.target else ""  # unique per target in a run across devices
-        return f"{self.model.name}-{self.framework}-{self.mode}{slug}-b{self.batch_size}{where}"
+        return f"{self.model.name}-{self.framework}-{self.mode}{slug}{auto}-b{self.batch_size}{where}"
 
 
 def _declaring_file() -> str:
@@ -91,7 +97,9 @@ class Suite:
     modes: tuple[str, ...] = (BASELINE_MODE,)  # subset of harness.vocabulary.MODES; fp32 is always added
     budgets: Mapping[str, float] = field(default_factory=dict)  # mode -> max accuracy loss vs fp32, in points
     batch_sizes: tuple[int, ...] = (1,)  # one case per batch size
-    keep_float: tuple[str, ...] = ()  # layers `mixed` keeps in float (default: the model's sensitive layers)
+    # Layers `mixed` keeps in float (default: the model's sensitive layers), or "auto": the
+    # sensitivity search finds the smallest set within budgets["mixed"] (case ids end in -auto).
+    keep_float: tuple[str, ...] = ()
     timing: Timing = field(default_factory=Timing)  # measurement settings
     gates: Gates = field(default_factory=Gates)  # regression thresholds vs a --baseline run (flags override)
     profiles: tuple[str, ...] = ALL_PROFILES  # run profiles that include this suite; ("nightly",) keeps it out of the quick default
@@ -142,6 +150,16 @@ class Suite:
                 self._fail("budgets", f"budget for {mode!r}, which is not in modes {self.modes}")
             if not isinstance(points, (int, float)) or points < 0:
                 self._fail("budgets", f"budget for {mode!r} must be a non-negative number of points, not {points!r}")
+        if KEEP_FLOAT_AUTO in self.keep_float:
+            if self.keep_float != (KEEP_FLOAT_AUTO,):
+                self._fail("keep_float", f"{KEEP_FLOAT_AUTO!r} stands alone (the search picks the layers), not beside "
+                                         f"names {[n for n in self.keep_float if n != KEEP_FLOAT_AUTO]}; declare a second "
+                                         "Suite for the named layers to compare both in one run")
+            if "mixed" not in self.modes:
+                self._fail("keep_float", f"{KEEP_FLOAT_AUTO!r} searches the float layers of mode 'mixed', which is not in modes {self.modes}")
+            if self.budgets.get("mixed") is None:
+                self._fail("budgets", f"keep_float={KEEP_FLOAT_AUTO!r} searches for the smallest set of float layers within the "
+                                      "mixed budget; give budgets={'mixed': <points>}")
         for batch in self.batch_sizes:
             if not isinstance(batch, int) or batch < 1:
                 self._fail("batch_sizes", f"batch sizes must be positive integers, not {batch!r}")

@@ -16,6 +16,10 @@ MODES: tuple[str, ...] = (
 
 BASELINE_MODE = "fp32"
 
+# Suite(keep_float="auto"): `mixed` finds its float layers itself (harness/sensitivity/),
+# the smallest set it finds within the mode's budget; a list of names keeps those layers.
+KEEP_FLOAT_AUTO = "auto"
+
 TARGET_KINDS: tuple[str, ...] = ("local", "cuda", "ssh")
 
 PROFILES: tuple[str, ...] = (

@@ -46,6 +46,23 @@ def test_bad_batch_size():
         Suite(model=digits_cnn, batch_sizes=(0,))
 
 
+def test_keep_float_auto_needs_the_mixed_budget_and_stands_alone():
+    with pytest.raises(SuiteError, match=r"`budgets`: keep_float='auto' searches .* give budgets=\{'mixed'"):
+        Suite(model=digits_cnn, modes=("mixed",), keep_float="auto")
+    with pytest.raises(SuiteError, match="`keep_float`: 'auto' stands alone"):
+        Suite(model=digits_cnn, modes=("mixed",), keep_float=("auto", "conv1"), budgets={"mixed": 1.0})
+    with pytest.raises(SuiteError, match="`keep_float`: 'auto' searches the float layers of mode 'mixed'"):
+        Suite(model=digits_cnn, modes=("static-int8",), keep_float="auto")
+
+
+def test_auto_and_named_mixed_cases_stand_side_by_side():
+    auto = Suite(model=digits_cnn, frameworks=("onnxruntime",), modes=("mixed",), keep_float="auto", budgets={"mixed": 0.5})
+    named = Suite(model=digits_cnn, frameworks=("onnxruntime",), modes=("mixed",))
+    ids = {c.case_id for c in auto.cases()} | {c.case_id for c in named.cases()}
+    assert {"digits-cnn-onnxruntime-mixed-qdq-mixed-auto-b1", "digits-cnn-onnxruntime-mixed-qdq-mixed-b1",
+            "digits-cnn-onnxruntime-fp32-b1"} <= ids  # one fp32 baseline (same id) for both
+
+
 def test_cases_put_fp32_first_and_keep_unavailable_modes_as_na():
     suite = Suite(model=digits_cnn, frameworks=("onnxruntime",), modes=("static-int8", "bf16"))
     cases = suite.cases()

@@ -194,6 +194,30 @@ def _fleet_section(history: pd.DataFrame, max_drop: float, noise: float) -> str:
     return "".join(parts)
 
 
+def _sensitivity_section(rows: pd.DataFrame, img: Path, name: str, out: Path) -> str:
+    """The per-layer sensitivity of the newest keep_float="auto" `mixed` rows, aligned by layer
+    across frameworks, and what each search kept float ('' when the model has none)."""
+    from harness.sensitivity import report
+
+    if "sensitivity" not in rows.columns:
+        return ""
+    found = [(r, report.parse(r["sensitivity"])) for r in rows.to_dict("records")]
+    found = [(r, entry) for r, entry in found if entry]
+    if not found:
+        return ""
+    entries = [entry for _, entry in found]
+    png = report.figure(entries, f"{rows.iloc[0]['model']}: metric loss with only this layer int8 ({entries[0]['split']} split)",
+                        img / f"sensitivity-{name}.png")
+    table = _table(["framework", "kept float (keep_float=\"auto\")", "search", "evaluations", "minutes"],
+                   [[_e(report.label(entry)), _e(r.get("kept_float")) or "none", _e(r.get("keep_float_search")),
+                     formatted(r.get("search_evaluations"), ".0f"), formatted(r.get("search_minutes"), ".1f")]
+                    for r, entry in found], numeric={3, 4})
+    return (f"<h3>Layer sensitivity</h3><figure data-sensitivity=\"{len(entries)}\"><img src=\"{png.relative_to(out).as_posix()}\" "
+            f"alt=\"per-layer sensitivity of {_e(rows.iloc[0]['model'])}\"><figcaption>Top: the metric's loss on the "
+            f"{_e(entries[0]['split'])} split with only that layer in int8, per framework. Bottom: the metric against the "
+            f"number of layers each search kept float, dashed: fp32 less the budget.</figcaption></figure>{table}")
+
+
 def _target_page(db, target: str, out: Path, max_drop: float, gates: Gates) -> tuple[str, list[tuple[Recommendation, str]], dict]:
     history = db.results(target=target)
     runs = db.runs(target=target)  # runs across devices included
@@ -229,7 +253,8 @@ def _target_page(db, target: str, out: Path, max_drop: float, gates: Gates) -> t
                  f"framework's fp32.</figcaption></figure>",
                  f"<figure><img src=\"{bar.relative_to(out).as_posix()}\" alt=\"size, memory and energy of "
                  f"{_e(rec.model)} on {_e(target)}\"></figure>",
-                 "<h3>Newest result of each case</h3>", _latest_table(rows), "<h3>Trends</h3>", "<div class=\"grid\">"]
+                 "<h3>Newest result of each case</h3>", _latest_table(rows), _sensitivity_section(rows, img, name, out),
+                 "<h3>Trends</h3>", "<div class=\"grid\">"]
         gate_bad = verdicts[(verdicts["verdict"] == REGRESSION) & (verdicts["quantity"] == "latency_p50_ms")] \
             if len(verdicts) else pd.DataFrame(columns=["case_id", "run_id"])
         for key_row in rows.to_dict("records"):

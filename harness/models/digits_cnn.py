@@ -59,6 +59,7 @@ def load_data() -> Dataset:
         eval_labels=y[eval_idx],
         train_inputs={"input": x[train_idx]},
         train_labels=y[train_idx],
+        calib_labels=y[calib_idx],
         source="scikit-learn load_digits (UCI optical recognition of handwritten digits, 1,797 images)",
     )
 

@@ -147,6 +147,7 @@ class BuildContext:
         progress: Callable[[str], None] = lambda message: None,
         keep_float: tuple[str, ...] = (),
         export: ExportFormat = ExportFormat(),
+        mixed_budget: Optional[float] = None,
     ) -> None:
         self.spec = spec
         self.dataset = dataset
@@ -155,6 +156,7 @@ class BuildContext:
         self.progress = progress
         self.keep_float = tuple(keep_float) or spec.sensitive_layers  # suite override, else the model's
         self.export = export
+        self.mixed_budget = mixed_budget  # points: the budget keep_float="auto" searches within
 
     @property
     def model_context(self) -> ModelContext:
@@ -234,10 +236,39 @@ class BuildContext:
             "recipe": recipe.name,
             "params": dict(recipe.params),
             "keep_float": list(self.keep_float) if recipe.mode == "mixed" else [],
+            **(self._search_key() if recipe.mode == "mixed" and self.searches_float_layers else {}),
             "libraries": library_versions(recipe.libraries),
             **({"keras_fingerprint": self.keras_fingerprint} if recipe.source == "keras" else {}),
             **({"export": self.export.key(recipe.framework)} if self.export.key(recipe.framework) else {}),
         }
+
+    @property
+    def searches_float_layers(self) -> bool:
+        from harness.vocabulary import KEEP_FLOAT_AUTO
+
+        return self.keep_float == (KEEP_FLOAT_AUTO,)
+
+    def _search_key(self) -> dict[str, Any]:
+        """What decides the float layers keep_float="auto" finds: the budget and the search settings."""
+        from harness.sensitivity.search import SEARCH_VERSION, SearchConfig
+
+        return {"budget_pts": self.mixed_budget, "search": {**SearchConfig().params(), "version": SEARCH_VERSION}}
+
+    def float_layers(self, recipe: Recipe) -> tuple[Optional[list[str]], dict[str, Any]]:
+        """The layers a `mixed` build keeps float, and the manifest notes saying how they were
+        chosen: the suite's / model's names, (keep_float="auto") the sensitivity search's, or
+        None: neither names any, the recipe's default (its first and last weighted layer)."""
+        if not self.searches_float_layers:
+            if not self.keep_float:
+                return None, {"keep_float_source": "default: first and last weighted layer"}
+            return list(self.keep_float), {"keep_float_source": "names (suite keep_float or the model's sensitive_layers)"}
+        if self.mixed_budget is None:
+            raise ValueError("keep_float='auto' needs the mixed budget to search within (budgets={'mixed': points})")
+        from harness.sensitivity import choose_float_layers
+
+        found = choose_float_layers(self, recipe, self.mixed_budget)
+        return list(found.result.kept), {"keep_float_source": "auto", "recipe": f"{recipe.name} + keep_float search",
+                                         **found.notes()}
 
     def artifact(self, recipe: Recipe) -> tuple[Artifact, bool]:
         """Build (or fetch from the cache) the artifact of `recipe` for this model."""

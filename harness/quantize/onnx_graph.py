@@ -85,3 +85,13 @@ def resolve_nodes(model_path: Path, names: Iterable[str], where: str) -> list[st
 def first_and_last_weighted(model_path: Path) -> list[str]:
     weighted = [n.name for n in nodes(model_path) if n.op_type in WEIGHTED_OPS]
     return sorted({weighted[0], weighted[-1]}, key=weighted.index) if weighted else []
+
+
+def kept_layers(model_path: Path, names: Optional[list[str]], where: str) -> list[Layer]:
+    """The layers `mixed` keeps float: the named ones, or (names None) the layers of the first
+    and last weighted node."""
+    found = layers(model_path)
+    if names is not None:
+        return resolve(names, found, where)
+    ends = set(first_and_last_weighted(model_path))
+    return [layer for layer in found if ends & set(layer.native)]

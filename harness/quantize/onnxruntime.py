@@ -13,7 +13,7 @@ from harness.artifacts import BuiltModel
 from harness.data import batches
 from harness.quantize import qat_torch
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
-from harness.quantize.onnx_graph import OPSET, WEIGHTED_OPS, describe, first_and_last_weighted, resolve_nodes
+from harness.quantize.onnx_graph import OPSET, WEIGHTED_OPS, describe, kept_layers, node_names
 
 FP32_FILE = "model.onnx"
 CALIBRATION_BATCH = 16
@@ -254,6 +254,37 @@ def static_op_types(model_path: Path) -> Optional[list[str]]:
     return [op for op in WEIGHTED_OPS if op in ops]
 
 
+def quantize_preprocessed(ctx: BuildContext, pre: Path, output: Path, exclude: list[str], op_types: Optional[list[str]],
+                          calibration_cache: Optional[Path] = None) -> None:
+    """quantize_static (QDQ, U8S8, per channel, MinMax) of the preprocessed graph `pre` into
+    `output`, with the `exclude` nodes float. With `calibration_cache`, the calibration ranges
+    are computed on the first call and read back on the next ones (onnxruntime's own cache;
+    the ranges do not depend on which nodes are excluded: the sensitivity search builds many)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    cached = calibration_cache is not None and calibration_cache.is_file()
+    if not cached:
+        ctx.progress(f"calibrating on {len(next(iter(ctx.dataset.calib_inputs.values())))} samples (MinMax)")
+    quantize_static(
+        str(pre),
+        str(output),
+        None if cached else CalibrationReader(ctx),
+        quant_format=QuantFormat.QDQ,
+        # U8S8: uint8 activations, int8 weights. With S8S8, onnxruntime 1.32's CPU provider
+        # left half of MiniLM's quantized MatMuls as DequantizeLinear + float MatMul:
+        # 49 ms vs 21 ms fp32, against 12 ms U8S8, same cosine (0.936); digits-cnn is the
+        # same speed and accuracy either way (AVX-512 VNNI, 2 threads). Without VNNI,
+        # U8S8's VPMADDUBSW can saturate (onnxruntime's quantization docs): left alone.
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        calibrate_method=CalibrationMethod.MinMax,
+        nodes_to_exclude=exclude,
+        op_types_to_quantize=op_types,
+        calibration_cache_path=calibration_cache,
+    )
+
+
 def _quantize_static(ctx: BuildContext, out: Path, exclude: list[str]) -> dict:
     """quantize_static on the pre-processed graph. When the result does not load (a graph from
     another exporter that quant_pre_process's optimizer rewrites into a form quantize_static
@@ -284,29 +315,11 @@ def _quantize_preprocessed(ctx: BuildContext, out: Path, exclude: list[str], op_
     """quantize_static on quant_pre_process's output; returns the nodes of `exclude` that the
     pre-processing removed (fused into others), which then could not be kept in float."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     pre = preprocessed(ctx, out, optimize)
     names = {n.name for n in onnx.load(str(pre), load_external_data=False).graph.node}
     try:
-        ctx.progress(f"calibrating on {len(next(iter(ctx.dataset.calib_inputs.values())))} samples (MinMax)")
-        quantize_static(
-            str(pre),
-            str(out / "model.onnx"),
-            CalibrationReader(ctx),
-            quant_format=QuantFormat.QDQ,
-            # U8S8: uint8 activations, int8 weights. With S8S8, onnxruntime 1.32's CPU provider
-            # left half of MiniLM's quantized MatMuls as DequantizeLinear + float MatMul:
-            # 49 ms vs 21 ms fp32, against 12 ms U8S8, same cosine (0.936); digits-cnn is the
-            # same speed and accuracy either way (AVX-512 VNNI, 2 threads). Without VNNI,
-            # U8S8's VPMADDUBSW can saturate (onnxruntime's quantization docs): left alone.
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=exclude,
-            op_types_to_quantize=op_types,
-        )
+        quantize_preprocessed(ctx, pre, out / "model.onnx", exclude, op_types)
     finally:
         pre.unlink(missing_ok=True)
     return [n for n in exclude if n not in names]
@@ -318,13 +331,15 @@ def build_static(ctx: BuildContext, out: Path) -> BuiltModel:
 
 def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
     fp32 = fp32_path(ctx)
-    where = f"{ctx.spec.name} in onnxruntime"
-    exclude = resolve_nodes(fp32, ctx.keep_float, where) if ctx.keep_float else first_and_last_weighted(fp32)
-    if not exclude:
+    names, how = ctx.float_layers(MIXED)
+    kept = kept_layers(fp32, names, f"{ctx.spec.name} in onnxruntime")
+    if not kept and names is None:
         raise NotApplicable("the model has no Conv/MatMul/Gemm node to keep in float")
+    exclude = node_names(kept)
     notes = _quantize_static(ctx, out, exclude=exclude)
-    return describe(out / "model.onnx", {**notes, "kept_float": exclude,
-                                         "layers": list(ctx.keep_float) or "first and last weighted node"})
+    return describe(out / "model.onnx", {**notes, "kept_float": exclude, "kept_float_layers": [layer.name for layer in kept],
+                                         "kept_float_precision": "float32", "layers": names if names is not None
+                                         else "first and last weighted node", **how})
 
 
 STATIC_OP_TYPES = "onnxruntime's default; with attention (a MatMul of two activations) only the attention_ops"
@@ -332,6 +347,11 @@ GRAPH_PREP = "Constant weights as initializers, opset >= 13"
 PRE_PROCESS = GRAPH_PREP + ", quant_pre_process; without its optimization if the result does not load or a node to keep float is fused away"
 FP32 = Recipe("onnxruntime", "fp32", "onnxruntime.fp32", "fp32", build_fp32, {"opset": OPSET, "debug_metadata": "stripped"},
               ("torch", "onnx", "onnxscript"))
+MIXED = Recipe("onnxruntime", "mixed", "onnxruntime.quantize_static(QDQ,MinMax,per_channel,U8S8,nodes_to_exclude)",
+               "qdq-mixed", build_mixed, {"format": "QDQ", "calibrate": "MinMax", "per_channel": True, "activation": "QUInt8",
+                                          "weight": "QInt8", "calibration_batch": CALIBRATION_BATCH,
+                                          "op_types": STATIC_OP_TYPES, "attention_ops": WEIGHTED_OPS,
+                                          "pre_process": PRE_PROCESS}, LIBS)
 RECIPES: tuple[Recipe, ...] = (
     FP32,
     Recipe("onnxruntime", "fp16", "onnxconverter_common.convert_float_to_float16(keep_io_types)", "fp16", build_fp16,
@@ -343,10 +363,7 @@ RECIPES: tuple[Recipe, ...] = (
            {"format": "QDQ", "calibrate": "MinMax", "per_channel": True, "activation": "QUInt8", "weight": "QInt8",
             "calibration_batch": CALIBRATION_BATCH, "op_types": STATIC_OP_TYPES, "attention_ops": WEIGHTED_OPS,
             "pre_process": PRE_PROCESS}, LIBS),
-    Recipe("onnxruntime", "mixed", "onnxruntime.quantize_static(QDQ,MinMax,per_channel,U8S8,nodes_to_exclude)", "qdq-mixed",
-           build_mixed, {"format": "QDQ", "calibrate": "MinMax", "per_channel": True, "activation": "QUInt8", "weight": "QInt8",
-                         "calibration_batch": CALIBRATION_BATCH,
-                         "op_types": STATIC_OP_TYPES, "attention_ops": WEIGHTED_OPS, "pre_process": PRE_PROCESS}, LIBS),
+    MIXED,
     qat_torch.onnx_recipe(),  # the torch qat-int8 model (PT2E QAT), exported with its QDQ pairs
 )
 

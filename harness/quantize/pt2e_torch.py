@@ -74,25 +74,25 @@ def weighted_layers(module) -> list[str]:
 
     calls = {torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.conv3d.default,
              torch.ops.aten.linear.default}
-    return list(dict.fromkeys(_module_path(n) for n in module.graph.nodes
-                              if n.op == "call_function" and n.target in calls and _module_path(n)))
+    return list(dict.fromkeys(module_path(n) for n in module.graph.nodes
+                              if n.op == "call_function" and n.target in calls and module_path(n)))
 
 
 def layers(module) -> list[Layer]:
     """The conv/linear modules as layers: the module path is both the user-facing and the native
     name (set_module_name_qconfig takes it)."""
     kinds = {name: type(m).__name__ for name, m in module.named_modules()}
-    return [Layer(name, (name,), kinds[name]) for name in weighted_layers(module)]
+    return [Layer(name, (name,), kinds.get(name, "conv/linear call")) for name in weighted_layers(module)]
 
 
-def resolve_keep_float(ctx: BuildContext, module) -> list[str]:
-    """The module names `mixed` keeps in float: the suite's / model's (a module holding layers
-    means every conv/linear inside it), else the first and last weighted layer. A name that
-    maps to no layer is an error listing close matches."""
-    names = weighted_layers(module)
-    if not ctx.keep_float:
-        return list(dict.fromkeys([names[0], names[-1]])) if names else []
-    return [layer.name for layer in resolve(ctx.keep_float, layers(module), f"{ctx.spec.name} in torch")]
+def resolve_keep_float(ctx: BuildContext, module, names: Optional[list[str]]) -> list[str]:
+    """The module names `mixed` keeps in float: the given names (a module holding layers means
+    every conv/linear inside it), or (None) the first and last weighted layer. A name that maps
+    to no layer is an error listing close matches."""
+    if names is None:
+        weighted = weighted_layers(module)
+        return list(dict.fromkeys([weighted[0], weighted[-1]])) if weighted else []
+    return [layer.name for layer in resolve(names, layers(module), f"{ctx.spec.name} in torch")]
 
 
 def capture(module, ctx: BuildContext):
@@ -115,7 +115,7 @@ def calibrate(prepared, ctx: BuildContext) -> int:
     return seen
 
 
-def _module_path(node) -> str:
+def module_path(node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
     return list(stack.values())[-1][0] if stack else ""
 
@@ -138,5 +138,5 @@ def layer_precision(gm) -> dict[str, str]:
         if node.op == "call_function" and node.target in weighted:
             weight = node.args[1]
             is_int8 = getattr(weight, "op", "") == "call_function" and _op_name(weight) in dequantize
-            found[_module_path(node) or node.name] = "int8" if is_int8 else "float"
+            found[module_path(node) or node.name] = "int8" if is_int8 else "float"
     return found

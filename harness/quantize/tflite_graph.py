@@ -258,18 +258,38 @@ def layers(model: bytes | Path, known: Mapping[str, Optional[np.ndarray]] = {},
             for name, ops in grouped.items()]
 
 
-def resolve_layers(model: bytes | Path, names: Iterable[str], where: str, known: Mapping[str, Optional[object]] = {}) -> list[WeightedOp]:
-    """The weighted ops of the named layers (torch module paths, Keras layer names, op
-    locations); by default (no names) the first and the last weighted op. An unknown name is
-    an error listing close matches."""
+def kept_layers(model: bytes | Path, names: Optional[Iterable[str]], where: str,
+                known: Mapping[str, Optional[object]] = {}) -> tuple[list[WeightedOp], list[str]]:
+    """(weighted ops, user-facing layer names) `mixed` keeps float: the named layers (torch
+    module paths, Keras layer names, op locations), or (names None) the first and the last
+    weighted op. An unknown name is an error listing close matches."""
     ops = weighted_ops(model)
     if not ops:
         raise ValueError("the model has no weighted op (CONV_2D, FULLY_CONNECTED, ...) to keep in float")
-    names = list(names)
-    if not names:
-        return [ops[0]] if len(ops) == 1 else [ops[0], ops[-1]]
+    found = layers(model, known)
     by_weight = {op.weight: op for op in ops}
-    return [by_weight[w] for layer in resolve(names, layers(model, known), where) for w in layer.native]
+    if names is None:
+        ends = [ops[0]] if len(ops) == 1 else [ops[0], ops[-1]]
+        return ends, [layer.name for layer in found if {op.weight for op in ends} & set(layer.native)]
+    chosen = resolve(list(names), found, where)
+    return [by_weight[w] for layer in chosen for w in layer.native], [layer.name for layer in chosen]
+
+
+def resolve_layers(model: bytes | Path, names: Iterable[str], where: str, known: Mapping[str, Optional[object]] = {}) -> list[WeightedOp]:
+    """The weighted ops of the named layers; by default (no names) the first and the last weighted op."""
+    names = list(names)
+    return kept_layers(model, names or None, where, known)[0]
+
+
+def graph_io_of(model: bytes | Path, ops: list[WeightedOp]) -> tuple[bool, bool]:
+    """(does any of `ops` read a graph input, does any write a graph output)."""
+    interpreter = _interpreter(model)
+    inputs = {d["index"] for d in interpreter.get_input_details()}
+    outputs = {d["index"] for d in interpreter.get_output_details()}
+    details = {op["index"]: op for op in interpreter._get_ops_details()}
+    reads = any(i in inputs for op in ops for i in details[op.index]["inputs"])
+    writes = any(o in outputs for op in ops for o in details[op.index]["outputs"])
+    return reads, writes
 
 
 def check_kept_float(float_model: bytes | Path, quantized: bytes, kept: list[WeightedOp], what: str) -> dict:
@@ -286,7 +306,7 @@ def check_kept_float(float_model: bytes | Path, quantized: bytes, kept: list[Wei
     if quantized_anyway:
         raise RuntimeError(f"{what}: ops meant to stay float were quantized: " + "; ".join(op.short() for op in quantized_anyway))
     int_ops = [op for i, op in enumerate(after) if i not in positions and op.weight_dtype not in floating]
-    if not int_ops:
+    if not int_ops and len(positions) < len(after):
         raise RuntimeError(f"{what}: no weighted op outside the kept layers was quantized")
     return {"kept_float_ops": [op.short() for op in kept], "int8_weighted_ops": len(int_ops),
             "float_weighted_ops": len(after) - len(int_ops)}

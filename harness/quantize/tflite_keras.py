@@ -19,7 +19,7 @@ import numpy as np
 
 from harness.artifacts import BuiltModel
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
-from harness.quantize.tflite_graph import MODEL_FILE, check_kept_float, describe, resolve_layers
+from harness.quantize.tflite_graph import MODEL_FILE, check_kept_float, describe, kept_layers
 
 SLUG = "keras"
 SOURCE = "keras"
@@ -62,13 +62,13 @@ def source_layers(ctx: BuildContext) -> dict[str, Optional[np.ndarray]]:
     return found
 
 
-def representative_dataset(ctx: BuildContext):
-    """The calibration split, one sample per step, in the model's input order."""
+def representative_dataset(ctx: BuildContext, limit: Optional[int] = None):
+    """The calibration split (its first `limit` samples), one sample per step, in the model's input order."""
     names = _input_order(ctx)
     calib = ctx.dataset.calib_inputs
 
     def generate() -> Iterator[list[np.ndarray]]:
-        for i in range(len(calib[names[0]])):
+        for i in range(min(len(calib[names[0]]), limit or len(calib[names[0]]))):
             yield [np.ascontiguousarray(calib[n][i:i + 1], dtype=np.float32) for n in names]
 
     return generate
@@ -155,26 +155,33 @@ def build_int16x8(ctx: BuildContext, out: Path) -> BuiltModel:
     return _write(ctx, out, _full_integer(ctx, "int16"), {"weights": "int8", "activations": "int16", "io": "int16"})
 
 
-def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
-    """Full integer, with the sensitive layers' ops on the quantization debugger's deny list."""
-    if ctx.spec.saved_model is not None:
-        return _mixed_saved_model(ctx, out)
+def debugger(ctx: BuildContext, denylist: list[str]):
+    """TensorFlow's QuantizationDebugger on the int8 converter: it calibrates once on the
+    calibration split; `denylisted_nodes` (op output names) stay float in its non-debug model."""
     tf = _tf()
-    float_model = _convert(ctx, "float32 (to find the layers to keep in float)")
-    kept = resolve_layers(float_model, ctx.keep_float, f"{ctx.spec.name} in tflite (keras)", source_layers(ctx))
     conv = converter(ctx)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = representative_dataset(ctx)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(denylist), fully_quantize=False)
+    return tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=representative_dataset(ctx),
+                                                     debug_options=options)
+
+
+def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
+    """Full integer, with the sensitive layers' ops on the quantization debugger's deny list."""
+    if ctx.spec.saved_model is not None:
+        return _mixed_saved_model(ctx, out)
+    float_model = _convert(ctx, "float32 (to find the layers to keep in float)")
+    names, how = ctx.float_layers(MIXED)
+    kept, kept_names = kept_layers(float_model, names, f"{ctx.spec.name} in tflite (keras)", source_layers(ctx))
     denylist = [op.outputs[0] for op in kept]
     ctx.progress(f"tf.lite QuantizationDebugger: int8 with {len(kept)} ops denylisted")
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist, fully_quantize=False)
-    debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=representative_dataset(ctx),
-                                                         debug_options=options)
-    content = debugger.get_nondebug_quantized_model()
+    content = debugger(ctx, denylist).get_nondebug_quantized_model()
     facts = check_kept_float(float_model, content, kept, "QuantizationDebugger(denylisted_nodes)")
-    return _write(ctx, out, content, {"layers": list(ctx.keep_float) or "first and last weighted op",
-                                      "denylisted_nodes": denylist, "io": "float32", **facts})
+    return _write(ctx, out, content, {"layers": names if names is not None else "first and last weighted op",
+                                      "kept_float_layers": kept_names, "kept_float_precision": "float32",
+                                      "denylisted_nodes": denylist, "io": "float32", **facts, **how})
 
 
 def _outputs_logits(ctx: BuildContext) -> bool:
@@ -188,21 +195,27 @@ def _outputs_logits(ctx: BuildContext) -> bool:
     return not probabilities
 
 
+def saved_model_source(ctx: BuildContext):
+    """A SavedModel's fp32 conversion (the keras fp32 artifact) as the .tflite ai-edge-quantizer starts from."""
+    from harness.quantize import tflite_file, tflite_torch
+
+    def fp32(c: BuildContext) -> bytes:
+        return c.artifact(FP32)[0].model_file.read_bytes()
+
+    return tflite_torch.FloatTflite(source=SOURCE, slug=SLUG, fp32=fp32, signature=lambda c: {n: n for n in _input_order(c)},
+                                    notes=lambda c: {"source": _source_note(c)}, layout=_layout(ctx),
+                                    known_layers=lambda c: tflite_file.scope_layers(fp32(c)), where="tflite (SavedModel)")
+
+
 def _mixed_saved_model(ctx: BuildContext, out: Path) -> BuiltModel:
     """A SavedModel's `mixed`: the QuantizationDebugger refuses converters made by
     from_saved_model ("Please check if the quantized model is in debug mode"), so ai-edge-quantizer's
     static int8 with no_quantize on the kept ops runs on the fp32 conversion (the keras fp32 artifact)."""
     from dataclasses import replace
 
-    from harness.quantize import tflite_file, tflite_torch
+    from harness.quantize import tflite_torch
 
-    def fp32(c: BuildContext) -> bytes:
-        return c.artifact(FP32)[0].model_file.read_bytes()
-
-    src = tflite_torch.FloatTflite(source=SOURCE, slug=SLUG, fp32=fp32, signature=lambda c: {n: n for n in _input_order(c)},
-                                   notes=lambda c: {"source": _source_note(c)}, layout=_layout(ctx),
-                                   known_layers=lambda c: tflite_file.scope_layers(fp32(c)), where="tflite (SavedModel)")
-    built = tflite_torch.build_mixed(src, ctx, out)
+    built = tflite_torch.build_mixed(saved_model_source(ctx), ctx, out)
     recipe = "tf.lite.TFLiteConverter(saved_model, float32) + ai_edge_quantizer(static_wi8_ai8, no_quantize)"
     return replace(built, notes={**built.notes, "recipe": recipe})
 
@@ -254,6 +267,8 @@ def _recipe(mode: str, name: str, build, params: dict, libraries=LIBS) -> Recipe
 
 
 FP32 = _recipe("fp32", "tf.lite.TFLiteConverter(keras, float32)", build_fp32, {})
+MIXED = _recipe("mixed", "tf.lite.QuantizationDebugger(keras, int8, denylisted_nodes)", build_mixed,
+                {"supported_ops": "TFLITE_BUILTINS_INT8", "fully_quantize": False, "calibration": "calib split, batch 1"})
 RECIPES: tuple[Recipe, ...] = (
     FP32,
     _recipe("fp16", "tf.lite.TFLiteConverter(keras, float16 weights)", build_fp16, {"supported_types": "float16"}),
@@ -264,8 +279,7 @@ RECIPES: tuple[Recipe, ...] = (
     _recipe("int16x8", "tf.lite.TFLiteConverter(keras, int16x8, int16 I/O)", build_int16x8,
             {"supported_ops": "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8", "io": "int16",
              "calibration": "calib split, batch 1"}),
-    _recipe("mixed", "tf.lite.QuantizationDebugger(keras, int8, denylisted_nodes)", build_mixed,
-            {"supported_ops": "TFLITE_BUILTINS_INT8", "fully_quantize": False, "calibration": "calib split, batch 1"}),
+    MIXED,
     _recipe("qat-int8", "tfmot.quantize_model + tf.lite.TFLiteConverter(keras, int8 I/O)", build_qat,
             {"epochs": QAT_EPOCHS, "learning_rate": QAT_LEARNING_RATE, "io": "int8"}, QAT_LIBS),
 )

@@ -24,7 +24,7 @@ import numpy as np
 from harness.artifacts import BuiltModel
 from harness.profiles import NIGHTLY_ONLY
 from harness.quantize.base import BuildContext, NotApplicable, Recipe, require_trainable
-from harness.quantize.tflite_graph import MODEL_FILE, check_kept_float, describe, op_names, resolve_layers
+from harness.quantize.tflite_graph import MODEL_FILE, check_kept_float, describe, graph_io_of, kept_layers, op_names
 
 SLUG = "litert-torch"
 SOURCE = "torch"
@@ -159,21 +159,21 @@ def _calibration(ctx: BuildContext, float_model: bytes, src: "FloatTflite") -> d
                                 for i in range(n)]}
 
 
-def _quantize(ctx: BuildContext, src: "FloatTflite", what: str, configure, float_model: Optional[bytes] = None) -> bytes:
+def _quantize(ctx: BuildContext, src: "FloatTflite", what: str, configure, float_model: Optional[bytes] = None,
+              calibration: Optional[dict] = None) -> bytes:
     """Run ai-edge-quantizer on the source's fp32 .tflite (its bytes, when the caller has read
-    them); `configure(quantizer)` sets the recipe."""
+    them); `configure(quantizer)` sets the recipe; `calibration`: a calibrate() result to reuse."""
     from ai_edge_quantizer import quantizer as aeq
 
     float_model = float_model or src.fp32(ctx)
     q = aeq.Quantizer(float_model)
     configure(q)
-    calibration = None
-    if q.need_calibration:
+    if q.need_calibration and calibration is None:
         data = _calibration(ctx, float_model, src)
         ctx.progress(f"ai-edge-quantizer {what}: calibrating on {len(data['serving_default'])} samples")
         calibration = q.calibrate(data, num_threads=1)
     ctx.progress(f"ai-edge-quantizer {what}")
-    result = q.quantize(calibration, enable_progress_report=False)
+    result = q.quantize(calibration if q.need_calibration else None, enable_progress_report=False)
     return bytes(result.quantized_model)
 
 
@@ -213,13 +213,20 @@ def build_fp16(src: "FloatTflite", ctx: BuildContext, out: Path) -> BuiltModel:
 def static_recipe(float_model: bytes | Path, base: list[dict]) -> tuple[list[dict], str]:
     """ai-edge-quantizer's whole-graph `base` recipe, or for a graph with attention the same
     config restricted to ATTENTION_STATIC_OPS; and what it covers, for the manifest."""
+    ops = static_ops(float_model)
+    if ops is None:
+        return base, "every supported op"
+    return [dict(entry, operation=op) for entry in base for op in ops], ", ".join(ops) + " (attention graph)"
+
+
+def static_ops(float_model: bytes | Path) -> Optional[list[str]]:
+    """The ops static_recipe restricts int8 to in a graph with attention, else None (every supported op)."""
     present = op_names(float_model)
     # Attention multiplies two activations (BATCH_MATMUL) into a SOFTMAX; a classifier that ends
     # in a SOFTMAX over a FULLY_CONNECTED is not an attention graph.
     if not {"SOFTMAX", "BATCH_MATMUL"} <= present:
-        return base, "every supported op"
-    ops = [op for op in ATTENTION_STATIC_OPS if op in present]
-    return [dict(entry, operation=op) for entry in base for op in ops], ", ".join(ops) + " (attention graph)"
+        return None
+    return [op for op in ATTENTION_STATIC_OPS if op in present]
 
 
 def _static(base: list[dict], float_model: bytes):
@@ -248,26 +255,63 @@ def build_int16x8(src: "FloatTflite", ctx: BuildContext, out: Path) -> BuiltMode
     return _write(ctx, out, content, {"weights": "int8 per-channel", "activations": "int16", "io": "int16"}, src)
 
 
-def build_mixed(src: "FloatTflite", ctx: BuildContext, out: Path) -> BuiltModel:
-    """static_wi8_ai8 everywhere, then no_quantize for the kept ops (the latest matching
-    config wins in ai-edge-quantizer's recipe; ops are matched on their output names)."""
+def static_calibration(ctx: BuildContext, src: "FloatTflite", float_model: bytes) -> dict:
+    """ai-edge-quantizer's calibration result for the static recipe: min/max of every tensor it
+    quantizes, reusable for any subset of those ops (the sensitivity search builds many)."""
+    from ai_edge_quantizer import quantizer as aeq
+    from ai_edge_quantizer import recipe
+
+    q = aeq.Quantizer(float_model)
+    _static(recipe.static_wi8_ai8(), float_model)[0](q)
+    data = _calibration(ctx, float_model, src)
+    ctx.progress(f"ai-edge-quantizer static_wi8_ai8: calibrating on {len(data['serving_default'])} samples")
+    return q.calibrate(data, num_threads=1)
+
+
+def mixed_configure(float_model: bytes, kept: list):
+    """static_wi8_ai8 (restricted as static_recipe says), then no_quantize for the kept ops:
+    (configure, what the static recipe covers, the kept ops' scopes). A kept op that reads the
+    model's input (or writes its output) keeps that float too: the whole-graph recipe quantizes
+    the graph's inputs and outputs themselves (its INPUT/OUTPUT pseudo-ops), and an int8 input
+    in front of a float first layer rounds away what keeping it float was for."""
     from ai_edge_quantizer import qtyping, recipe
 
-    float_model = src.fp32(ctx)
-    kept = resolve_layers(float_model, ctx.keep_float, f"{ctx.spec.name} in {src.where}", src.known_layers(ctx))
     scopes = ["^" + re.escape(op.scope) + "$" for op in kept]
     static, covers = _static(recipe.static_wi8_ai8(), float_model)
+    reads_input, writes_output = graph_io_of(float_model, kept) if kept else (False, False)
+    io = [name for name, touched in ((qtyping.TFLOperationName.INPUT, reads_input),
+                                     (qtyping.TFLOperationName.OUTPUT, writes_output)) if touched]
 
     def configure(q):
         static(q)
         for scope in scopes:
             q.update_quantization_recipe(scope, qtyping.TFLOperationName.ALL_SUPPORTED, qtyping.OpQuantizationConfig(),
                                          algorithm_key="no_quantize")
+        for operation in io:
+            q.update_quantization_recipe(".*", operation, qtyping.OpQuantizationConfig(), algorithm_key="no_quantize")
 
+    return configure, covers, scopes + [f"{op.value} (graph {op.value.lower()})" for op in io]
+
+
+def mixed_recipe(src: "FloatTflite") -> Recipe:
+    """The `mixed` recipe of a source (what its sensitivity search is keyed by)."""
+    from harness.quantize import recipes_for
+
+    return next(r for r in recipes_for("tflite", "mixed") if r.source == src.source and r.slug == src.slug)
+
+
+def build_mixed(src: "FloatTflite", ctx: BuildContext, out: Path) -> BuiltModel:
+    """static_wi8_ai8 everywhere, then no_quantize for the kept ops (the latest matching
+    config wins in ai-edge-quantizer's recipe; ops are matched on their output names)."""
+    float_model = src.fp32(ctx)
+    names, how = ctx.float_layers(mixed_recipe(src))
+    kept, kept_names = kept_layers(float_model, names, f"{ctx.spec.name} in {src.where}", src.known_layers(ctx))
+    configure, covers, scopes = mixed_configure(float_model, kept)
     content = _quantize(ctx, src, f"static_wi8_ai8 with {len(kept)} ops kept float", configure, float_model)
     facts = check_kept_float(float_model, content, kept, "ai-edge-quantizer(no_quantize)")
-    return _write(ctx, out, content, {"layers": list(ctx.keep_float) or "first and last weighted op",
-                                      "no_quantize_scopes": scopes, "quantized_ops": covers, **facts}, src)
+    return _write(ctx, out, content, {"layers": names if names is not None else "first and last weighted op",
+                                      "kept_float_layers": kept_names, "kept_float_precision": "float32",
+                                      "no_quantize_scopes": scopes, "quantized_ops": covers, **facts, **how}, src)
 
 
 def _qat_quantizer(module, probe_args):
@@ -372,7 +416,8 @@ def aeq_recipes(src: FloatTflite, prefix: str, libraries: tuple[str, ...], param
                        slug=src.slug + "-legacy"), profiles=NIGHTLY_ONLY),
         recipe("static-int8", "static_wi8_ai8", build_static, static),
         recipe("int16x8", "static_wi8_ai16", build_int16x8, calibrated),
-        recipe("mixed", "static_wi8_ai8, no_quantize", build_mixed, static),
+        recipe("mixed", "static_wi8_ai8, no_quantize", build_mixed,
+               {**static, "io": "float where a kept layer reads or writes it"}),
     )
 
 

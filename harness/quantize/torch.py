@@ -227,7 +227,8 @@ def build_pt2e(quantizer: str, mixed: bool = False, compile: Optional[str] = Non
         from harness.quantize.torch_export import drop_unused_state
 
         module = fp32_copy(ctx)
-        keep = resolve_keep_float(ctx, module) if mixed else []
+        names, how = ctx.float_layers(mixed_recipe(quantizer)) if mixed else (None, {})
+        keep = resolve_keep_float(ctx, module, names) if mixed else []
         prepared = prepare_pt2e(capture(module, ctx), make_quantizer(quantizer, keep_float=keep))
         ctx.progress("calibrating (PT2E observers)")
         samples = calibrate(prepared, ctx)
@@ -241,7 +242,7 @@ def build_pt2e(quantizer: str, mixed: bool = False, compile: Optional[str] = Non
             raise RuntimeError(f"layers {still_int8} of {ctx.spec.name} were to stay float but were quantized")
         notes = {"layers": layers, "calibration_samples": samples, "dropped_float_copies": dropped}
         if mixed:
-            notes["kept_float"] = keep
+            notes.update(kept_float=keep, kept_float_layers=keep, kept_float_precision="float32", **how)
         return save_exported(converted, ctx, out, what="mixed" if mixed else "static-int8", load=LoadSpec(compile=compile),
                              runtime_requires=RUNTIME_REQUIRES, notes=notes)
 
@@ -286,10 +287,17 @@ RECIPES: tuple[Recipe, ...] = (
     qat_torch.torch_recipe(qat_torch.QATConfig(quantizer="x86")),
     qat_torch.torch_recipe(qat_torch.QATConfig(quantizer="arm")),
     Recipe("torch", "mixed", _pt2e_name("x86", ", keep_float layers None") + ", eager", "pt2e-x86", build_pt2e("x86", mixed=True),
-           {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("x86")),
+           {"calibration_batch": 16, "quantizer": "x86"}, PT2E_LIBS, quantizer_applicable("x86")),
     Recipe("torch", "mixed", _pt2e_name("arm", ", keep_float layers None") + ", eager", "pt2e-arm", build_pt2e("arm", mixed=True),
-           {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("arm")),
+           {"calibration_batch": 16, "quantizer": "arm"}, PT2E_LIBS, quantizer_applicable("arm")),
 )
+
+
+def mixed_recipe(quantizer: str) -> Recipe:
+    """The PT2E `mixed` recipe of a quantizer (what its sensitivity search is keyed by)."""
+    return next(r for r in RECIPES if r.mode == "mixed" and r.params.get("quantizer") == quantizer)
+
+
 # On a cuda target: the recipes with CUDA kernels run on the GPU, the others are n/a (torch_cuda.py).
 RECIPES = torch_cuda.cuda_aware(RECIPES)
 
