@@ -72,3 +72,31 @@ def test_onnxruntime_recipes_hold_up_on_a_paddle2onnx_graph(run_suite, tmp_path)
     static = run.row("ppocr-textdir-onnxruntime-static-int8-qdq-b1")
     assert static["quantized_ops"].startswith("Conv 53/53") and static["size_ratio"] < 0.6
     assert static["accuracy"] >= fp32["accuracy"] - 0.03
+
+
+def test_the_onnx_graph_rebuilt_as_torch_matches_onnxruntime_and_exports_with_a_dynamic_batch():
+    import torch
+
+    module = text_direction.torch_module()  # raises when it differs from onnxruntime on 16 lines
+    kinds = [type(layer).__name__ for layer in module.layers.values()]
+    # the 35 BatchNormalization nodes follow convolutions: folded into them, as onnxruntime's optimizer does
+    assert kinds.count("Conv2d") == 53 and kinds.count("BatchNorm2d") == 0 and kinds.count("Linear") == 1
+    assert "Conv_0" in module.layers  # `Conv@0` in the ONNX graph: `mixed` names it layers.Conv_0
+    x = torch.from_numpy(text_direction.load_data().eval_inputs["x"][:3])
+    program = torch.export.export(module, (x[:2],), dynamic_shapes=(({0: torch.export.Dim("batch")},),))
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x), module(x), atol=1e-6)
+
+
+def test_an_op_the_rebuild_does_not_know_is_named(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from harness.models.onnx_torch import UnsupportedOnnx, onnx_to_torch
+
+    graph = helper.make_graph([helper.make_node("Erf", ["x"], ["y"])], "erf",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "erf.onnx"))
+    with pytest.raises(UnsupportedOnnx, match=r"ops \['Erf'\] are not rebuilt as torch"):
+        onnx_to_torch(tmp_path / "erf.onnx")

@@ -132,6 +132,14 @@ def load_data() -> Dataset:
     )
 
 
+def torch_module():
+    """The packaged ONNX classifier rebuilt as a torch module (harness/models/onnx_torch.py),
+    checked against onnxruntime on 16 calibration lines: the torch and LiteRT rows start here."""
+    from harness.models.onnx_torch import onnx_to_torch
+
+    return onnx_to_torch(model_path(), {"x": load_data().calib_inputs["x"][:16]})
+
+
 def unavailable(name: str) -> ModelSpec:
     """What a suite declares in place of the model when the package is missing: every case is
     n/a with the install command (as the MiniLM cases are without their extra)."""

@@ -99,7 +99,16 @@ def capture(module, ctx: BuildContext):
     """torch.export(...).module(): the ATen graph PT2E annotates."""
     from harness.quantize.torch_export import export_program
 
-    return export_program(module, ctx, "PT2E quantization").module()
+    captured = export_program(module, ctx, "PT2E quantization").module()
+    # Non-strict export can give two nodes one torch_fn name (an `x + 1` and a torch.add in
+    # different modules both 'add_1'); the quantizers' source partitions then merge them and
+    # refuse the merged partition ("Input partition has more than one output node", the ONNX
+    # text-direction classifier rebuilt as torch). Each node's own name keeps them apart.
+    for node in captured.graph.nodes:
+        torch_fn = node.meta.get("torch_fn")
+        if torch_fn:
+            node.meta["torch_fn"] = (node.name, torch_fn[1])
+    return captured
 
 
 def calibrate(prepared, ctx: BuildContext) -> int:
