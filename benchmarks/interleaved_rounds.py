@@ -5,7 +5,7 @@ times each way, in one run, the two ways alternating (which goes first swaps eve
   single       one quantbench session with one round: one fp32 process, one static-int8
                process, speedup = fp32 p50 / static p50 (what a run without --rounds reports);
   interleaved  one session with --rounds ROUNDS: each round a fresh static-int8 process beside a
-               fresh fp32 one (ABBA), speedup = geometric mean of the paired ratios, with its
+               fresh fp32 one (ABBA), speedup = median of the paired ratios, with its
                bootstrap interval (what --rounds reports).
 The spread of the reported speedup over the repetitions is what a user sees from night to
 night: max/min - 1 and the coefficient of variation, for each way. The interleaved way should

@@ -2,8 +2,8 @@
 
 all-MiniLM-L6-v2 (minilm-l6-s128: batch 1, 128 tokens), in one run on this machine:
   quantbench    four cases through BenchSession on the local target (a fresh runner process
-                per case): onnxruntime fp32 / dynamic-int8 (.onnx), torch fp32 (.pt2) /
-                torch.ao dynamic int8 (TorchScript).
+                per case): onnxruntime fp32 / dynamic-int8 (.onnx), torch fp32 / torch.ao dynamic
+                int8 (both TorchScript: a speedup compares quantization, not formats).
   bare loops    the same artifact files, each in a fresh process with THREADS threads:
                 InferenceSession.run, or the loaded torch module under inference_mode().
   torch eager   for reference, the eager module and torch.ao.quantization.quantize_dynamic
@@ -102,6 +102,8 @@ def pick(framework: str, mode: str):
     recipes = recipes_for(framework, mode)
     if framework == "torch" and mode == "dynamic-int8":
         recipes = tuple(r for r in recipes if r.name == TORCH_DYNAMIC)
+    if framework == "torch" and mode == "fp32":  # the torch.ao recipe is TorchScript: so is its fp32 baseline
+        recipes = tuple(r for r in recipes if r.execution == "torchscript")
     if not recipes:
         raise SystemExit(f"no {framework} {mode} recipe registered (wanted {TORCH_DYNAMIC if framework == 'torch' else 'any'})")
     return recipes[0]

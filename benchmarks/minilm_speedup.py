@@ -7,7 +7,7 @@ same stretch of the machine's drift):
   bare loops    one fresh process holding BOTH artifact files (fp32 and int8, the very files
                 quantbench measured), alternating timed rounds of --bare-seconds between them;
                 a round's ratio is fp32 p50 / int8 p50; half the rounds before quantbench's,
-                half after; the bare speedup is the geometric mean of the ratios;
+                half after; the bare speedup is the median of the ratios, as quantbench's;
   quantbench    a session with --rounds ROUNDS: every round a fresh int8 runner process beside a
                 fresh fp32 one (ABBA); the reported speedup with its bootstrap interval.
   onnxruntime   fp32 .onnx vs onnxruntime.quantize_dynamic (QInt8, per channel)
@@ -36,7 +36,7 @@ from harness.artifacts import ArtifactCache  # noqa: E402
 from harness.data import resolve_data  # noqa: E402
 from harness.models import minilm_l6_s128  # noqa: E402
 from harness.quantize import BuildContext  # noqa: E402
-from harness.rounds import geometric_mean  # noqa: E402
+from harness.rounds import log_median  # noqa: E402
 from harness.runner import system  # noqa: E402
 from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions  # noqa: E402
 from targets import TargetConfig  # noqa: E402
@@ -167,7 +167,7 @@ def main() -> None:
             bare += bare_rounds(framework, fp32_artifact.model_file, int8_artifact.model_file, inputs, names, args.threads,
                                 args.bare_rounds - first_half, args.bare_seconds)
             ratios = [r["fp32"] / r["int8"] for r in bare]
-            bare_speedup = geometric_mean(ratios)
+            bare_speedup = log_median(ratios)
             qb, low, high = row["speedup"], row["speedup_ci_low"], row["speedup_ci_high"]
             covers = low is not None and low <= bare_speedup <= high
             print(f"\n{framework}: {row['recipe']} vs {baseline['recipe']}")

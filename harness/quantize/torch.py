@@ -77,8 +77,10 @@ def build_fp32(ctx: BuildContext, out: Path) -> BuiltModel:
 def build_fp32_torchscript(ctx: BuildContext, out: Path) -> BuiltModel:
     """The fp32 module as TorchScript: the baseline of the recipes that ship TorchScript (torch.ao
     dynamic), so their speedup compares quantization, not TorchScript against torch.export."""
-    return save_torchscript(fp32_copy(ctx), ctx, out, what="fp32 (TorchScript)", load=LoadSpec(format="torchscript"),
-                            tolerance=1e-6, compare_eager=True)
+    built = save_torchscript(fp32_copy(ctx), ctx, out, what="fp32 (TorchScript)", load=LoadSpec(format="torchscript"),
+                             tolerance=1e-6, compare_eager=True)
+    # the recipe column says how it was captured: scripted, or traced when the model does not script
+    return replace(built, notes=dict(built.notes, recipe=f"{built.notes['torchscript']} (TorchScript)"))
 
 
 def build_fp32_compiled(compile: str):
@@ -258,7 +260,7 @@ AO_X86 = "torch.ao.quantize_dynamic(Linear,qint8,x86)"
 AO_QNNPACK = "torch.ao.quantize_dynamic(Linear,qint8,qnnpack)"
 FP32 = Recipe("torch", "fp32", "torch.export(eager)", "fp32", build_fp32, {}, LIBS)
 # The same fp32 model in the other execution formats, the baselines of the recipes that run so.
-FP32_TORCHSCRIPT = Recipe("torch", "fp32", "torch.jit.script (TorchScript)", "torchscript", build_fp32_torchscript,
+FP32_TORCHSCRIPT = Recipe("torch", "fp32", "torch.jit.script, else trace (TorchScript)", "torchscript", build_fp32_torchscript,
                           {"format": "torchscript"}, LIBS, execution="torchscript")
 FP32_INDUCTOR = Recipe("torch", "fp32", "torch.export + torch.compile(inductor, freezing) on target", "inductor",
                        build_fp32_compiled("inductor"), {"compile": "inductor"}, LIBS, profiles=NIGHTLY_ONLY,
