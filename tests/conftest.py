@@ -12,7 +12,12 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Small timing budgets: tests check behaviour, benchmarks/ checks speed.
-FAST_TIMING = ("--min-runs", "20", "--min-duration", "0.1", "--max-duration", "2", "--warmup-runs", "2")
+# A generous case budget: a test that checks scoring must not see its evaluation skipped because a
+# busy machine made the quick profile's budget run out (tests/test_profiles.py tests the budget).
+# No dashboard rebuild at the end of each run (matplotlib and every plot: seconds per run, over
+# dozens of runs); the test of the run's last words asks for it (tests/test_onnxruntime_e2e.py).
+FAST_TIMING = ("--min-runs", "20", "--min-duration", "0.1", "--max-duration", "2", "--warmup-runs", "2",
+               "--case-budget", "600", "--dashboard=off")
 
 
 @dataclass

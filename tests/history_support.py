@@ -29,6 +29,8 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 import pytest
 
+from tests.conftest import FAST_TIMING  # the one definition (with a generous case budget)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The digits onnxruntime suite, declared here so the tests do not change when suites/ grows.
 # bf16 has no onnxruntime CPU kernels: one n/a row with its reason.
@@ -40,7 +42,6 @@ from harness.models import digits_cnn
 suite = Suite(model=digits_cnn, frameworks=("onnxruntime",), modes={modes!r}, budgets={budgets!r}, name="digits"{extra})
 test_case = suite.pytest_cases()
 """
-FAST_TIMING = ("--min-runs", "20", "--min-duration", "0.1", "--max-duration", "2", "--warmup-runs", "2")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync")

@@ -56,9 +56,18 @@ def suite_dir(tmp_path_factory):
 def first_run(suite_dir, tmp_path_factory):
     from tests.conftest import FAST_TIMING, SuiteRun
     import os, subprocess, sys
+    from pathlib import Path
 
     work = tmp_path_factory.mktemp("run")
     results, cache = work / "results", work / "cache"
+    # A private artifact cache (the first run builds, the second must not), whose trained fp32
+    # weights are the shared cache's: the digits CNN is trained once per test session, not here again.
+    from harness.session import DEFAULT_CACHE_DIR
+
+    shared_models = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR) / "models"
+    shared_models.mkdir(parents=True, exist_ok=True)
+    cache.mkdir()
+    (cache / "models").symlink_to(shared_models)
 
     def run(run_id, *extra):
         cmd = [sys.executable, "-m", "pytest", str(suite_dir), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
@@ -67,7 +76,8 @@ def first_run(suite_dir, tmp_path_factory):
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=900, env=dict(os.environ))
         return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / run_id)
 
-    return run("first"), run
+    # the dashboard where a run rebuilds it by default (FAST_TIMING turns it off for the other runs)
+    return run("first", f"--dashboard={results / 'dashboard'}"), run
 
 
 def test_every_mode_has_a_row_with_the_right_status(first_run):
@@ -177,7 +187,7 @@ def test_report_files_and_summary(first_run):
 def test_second_run_quantizes_nothing(first_run):
     first, run = first_run
     assert "(built)" in (first.run_dir / "run.log").read_text()
-    second = run("second")
+    second = run("second", "-k", "digits and (fp32 or static-int8)")  # what it builds, nothing; the rest is the same path
     log = (second.run_dir / "run.log").read_text()
     assert "(cached)" in log and "(built)" not in log
     assert second.row("digits-cnn-onnxruntime-static-int8-qdq-b1")["artifact_key"] == \
@@ -234,3 +244,6 @@ def test_the_run_ends_with_the_answer_and_the_dashboard(first_run):
     page = (run.run_dir.parent / "dashboard" / "target-local.html").read_text()
     assert "fragile-logreg" in page and "digits-cnn" in page
     assert tail.index("dashboard: ") > max(tail.index(line) for line in expected)
+    from harness.history.answer import dashboard_dir
+
+    assert dashboard_dir(None, run.run_dir.parent) == run.run_dir.parent / "dashboard"  # where it goes by default
