@@ -137,8 +137,14 @@ def _is_controller(config: pytest.Config) -> bool:
     return not _worker_id(config) and getattr(config.option, "dist", "no") != "no" and bool(getattr(config.option, "tx", None))
 
 
+def _results_dir(config: pytest.Config) -> Path:
+    # absolute: the runner and its files live in other working directories (a relative
+    # --results-dir once made every local runner fail to find its config.json)
+    return Path(config.getoption("--results-dir")).absolute()
+
+
 def _run_dir(config: pytest.Config) -> Path:
-    return Path(config.getoption("--results-dir")) / config.stash[_RUN_ID]
+    return _results_dir(config) / config.stash[_RUN_ID]
 
 
 def _terminal_writer(config: pytest.Config):
@@ -165,12 +171,12 @@ def _terminal_writer(config: pytest.Config):
 
 
 def _cache_dir(config: pytest.Config) -> Path:
-    return Path(config.getoption("--cache-dir") or os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+    return Path(config.getoption("--cache-dir") or os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR).absolute()
 
 
 def _options(config: pytest.Config) -> SessionOptions:
     return SessionOptions(
-        results_dir=Path(config.getoption("--results-dir")),
+        results_dir=_results_dir(config),
         cache_dir=_cache_dir(config),
         threads=config.getoption("--threads"),
         min_runs=config.getoption("--min-runs"),
@@ -272,7 +278,7 @@ class _Run:
 
     def __init__(self, config: pytest.Config) -> None:
         self.run_id = config.stash[_RUN_ID]
-        self.store = RunStore(Path(config.getoption("--results-dir")), self.run_id)
+        self.store = RunStore(_results_dir(config), self.run_id)
 
 
 def _finish_on_controller(config: pytest.Config) -> Optional[_Run]:

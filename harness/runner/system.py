@@ -9,7 +9,20 @@ import sys
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process. ru_maxrss is KiB on Linux, bytes on macOS."""
+    """Peak resident set size of this process since it started its program.
+
+    Linux: VmHWM, the high-water mark of this program's own memory. Not ru_maxrss: the kernel
+    carries ru_maxrss across execve, so a runner started by a large host process (vfork + exec,
+    as subprocess does) reported the host's peak whenever it was the larger (a 140 MB digits
+    runner read 211 MB under a pytest that had loaded a history baseline). Elsewhere ru_maxrss
+    (KiB on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
