@@ -40,14 +40,17 @@ def run(tmp_path_factory):
     import subprocess
     import sys
 
-    from tests.conftest import FAST_TIMING, SuiteRun
+    from tests.conftest import FAST_TIMING, REPO_ROOT, SuiteRun
 
     where = tmp_path_factory.mktemp("auto")
     (where / "test_auto_suite.py").write_text(SUITE)
     cmd = [sys.executable, "-m", "pytest", "test_auto_suite.py", "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
            "-q", f"--results-dir={where / 'results'}", "--run-id=auto", f"--rootdir={where}", "-k", "not arm and not inductor and not keras",
            *FAST_TIMING]
-    proc = subprocess.run(cmd, cwd=where, capture_output=True, text=True, timeout=1800, env=dict(os.environ))
+    # the suite imports tests.sensitive_model: put this repository first on the path (a wheel in the
+    # environment, xdsl, ships a top-level `tests` package that would shadow ours from another cwd)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, cwd=where, capture_output=True, text=True, timeout=1800, env=env)
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, where / "results" / "auto")
 
 
