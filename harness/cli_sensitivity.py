@@ -72,7 +72,7 @@ def cmd_sensitivity(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.artifacts import ArtifactCache
     from harness.data import resolve_data
     from harness.mixed_columns import compact_sensitivity
-    from harness.quantize.base import BuildContext
+    from harness.quantize.base import BuildContext, NotApplicable
     from harness.sensitivity import choose_float_layers, sensitivity_table
     from harness.sensitivity import report
     from harness.session import DEFAULT_CACHE_DIR
@@ -108,11 +108,15 @@ def cmd_sensitivity(args: argparse.Namespace, rest: list[str]) -> int:
         if model.name not in datasets:
             datasets[model.name] = resolve_data(model.data)
         ctx = BuildContext(model, datasets[model.name], ArtifactCache(cache_dir / "artifacts"), cache_dir / "models",
-                           progress=lambda message, c=case: print(f"[{c.case_id}] {message}", flush=True))
+                           progress=lambda message, c=case: print(f"[{c.case_id}] {message}", flush=True),
+                           kept_precision=case.kept_precision)
         started = time.perf_counter()
         try:
             found = (choose_float_layers(ctx, case.recipe, budget) if budget is not None
                      else sensitivity_table(ctx, case.recipe))
+        except NotApplicable as exc:
+            print(f"{case.case_id}: n/a: {exc}")
+            continue
         except Exception as exc:  # noqa: BLE001 - one recipe failing does not stop the others
             failures += 1
             print(f"{case.case_id}: FAILED: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}")

@@ -275,12 +275,12 @@ class BenchSession:
 
     def _context(self, case: Case) -> BuildContext:
         budget = case.budget if case.searches_float_layers else None  # what keep_float="auto" searches within
-        key = f"{case.model.name}|{','.join(case.keep_float)}|{budget}"
+        key = f"{case.model.name}|{','.join(case.keep_float)}|{budget}|{case.kept_precision}"
         if key not in self._contexts:
             self._contexts[key] = BuildContext(case.model, self._dataset(case), self.cache,
                                                Path(self.options.cache_dir) / "models", self.progress, case.keep_float,
                                                export=ExportFormat.from_settings(self.target_config.settings),
-                                               mixed_budget=budget)
+                                               mixed_budget=budget, kept_precision=case.kept_precision)
         return self._contexts[key]
 
     def _eval_count(self, case: Case) -> Optional[int]:

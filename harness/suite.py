@@ -18,7 +18,7 @@ from harness.models.spec import ModelSpec
 from harness.history.gates import Gates
 from harness.profiles import ALL_PROFILES, PROFILES, QUICK
 from harness.quantize import Recipe, recipes_for, unavailable_reason
-from harness.vocabulary import BASELINE_MODE, FRAMEWORKS, KEEP_FLOAT_AUTO, MODES
+from harness.vocabulary import BASELINE_MODE, FRAMEWORKS, KEEP_FLOAT_AUTO, KEPT_PRECISIONS, MODES
 
 
 class SuiteError(ValueError):
@@ -68,6 +68,7 @@ class Case:
     eval_samples: Mapping[str, int] = field(default_factory=dict)  # profile -> evaluation samples scored (else all)
     fail_over_budget: bool = False  # over its accuracy budget fails the case's test (default: shown, not failed)
     target: str = ""  # the --target entry (target or pool) it runs on, when the run names several
+    kept_precision: str = "float32"  # `mixed`: what the float layers are kept in (float16: case ids end in -fp16)
 
     @property
     def searches_float_layers(self) -> bool:
@@ -78,6 +79,7 @@ class Case:
     def case_id(self) -> str:
         slug = f"-{self.recipe.slug}" if self.recipe and self.recipe.slug != self.mode else ""
         auto = f"-{KEEP_FLOAT_AUTO}" if self.searches_float_layers else ""
+        auto += "-fp16" if self.mode == "mixed" and self.kept_precision == "float16" else ""
         where = f"@{self.target}" if self.target else ""  # unique per target in a run across devices
         return f"{self.model.name}-{self.framework}-{self.mode}{slug}{auto}-b{self.batch_size}{where}"
 
@@ -100,6 +102,9 @@ class Suite:
     # Layers `mixed` keeps in float (default: the model's sensitive layers), or "auto": the
     # sensitivity search finds the smallest set within budgets["mixed"] (case ids end in -auto).
     keep_float: tuple[str, ...] = ()
+    # The precision `mixed` keeps those layers in: "float32", or "float16" (weights in float16 where
+    # the framework can, ai-edge-quantizer's float_casting; n/a elsewhere, with the reason).
+    kept_precision: str = "float32"
     timing: Timing = field(default_factory=Timing)  # measurement settings
     gates: Gates = field(default_factory=Gates)  # regression thresholds vs a --baseline run (flags override)
     profiles: tuple[str, ...] = ALL_PROFILES  # run profiles that include this suite; ("nightly",) keeps it out of the quick default
@@ -150,6 +155,8 @@ class Suite:
                 self._fail("budgets", f"budget for {mode!r}, which is not in modes {self.modes}")
             if not isinstance(points, (int, float)) or points < 0:
                 self._fail("budgets", f"budget for {mode!r} must be a non-negative number of points, not {points!r}")
+        if self.kept_precision not in KEPT_PRECISIONS:
+            self._fail("kept_precision", f"{self.kept_precision!r} is not one of {', '.join(KEPT_PRECISIONS)}")
         if KEEP_FLOAT_AUTO in self.keep_float:
             if self.keep_float != (KEEP_FLOAT_AUTO,):
                 self._fail("keep_float", f"{KEEP_FLOAT_AUTO!r} stands alone (the search picks the layers), not beside "
@@ -194,6 +201,7 @@ class Suite:
                     # model does not have is left out; with none left, one n/a case says why.
                     recipes = [r for r in every if not r.source or r.source in self.model.sources]
                     common = dict(budget=budget, timing=self.timing, keep_float=self.keep_float, gates=self.gates,
+                                  kept_precision=self.kept_precision,
                                   eval_samples=self.eval_samples, fail_over_budget=self.fail_over_budget)
                     if not recipes:
                         reason = unavailable_reason(fw, mode) if not every else (

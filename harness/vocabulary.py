@@ -19,6 +19,9 @@ BASELINE_MODE = "fp32"
 # Suite(keep_float="auto"): `mixed` finds its float layers itself (harness/sensitivity/),
 # the smallest set it finds within the mode's budget; a list of names keeps those layers.
 KEEP_FLOAT_AUTO = "auto"
+# What `mixed` keeps its float layers in: float32, or float16 weights where the framework can
+# (ai-edge-quantizer's float_casting; elsewhere that case is n/a with the reason).
+KEPT_PRECISIONS: tuple[str, ...] = ("float32", "float16")
 
 TARGET_KINDS: tuple[str, ...] = ("local", "cuda", "ssh")
 

@@ -6,6 +6,7 @@ profile scores all 500.
 """
 from harness import Suite
 from harness.models import digits_cnn
+from harness.profiles import NIGHTLY_ONLY
 
 suite = Suite(
     model=digits_cnn,
@@ -16,3 +17,9 @@ suite = Suite(
     eval_samples={"quick": 200},
 )
 test_case = suite.pytest_cases()
+
+# `mixed` with the float layers found per framework within the same budget (nightly: the first
+# search takes minutes on a small machine, then it is cached); beside the hand-picked row above.
+auto = Suite(name="digits-auto", model=digits_cnn, frameworks=("torch", "onnxruntime", "tflite"), modes=("mixed",),
+             keep_float="auto", budgets={"mixed": 0.5}, profiles=NIGHTLY_ONLY)
+test_auto = auto.pytest_cases()

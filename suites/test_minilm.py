@@ -37,7 +37,13 @@ def suites(model, quick: bool = False):
 s128_b1, s128_b8 = suites(minilm_l6_s128)
 s32_b1, s32_b8 = suites(minilm_l6_s32, quick=True)
 
+# `mixed` with the float layers found by the sensitivity search, beside the hand-picked six of
+# s128_b1 in the same nightly run (same fp32 baseline; case ids end in -auto).
+s128_b1_auto = Suite(name="minilm-auto", model=minilm_l6_s128, frameworks=("torch", "onnxruntime", "tflite"),
+                     modes=("mixed",), keep_float="auto", budgets={"mixed": 1.0}, batch_sizes=(1,), profiles=NIGHTLY_ONLY)
+
 test_s128_b1 = s128_b1.pytest_cases()
+test_s128_b1_auto = s128_b1_auto.pytest_cases()
 test_s128_b8 = s128_b8.pytest_cases()
 test_s32_b1 = s32_b1.pytest_cases()
 test_s32_b8 = s32_b8.pytest_cases()

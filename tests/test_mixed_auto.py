@@ -21,9 +21,12 @@ SUITE = textwrap.dedent("""
     plain = Suite(name="plain", model=plain_mlp, frameworks=("onnxruntime",), modes=("mixed",), keep_float="auto",
                   budgets={"mixed": 10.0})
     typo = Suite(name="typo", model=plain_mlp, frameworks=("onnxruntime",), modes=("mixed",), keep_float=("fc_1",))
+    half = Suite(name="half", model=sensitive_mlp, frameworks=("onnxruntime", "tflite"), modes=("mixed",),
+                 keep_float="auto", kept_precision="float16", budgets={"mixed": 2.0})
     test_sensitive = sensitive.pytest_cases()
     test_plain = plain.pytest_cases()
     test_typo = typo.pytest_cases()
+    test_half = half.pytest_cases()
 """)
 AUTO_ROWS = {"torch": "sensitive-mlp-torch-mixed-pt2e-x86-auto-b1",
              "onnxruntime": "sensitive-mlp-onnxruntime-mixed-qdq-mixed-auto-b1",
@@ -87,6 +90,17 @@ def test_a_name_that_maps_to_no_layer_is_an_error_with_close_matches(run):
     row = run.row("plain-mlp-onnxruntime-mixed-qdq-mixed-b1")
     assert row["status"] == "error"
     assert "layer 'fc_1'" in row["reason"] and "close matches: fc1" in row["reason"], row["reason"]
+
+
+def test_float16_kept_layers_where_the_framework_can_and_na_where_not(run):
+    """ai-edge-quantizer keeps the found layers' weights in float16 (float_casting); onnxruntime's
+    QDQ recipe keeps float32 only: its float16 case is n/a and says why."""
+    row = run.row("sensitive-mlp-tflite-mixed-litert-torch-auto-fp16-b1")
+    assert row["status"] == "ok", row["reason"]
+    assert row["kept_float_precision"].startswith("float16") and "fc1" in row["kept_float"].split(", ")
+    assert row["within_budget"], (row["accuracy"], row["keep_float_search"])
+    ort = run.row("sensitive-mlp-onnxruntime-mixed-qdq-mixed-auto-fp16-b1")
+    assert ort["status"] == "n/a" and "kept_precision float16" in ort["reason"], ort["reason"]
 
 
 def test_sensitivity_command_prints_tables_worst_first_and_writes_files_and_a_picture(run, tmp_path):

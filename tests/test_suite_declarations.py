@@ -53,6 +53,8 @@ def test_keep_float_auto_needs_the_mixed_budget_and_stands_alone():
         Suite(model=digits_cnn, modes=("mixed",), keep_float=("auto", "conv1"), budgets={"mixed": 1.0})
     with pytest.raises(SuiteError, match="`keep_float`: 'auto' searches the float layers of mode 'mixed'"):
         Suite(model=digits_cnn, modes=("static-int8",), keep_float="auto")
+    with pytest.raises(SuiteError, match="`kept_precision`: 'bfloat16' is not one of float32, float16"):
+        Suite(model=digits_cnn, modes=("mixed",), kept_precision="bfloat16")
 
 
 def test_auto_and_named_mixed_cases_stand_side_by_side():

@@ -148,6 +148,7 @@ class BuildContext:
         keep_float: tuple[str, ...] = (),
         export: ExportFormat = ExportFormat(),
         mixed_budget: Optional[float] = None,
+        kept_precision: str = "float32",
     ) -> None:
         self.spec = spec
         self.dataset = dataset
@@ -157,6 +158,7 @@ class BuildContext:
         self.keep_float = tuple(keep_float) or spec.sensitive_layers  # suite override, else the model's
         self.export = export
         self.mixed_budget = mixed_budget  # points: the budget keep_float="auto" searches within
+        self.kept_precision = kept_precision  # `mixed`: float32, or float16 where the framework can
 
     @property
     def model_context(self) -> ModelContext:
@@ -237,6 +239,7 @@ class BuildContext:
             "params": dict(recipe.params),
             "keep_float": list(self.keep_float) if recipe.mode == "mixed" else [],
             **(self._search_key() if recipe.mode == "mixed" and self.searches_float_layers else {}),
+            **({"kept_precision": self.kept_precision} if recipe.mode == "mixed" and self.kept_precision != "float32" else {}),
             "libraries": library_versions(recipe.libraries),
             **({"keras_fingerprint": self.keras_fingerprint} if recipe.source == "keras" else {}),
             **({"export": self.export.key(recipe.framework)} if self.export.key(recipe.framework) else {}),
@@ -253,6 +256,12 @@ class BuildContext:
         from harness.sensitivity.search import SEARCH_VERSION, SearchConfig
 
         return {"budget_pts": self.mixed_budget, "search": {**SearchConfig().params(), "version": SEARCH_VERSION}}
+
+    def only_float32_kept(self, why: str) -> None:
+        """For a `mixed` recipe that keeps its float layers in float32 only: a float16 request is n/a, saying why."""
+        if self.kept_precision != "float32":
+            raise NotApplicable(f"kept_precision {self.kept_precision}: {why}; float16 kept layers are ai-edge-quantizer's "
+                                "(float_casting), in the tflite rows from torch or a .tflite file")
 
     def float_layers(self, recipe: Recipe) -> tuple[Optional[list[str]], dict[str, Any]]:
         """The layers a `mixed` build keeps float, and the manifest notes saying how they were

@@ -114,11 +114,16 @@ def _weighted_ops(model: bytes | Path, with_weights: bool) -> list[tuple[Weighte
     if with_weights:
         interpreter.allocate_tensors()
     found = []
-    for op in interpreter._get_ops_details():
+    ops = interpreter._get_ops_details()
+    dequantized_from = {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == "DEQUANTIZE"}
+    for op in ops:
         inputs = [i for i in op["inputs"] if i >= 0]
         if op["op_name"] in WEIGHTED_OPS and len(inputs) > 1 and inputs[1] in tensors:
             weight = tensors[inputs[1]]
             dtype = np.dtype(weight["dtype"]).name
+            source = dequantized_from.get(inputs[1])
+            if source is not None and source in tensors:  # float16 (or int8) weights dequantized in the graph
+                dtype = np.dtype(tensors[source]["dtype"]).name
             values = interpreter.get_tensor(weight["index"]) if with_weights and dtype == "float32" else None
             found.append((WeightedOp(op["index"], op["op_name"], weight["name"], dtype,
                                      tuple(tensors[o]["name"] for o in op["outputs"] if o >= 0)), values))
@@ -281,15 +286,31 @@ def resolve_layers(model: bytes | Path, names: Iterable[str], where: str, known:
     return kept_layers(model, names or None, where, known)[0]
 
 
-def graph_io_of(model: bytes | Path, ops: list[WeightedOp]) -> tuple[bool, bool]:
-    """(does any of `ops` read a graph input, does any write a graph output)."""
+# Ops that only move values (layout): between the model's input and a kept layer they decide
+# whether that layer really reads float data.
+LAYOUT_OPS = ("RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS")
+
+
+def graph_io_of(model: bytes | Path, ops: list[WeightedOp]) -> tuple[bool, bool, list[str]]:
+    """(does any of `ops` read a graph input, directly or through layout ops; does any write a
+    graph output; the scopes of those layout ops, in ai-edge-quantizer's naming)."""
     interpreter = _interpreter(model)
     inputs = {d["index"] for d in interpreter.get_input_details()}
     outputs = {d["index"] for d in interpreter.get_output_details()}
     details = {op["index"]: op for op in interpreter._get_ops_details()}
-    reads = any(i in inputs for op in ops for i in details[op.index]["inputs"])
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    producer = {o: op for op in details.values() for o in op["outputs"]}
+    reads, layout = False, []
+    for op in ops:
+        tensor, chain = details[op.index]["inputs"][0], []
+        while tensor in producer and producer[tensor]["op_name"] in LAYOUT_OPS:
+            chain.append(";".join(names[o] for o in producer[tensor]["outputs"] if o >= 0) + ";")
+            tensor = producer[tensor]["inputs"][0]
+        if tensor in inputs:
+            reads = True
+            layout += [scope for scope in chain if scope not in layout]
     writes = any(o in outputs for op in ops for o in details[op.index]["outputs"])
-    return reads, writes
+    return reads, writes, layout
 
 
 def check_kept_float(float_model: bytes | Path, quantized: bytes, kept: list[WeightedOp], what: str) -> dict:
@@ -309,4 +330,5 @@ def check_kept_float(float_model: bytes | Path, quantized: bytes, kept: list[Wei
     if not int_ops and len(positions) < len(after):
         raise RuntimeError(f"{what}: no weighted op outside the kept layers was quantized")
     return {"kept_float_ops": [op.short() for op in kept], "int8_weighted_ops": len(int_ops),
+            "kept_weight_dtypes": sorted({after[i].weight_dtype for i in positions}),
             "float_weighted_ops": len(after) - len(int_ops)}

@@ -172,6 +172,7 @@ def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
     """Full integer, with the sensitive layers' ops on the quantization debugger's deny list."""
     if ctx.spec.saved_model is not None:
         return _mixed_saved_model(ctx, out)
+    ctx.only_float32_kept("TensorFlow's QuantizationDebugger keeps denylisted ops in float32")
     float_model = _convert(ctx, "float32 (to find the layers to keep in float)")
     names, how = ctx.float_layers(MIXED)
     kept, kept_names = kept_layers(float_model, names, f"{ctx.spec.name} in tflite (keras)", source_layers(ctx))

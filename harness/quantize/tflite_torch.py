@@ -268,8 +268,9 @@ def static_calibration(ctx: BuildContext, src: "FloatTflite", float_model: bytes
     return q.calibrate(data, num_threads=1)
 
 
-def mixed_configure(float_model: bytes, kept: list):
-    """static_wi8_ai8 (restricted as static_recipe says), then no_quantize for the kept ops:
+def mixed_configure(float_model: bytes, kept: list, precision: str = "float32"):
+    """static_wi8_ai8 (restricted as static_recipe says), then no_quantize for the kept ops, or
+    (precision float16) float16 weights for them (float_casting, computed in float32):
     (configure, what the static recipe covers, the kept ops' scopes). A kept op that reads the
     model's input (or writes its output) keeps that float too: the whole-graph recipe quantizes
     the graph's inputs and outputs themselves (its INPUT/OUTPUT pseudo-ops), and an int8 input
@@ -278,19 +279,25 @@ def mixed_configure(float_model: bytes, kept: list):
 
     scopes = ["^" + re.escape(op.scope) + "$" for op in kept]
     static, covers = _static(recipe.static_wi8_ai8(), float_model)
-    reads_input, writes_output = graph_io_of(float_model, kept) if kept else (False, False)
+    reads_input, writes_output, layout = graph_io_of(float_model, kept) if kept else (False, False, [])
     io = [name for name, touched in ((qtyping.TFLOperationName.INPUT, reads_input),
                                      (qtyping.TFLOperationName.OUTPUT, writes_output)) if touched]
 
     def configure(q):
         static(q)
-        for scope in scopes:
-            q.update_quantization_recipe(scope, qtyping.TFLOperationName.ALL_SUPPORTED, qtyping.OpQuantizationConfig(),
-                                         algorithm_key="no_quantize")
+        for scope, op in zip(scopes, kept):
+            if precision == "float16" and op.op in FP16_OPS:
+                q.add_weight_only_config(scope, qtyping.TFLOperationName(op.op), 16, algorithm_key="float_casting")
+            else:
+                q.update_quantization_recipe(scope, qtyping.TFLOperationName.ALL_SUPPORTED, qtyping.OpQuantizationConfig(),
+                                             algorithm_key="no_quantize")
         for operation in io:
             q.update_quantization_recipe(".*", operation, qtyping.OpQuantizationConfig(), algorithm_key="no_quantize")
+        for scope in layout:  # reshapes between the model's input and a kept layer: float too
+            q.update_quantization_recipe("^" + re.escape(scope) + "$", qtyping.TFLOperationName.ALL_SUPPORTED,
+                                         qtyping.OpQuantizationConfig(), algorithm_key="no_quantize")
 
-    return configure, covers, scopes + [f"{op.value} (graph {op.value.lower()})" for op in io]
+    return configure, covers, scopes + [f"{op.value} (graph {op.value.lower()})" for op in io] + layout
 
 
 def mixed_recipe(src: "FloatTflite") -> Recipe:
@@ -306,11 +313,13 @@ def build_mixed(src: "FloatTflite", ctx: BuildContext, out: Path) -> BuiltModel:
     float_model = src.fp32(ctx)
     names, how = ctx.float_layers(mixed_recipe(src))
     kept, kept_names = kept_layers(float_model, names, f"{ctx.spec.name} in {src.where}", src.known_layers(ctx))
-    configure, covers, scopes = mixed_configure(float_model, kept)
-    content = _quantize(ctx, src, f"static_wi8_ai8 with {len(kept)} ops kept float", configure, float_model)
+    configure, covers, scopes = mixed_configure(float_model, kept, ctx.kept_precision)
+    content = _quantize(ctx, src, f"static_wi8_ai8 with {len(kept)} ops kept {ctx.kept_precision}", configure, float_model)
     facts = check_kept_float(float_model, content, kept, "ai-edge-quantizer(no_quantize)")
+    precision = {(): "float32", ("float32",): "float32", ("float16",): "float16 weights (float_casting; float32 compute)"}.get(
+        tuple(facts["kept_weight_dtypes"]), "mixed: " + ", ".join(facts["kept_weight_dtypes"]))
     return _write(ctx, out, content, {"layers": names if names is not None else "first and last weighted op",
-                                      "kept_float_layers": kept_names, "kept_float_precision": "float32",
+                                      "kept_float_layers": kept_names, "kept_float_precision": precision,
                                       "no_quantize_scopes": scopes, "quantized_ops": covers, **facts, **how}, src)
 
 
@@ -417,7 +426,7 @@ def aeq_recipes(src: FloatTflite, prefix: str, libraries: tuple[str, ...], param
         recipe("static-int8", "static_wi8_ai8", build_static, static),
         recipe("int16x8", "static_wi8_ai16", build_int16x8, calibrated),
         recipe("mixed", "static_wi8_ai8, no_quantize", build_mixed,
-               {**static, "io": "float where a kept layer reads or writes it"}),
+               {**static, "io": "float where a kept layer reads it (through layout ops) or writes it"}),
     )
 
 

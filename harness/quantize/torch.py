@@ -228,6 +228,9 @@ def build_pt2e(quantizer: str, mixed: bool = False, compile: Optional[str] = Non
         from harness.quantize.pt2e_torch import calibrate, capture, layer_precision, make_quantizer, resolve_keep_float
         from harness.quantize.torch_export import drop_unused_state
 
+        if mixed:
+            ctx.only_float32_kept("PT2E leaves set_module_name_qconfig(None) layers in float32, and its int8 kernels are "
+                                  "CPU kernels (on a GPU there is no int8 path to mix float16 with)")
         module = fp32_copy(ctx)
         names, how = ctx.float_layers(mixed_recipe(quantizer)) if mixed else (None, {})
         keep = resolve_keep_float(ctx, module, names) if mixed else []

@@ -44,13 +44,16 @@ def _probe(ctx: BuildContext, recipe: Recipe, tuning: Tuning) -> Probe:
     from harness.sensitivity import probe_onnxruntime, probe_tflite, probe_torch
 
     if recipe.framework == "onnxruntime":
+        ctx.only_float32_kept("onnxruntime's QDQ recipe keeps excluded nodes in float32")
         return probe_onnxruntime.OnnxruntimeProbe(ctx, recipe, tuning)
     if recipe.framework == "torch":
+        ctx.only_float32_kept("PT2E keeps its float layers in float32")
         return probe_torch.TorchProbe(ctx, recipe, tuning)
     if recipe.framework == "tflite":
         if recipe.source == "keras":
             if ctx.spec.saved_model is not None:  # its mixed is ai-edge-quantizer's (tflite_keras._mixed_saved_model)
                 return probe_tflite.AeqProbe(ctx, recipe, tuning, tflite_keras.saved_model_source(ctx))
+            ctx.only_float32_kept("TensorFlow's QuantizationDebugger keeps denylisted ops in float32")
             return probe_tflite.KerasProbe(ctx, recipe, tuning)
         sources = {tflite_torch.TORCH.source: tflite_torch.TORCH, tflite_file.FILE.source: tflite_file.FILE}
         if recipe.source in sources:

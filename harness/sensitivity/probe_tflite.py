@@ -71,7 +71,7 @@ class AeqProbe(_LiteRTProbe):
         from harness.quantize import tflite_torch
 
         kept = self._ops(float_layers)
-        configure, _, _ = tflite_torch.mixed_configure(self.float_model, kept)
+        configure, _, _ = tflite_torch.mixed_configure(self.float_model, kept, self.ctx.kept_precision)
         return self._write(tflite_torch._quantize(self.ctx, self.src, f"static_wi8_ai8 with {len(kept)} ops kept float",
                                                   configure, self.float_model, calibration=self.calibration))
 
