@@ -125,3 +125,38 @@ def test_a_tflite_file_is_its_own_fp32_row_and_gets_ai_edge_quantizer_modes(run,
 
 def test_the_run_fails_only_where_it_should(run):
     assert "error" not in set(run.results["status"]), run.results[run.results["status"] == "error"][["case_id", "reason"]]
+
+
+def test_a_misspelt_layer_name_lists_close_matches(models):
+    from harness.quantize.layer_names import UnknownLayer
+    from harness.quantize.tflite_file import scope_layers
+    from harness.quantize.tflite_graph import resolve_layers
+
+    content = (models / "mlp.tflite").read_bytes()
+    assert [op.op for op in resolve_layers(content, ["hidden2"], "mlp", scope_layers(content))] == ["FULLY_CONNECTED"]
+    with pytest.raises(UnknownLayer, match="layer 'hiden1' to keep in float matches no layer of mlp; close matches: hidden1"):
+        resolve_layers(content, ["hiden1"], "mlp", scope_layers(content))
+
+
+def test_each_source_files_content_is_in_the_cache_key(models, tmp_path):
+    import shutil
+
+    from harness.artifacts import ArtifactCache
+    from harness.data import load_npz
+    from harness.models import keras_model, tflite_model
+    from harness.quantize.base import BuildContext
+
+    def fingerprint(spec):
+        return BuildContext(spec, load_npz(models / "digits.npz"), ArtifactCache(tmp_path / "a"), tmp_path / "m").fingerprint
+
+    shutil.copy(models / "mlp.tflite", tmp_path / "model.tflite")
+    shutil.copytree(models / "mlp_savedmodel", tmp_path / "saved")
+    before = [fingerprint(tflite_model("m", tmp_path / "model.tflite", data=models / "digits.npz")),
+              fingerprint(keras_model("m", tmp_path / "saved", data=models / "digits.npz"))]
+    with open(tmp_path / "model.tflite", "ab") as f:
+        f.write(b"\0")  # one byte more: another file
+    (tmp_path / "saved" / "assets").mkdir(exist_ok=True)
+    (tmp_path / "saved" / "assets" / "note.txt").write_text("changed")
+    after = [fingerprint(tflite_model("m", tmp_path / "model.tflite", data=models / "digits.npz")),
+             fingerprint(keras_model("m", tmp_path / "saved", data=models / "digits.npz"))]
+    assert before[0] != after[0] and before[1] != after[1]

@@ -123,3 +123,17 @@ def test_a_program_exported_with_a_fixed_batch_says_how_to_export_it(programs):
     with pytest.raises(ModelFileError, match=r"has a fixed batch size .*dynamic_shapes=\(\{0: torch.export.Dim\('batch'\)\},\)"):
         files.load_pt2_module(programs / "cnn_fixed_batch.pt2")
     assert [spec.name for spec in files.pt2_inputs(programs / "cnn.pt2")] == ["image"]  # the data's `input` binds to it
+
+
+def test_a_misspelt_module_path_lists_close_matches(programs):
+    from types import SimpleNamespace
+
+    from harness.models import files
+    from harness.quantize.layer_names import UnknownLayer
+    from harness.quantize.pt2e_torch import resolve_keep_float
+
+    module = files.load_pt2_module(programs / "cnn.pt2")
+    ctx = SimpleNamespace(spec=SimpleNamespace(name="cnn-pt2"))
+    with pytest.raises(UnknownLayer, match="layer 'fc_2' to keep in float matches no layer of cnn-pt2 in torch; close matches: fc2"):
+        resolve_keep_float(ctx, module, ["fc_2"])
+    assert resolve_keep_float(ctx, module, None) == ["conv", "fc2"]  # the default: first and last layer
