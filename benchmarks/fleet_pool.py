@@ -38,16 +38,17 @@ from tests.sshd import inventory_toml, make_sshd  # noqa: E402  (a real sshd on 
 BOARDS = ("dev-a", "dev-b", "dev-c")
 
 
-def pytest(where: Path, run_id: str, *extra: str, min_duration: float) -> float:
+def pytest(where: Path, run_id: str, *extra: str, min_duration: float) -> tuple[float, float]:
+    """(wall seconds, the epoch time it started)."""
     cmd = [sys.executable, "-m", "pytest", str(REPO / "suites" / "test_digits.py"), "-k", "onnxruntime", "-q",
            "-p", "no:cacheprovider", f"--inventory={where / 'targets.toml'}", f"--results-dir={where / 'results'}",
            f"--run-id={run_id}", "--results-db=off", "--min-duration", str(min_duration), *extra]
-    started = time.perf_counter()
+    epoch, started = time.time(), time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     wall = time.perf_counter() - started
     if proc.returncode not in (0, 1):  # 1: a case failed its budget; the timing is still what it is
         raise SystemExit(f"pytest {' '.join(extra)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    return wall
+    return wall, epoch
 
 
 def overheads(run_dir: Path) -> tuple[list[float], list[float], int]:
@@ -66,6 +67,20 @@ def overheads(run_dir: Path) -> tuple[list[float], list[float], int]:
     return gaps, waits, cases
 
 
+def phases(run_dir: Path, epoch: float, wall: float) -> str:
+    """Where the wall time went: before the first board was leased (pytest, xdist workers, imports,
+    the fp32 model), while boards measured, after the last was released (report, history)."""
+    found = re.findall(r"^\[\S+\] lease (\S+) ([\d.]+)-([\d.]+)", (run_dir / "run.log").read_text(), re.M)
+    spans = [(float(a), float(b)) for _, a, b in found]
+    boards = len({board for board, _, _ in found})
+    first, last = min(a for a, _ in spans), max(b for _, b in spans)
+    busy = sum(b - a for a, b in spans)
+    fp32s = len(list((run_dir / "fleet" / "baselines").glob("*/*.json")))
+    return (f"startup {first - epoch:.1f} s, measuring {last - first:.1f} s (boards held {busy:.1f} s in all: "
+            f"{busy / ((last - first) * boards):.0%} of {boards} board(s)' time"
+            + (f"; {fp32s} fp32 measurements across boards" if fp32s else "") + f"), finish {epoch + wall - last:.1f} s")
+
+
 def describe(values: list[float]) -> str:
     if not values:
         return "n/a (one case per worker)"
@@ -82,6 +97,8 @@ def main() -> None:
     flags = open("/proc/cpuinfo").read()
     print(f"host: {os.cpu_count()} logical CPUs, avx512_vnni={'avx512_vnni' in flags}, "
           f"load average {os.getloadavg()[0]:.2f} before the run")
+    print("cases: suites/test_digits.py -k onnxruntime (the quick profile); timed window "
+          f"{args.min_duration:g} s per case; ssh devices on 127.0.0.1")
     with tempfile.TemporaryDirectory(prefix="qb-fleet-bench-") as tmp:
         where = Path(tmp)
         devices = {name: make_sshd(where / f"sshd-{name}") for name in BOARDS}
@@ -91,19 +108,22 @@ def main() -> None:
             (where / "targets.toml").write_text(inventory_toml(targets) + f'[pools.shelf]\ntargets = {list(BOARDS)}\n'.replace("'", '"'))
             # warm-up: builds every artifact and ships the bundles to each device (not timed)
             pytest(where, "warmup", "--target=" + ",".join(BOARDS), "-n", str(args.workers), min_duration=0.1)
-            serial = pytest(where, "serial", "--target=dev-a", min_duration=args.min_duration)
-            pool = pytest(where, "pool", "--target=pool:shelf", "-n", str(args.workers), min_duration=args.min_duration)
+            serial, serial_at = pytest(where, "serial", "--target=dev-a", min_duration=args.min_duration)
+            pool, pool_at = pytest(where, "pool", "--target=pool:shelf", "-n", str(args.workers), min_duration=args.min_duration)
         finally:
             for sshd in devices.values():
                 sshd.stop()
         s_gaps, _, s_cases = overheads(where / "results" / "serial")
         p_gaps, p_waits, p_cases = overheads(where / "results" / "pool")
-        print(f"serial on one device: {s_cases} cases, wall {serial:.1f} s")
+        print(f"serial on one device: {s_cases} cases, wall {serial:.1f} s: "
+              f"{phases(where / 'results' / 'serial', serial_at, serial)}")
         print(f"pool of {len(BOARDS)}, -n {args.workers}: {p_cases} cases, wall {pool:.1f} s "
-              f"({serial / pool:.2f}x faster; CPU-bound on {os.cpu_count()} CPUs: every 'device' runs on this host)")
+              f"({serial / pool:.2f}x faster; CPU-bound on {os.cpu_count()} CPUs: every 'device' runs on this host): "
+              f"{phases(where / 'results' / 'pool', pool_at, pool)}")
         print(f"scheduling overhead per case, serial (one process, no xdist): {describe(s_gaps)}")
         print(f"scheduling overhead per case, pool -n {args.workers}: {describe(p_gaps)} (goal: under 0.5 s)")
         print(f"waiting for a free board, pool: {describe(p_waits)}")
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
