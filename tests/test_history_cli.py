@@ -163,7 +163,17 @@ def test_recommend_excludes_untrusted_timing_and_flags_noise(runs, tmp_path):
             "is not the device's normal speed") in evidence
     assert f"excluded {_named(second)}: timed loop stopped at its time cap" in evidence
     assert "IQR/median 0.250 (noisy: >= 0.1)" in rec.evidence()[0]
-    assert "[timing noisy: IQR/median 0.25]" in rec.headline() and "2 excluded for untrusted timing" in rec.headline()
+    headline = rec.headline()
+    assert headline.startswith(f"digits-cnn on local: ship {_named(third).replace('/', ' ', 1)}: "), headline
+    speedup = third.get("speedup")
+    if speedup:  # the gains read from the row's own comparisons with its fp32
+        assert (f"{speedup:.2f}x faster than" if speedup >= 1 else f"{1 / speedup:.2f}x slower than") in headline
+    assert "[timing noisy: IQR/median 0.25]" in headline and "2 excluded for untrusted timing" in headline
+    runner_up = next(c.row for c in rec.candidates if c.eligible and c is not rec.choice)
+    margin = runner_up["latency_p50_ms"] / third["latency_p50_ms"] - 1
+    iqr = max(0.25, runner_up["iqr_over_median"] if runner_up["iqr_over_median"] >= 0.10 else 0)
+    expected = "a near tie" if margin <= 0.10 else f"within the noise (IQR/median {iqr:.2f})" if margin <= iqr else ""
+    assert f"({margin:+.0%} p50{', ' + expected if expected else ''})" in headline, (headline, margin, iqr)
     # the noise threshold is the gates': at 0.3 the same case is not flagged
     cli = quantbench("recommend", "--target", "local", "--results-db", url, "--noise-threshold", "0.3",
                      "--max-accuracy-drop", "100")
