@@ -106,6 +106,12 @@ def test_the_dashboard_recommends_what_the_command_recommends(site):
     assert re.findall(r'data-recommended="([^"]+)"', target) == [answer]
     evidence = cli.stdout.splitlines()[1].strip()
     assert evidence.split(":")[0] in target  # the same evidence line heads the page's list
+    import html
+
+    from harness.history.recommend import recommend
+
+    [rec] = recommend(HistoryDB(site["url"]).results(target="local"))
+    assert html.escape(rec.headline()) in index  # the line a run prints at its end
 
 
 def test_an_empty_database_renders_a_page_that_says_so(tmp_path):

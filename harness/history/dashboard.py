@@ -291,13 +291,13 @@ def build(db, out_dir: Path, max_drop: float = DEFAULT_MAX_DROP, gates: Gates = 
     for target in targets:
         page, recs, info = _target_page(db, target, out, max_drop, gates)
         rows = [[_e(r.model), str(r.batch_size), f"<span data-recommended=\"{_e(r.answer)}\">{_e(r.answer)}</span>",
-                 _e(r.evidence()[0]),
+                 _e(r.headline()),  # the line a run prints at its end
                  f"<a href=\"{page}#{_e(slug(r.model))}-b{r.batch_size}\"><img class=\"thumb\" src=\"{png}\" "
                  f"alt=\"accuracy vs latency of {_e(r.model)} on {_e(target)}\"></a>"] for r, png in recs]
         sections.append(f"<h2><a href=\"{page}\">{_e(target)}</a></h2><p class=\"meta\">{_e(info['kind'])} / "
                         f"{_e(info['profile'])} / {_e(info['device'])}; {info['runs']} run(s), latest "
                         f"{_e(info['latest'])} at {_e(info['started'])} UTC</p>"
-                        + _table(["model", "batch", f"recommended (budget {max_drop:g} pts)", "evidence", "trade-off"], rows))
+                        + _table(["model", "batch", f"recommended (budget {max_drop:g} pts)", "the answer", "trade-off"], rows))
     if len(targets) > 1:
         sections.insert(0, _fleet_section(db.results(target=targets), max_drop, gates.noise))
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
