@@ -34,11 +34,19 @@ class Profile:
     # --rounds nor the suite's Timing.rounds says otherwise (harness/rounds.py). 1 = one process,
     # no interval on the speedup.
     rounds: int = 1
+    # The timing (Timing field -> value) of the suites that declare none (their Timing is the
+    # default one); a suite's own Timing stands, and command-line flags (--min-runs, ...) win over
+    # both. The quick profile keeps a slow recipe's warmup and timed loop to a few seconds:
+    # tens of calls, not a hundred.
+    timing: tuple[tuple[str, float], ...] = ()
 
+
+QUICK_TIMING = (("warmup_runs", 5), ("warmup_s", 0.1), ("min_runs", 20), ("min_duration_s", 0.5), ("max_duration_s", 3.0))
 
 PROFILES: dict[str, Profile] = {
     QUICK: Profile(QUICK, "every framework and mode on each suite's quick shapes, evaluation on declared seeded "
-                          "subsets, 45 s budget per case, one round (the default)", case_budget_s=45.0, rounds=1),
+                          "subsets, timed loops of 20+ calls over 0.5-3 s, 45 s budget per case, one round (the default)",
+                   case_budget_s=45.0, rounds=1, timing=QUICK_TIMING),
     NIGHTLY: Profile(NIGHTLY, "the full matrix: every shape, batch and recipe, full evaluation sets, no budget "
                               "but the target's case timeout, 3 rounds per case with a speedup interval",
                      case_budget_s=None, rounds=3),

@@ -77,6 +77,9 @@ class SessionOptions:
         return min(case_timeout_s, budget) if budget is not None else case_timeout_s
 
     def timing(self, suite_timing: Timing) -> Timing:
+        # a suite that declares no timing gets the profile's; then the command line's values
+        if replace(suite_timing, rounds=None) == Timing():
+            suite_timing = replace(suite_timing, **dict(profiles.resolve(self.profile).timing))
         overrides = {
             k: v for k, v in (("min_runs", self.min_runs), ("min_duration_s", self.min_duration_s),
                               ("max_duration_s", self.max_duration_s), ("warmup_runs", self.warmup_runs))

@@ -201,3 +201,24 @@ def test_a_case_past_its_time_budget_keeps_its_latency_and_says_why_in_seconds(s
     assert "accuracy not scored" in proc.stdout  # in the printed table too
     # fp32 is the reference of every other case: only the target's case timeout bounds it
     assert fp32["eval_samples"] == 100 and fp32["accuracy"] >= 0 and not fp32["reason"]
+
+
+def test_quick_timing_for_suites_that_declare_none():
+    from harness import Timing
+    from harness.profiles import QUICK_TIMING
+    from harness.session import SessionOptions
+
+    quick, nightly = SessionOptions(profile="quick"), SessionOptions(profile="nightly")
+    got = quick.timing(Timing())
+    assert {k: getattr(got, k) for k, _ in QUICK_TIMING} == dict(QUICK_TIMING) and got.rounds == 1
+    assert replace_rounds(nightly.timing(Timing())) == Timing()  # nightly: the full defaults, 3 rounds
+    mine = Timing(min_runs=500, min_duration_s=2.0, max_duration_s=20.0)
+    assert replace_rounds(quick.timing(mine)) == mine  # a suite's own timing stands
+    flags = SessionOptions(profile="quick", min_runs=7, max_duration_s=9.0).timing(Timing())
+    assert (flags.min_runs, flags.max_duration_s, flags.min_duration_s) == (7, 9.0, 0.5)  # flags win over the profile
+
+
+def replace_rounds(timing):
+    from dataclasses import replace
+
+    return replace(timing, rounds=None)
