@@ -14,7 +14,10 @@ same stretch of the machine's drift):
   torch         fp32 TorchScript vs torch.ao.quantize_dynamic (x86) TorchScript: the recipe's own
                 execution format (quantbench compares it with fp32-torchscript, not the .pt2)
 Goals (issue 11): quantbench / bare within 0.90-1.10, and the interval covers the bare value.
-`--busy` runs a spinning process beside the whole measurement (one core of this machine busy).
+`--busy` runs a spinning process beside the whole measurement (one core of this machine busy), in a
+session of its own like another user's job; the bare loops run in a session of their own like the
+runner (with autogroup scheduling a session is a scheduling group, and torch's 2-thread OpenMP
+barriers under load depend on it by a factor of ten).
 
     .venv/bin/python benchmarks/minilm_speedup.py [--rounds 5] [--seconds 2] [--bare-rounds 6] [--threads 2] [--busy]
 """
@@ -93,7 +96,12 @@ def bare_rounds(framework: str, fp32: Path, int8: Path, inputs: Path, input_name
                 seconds: float) -> list[dict]:
     job = {"framework": framework, "fp32": str(fp32), "int8": str(int8), "inputs": str(inputs), "threads": threads,
            "rounds": rounds, "seconds": seconds, "input_names": list(input_names)}
-    out = subprocess.run([sys.executable, "-c", BARE, json.dumps(job)], capture_output=True, text=True)
+    # Its own session, as the runner's (targets/local.py): with the kernel's autogroup scheduling a
+    # session is a scheduling group, and under load that decides how often torch's OpenMP threads
+    # wait for a preempted peer (here 930 ms a call in its own group beside a busy loop, 70-110 ms
+    # when it shared the busy loop's group; 30 ms quiet): both sides must run in the same conditions.
+    out = subprocess.run([sys.executable, "-c", BARE, json.dumps(job)], capture_output=True, text=True,
+                         start_new_session=True)
     if out.returncode != 0:
         raise SystemExit(f"bare {framework} loops failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -146,7 +154,8 @@ def main() -> None:
 
     inputs = results / "inputs.npz"
     np.savez(inputs, **{k: np.ascontiguousarray(v[:1]) for k, v in resolve_data(minilm_l6_s128.data).eval_inputs.items()})
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+    # the busy loop in a session of its own, like another user's job
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True) if args.busy else None
     try:
         with open("/proc/loadavg") as f:
             load = f.read().split()[:3]
