@@ -90,7 +90,10 @@ class TorchProbe(Probe):
         weighted = _weighted_targets()
         targets = {node.name: node.target for node in self.captured.graph.nodes}
         sums = {layer.name: [0.0, 0.0] for layer in self.layers}
-        for summary in compare_results(extract_results_from_loggers(reference), extract_results_from_loggers(actual)).values():
+        # Only tensor-valued nodes: compare_results raises on a symbolic size (MiniLM's sym_size_int
+        # nodes log ints: "ValueError: For debug_info=...sym_size_int_3..."), and SQNR is about tensors.
+        ref_results, actual_results = (_tensor_results(extract_results_from_loggers(m)) for m in (reference, actual))
+        for summary in compare_results(ref_results, actual_results).values():
             if targets.get(summary.ref_node_name) not in weighted or summary.ref_module_stack not in sums:
                 continue
             for result in summary.results:
@@ -99,3 +102,11 @@ class TorchProbe(Probe):
                 sums[summary.ref_module_stack][1] += float(((result.actual.detach().double() - ref) ** 2).sum())
         return {name: (math.inf if noise <= 0 else 10.0 * math.log10(signal / noise))
                 for name, (signal, noise) in sums.items() if signal > 0}
+
+
+def _tensor_results(results: dict) -> dict:
+    """The logger results whose every recorded value is a tensor."""
+    import torch
+
+    return {info: entry for info, entry in results.items()
+            if entry[2] and all(isinstance(value, torch.Tensor) for value in entry[2])}
