@@ -21,6 +21,8 @@ from typing import Optional
 
 import pytest
 
+from tests import emulated_pi
+
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
@@ -29,29 +31,9 @@ def keygen(path: Path, kind: str = "ed25519") -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _children(pid: int) -> list[int]:
-    """Every descendant of pid (from /proc)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+# One implementation of both with the emulated Pi's script (stdlib only, loaded as a module).
+free_port = emulated_pi.script().free_port
+_children = emulated_pi.script()._descendants  # every descendant of a pid (from /proc)
 
 
 def _comm(pid: int) -> str:
