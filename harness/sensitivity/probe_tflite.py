@@ -20,6 +20,7 @@ import numpy as np
 from harness.quantize import tflite_graph
 from harness.quantize.tflite_graph import WeightedOp
 from harness.sensitivity.probe import Probe, host_outputs
+from harness.sensitivity.search import pooled_sqnr_db
 
 
 class _LiteRTProbe(Probe):
@@ -137,7 +138,7 @@ class KerasProbe(_LiteRTProbe):
             hits = [v for k, v in stats.items() if any(k.startswith(f"NumericVerify/{o}") for o in outputs)]
             signal, noise = sum(h["signal"] for h in hits), sum(h["noise"] for h in hits)
             if hits and signal > 0:
-                found[layer.name] = math.inf if noise <= 0 else 10.0 * math.log10(signal / noise)
+                found[layer.name] = pooled_sqnr_db(signal, noise)
         return found
 
 

@@ -11,7 +11,6 @@ records); a layer's figure is its conv/linear node's output.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from harness.quantize import pt2e_torch
 from harness.runner import measure
 from harness.sensitivity.probe import Probe
+from harness.sensitivity.search import pooled_sqnr_db
 
 BATCH = 16
 
@@ -100,8 +100,8 @@ class TorchProbe(Probe):
                 ref = result.ref.detach().double()
                 sums[summary.ref_module_stack][0] += float((ref ** 2).sum())
                 sums[summary.ref_module_stack][1] += float(((result.actual.detach().double() - ref) ** 2).sum())
-        return {name: (math.inf if noise <= 0 else 10.0 * math.log10(signal / noise))
-                for name, (signal, noise) in sums.items() if signal > 0}
+        pooled = {name: pooled_sqnr_db(signal, noise) for name, (signal, noise) in sums.items()}
+        return {name: db for name, db in pooled.items() if db is not None}
 
 
 def _tensor_results(results: dict) -> dict:
