@@ -29,9 +29,12 @@ def test_regressions_fail_their_tests_and_improvements_are_listed(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:]
     assert f"history: run night-1 recorded in {db_url} (tags: nightly)" in first.stdout
 
-    # test-made baseline: fp32 twice as fast as night-1 really was, static-int8 twice as slow
-    derived = derive_run(results / "night-1", tmp_path / "derived", "derived-baseline", scale={FP32: 0.5, QDQ: 2.0},
-                         label="fp32 latencies x0.5, static-int8 x2.0")
+    # test-made baseline: fp32 twice as fast as night-1 really was, static-int8 five times as slow
+    # (x2 was not enough: a process of this VM can land on a speed level 1.4x slower, and under load
+    # the noise-widened margin can then hold a -29% change "within the noise": the final fresh-clone
+    # run with two xdist workers did not list static-int8 as an improvement)
+    derived = derive_run(results / "night-1", tmp_path / "derived", "derived-baseline", scale={FP32: 0.5, QDQ: 5.0},
+                         label="fp32 latencies x0.5, static-int8 x5.0")
     imported = quantbench("history", "import", str(derived), "--tag", "derived", "--results-db", db_url)
     assert imported.returncode == 0 and "imported derived-baseline" in imported.stdout, imported.stderr
 
