@@ -441,7 +441,7 @@ def test_ssh_target_with_a_gpu_profile_runs_the_gpu_paths(tmp_path):
     from harness.models import digits_cnn
     from harness.session import BenchSession, SessionOptions
     from targets.inventory import parse_target
-    from tests.sshd import make_sshd
+    from harness.testing.sshd import make_sshd
 
     sshd = make_sshd(tmp_path / "sshd")
     try:

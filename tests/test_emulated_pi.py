@@ -28,9 +28,9 @@ from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
 from targets.base import RunnerJob, TargetConfig
 from targets.inventory import parse_target
 from targets.local import LocalTarget
+from harness.testing.sshd import inventory_toml
 from tests import emulated_pi
 from tests.conftest import REPO_ROOT, SuiteRun
-from tests.sshd import inventory_toml
 
 CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
 FULL = os.environ.get("QUANTBENCH_EMULATED_PI_FULL", "") not in ("", "0")

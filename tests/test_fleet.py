@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from harness.session import DEFAULT_CACHE_DIR
+from harness.testing.sshd import inventory_toml, make_sshd
 from tests.conftest import FAST_TIMING
 from tests.onnx_models import digits_flat, logistic_regression, write_npz
-from tests.sshd import inventory_toml, make_sshd
 
 CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
 BOARDS = ("dev-a", "dev-b", "dev-c")

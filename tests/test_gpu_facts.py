@@ -17,8 +17,8 @@ from harness.quantize import recipes_for
 from harness.runner.gpu_facts import describe_gpu, from_device_tree
 from targets import open_target
 from targets.inventory import parse_target
+from harness.testing.sshd import make_sshd
 from tests.replay import SENSORS
-from tests.sshd import make_sshd
 from tests.test_suite_declarations import gpu_evidence
 
 

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from harness.history import schema
 from harness.history.db import ENV_VAR, HistoryDB, HistoryError, migrate, read_run_dir, resolve_url
-from tests.history_support import REPO_ROOT, PostgresServer, real_runs, wait_for
+from harness.testing.postgres import PostgresServer
+from tests.history_support import REPO_ROOT, real_runs, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from harness.history.db import ENV_VAR, HistoryDB
-from tests.history_support import REPO_ROOT, PostgresServer, derive_run, quantbench, run_pytest, write_suite
+from harness.testing.postgres import PostgresServer
+from tests.history_support import REPO_ROOT, derive_run, quantbench, run_pytest, write_suite
 
 FP32 = "digits-cnn-onnxruntime-fp32-b1"
 QDQ = "digits-cnn-onnxruntime-static-int8-qdq-b1"

@@ -155,7 +155,7 @@ def test_runner_left_by_a_killed_run_is_ended_by_the_next_run_but_a_live_runs_is
 
 
 def test_sigint_on_an_ssh_target_ends_the_runner_on_the_device(suite_dir):
-    from tests.sshd import inventory_toml, make_sshd
+    from harness.testing.sshd import inventory_toml, make_sshd
 
     device = make_sshd(suite_dir / "sshd")
     workdir = suite_dir / "device"

@@ -8,7 +8,7 @@ import pytest
 
 from targets import TargetError, open_target
 from targets.inventory import parse_target
-from tests.sshd import keygen, make_sshd
+from harness.testing.sshd import keygen, make_sshd
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_changed_host_key_is_refused_even_with_trust_on_first_use(device, tmp_pa
 
 
 def test_changed_host_key_stops_the_cli_check(device, tmp_path):
-    from tests.sshd import inventory_toml
+    from harness.testing.sshd import inventory_toml
 
     other = keygen(tmp_path / "other_host_key")
     known = tmp_path / "known_hosts"
@@ -93,7 +93,7 @@ def test_a_key_the_device_does_not_accept(device, tmp_path):
 
 
 def test_nothing_listening(device, tmp_path):
-    from tests.sshd import free_port
+    from harness.testing.processes import free_port
 
     with pytest.raises(TargetError, match=r"cannot connect to .*127\.0\.0\.1.*Is the device on and reachable"):
         connect(tmp_path, device.target(port=free_port()))

@@ -16,7 +16,7 @@ from harness import Suite
 from harness.models import digits_cnn
 from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
 from targets.inventory import parse_target
-from tests.sshd import Proxy, make_sshd
+from harness.testing.sshd import Proxy, make_sshd
 
 CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
 

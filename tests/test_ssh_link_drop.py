@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from harness.pytest_plugin import outage_lines
+from harness.testing.sshd import make_sshd
 from tests.netns import Namespace
-from tests.sshd import make_sshd
 from tests.test_ssh_faults import cases, run_in_background, running_job, session, wait_for
 
 MODES = ("fp32", "fp16", "dynamic-int8", "static-int8", "mixed", "qat-int8")

@@ -10,8 +10,8 @@ import sys
 import pandas as pd
 import pytest
 
+from harness.testing.sshd import inventory_toml, make_sshd
 from tests.conftest import FAST_TIMING, SuiteRun
-from tests.sshd import inventory_toml, make_sshd
 
 SUITE = """
 from harness import Suite

@@ -1,5 +1,6 @@
-"""A real OpenSSH server on loopback for the ssh target's tests, and a TCP proxy of our own
-between harness and server to cut the link or make it go silent.
+"""A real OpenSSH server on loopback as an ssh target's device (for the ssh target's tests and
+benchmarks), and a TCP proxy of our own between harness and server to cut the link or make it
+go silent.
 
 The server runs Debian's /usr/sbin/sshd (openssh-server, in requirements/debian.txt) with a
 generated host key and user key, as the current user, listening on 127.0.0.1 only. Its
@@ -21,7 +22,8 @@ from typing import Optional
 
 import pytest
 
-from tests import emulated_pi
+from harness.testing.processes import descendants as _children  # every descendant of a pid (from /proc)
+from harness.testing.processes import free_port
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -29,11 +31,6 @@ SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 def keygen(path: Path, kind: str = "ed25519") -> Path:
     subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "quantbench-test", "-f", str(path)], check=True)
     return path
-
-
-# One implementation of both with the emulated Pi's script (stdlib only, loaded as a module).
-free_port = emulated_pi.script().free_port
-_children = emulated_pi.script()._descendants  # every descendant of a pid (from /proc)
 
 
 def _comm(pid: int) -> str:
