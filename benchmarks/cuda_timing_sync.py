@@ -45,16 +45,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from harness.artifacts import ArtifactCache  # noqa: E402
-from harness.data import resolve_data  # noqa: E402
-from harness.models import digits_cnn, torch_model  # noqa: E402
-from harness.models.digits_cnn import N_EVAL, load_data  # noqa: E402
-from harness.quantize import BuildContext, fp32_recipe  # noqa: E402
-from harness.session import DEFAULT_CACHE_DIR  # noqa: E402
-from targets import RunnerJob, TargetConfig, open_target  # noqa: E402
+from harness.artifacts import ArtifactCache
+from harness.data import resolve_data
+from harness.models import digits_cnn, torch_model
+from harness.models.digits_cnn import N_EVAL, load_data
+from harness.quantize import BuildContext, fp32_recipe
+from harness.session import DEFAULT_CACHE_DIR
+from targets import RunnerJob, TargetConfig, open_target
 
 GOAL = 0.05  # quantbench p50 within 5% of the synchronised bare loop
 GPU_BOUND = 0.5  # the unsynchronised loop must read under half of the synchronised one

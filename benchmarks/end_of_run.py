@@ -24,12 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from harness.history.answer import answer_lines
+from harness.history.dashboard import build
+from harness.history.db import HistoryDB
 
-from harness.history.answer import answer_lines  # noqa: E402
-from harness.history.dashboard import build  # noqa: E402
-from harness.history.db import HistoryDB  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 COLD = """
 import sys, time

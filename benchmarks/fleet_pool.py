@@ -4,7 +4,7 @@ The digits onnxruntime cases of suites/test_digits.py (`-k onnxruntime`), run tw
 invocation, as a user runs them:
   1. serially on one loopback ssh "device"          pytest ... --target=dev-a
   2. on a pool of three loopback devices, 3 workers  pytest ... --target=pool:shelf -n 3
-Each device is its own Debian sshd on 127.0.0.1 (tests/sshd.py) with its own work directory;
+Each device is its own Debian sshd on 127.0.0.1 (harness.testing.sshd) with its own work directory;
 all three run their runners on THIS machine, so on a 2-core host the three devices share two
 cores: the wall-time gain is bounded by the CPU (and the pool's timings are not a quiet
 measurement), not by the scheduler. Artifacts are built before the first timed run (a warm-up
@@ -30,10 +30,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from harness.testing.sshd import inventory_toml, make_sshd  # a real sshd on 127.0.0.1 with generated keys
 
-from tests.sshd import inventory_toml, make_sshd  # noqa: E402  (a real sshd on 127.0.0.1 with generated keys)
+REPO = Path(__file__).resolve().parent.parent
 
 BOARDS = ("dev-a", "dev-b", "dev-c")
 

@@ -22,17 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from harness.history.db import HistoryDB, read_run_dir
+from harness.history.gates import Gates
+from harness.history.recommend import for_target
+from harness.history.regress import compare, select_baseline
+from harness.store import rebuild
 
-from harness.history.db import HistoryDB, read_run_dir  # noqa: E402
-from harness.history.gates import Gates  # noqa: E402
-from harness.history.recommend import for_target  # noqa: E402
-from harness.history.regress import compare, select_baseline  # noqa: E402
-from harness.store import rebuild  # noqa: E402
 
 SUITE = """from harness import Suite
 from harness.models import digits_cnn
@@ -110,8 +108,7 @@ def main() -> None:
         backends = {"sqlite": lambda: HistoryDB(f"sqlite:///{work / 'history.sqlite'}")}
         server = None
         try:
-            sys.path.insert(0, str(REPO / "tests"))
-            from history_support import PostgresServer
+            from harness.testing.postgres import PostgresServer
 
             server = PostgresServer()
             backends["postgresql"] = lambda: HistoryDB(server.new_database())

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from harness import Suite, Timing  # noqa: E402
-from harness.models import digits_cnn  # noqa: E402
-from harness.runner import system  # noqa: E402
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions  # noqa: E402
-from targets import TargetConfig  # noqa: E402
+from harness import Suite, Timing
+from harness.models import digits_cnn
+from harness.runner import system
+from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+from targets import TargetConfig
 
 STATIC = "digits-cnn-onnxruntime-static-int8-qdq-b1"
 

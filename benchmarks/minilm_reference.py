@@ -26,17 +26,15 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from harness.artifacts import load_artifact
+from harness.data import resolve_data
+from harness.models import minilm_l6_s128
+from harness.quantize import recipes_for
+from harness.runner import system
+from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+from harness.suite import Case, Timing
+from targets import TargetConfig
 
-from harness.artifacts import load_artifact  # noqa: E402
-from harness.data import resolve_data  # noqa: E402
-from harness.models import minilm_l6_s128  # noqa: E402
-from harness.quantize import recipes_for  # noqa: E402
-from harness.runner import system  # noqa: E402
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions  # noqa: E402
-from harness.suite import Case, Timing  # noqa: E402
-from targets import TargetConfig  # noqa: E402
 
 # Issue #8's figures: 2 threads, batch 1, sequence 128, AVX-512 VNNI, quiet machine.
 ISSUE_REFERENCE = {("onnxruntime", "fp32"): 9.6, ("onnxruntime", "dynamic-int8"): 5.0,
@@ -63,7 +61,6 @@ import json, sys, time, numpy as np, torch
 path, inputs, threads, seconds, how = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), json.loads(sys.argv[5])
 torch.set_num_threads(threads)
 if how["format"] == "eager":  # the module as a PyTorch user runs it, no export
-    sys.path.insert(0, how["repo"])
     from harness.models.minilm import build_torch_module
     module = build_torch_module()
     if how["mode"] == "dynamic-int8":
@@ -90,7 +87,7 @@ def bare_p50(framework: str, artifact, inputs: Path, threads: int, seconds: floa
     if framework == "onnxruntime":
         cmd = [sys.executable, "-c", ORT_LOOP, str(artifact.model_file), str(inputs), str(threads), str(seconds)]
     else:
-        how = {"format": "eager", "mode": eager_mode, "repo": str(REPO)} if eager_mode else dict(artifact.manifest["notes"]["torch_load"])
+        how = {"format": "eager", "mode": eager_mode} if eager_mode else dict(artifact.manifest["notes"]["torch_load"])
         cmd = [sys.executable, "-c", TORCH_LOOP, str(artifact.model_file), str(inputs), str(threads), str(seconds), json.dumps(how)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:

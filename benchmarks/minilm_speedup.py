@@ -31,18 +31,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from harness import Suite, Timing  # noqa: E402
-from harness.artifacts import ArtifactCache  # noqa: E402
-from harness.data import resolve_data  # noqa: E402
-from harness.models import minilm_l6_s128  # noqa: E402
-from harness.quantize import BuildContext  # noqa: E402
-from harness.rounds import log_median  # noqa: E402
-from harness.runner import system  # noqa: E402
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions  # noqa: E402
-from targets import TargetConfig  # noqa: E402
+from harness import Suite, Timing
+from harness.artifacts import ArtifactCache
+from harness.data import resolve_data
+from harness.models import minilm_l6_s128
+from harness.quantize import BuildContext
+from harness.rounds import log_median
+from harness.runner import system
+from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+from targets import TargetConfig
 
 INT8 = {"onnxruntime": "minilm-l6-s128-onnxruntime-dynamic-int8-dyn-b1", "torch": "minilm-l6-s128-torch-dynamic-int8-ao-x86-b1"}
 

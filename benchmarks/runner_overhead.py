@@ -20,16 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from harness.artifacts import ArtifactCache
+from harness.models import digits_cnn
+from harness.quantize import BuildContext, RECIPES
+from harness.runner import system
+from harness.session import DEFAULT_CACHE_DIR
+from targets import RunnerJob, TargetConfig
+from targets.local import LocalTarget
 
-from harness.artifacts import ArtifactCache  # noqa: E402
-from harness.models import digits_cnn  # noqa: E402
-from harness.quantize import BuildContext, RECIPES  # noqa: E402
-from harness.runner import system  # noqa: E402
-from harness.session import DEFAULT_CACHE_DIR  # noqa: E402
-from targets import RunnerJob, TargetConfig  # noqa: E402
-from targets.local import LocalTarget  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 BARE_LOOP = r"""
 import sys, time, json, numpy as np, onnxruntime as ort

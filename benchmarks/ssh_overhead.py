@@ -18,18 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from harness.artifacts import ArtifactCache  # noqa: E402
-from harness.models import digits_cnn  # noqa: E402
-from harness.quantize import RECIPES, BuildContext  # noqa: E402
-from harness.session import DEFAULT_CACHE_DIR  # noqa: E402
-from targets import RunnerJob, open_target  # noqa: E402
-from targets.inventory import parse_target  # noqa: E402
-from tests.sshd import make_sshd  # noqa: E402  (a real sshd on 127.0.0.1 with generated keys)
+from harness.artifacts import ArtifactCache
+from harness.models import digits_cnn
+from harness.quantize import RECIPES, BuildContext
+from harness.session import DEFAULT_CACHE_DIR
+from harness.testing.sshd import make_sshd  # a real sshd on 127.0.0.1 with generated keys
+from targets import RunnerJob, open_target
+from targets.inventory import parse_target
 
 
 def job(artifact, inputs: Path, seconds: float, work: Path) -> RunnerJob:

@@ -25,17 +25,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from harness.artifacts import ArtifactCache  # noqa: E402
-from harness.data import resolve_data  # noqa: E402
-from harness.models import digits_cnn  # noqa: E402
-from harness.quantize import BuildContext, recipes_for  # noqa: E402
-from harness.runner import system  # noqa: E402
-from harness.session import DEFAULT_CACHE_DIR  # noqa: E402
-from targets import RunnerJob, TargetConfig  # noqa: E402
-from targets.local import LocalTarget  # noqa: E402
+from harness.artifacts import ArtifactCache
+from harness.data import resolve_data
+from harness.models import digits_cnn
+from harness.quantize import BuildContext, recipes_for
+from harness.runner import system
+from harness.session import DEFAULT_CACHE_DIR
+from targets import RunnerJob, TargetConfig
+from targets.local import LocalTarget
 
 # A bare loop: load the artifact, build `call` that does the timed work, warm up, time each call.
 PRELUDE = r"""

@@ -13,23 +13,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from harness.artifacts import ArtifactCache  # noqa: E402
-from harness.data import resolve_data  # noqa: E402
-from harness.models import digits_cnn  # noqa: E402
-from harness.quantize import RECIPES, BuildContext  # noqa: E402
-from harness.runner import system  # noqa: E402
-from harness.session import DEFAULT_CACHE_DIR  # noqa: E402
-from targets import RunnerJob, TargetConfig  # noqa: E402
-from targets.local import LocalTarget  # noqa: E402
+from harness.artifacts import ArtifactCache
+from harness.data import resolve_data
+from harness.models import digits_cnn
+from harness.quantize import RECIPES, BuildContext
+from harness.runner import system
+from harness.session import DEFAULT_CACHE_DIR
+from targets import RunnerJob, TargetConfig
+from targets.local import LocalTarget
 
 GOAL = 0.05  # runner/Timer within 5% (or within the Timer's IQR)
 

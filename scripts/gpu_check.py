@@ -621,7 +621,7 @@ def main(argv: list[str]) -> int:
 
 def why_deselect_ssh(python: str, env: dict) -> Optional[str]:
     """Why the ssh GPU-profile test cannot run here (it needs sshd and paramiko), or None."""
-    from tests.sshd import SSHD
+    from harness.testing.sshd import SSHD
 
     if not os.path.exists(SSHD):
         return f"no sshd here ({SSHD}: Debian's openssh-server)"
@@ -631,6 +631,5 @@ def why_deselect_ssh(python: str, env: dict) -> Optional[str]:
     return None
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
+if __name__ == "__main__":  # through scripts/gpu_check.sh, which puts the repository on PYTHONPATH
     sys.exit(main(sys.argv[1:]))

@@ -18,4 +18,6 @@ if ! command -v "$PY" >/dev/null 2>&1; then
     exit 2
 fi
 cd "$ROOT"
+# The borrowed machine's Python does not have quantbench installed: it imports it from this checkout.
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 exec "$PY" "$ROOT/scripts/gpu_check.py" "$@"
