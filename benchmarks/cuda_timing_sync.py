@@ -50,7 +50,7 @@ from harness.data import resolve_data
 from harness.models import digits_cnn, torch_model
 from harness.models.digits_cnn import N_EVAL, load_data
 from harness.quantize import BuildContext, fp32_recipe
-from harness.session import DEFAULT_CACHE_DIR
+from harness import settings
 from targets import RunnerJob, TargetConfig, open_target
 
 GOAL = 0.05  # quantbench p50 within 5% of the synchronised bare loop
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="chain,digits", help="comma-separated: chain, digits")
     parser.add_argument("--threads", type=int, default=None, help="torch threads here and in the runner (default: the target's)")
     parser.add_argument("--io", default="device,host", help="the runner's io modes to compare, comma-separated: device, host")
-    parser.add_argument("--cache-dir", default=os.environ.get("QUANTBENCH_CACHE") or str(DEFAULT_CACHE_DIR))
+    parser.add_argument("--cache-dir", default=str(settings.cache_dir()))
     parser.add_argument("--json", default=None, help="also write every figure and the verdict here")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]

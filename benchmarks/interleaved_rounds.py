@@ -23,7 +23,8 @@ from pathlib import Path
 from harness import Suite, Timing
 from harness.models import digits_cnn
 from harness.runner import system
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+from harness import settings
+from harness.session import BenchSession, SessionOptions
 from targets import TargetConfig
 
 STATIC = "digits-cnn-onnxruntime-static-int8-qdq-b1"
@@ -55,7 +56,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the interleaved way")
     parser.add_argument("--seconds", type=float, default=1.0, help="timed seconds per runner process")
     parser.add_argument("--threads", type=int, default=None, help="default: the target's physical cores")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    parser.add_argument("--cache-dir", type=Path, default=settings.cache_dir())
     args = parser.parse_args()
     timing = Timing(warmup_runs=50, warmup_s=0.2, min_runs=100, min_duration_s=args.seconds, max_duration_s=args.seconds * 5)
     results = Path(tempfile.mkdtemp(prefix="qb-interleaved-"))

@@ -31,7 +31,8 @@ from harness.data import resolve_data
 from harness.models import minilm_l6_s128
 from harness.quantize import recipes_for
 from harness.runner import system
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+from harness import settings
+from harness.session import BenchSession, SessionOptions
 from harness.suite import Case, Timing
 from targets import TargetConfig
 
@@ -111,7 +112,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating bare/harness rounds per case")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    parser.add_argument("--cache-dir", type=Path, default=settings.cache_dir())
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="qb-minilm-ref-"))

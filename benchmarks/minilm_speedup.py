@@ -38,7 +38,8 @@ from harness.models import minilm_l6_s128
 from harness.quantize import BuildContext
 from harness.rounds import log_median
 from harness.runner import system
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+from harness import settings
+from harness.session import BenchSession, SessionOptions
 from targets import TargetConfig
 
 INT8 = {"onnxruntime": "minilm-l6-s128-onnxruntime-dynamic-int8-dyn-b1", "torch": "minilm-l6-s128-torch-dynamic-int8-ao-x86-b1"}
@@ -143,7 +144,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--busy", action="store_true", help="a spinning process beside the whole measurement")
     parser.add_argument("--frameworks", default="onnxruntime,torch")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    parser.add_argument("--cache-dir", type=Path, default=settings.cache_dir())
     args = parser.parse_args()
 
     results = Path(tempfile.mkdtemp(prefix="qb-minilm-speedup-"))

@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO))
 
 from harness.artifacts import load_artifact  # noqa: E402
 from harness.runner import system  # noqa: E402
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions  # noqa: E402
+from harness import settings  # noqa: E402
+from harness.session import BenchSession, SessionOptions  # noqa: E402
 from harness.suite import Suite, Timing  # noqa: E402
 from targets import TargetConfig  # noqa: E402
 
@@ -49,7 +50,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="alternating latency-only rounds of the two mixed artifacts")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    parser.add_argument("--cache-dir", type=Path, default=settings.cache_dir())
     parser.add_argument("--fresh-search", action="store_true",
                         help="delete this model's cached searches and auto artifacts first, so the search runs (and is timed)")
     args = parser.parse_args()

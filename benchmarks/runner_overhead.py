@@ -24,7 +24,7 @@ from harness.artifacts import ArtifactCache
 from harness.models import digits_cnn
 from harness.quantize import BuildContext, RECIPES
 from harness.runner import system
-from harness.session import DEFAULT_CACHE_DIR
+from harness import settings
 from targets import RunnerJob, TargetConfig
 from targets.local import LocalTarget
 
@@ -84,8 +84,8 @@ def main() -> None:
     dataset = resolve_data(digits_cnn.data)
     inputs = work / "inputs.npz"
     np.savez(inputs, **dataset.eval_inputs)
-    ctx = BuildContext(digits_cnn, dataset, ArtifactCache(DEFAULT_CACHE_DIR / "artifacts"), DEFAULT_CACHE_DIR / "models")
-    target = LocalTarget(TargetConfig(name="local", kind="local"), DEFAULT_CACHE_DIR)
+    ctx = BuildContext(digits_cnn, dataset, ArtifactCache(settings.cache_dir() / "artifacts"), settings.cache_dir() / "models")
+    target = LocalTarget(TargetConfig(name="local", kind="local"), settings.cache_dir())
 
     print(f"digits-cnn, onnxruntime, batch 1, {args.threads} threads, {args.rounds} alternating rounds of {args.seconds:g} s, "
           f"CPU {system.cpu_model()}")

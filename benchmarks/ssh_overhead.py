@@ -23,7 +23,7 @@ import numpy as np
 from harness.artifacts import ArtifactCache
 from harness.models import digits_cnn
 from harness.quantize import RECIPES, BuildContext
-from harness.session import DEFAULT_CACHE_DIR
+from harness import settings
 from harness.testing.sshd import make_sshd  # a real sshd on 127.0.0.1 with generated keys
 from targets import RunnerJob, open_target
 from targets.inventory import parse_target
@@ -51,8 +51,8 @@ def main() -> None:
     args = parser.parse_args()
 
     dataset = digits_cnn.data()
-    cache = ArtifactCache(DEFAULT_CACHE_DIR / "artifacts")
-    ctx = BuildContext(digits_cnn, dataset, cache, DEFAULT_CACHE_DIR / "models")
+    cache = ArtifactCache(settings.cache_dir() / "artifacts")
+    ctx = BuildContext(digits_cnn, dataset, cache, settings.cache_dir() / "models")
     recipes = [r for r in RECIPES["onnxruntime"] if r.mode in ("fp32", "static-int8")][:2]
     artifacts = {r.mode: ctx.artifact(r)[0] for r in recipes}
 
@@ -62,9 +62,9 @@ def main() -> None:
         np.savez(inputs, **dataset.eval_inputs)
         sshd = make_sshd(tmp / "sshd")
         try:
-            local = open_target(parse_target("local", {"kind": "local"}, "bench"), DEFAULT_CACHE_DIR)
+            local = open_target(parse_target("local", {"kind": "local"}, "bench"), settings.cache_dir())
             remote = open_target(parse_target("loopback", sshd.target(python=sys.executable, workdir=str(tmp / "device")), "bench"),
-                                 DEFAULT_CACHE_DIR)
+                                 settings.cache_dir())
             started = time.perf_counter()
             remote.info()
             connect_s = time.perf_counter() - started

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from harness import Suite, Timing  # noqa: E402
 from harness.models import digits_cnn  # noqa: E402
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions  # noqa: E402
+from harness import settings  # noqa: E402
+from harness.session import BenchSession, SessionOptions  # noqa: E402
 from targets import load_inventory  # noqa: E402
 from targets.local import runner_env  # noqa: E402
 
@@ -109,7 +109,7 @@ def main() -> int:
     parser.add_argument("--min-duration", type=float, default=1.0, help="seconds per timed loop, both sides")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--modes", nargs="*", default=list(MODES))
-    parser.add_argument("--cache-dir", default=os.environ.get("QUANTBENCH_CACHE") or str(DEFAULT_CACHE_DIR))
+    parser.add_argument("--cache-dir", default=str(settings.cache_dir()))
     args = parser.parse_args()
 
     timing = Timing(min_runs=args.min_runs, min_duration_s=args.min_duration, max_duration_s=max(10.0, 3 * args.min_duration))

@@ -30,7 +30,7 @@ from harness.data import resolve_data
 from harness.models import digits_cnn
 from harness.quantize import BuildContext, recipes_for
 from harness.runner import system
-from harness.session import DEFAULT_CACHE_DIR
+from harness import settings
 from targets import RunnerJob, TargetConfig
 from targets.local import LocalTarget
 
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per measurement")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    parser.add_argument("--cache-dir", type=Path, default=settings.cache_dir())
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="qb-timed-work-"))

@@ -23,7 +23,7 @@ from harness.data import resolve_data
 from harness.models import digits_cnn
 from harness.quantize import RECIPES, BuildContext
 from harness.runner import system
-from harness.session import DEFAULT_CACHE_DIR
+from harness import settings
 from targets import RunnerJob, TargetConfig
 from targets.local import LocalTarget
 
@@ -76,10 +76,10 @@ def main() -> None:
     parser.add_argument("-k", dest="only", default="", help="only recipes whose slug contains this")
     args = parser.parse_args()
 
-    cache = ArtifactCache(DEFAULT_CACHE_DIR / "artifacts")
+    cache = ArtifactCache(settings.cache_dir() / "artifacts")
     dataset = resolve_data(digits_cnn.data)
-    ctx = BuildContext(digits_cnn, dataset, cache, DEFAULT_CACHE_DIR / "models")
-    target = LocalTarget(TargetConfig(name="local", kind="local"), DEFAULT_CACHE_DIR)
+    ctx = BuildContext(digits_cnn, dataset, cache, settings.cache_dir() / "models")
+    target = LocalTarget(TargetConfig(name="local", kind="local"), settings.cache_dir())
     info = target.info()
     work = Path(tempfile.mkdtemp(prefix="torch-fidelity-"))
     inputs = work / "inputs.npz"

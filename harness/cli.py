@@ -6,14 +6,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from harness import cli_history, cli_sensitivity, cli_targets
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from harness import cli_history, cli_sensitivity, cli_targets, settings
 
 
 def _suites_dir() -> Path:
-    local = Path.cwd() / "suites"
-    return local if local.is_dir() else REPO_ROOT / "suites"
+    return settings.base_dir() / "suites"
 
 
 def _names_a_suite(arg: str) -> bool:
@@ -43,7 +40,7 @@ def cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.report import comparison_table
     from harness.store import load_run, resolve_run
 
-    run_dir = resolve_run(args.run, Path(args.results_dir))
+    run_dir = resolve_run(args.run, settings.results_dir(args.results_dir))
     print(f"run {run_dir.name} ({run_dir})")
     print(comparison_table(load_run(run_dir)))
     return 0
@@ -58,7 +55,7 @@ def _add_run(sub) -> None:
 def _add_report(sub) -> None:
     p = sub.add_parser("report", help="print a stored run's comparison table")
     p.add_argument("run", nargs="?", default="latest", help="run id, run directory, or 'latest' (default)")
-    p.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
+    p.add_argument("--results-dir", default=None, help=f"where results/<run-id>/ live (default: ${settings.RESULTS_ENV} or ./results)")
 
 
 # name -> (add the subparser, handler). A handler gets the parsed args and the unparsed rest.

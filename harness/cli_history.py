@@ -9,21 +9,25 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from harness import settings
 
 
 def _db_options(p: argparse.ArgumentParser, sub: bool = False) -> None:
     default = argparse.SUPPRESS if sub else None  # a sub-action does not reset what its parent parsed
     p.add_argument("--results-db", default=default,
                    help="SQLite path or postgresql://... (default: $QUANTBENCH_RESULTS_DB, else <results-dir>/history.sqlite)")
-    p.add_argument("--results-dir", default=argparse.SUPPRESS if sub else str(REPO_ROOT / "results"),
-                   help="where results/<run-id>/ live (default: ./results of the repository)")
+    p.add_argument("--results-dir", default=argparse.SUPPRESS if sub else None,
+                   help=f"where results/<run-id>/ live (default: ${settings.RESULTS_ENV} or ./results)")
+
+
+def _results_dir(args: argparse.Namespace) -> Path:
+    return settings.results_dir(args.results_dir)
 
 
 def _open(args: argparse.Namespace):
     from harness.history.db import HistoryDB
 
-    return HistoryDB.open(args.results_db, Path(args.results_dir))
+    return HistoryDB.open(args.results_db, _results_dir(args))
 
 
 def _user_errors(handler: Callable[[argparse.Namespace, list[str]], int]):
@@ -70,7 +74,7 @@ def cmd_history(args: argparse.Namespace, rest: list[str]) -> int:
         from harness.store import resolve_run
 
         for ref in args.runs:
-            run_dir = resolve_run(ref, Path(args.results_dir))
+            run_dir = resolve_run(ref, _results_dir(args))
             run_id = db.append_run_dir(run_dir, args.import_tags)
             print(f"imported {run_id} from {run_dir}")
         return 0
@@ -123,7 +127,7 @@ def cmd_dashboard(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.history.dashboard import build
     from harness.history.gates import Gates
 
-    out = Path(args.out) if args.out else Path(args.results_dir) / "dashboard"
+    out = Path(args.out) if args.out else _results_dir(args) / "dashboard"
     gates = Gates().override({"latency": args.latency_threshold, "noise": args.noise_threshold})
     index = build(_open(args), out, args.max_accuracy_drop, gates)
     print(f"dashboard: {index} (open it in a browser; it needs no network)")
@@ -185,12 +189,12 @@ def cmd_export(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.history.export import load_run, next_storage_path, to_pytest_benchmark
 
     db = None
-    if resolve_url(args.results_db, Path(args.results_dir)) is not None:
+    if resolve_url(args.results_db, _results_dir(args)) is not None:
         try:
             db = _open(args)
         except HistoryError as exc:  # the run directory may still be there
             print(f"quantbench export: {exc}; reading results/ instead", file=sys.stderr)
-    manifest, rows, lat, tags = load_run(args.run, db, Path(args.results_dir))
+    manifest, rows, lat, tags = load_run(args.run, db, _results_dir(args))
     document = to_pytest_benchmark(manifest, rows, lat, tags, include_data=not args.no_data)
     if not document["benchmarks"]:
         print(f"quantbench export: run {manifest['run_id']} has no measured (ok) cases to export", file=sys.stderr)
@@ -200,7 +204,7 @@ def cmd_export(args: argparse.Namespace, rest: list[str]) -> int:
     elif args.output:
         path = Path(args.output)
     else:
-        run_dir = Path(args.results_dir) / manifest["run_id"]
+        run_dir = _results_dir(args) / manifest["run_id"]
         path = (run_dir if run_dir.is_dir() else Path.cwd()) / "pytest-benchmark.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2))

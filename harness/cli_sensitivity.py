@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from harness import settings
 
 
 def add_sensitivity(sub) -> None:
@@ -26,7 +25,7 @@ def add_sensitivity(sub) -> None:
                    help="pytest-style expression on case ids, e.g. 'onnxruntime or tflite' (only mixed cases are used)")
     p.add_argument("--target", default="local", help="target from the inventory whose applicable recipes are used")
     p.add_argument("--inventory", default=None, help="inventory file (default: $QUANTBENCH_INVENTORY or ./targets.toml)")
-    p.add_argument("--out", default=None, help="output folder (default: results/sensitivity/<suite file>-<time>/)")
+    p.add_argument("--out", default=None, help="output folder (default: <results-dir>/sensitivity/<suite file>-<time>/)")
     p.add_argument("--cache-dir", default=None, help="artifact cache (default: $QUANTBENCH_CACHE or .cache/quantbench)")
 
 
@@ -75,7 +74,6 @@ def cmd_sensitivity(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.quantize.base import BuildContext, NotApplicable
     from harness.sensitivity import choose_float_layers, sensitivity_table
     from harness.sensitivity import report
-    from harness.session import DEFAULT_CACHE_DIR
     from targets import load_inventory, open_target
 
     path = Path(args.suite_file)
@@ -84,7 +82,7 @@ def cmd_sensitivity(args: argparse.Namespace, rest: list[str]) -> int:
         print(f"quantbench sensitivity: no mixed case of {path} matches"
               f"{' -k ' + repr(args.keyword) if args.keyword else ''}", file=sys.stderr)
         return 2
-    cache_dir = Path(args.cache_dir or os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+    cache_dir = settings.cache_dir(args.cache_dir)
     inventory = load_inventory(args.inventory)
     if args.target not in inventory:
         print(f"quantbench sensitivity: unknown target {args.target!r}; known targets: {', '.join(sorted(inventory))}",
@@ -95,7 +93,7 @@ def cmd_sensitivity(args: argparse.Namespace, rest: list[str]) -> int:
         info = target.info()
     finally:
         target.close()
-    out = Path(args.out or REPO_ROOT / "results" / "sensitivity" / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(args.out or settings.results_dir() / "sensitivity" / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     datasets: dict[str, Any] = {}
     entries: dict[str, list[dict]] = {}
     failures = 0

@@ -57,11 +57,9 @@ def list_targets(inventory: Mapping[str, TargetConfig], pools: Mapping[str, Pool
 
 
 def _cache_dir(args: argparse.Namespace) -> Path:
-    import os
+    from harness import settings
 
-    from harness.session import DEFAULT_CACHE_DIR
-
-    return Path(args.cache_dir or os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+    return settings.cache_dir(args.cache_dir)
 
 
 def local_facts(config: TargetConfig, cache_dir: Path) -> dict:

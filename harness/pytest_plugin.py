@@ -18,12 +18,12 @@ from typing import Any, Optional
 
 import pytest
 
-from harness import interrupts, profiles
+from harness import interrupts, profiles, settings
 from harness.fleet import SharedRun, StatusProgress
 from harness.fleet_display import FleetDisplay
 from harness.history import pytest_gates
 from harness.progress import Progress
-from harness.session import DEFAULT_CACHE_DIR, REPO_ROOT, BenchSession, SessionOptions, run_manifest
+from harness.session import BenchSession, SessionOptions, run_manifest
 from harness.store import RunStore, new_run_id
 from harness.suite import Case, Suite
 from harness.vocabulary import STATUS_ERROR, STATUS_NA
@@ -37,9 +37,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--target", default="local",
                     help="where to run: a target from the inventory (default: local), several (a,b: every case on "
                          "each), or a pool of identical boards (pool:NAME: every case once, on a free board)")
-    group.addoption("--inventory", default=None, help="target inventory file (default: $QUANTBENCH_INVENTORY or ./targets.toml)")
-    group.addoption("--results-dir", default=str(REPO_ROOT / "results"), help="where results/<run-id>/ go")
-    group.addoption("--cache-dir", default=None, help="artifact cache (default: $QUANTBENCH_CACHE or .cache/quantbench)")
+    # defaults relative to the rootdir (when pytest found its configuration) or the working directory: harness/settings.py
+    group.addoption("--inventory", default=None,
+                    help=f"target inventory file (default: ${settings.INVENTORY_ENV} or <rootdir>/targets.toml)")
+    group.addoption("--results-dir", default=None,
+                    help=f"where results/<run-id>/ go (default: ${settings.RESULTS_ENV} or <rootdir>/results)")
+    group.addoption("--cache-dir", default=None,
+                    help=f"artifact cache (default: ${settings.CACHE_ENV} or <rootdir>/.cache/quantbench)")
     group.addoption("--threads", type=int, default=None, help="runner threads (default: the target's physical cores)")
     group.addoption("--min-runs", type=int, default=None, help="override the suites' minimum timed runs")
     group.addoption("--min-duration", type=float, default=None, help="override the suites' minimum timed seconds")
@@ -68,7 +72,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     try:
-        placements = parse_placements(config.getoption("--target"), load_fleet(config.getoption("--inventory")))
+        where = settings.for_pytest(config)
+        placements = parse_placements(config.getoption("--target"), load_fleet(where.inventory, where.base_dir))
     except TargetError as exc:
         raise pytest.UsageError(f"quantbench: {exc}") from exc
     config.stash[_PLACEMENTS] = placements
@@ -95,6 +100,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_configure_node(node) -> None:
     """pytest-xdist, on the controller, before a worker starts: hand it the run id."""
     node.workerinput["quantbench_run_id"] = node.config.stash[_RUN_ID]
+    node.workerinput["quantbench_base_dir"] = str(settings.for_pytest(node.config).base_dir)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -140,7 +146,7 @@ def _is_controller(config: pytest.Config) -> bool:
 def _results_dir(config: pytest.Config) -> Path:
     # absolute: the runner and its files live in other working directories (a relative
     # --results-dir once made every local runner fail to find its config.json)
-    return Path(config.getoption("--results-dir")).absolute()
+    return settings.for_pytest(config).results_dir
 
 
 def _run_dir(config: pytest.Config) -> Path:
@@ -171,7 +177,7 @@ def _terminal_writer(config: pytest.Config):
 
 
 def _cache_dir(config: pytest.Config) -> Path:
-    return Path(config.getoption("--cache-dir") or os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR).absolute()
+    return settings.for_pytest(config).cache_dir
 
 
 def _options(config: pytest.Config) -> SessionOptions:

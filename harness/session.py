@@ -18,13 +18,13 @@ import platform
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from harness import baselines, compat, profiles, report
+from harness import baselines, compat, profiles, report, settings
 from harness.artifacts import ArtifactCache
 from harness.data import Dataset, bind_inputs, resolve_data
 from harness.device_columns import fill_device_columns
@@ -47,8 +47,6 @@ from targets.fleet import AllBoardsGone, BoardLeases, BoardUnusable, Lease, Plac
 
 HOST_KINDS = ("local", "cuda")  # targets that run on this host: they share its CPU with builds
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "quantbench"
 VERSIONED = ("numpy", "pandas", "torch", "torchao", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxconverter-common",
              "tensorflow-cpu", "ai-edge-litert", "litert-torch", "ai-edge-quantizer", "paramiko", "nvidia-ml-py")
 
@@ -57,8 +55,8 @@ VERSIONED = ("numpy", "pandas", "torch", "torchao", "onnx", "onnxruntime", "onnx
 class SessionOptions:
     """Per-run settings from the command line; None means the suite's own value."""
 
-    results_dir: Path = REPO_ROOT / "results"  # run directories are created under here
-    cache_dir: Path = DEFAULT_CACHE_DIR  # artifacts and trained models, shared across runs
+    results_dir: Path = field(default_factory=settings.results_dir)  # run directories are created under here
+    cache_dir: Path = field(default_factory=settings.cache_dir)  # artifacts and trained models, shared across runs
     threads: Optional[int] = None  # default: the target's physical core count
     min_runs: Optional[int] = None
     min_duration_s: Optional[float] = None

@@ -13,9 +13,6 @@ import pandas as pd
 
 from harness import report
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RESULTS_DIR = REPO_ROOT / "results"
-
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
@@ -125,8 +122,12 @@ def rebuild(run_dir: Path) -> pd.DataFrame:
     return df
 
 
-def resolve_run(ref: str, results_dir: Path = DEFAULT_RESULTS_DIR) -> Path:
-    """A run directory from a run id, a path, or 'latest'."""
+def resolve_run(ref: str, results_dir: Optional[Path] = None) -> Path:
+    """A run directory from a run id, a path, or 'latest' (under results_dir, default: harness.settings.results_dir())."""
+    if results_dir is None:
+        from harness import settings
+
+        results_dir = settings.results_dir()
     if ref == "latest":
         runs = sorted(p for p in Path(results_dir).iterdir() if (p / "cases").is_dir()) if Path(results_dir).is_dir() else []
         if not runs:

@@ -188,13 +188,14 @@ def inspect(brought: list[str]) -> dict:
     for name in HOST_MODULES:
         importlib.import_module(name)
     facts["host_modules"] = list(HOST_MODULES)
-    from harness.session import DEFAULT_CACHE_DIR, library_versions
+    from harness import settings
+    from harness.session import library_versions
     from targets.base import TargetConfig
     from targets.cuda import CudaTarget
 
     facts["versions"] = library_versions()
     facts["cpu_cores"] = os.cpu_count()
-    cache = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+    cache = settings.cache_dir()
     facts["cuda_probe"] = CudaTarget(TargetConfig(name="cuda", kind="cuda"), cache).probe()
     import torch
 

@@ -1,24 +1,22 @@
-"""The target inventory: `targets.toml` (repo root by default), `--inventory PATH` or
-$QUANTBENCH_INVENTORY. `local` (this CPU) and `cuda` (this machine's GPU 0) exist even without a file.
+"""The target inventory: `--inventory PATH`, else $QUANTBENCH_INVENTORY, else `targets.toml` in
+the base directory (the pytest rootdir or the working directory, see harness/settings.py). `local` (this CPU) and `cuda` (this machine's GPU 0) exist even without a file.
 
 `[targets.NAME]` declares one place to run; `[pools.NAME] targets = [...]` names a set of
 identical boards (same kind and profile), of which a run uses whichever is free
 (`--target=pool:NAME`, see targets/fleet.py)."""
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
 
+from harness import settings
 from harness.vocabulary import PROFILES, TARGET_KINDS
 from targets.base import TargetConfig, TargetError
 from targets.ssh_config import parse_ssh_settings
 
-ENV_VAR = "QUANTBENCH_INVENTORY"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_FILE = REPO_ROOT / "targets.toml"
+ENV_VAR = settings.INVENTORY_ENV
 COMMON_FIELDS = {f.name for f in fields(TargetConfig)} - {"name", "settings"}
 SECRET_FIELDS = ("password", "passphrase")
 # [targets.X.sensors] keys the runner reads, and their TOML types (other keys pass through unchecked)
@@ -51,13 +49,10 @@ class Inventory:
     pools: dict[str, Pool]
 
 
-def inventory_path(explicit: Optional[str] = None) -> Optional[Path]:
-    """The inventory in force: --inventory, else $QUANTBENCH_INVENTORY, else ./targets.toml if present."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
-    return DEFAULT_FILE if DEFAULT_FILE.is_file() else None
+def inventory_path(explicit: Optional[str] = None, base: Optional[Path] = None) -> Optional[Path]:
+    """The inventory in force: --inventory, else $QUANTBENCH_INVENTORY, else <base>/targets.toml if present
+    (base: the pytest rootdir or the working directory; harness.settings.inventory_path)."""
+    return settings.inventory_path(explicit, base)
 
 
 def _check_export_settings(table: dict, where: str) -> None:
@@ -127,10 +122,10 @@ def parse_pool(name: str, table: dict, targets: dict[str, TargetConfig], source:
     return Pool(name, tuple(members), str(table.get("description", "")))
 
 
-def load_fleet(explicit: Optional[str] = None) -> Inventory:
+def load_fleet(explicit: Optional[str] = None, base: Optional[Path] = None) -> Inventory:
     """Every target and pool of the inventory in force (built-in targets included)."""
     targets = dict(BUILTIN)
-    path = inventory_path(explicit)
+    path = inventory_path(explicit, base)
     if path is None:
         return Inventory(targets, {})
     if not path.is_file():
@@ -151,6 +146,6 @@ def load_fleet(explicit: Optional[str] = None) -> Inventory:
     return Inventory(targets, pools)
 
 
-def load_inventory(explicit: Optional[str] = None) -> dict[str, TargetConfig]:
+def load_inventory(explicit: Optional[str] = None, base: Optional[Path] = None) -> dict[str, TargetConfig]:
     """The targets of the inventory in force, by name."""
-    return load_fleet(explicit).targets
+    return load_fleet(explicit, base).targets

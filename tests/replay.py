@@ -3,13 +3,13 @@ trees and tool output under tests/fixtures/sensors/, tools replayed by tests/fix
 and one real case measured by the real runner on the local target with a device profile."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from harness import Suite
 from harness.models import digits_cnn
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+from harness import settings
+from harness.session import BenchSession, SessionOptions
 from targets.inventory import parse_target
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -33,7 +33,7 @@ def fp32_case():
 def measure_one_case(tmp_path: Path, name: str, profile: str, sensors: dict) -> tuple[dict, dict]:
     """(row, runner result) of the fp32 digits case on a local target with this profile."""
     config = parse_target(name, {"kind": "local", "profile": profile, "sensors": {"idle_s": 0.3, **sensors}}, "test")
-    options = SessionOptions(results_dir=tmp_path / "results", cache_dir=Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR),
+    options = SessionOptions(results_dir=tmp_path / "results", cache_dir=settings.cache_dir(),
                              min_runs=20, min_duration_s=0.3, max_duration_s=2, warmup_runs=2, run_id=name)
     session = BenchSession(config, options)
     try:

@@ -94,9 +94,9 @@ def test_every_framework_runs_the_program_where_the_mode_applies(run):
 def manifest(row):
     import json
 
-    from harness.session import DEFAULT_CACHE_DIR
+    from harness import settings
 
-    return json.loads((DEFAULT_CACHE_DIR / "artifacts" / row["artifact_key"] / "manifest.json").read_text())
+    return json.loads((settings.cache_dir() / "artifacts" / row["artifact_key"] / "manifest.json").read_text())
 
 
 def test_the_program_keeps_its_module_paths_for_mixed(run):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness import settings
 from harness.device_columns import placement_text
 from harness.runner.sensors import NoSensor
 from harness.runner.backend_onnxruntime import requested_providers
@@ -59,7 +60,7 @@ needs_gpu = pytest.mark.usefixtures("_gpu")
 needs_ort_cuda = pytest.mark.skipif(not ORT_CUDA, reason="onnxruntime here is the CPU build (no CUDAExecutionProvider): "
                                                           "test_onnxruntime_cpu_build_is_na_on_a_cuda_target covers it")
 without_gpu = pytest.mark.skipif(GPU is not None, reason=f"a CUDA device is present ({GPU}): the GPU tests cover this")
-CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or Path(__file__).resolve().parent.parent / ".cache" / "quantbench")
+CACHE = settings.cache_dir()
 
 
 def cuda_info(**facts) -> TargetInfo:

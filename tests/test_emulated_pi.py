@@ -24,7 +24,8 @@ from harness.data import resolve_data
 from harness.metrics import top1
 from harness.profiles import EVAL_SEED
 from harness.models import digits_cnn
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+from harness import settings
+from harness.session import BenchSession, SessionOptions
 from targets.base import RunnerJob, TargetConfig
 from targets.inventory import parse_target
 from targets.local import LocalTarget
@@ -32,7 +33,7 @@ from harness.testing.sshd import inventory_toml
 from tests import emulated_pi
 from tests.conftest import REPO_ROOT, SuiteRun
 
-CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+CACHE = settings.cache_dir()
 FULL = os.environ.get("QUANTBENCH_EMULATED_PI_FULL", "") not in ("", "0")
 # Few timed calls: the figures mean nothing under emulation. The evaluation pass always runs
 # (--case-budget: emulation is slow, and the quick profile's 45 s would skip it for torch).

@@ -4,18 +4,17 @@ onnxruntime (1.19.2) and ai-edge-litert (2.1.0). The runner is written for Pytho
 3.11 are what the tests run it on (docs/architecture.md says so)."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 
 from harness import Suite
 from harness.models import digits_cnn
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+from harness import settings
+from harness.session import BenchSession, SessionOptions
 from targets.inventory import parse_target
 from tests import emulated_pi
 
-CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+CACHE = settings.cache_dir()
 SUITE = Suite(name="digits-py39", model=digits_cnn, frameworks=("onnxruntime", "tflite"), modes=("fp32", "dynamic-int8"))
 
 

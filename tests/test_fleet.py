@@ -14,12 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.session import DEFAULT_CACHE_DIR
+from harness import settings
 from harness.testing.sshd import inventory_toml, make_sshd
 from tests.conftest import FAST_TIMING
 from tests.onnx_models import digits_flat, logistic_regression, write_npz
 
-CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+CACHE = settings.cache_dir()
 BOARDS = ("dev-a", "dev-b", "dev-c")
 MODES = ("fp32", "dynamic-int8", "static-int8")
 LOGREG = 'onnx_model("logreg", HERE / "logreg.onnx", data=HERE / "data.npz")'

@@ -7,19 +7,18 @@ says why it is not smaller."""
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from harness import Suite
 from harness.baselines import SLOWER_THAN_EAGER
 from harness.quantize import fp32_recipe, recipes_for
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+from harness import settings
+from harness.session import BenchSession, SessionOptions
 from targets import TargetConfig
 from tests.user_models import lstm, mobilenet
 
-CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+CACHE = settings.cache_dir()
 X86 = __import__("platform").machine() in ("x86_64", "AMD64")
 
 

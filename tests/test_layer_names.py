@@ -31,10 +31,10 @@ def digits():
     from harness.data import resolve_data
     from harness.models import digits_cnn
     from harness.quantize.base import BuildContext
-    from harness.session import DEFAULT_CACHE_DIR
+    from harness import settings
 
-    return BuildContext(digits_cnn, resolve_data(digits_cnn.data), ArtifactCache(DEFAULT_CACHE_DIR / "artifacts"),
-                        DEFAULT_CACHE_DIR / "models")
+    return BuildContext(digits_cnn, resolve_data(digits_cnn.data), ArtifactCache(settings.cache_dir() / "artifacts"),
+                        settings.cache_dir() / "models")
 
 
 def _unknown(resolve_names, wrong: str, close: list[str]) -> None:

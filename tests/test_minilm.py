@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,9 +232,9 @@ def test_fp32_and_dynamic_int8_end_to_end(e2e, framework):
 @pytest.mark.slow
 def test_onnx_artifacts_one_file_and_dynamic_int8_small(e2e):
     from harness.artifacts import load_artifact
-    from harness.session import DEFAULT_CACHE_DIR
+    from harness import settings
 
-    cache = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR) / "artifacts"
+    cache = settings.cache_dir() / "artifacts"
     fp32 = e2e.row("minilm-l6-s32-onnxruntime-fp32-b1")
     dyn = e2e.row("minilm-l6-s32-onnxruntime-dynamic-int8-dyn-b1")
     artifact = load_artifact(cache / fp32["artifact_key"])
@@ -254,11 +253,11 @@ def test_tflite_mixed_keeps_the_named_layers_float(e2e):
     written by it), and in an attention graph only FULLY_CONNECTED ops are quantized."""
     from harness.artifacts import load_artifact
     from harness.quantize.tflite_graph import weighted_ops
-    from harness.session import DEFAULT_CACHE_DIR
+    from harness import settings
 
     row = e2e.row("minilm-l6-s32-tflite-mixed-litert-torch-b1")
     assert row["status"] == "ok", row["reason"]
-    cache = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR) / "artifacts"
+    cache = settings.cache_dir() / "artifacts"
     artifact = load_artifact(cache / row["artifact_key"])
     notes = artifact.manifest["notes"]
     assert len(notes["kept_float_ops"]) == len(minilm.SENSITIVE_LAYERS)
@@ -282,11 +281,11 @@ def test_onnxruntime_mixed_keeps_the_named_layers_float(e2e):
     import onnx
 
     from harness.artifacts import load_artifact
-    from harness.session import DEFAULT_CACHE_DIR
+    from harness import settings
 
     row = e2e.row("minilm-l6-s32-onnxruntime-mixed-qdq-mixed-b1")
     assert row["status"] == "ok", row["reason"]
-    cache = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR) / "artifacts"
+    cache = settings.cache_dir() / "artifacts"
     artifact = load_artifact(cache / row["artifact_key"])
     kept = artifact.manifest["notes"]["kept_float"]
     assert len(kept) == len(minilm.SENSITIVE_LAYERS)  # one MatMul per named Linear

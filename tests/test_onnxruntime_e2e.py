@@ -56,15 +56,14 @@ def suite_dir(tmp_path_factory):
 def first_run(suite_dir, tmp_path_factory):
     from tests.conftest import FAST_TIMING, SuiteRun
     import os, subprocess, sys
-    from pathlib import Path
 
     work = tmp_path_factory.mktemp("run")
     results, cache = work / "results", work / "cache"
     # A private artifact cache (the first run builds, the second must not), whose trained fp32
     # weights are the shared cache's: the digits CNN is trained once per test session, not here again.
-    from harness.session import DEFAULT_CACHE_DIR
+    from harness import settings
 
-    shared_models = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR) / "models"
+    shared_models = settings.cache_dir() / "models"
     shared_models.mkdir(parents=True, exist_ok=True)
     cache.mkdir()
     (cache / "models").symlink_to(shared_models)

@@ -111,7 +111,7 @@ def test_the_repository_suites_keep_alternatives_and_extra_shapes_for_nightly():
         return [p.values[0] for name in dir(module) if name.startswith("test_") and hasattr(getattr(module, name), "suite")
                 for p in getattr(module, name).suite.pytest_params()]  # the plugin parametrizes with these
 
-    from harness.session import REPO_ROOT
+    from tests.conftest import REPO_ROOT
 
     digits = cases(str(REPO_ROOT / "suites" / "test_digits.py"))
     minilm = cases(str(REPO_ROOT / "suites" / "test_minilm.py"))

@@ -191,13 +191,14 @@ def test_runner_measures_with_a_powercap_tree_and_extends_the_window(tmp_path, t
 def test_session_row_has_rapl_power_columns(tmp_path, tree):
     from harness import Suite
     from harness.models import digits_cnn
-    from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+    from harness import settings
+    from harness.session import BenchSession, SessionOptions
     from targets.inventory import parse_target
 
     root = tree("xeon-2socket")
     config = parse_target("xeon", {"kind": "local", "profile": "x86-rapl",
                                    "sensors": {"root": str(root), "idle_s": 0.1, "min_window_s": 0.3}}, "test")
-    cache = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+    cache = settings.cache_dir()
     options = SessionOptions(results_dir=tmp_path / "results", cache_dir=cache, min_runs=10, min_duration_s=0.05,
                              max_duration_s=1, warmup_runs=2, run_id="rapl")
     stop = threading.Event()

@@ -5,8 +5,6 @@ the rounds disagree; latencies.parquet says which round each latency came from."
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,11 +13,12 @@ import pytest
 from harness import Suite, Timing
 from harness.models import onnx_model
 from harness.rounds import DISAGREE, bootstrap_interval, paired_speedup, round_columns, speedup_text
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+from harness import settings
+from harness.session import BenchSession, SessionOptions
 from targets import TargetConfig
 from tests import onnx_models
 
-CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+CACHE = settings.cache_dir()
 FP32, DYNAMIC = "logreg-onnxruntime-fp32-b1", "logreg-onnxruntime-dynamic-int8-dyn-b1"
 
 

@@ -4,7 +4,6 @@ a runner past the case timeout, a Python without the runtime, and shell metachar
 every name that reaches a remote command."""
 import dataclasses
 import glob
-import os
 import sys
 import threading
 import time
@@ -14,11 +13,12 @@ import pytest
 
 from harness import Suite
 from harness.models import digits_cnn
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+from harness import settings
+from harness.session import BenchSession, SessionOptions
 from targets.inventory import parse_target
 from harness.testing.sshd import Proxy, make_sshd
 
-CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+CACHE = settings.cache_dir()
 
 
 def cases(*modes, model=digits_cnn):

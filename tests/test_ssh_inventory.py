@@ -3,8 +3,9 @@ and a ~/.ssh/config alias resolves as OpenSSH would, with the inventory's own fi
 import pytest
 
 from targets import TargetError
-from targets.inventory import REPO_ROOT, load_inventory, parse_target
+from targets.inventory import load_inventory, parse_target
 from targets.ssh_config import parse_ssh_settings, resolve
+from tests.conftest import REPO_ROOT
 
 
 def test_example_inventory_parses():

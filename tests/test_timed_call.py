@@ -3,8 +3,6 @@ in, every output comes back as a host numpy array in the model's own dtype (docs
 "What one timed call is"). Checked on the real backends with digits-cnn's fp32 artifacts."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +11,9 @@ from harness.artifacts import ArtifactCache
 from harness.data import resolve_data
 from harness.models import digits_cnn
 from harness.quantize import BuildContext, recipes_for
-from harness.session import DEFAULT_CACHE_DIR
+from harness import settings
 
-CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+CACHE = settings.cache_dir()
 BACKENDS = {"onnxruntime": "backend_onnxruntime", "torch": "backend_torch", "tflite": "backend_tflite"}
 
 

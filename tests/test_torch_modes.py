@@ -5,7 +5,6 @@ from the same QAT model, artifacts loaded without the model's source, and the fa
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import subprocess
@@ -24,14 +23,15 @@ from harness.quantize import recipes_for
 from harness.quantize.base import BuildContext
 from harness.quantize.qat_torch import QATConfig, torch_recipe
 from harness.runner_bundle import stage_runner
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+from harness import settings
+from harness.session import BenchSession, SessionOptions
 from harness.suite import Case, Suite
 from harness.vocabulary import MODES
 from targets import TargetConfig
 from targets.local import runner_env
 from tests.conftest import FAST_TIMING, REPO_ROOT, SuiteRun
 
-CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+CACHE = settings.cache_dir()
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 SUITE = REPO_ROOT / "suites" / "test_digits.py"
 # Every torch case that must be `ok` on an x86 CPU (fp16 depends on the CPU, see below).

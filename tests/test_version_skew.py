@@ -1,7 +1,6 @@
 """Older artifact formats for a target (torch_format, onnx_opset), on this machine: the files are
 what the settings promise and compute what the default ones compute. tests/test_emulated_pi.py
 runs them on a device whose torch and onnxruntime really are older, and checks the messages."""
-import os
 from pathlib import Path
 
 import onnx
@@ -10,11 +9,12 @@ import pytest
 from harness import Suite
 from harness.compat import ir_for_opset, newest_opset_for_ir, onnx_versions, pt2_schema
 from harness.models import digits_cnn
-from harness.session import DEFAULT_CACHE_DIR, BenchSession, SessionOptions
+from harness import settings
+from harness.session import BenchSession, SessionOptions
 from targets.base import TargetError
 from targets.inventory import parse_target
 
-CACHE = Path(os.environ.get("QUANTBENCH_CACHE") or DEFAULT_CACHE_DIR)
+CACHE = settings.cache_dir()
 FP32 = Suite(name="formats", model=digits_cnn, frameworks=("torch", "onnxruntime"), modes=("fp32", "dynamic-int8"))
 
 

@@ -6,7 +6,6 @@ harness.history.db only when there is a database to open.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -14,8 +13,10 @@ from typing import TYPE_CHECKING, Optional
 if TYPE_CHECKING:
     from harness.history.db import HistoryDB
 
-ENV_VAR = "QUANTBENCH_RESULTS_DB"
-DEFAULT_FILE_NAME = "history.sqlite"  # under the results directory
+from harness import settings
+
+ENV_VAR = settings.RESULTS_DB_ENV
+DEFAULT_FILE_NAME = settings.HISTORY_FILE  # under the results directory
 DISABLED = ("off", "none", "no")  # --results-db=off: keep results/<run-id>/ only
 
 
@@ -28,9 +29,7 @@ def resolve_url(explicit: Optional[str] = None, results_dir: Optional[Path] = No
 
     A plain path means a SQLite file; `postgresql://...` uses psycopg 3. None when disabled (`off`).
     """
-    from harness.store import DEFAULT_RESULTS_DIR
-
-    value = explicit or os.environ.get(ENV_VAR) or str(Path(results_dir or DEFAULT_RESULTS_DIR) / DEFAULT_FILE_NAME)
+    value = settings.results_db(explicit, results_dir)
     if value.strip().lower() in DISABLED:
         return None
     if "://" not in value:

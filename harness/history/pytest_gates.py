@@ -3,13 +3,13 @@ end of the session the run's append to the database and the table of regressions
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from harness import settings
 from harness.history.gates import Gates
 from harness.values import number
 
@@ -62,7 +62,7 @@ def configure(config: pytest.Config, target_name) -> None:
         return
     from harness.history.location import HistoryError, open_db, resolve_url
 
-    url = resolve_url(config.getoption("--results-db"), Path(config.getoption("--results-dir")))
+    url = resolve_url(config.getoption("--results-db"), settings.for_pytest(config).results_dir)
     if url is None:
         raise pytest.UsageError("quantbench: --baseline needs the results database, but --results-db is off")
     try:
@@ -93,7 +93,7 @@ class HistoryGate:
         self.db, self.baseline = preset if preset else (None, None)
         self.error: Optional[str] = None  # why the database could not be opened (the run goes on)
         if self.db is None:
-            url = resolve_url(config.getoption("--results-db"), Path(config.getoption("--results-dir")))
+            url = resolve_url(config.getoption("--results-db"), settings.for_pytest(config).results_dir)
             try:
                 self.db = open_db(url) if url else None
             except HistoryError as exc:  # e.g. no SQLAlchemy here: the run goes on, results/<run-id>/ keeps it
@@ -219,7 +219,7 @@ def the_answer(config: pytest.Config, reporter, rows: pd.DataFrame) -> None:
         for line in lines:
             reporter.write_line(line)
     gate: Optional[HistoryGate] = config.stash.get(_STATE, None)
-    out = dashboard_dir(config.getoption("--dashboard"), Path(config.getoption("--results-dir")))
+    out = dashboard_dir(config.getoption("--dashboard"), settings.for_pytest(config).results_dir)
     if out is None:
         return
     if gate is None or not gate.recorded:

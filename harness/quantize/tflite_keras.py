@@ -17,6 +17,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from harness import settings
 from harness.artifacts import BuiltModel
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 from harness.quantize.tflite_graph import MODEL_FILE, check_kept_float, describe, kept_layers
@@ -27,7 +28,6 @@ LIBS = ("tensorflow", "keras", "ai-edge-litert")
 QAT_LIBS = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert")
 QAT_EPOCHS = 5  # fine-tuning epochs from the fp32 weights
 QAT_LEARNING_RATE = 5e-4  # a quarter of digits-cnn's training rate
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tf():
@@ -251,7 +251,7 @@ def build_qat(ctx: BuildContext, out: Path) -> BuiltModel:
                "learning_rate": QAT_LEARNING_RATE, "out": str(out / MODEL_FILE), "report": str(tmp / "report.json")}
         (tmp / "job.json").write_text(json.dumps(job))
         env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2",
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(settings.IMPORT_ROOT), os.environ.get("PYTHONPATH")])))
         ctx.progress(f"QAT: tfmot.quantize_model + {QAT_EPOCHS} epochs under tf-keras (subprocess)")
         proc = subprocess.run([sys.executable, "-m", "harness.quantize.tflite_qat_keras", str(tmp / "job.json")],
                               env=env, capture_output=True, text=True, timeout=1800)
