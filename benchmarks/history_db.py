@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.history.db import HistoryDB, read_run_dir
+from harness.history.db import HistoryDB
 from harness.history.gates import Gates
 from harness.history.recommend import for_target
 from harness.history.regress import compare, select_baseline
-from harness.store import rebuild
+from harness.store import read_run_dir, rebuild
 
 
 SUITE = """from harness import Suite

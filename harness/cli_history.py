@@ -149,7 +149,7 @@ def add_recommend(sub) -> None:
 
 @_user_errors
 def cmd_recommend(args: argparse.Namespace, rest: list[str]) -> int:
-    from harness.history.fleet import format_fleet, recommend_fleet
+    from harness.fleet.recommend import format_fleet, recommend_fleet
     from harness.history.gates import Gates
     from harness.history.recommend import format_recommendations, recommend
 

@@ -9,21 +9,20 @@ Loaded by the repo's conftest.py; elsewhere use `pytest -p harness.pytest_plugin
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import pytest
 
 from harness import interrupts, profiles, settings
-from harness.fleet import SharedRun, StatusProgress
-from harness.fleet_display import FleetDisplay
+from harness.finish import finish_run
+from harness.fleet.display import FleetDisplay
+from harness.fleet.shared import SharedRun, StatusProgress
 from harness.history import pytest_gates
 from harness.progress import Progress
-from harness.session import BenchSession, SessionOptions, run_manifest
+from harness.session import BenchSession, SessionOptions
 from harness.store import RunStore, new_run_id
 from harness.suite import Case, Suite
 from harness.vocabulary import STATUS_ERROR, STATUS_NA
@@ -254,15 +253,6 @@ def quantbench(request: pytest.FixtureRequest) -> _Fixture:
                     fail_over_budget=config.getoption("--fail-over-budget"), budget_failed=config.stash[_BUDGET_FAILED])
 
 
-def outage_lines(target: str, outages: list[dict]) -> list[str]:
-    """How long the device was away, once per outage (run.json has the same under target.outages)."""
-    lines = []
-    for o in outages:
-        when = f"from {o['since']} to {o['until']}" if o["until"] else f"since {o['since']}, still away at the end of the run"
-        lines.append(f"target {target} stopped answering {when}: away {o['away_s']:.0f} s, {o['cases_failed']} case(s) failed")
-    return lines
-
-
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if _is_controller(config):
@@ -279,27 +269,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         bench.close(finalize=False)
 
 
-class _Run:
-    """The run as the xdist controller sees it: a run id and its directory (no session of its own)."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.run_id = config.stash[_RUN_ID]
-        self.store = RunStore(_results_dir(config), self.run_id)
-
-
-def _finish_on_controller(config: pytest.Config) -> Optional[_Run]:
-    """run.json (every board the workers opened) and the tidy report, once, by the controller."""
-    if not (_run_dir(config) / "cases").is_dir():
-        return None
-    run = _Run(config)
-    previous = json.loads((run.store.dir / "run.json").read_text()) if (run.store.dir / "run.json").is_file() else {}
-    started = previous.get("started_at") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    run.store.write_run(run_manifest(run.run_id, ["pytest", *config.invocation_params.args], started, True,
-                                     run.store.dir, config.stash[_PLACEMENTS], _options(config)))
-    run.store.rebuild()
-    return run
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     if _worker_id(config):
@@ -310,30 +279,20 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     session: Optional[BenchSession] = config.stash.get(_SESSION, None)
     if session is not None:
         session.close()
-        run: Any = session
+        store = session.store
+    elif _is_controller(config) and (_run_dir(config) / "cases").is_dir():
+        # run.json (every board the workers opened) and the tidy report, once, by the controller
+        store = RunStore(_results_dir(config), config.stash[_RUN_ID])
+        store.write_manifest(["pytest", *config.invocation_params.args], None, True, config.stash[_PLACEMENTS],
+                             _options(config))
+        store.rebuild()
     else:
-        run = _finish_on_controller(config) if _is_controller(config) else None
-        if run is None:
-            return
-    from harness.report import budget_lines, comparison_table
-    from harness.store import load_run
-
-    placements = config.stash[_PLACEMENTS]
-    terminalreporter.section(f"quantbench: run {run.run_id} on {', '.join(p.label for p in placements)}, "
-                             f"{config.stash[_PROFILE].name} profile")
-    df = load_run(run.store.dir)
-    terminalreporter.write_line(comparison_table(df))
-    manifest = json.loads((run.store.dir / "run.json").read_text())
-    for name, board in sorted((manifest.get("targets") or {}).items()):
-        for line in outage_lines(name, board.get("outages") or []):
+        return
+    options = pytest_gates.finish_options(config, ", ".join(p.label for p in config.stash[_PLACEMENTS]),
+                                          config.stash[_PROFILE].name, config.stash.get(_BUDGET_FAILED, set()))
+    summary = finish_run(store.run(), options, pytest_gates.HistoryGate.for_run(config, store))
+    for title, lines in summary.blocks:  # the table, the history, which mode to ship, the dashboard
+        if title:
+            terminalreporter.section(title)
+        for line in lines:
             terminalreporter.write_line(line)
-    over = budget_lines(df)
-    if over:
-        failed = config.stash.get(_BUDGET_FAILED, set())
-        terminalreporter.write_line(f"accuracy budgets: {len(over)} case(s) over budget or unchecked; a verdict, "
-                                    f"not a failure, unless --fail-over-budget or Suite(fail_over_budget=True):")
-        for case_id, verdict in over:
-            terminalreporter.write_line(f"  {case_id}: {verdict}" + (" [test failed]" if case_id in failed else ""))
-    terminalreporter.write_line(f"report: {run.store.dir / 'results.parquet'} (also results.csv, latencies.parquet, run.json)")
-    pytest_gates.finish(config, terminalreporter, run)  # into the results database; regressions table
-    pytest_gates.the_answer(config, terminalreporter, df)  # which mode to ship; the dashboard

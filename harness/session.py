@@ -6,19 +6,16 @@ let the runner measure, score accuracy here, compare with the fp32 baseline of t
 framework and batch measured on the same board, and write the row.
 
 A run across devices (--target=a,b or a pool) or over pytest-xdist workers is one session
-per process; the processes share results/<run-id>/ (harness/fleet.py) and lease boards
+per process; the processes share results/<run-id>/ (harness/fleet/) and lease boards
 through lock files (targets/fleet.py), so a board measures one case at a time.
 """
 from __future__ import annotations
 
-import importlib.metadata
-import json
 import os
-import platform
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -47,8 +44,6 @@ from targets.fleet import AllBoardsGone, BoardLeases, BoardUnusable, Lease, Plac
 
 HOST_KINDS = ("local", "cuda")  # targets that run on this host: they share its CPU with builds
 
-VERSIONED = ("numpy", "pandas", "torch", "torchao", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxconverter-common",
-             "tensorflow-cpu", "ai-edge-litert", "litert-torch", "ai-edge-quantizer", "paramiko", "nvidia-ml-py")
 
 
 @dataclass(frozen=True)
@@ -100,16 +95,6 @@ def condense(exc: BaseException, limit: int = 300) -> str:
     if not isinstance(exc, (CaseFailure, NotApplicable)):
         text = f"{type(exc).__name__}: {text}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
 
 
 class BenchSession:
@@ -245,9 +230,8 @@ class BenchSession:
 
     # -- run bookkeeping ---------------------------------------------------------------
     def _write_run_json(self, finished: bool) -> None:
-        self.store.write_run(run_manifest(
-            self.run_id, self.command, self.started_at, finished, self.store.dir, self.placements, self.options,
-            {name: board_facts(board) for name, board in self._boards.items()}))
+        self.store.write_manifest(self.command, self.started_at, finished, self.placements, self.options,
+                                  {name: board_facts(board) for name, board in self._boards.items()})
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -723,34 +707,3 @@ class BenchSession:
         if case.case_id in self._compared_with:
             return self._compared_with[case.case_id]
         return self._done.get(self.baseline_case(case).case_id) if case.recipe else None
-
-
-def run_manifest(run_id: str, command: list[str], started_at: str, finished: bool, run_dir: Path,
-                 placements: Sequence[Placement], options: SessionOptions,
-                 boards: Optional[dict[str, dict[str, Any]]] = None) -> dict[str, Any]:
-    """run.json: `target` is the one target of a single-target run (as history expects), or
-    the --target value; `targets` has every board that ran something, `placements` the pools."""
-    boards = {**SharedRun(run_dir).boards(), **(boards or {})}
-    cases = list((Path(run_dir) / "cases").glob("*.json"))
-    suites = set()
-    for path in cases:
-        try:
-            suites.add(json.loads(path.read_text())["row"].get("suite"))
-        except (ValueError, KeyError, OSError):
-            continue
-    single = len(placements) == 1 and not placements[0].pool
-    name = placements[0].name if single else ",".join(p.label for p in placements)
-    target = dict(boards.get(name) or {"name": name}) if single else {"name": name}
-    return {
-        "run_id": run_id,
-        "command": command,
-        "started_at": started_at,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) if finished else None,
-        "suites": sorted(s for s in suites if s),
-        "cases": len(cases),
-        "versions": library_versions(),
-        "target": target,
-        "targets": boards,
-        "placements": [{"name": p.name, "pool": p.pool, "boards": [b.name for b in p.boards]} for p in placements],
-        "options": {k: str(v) for k, v in asdict(options).items()},
-    }

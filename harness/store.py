@@ -1,21 +1,53 @@
-"""results/<run-id>/: one JSON file per case written the moment it finishes, and the
-tidy report (results.parquet/.csv, latencies.parquet) rebuilt from those files."""
+"""results/<run-id>/: the one module that reads and writes a run's directory.
+
+`RunStore` writes while a run goes on: one JSON file per case the moment it finishes
+(cases/<case_id>.json), run.json (`write_manifest`: the single path for it, from a session or
+the pytest-xdist controller) and run.log. `Run` is the directory read back, once and lazily:
+the rows, latencies, power traces and run.json that the report, the history database, the
+end of a run and the dashboard take; the tidy report (results.parquet/.csv, latencies.parquet,
+power.parquet) is rebuilt from it.
+"""
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import platform
 import secrets
 import time
+from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import pandas as pd
 
 from harness import report
+from harness.fleet.shared import SharedRun
+
+# The format of the files this module writes (run.json and cases/<id>.json carry it as
+# "format"), as pyperf's _JSON_VERSION. Files without it are read as version 0.
+#   0: the files before the format was recorded (rounds and power traces optional in a case file)
+#   1: "format" added to run.json and to each case file; nothing else changed
+JSON_VERSION = 1
+
+VERSIONED = ("numpy", "pandas", "torch", "torchao", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxconverter-common",
+             "tensorflow-cpu", "ai-edge-litert", "litert-torch", "ai-edge-quantizer", "paramiko", "nvidia-ml-py")
+POWER_COLUMNS = ["case_id", "t_s", "power_w"]
 
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -24,7 +56,48 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)  # atomic: a reader never sees half a file
 
 
+def _read_versioned(path: Path) -> dict[str, Any]:
+    data = json.loads(Path(path).read_text())
+    if int(data.get("format") or 0) > JSON_VERSION:
+        raise ValueError(f"{path} has format {data['format']}, newer than this quantbench reads ({JSON_VERSION}); "
+                         "upgrade quantbench")
+    return data
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def run_manifest(run_id: str, command: list[str], started_at: str, finished: bool, run_dir: Path,
+                 placements: Sequence[Any], options: Any,
+                 boards: Optional[dict[str, dict[str, Any]]] = None) -> dict[str, Any]:
+    """run.json: `target` is the one target of a single-target run (as history expects), or
+    the --target value; `targets` has every board that ran something, `placements` the pools.
+    `placements`: targets.fleet.Placement; `options`: the session's options (a dataclass)."""
+    boards = {**SharedRun(run_dir).boards(), **(boards or {})}
+    rows = Run(run_dir).case_rows
+    suites = {row.get("suite") for row in rows}
+    single = len(placements) == 1 and not placements[0].pool
+    name = placements[0].name if single else ",".join(p.label for p in placements)
+    target = dict(boards.get(name) or {"name": name}) if single else {"name": name}
+    return {
+        "run_id": run_id,
+        "command": command,
+        "started_at": started_at,
+        "finished_at": _now() if finished else None,
+        "suites": sorted(s for s in suites if s),
+        "cases": len(rows),
+        "versions": library_versions(),
+        "target": target,
+        "targets": boards,
+        "placements": [{"name": p.name, "pool": p.pool, "boards": [b.name for b in p.boards]} for p in placements],
+        "options": {k: str(v) for k, v in asdict(options).items()},
+    }
+
+
 class RunStore:
+    """Writes results/<run-id>/ while the run goes on (any process of the run)."""
+
     def __init__(self, results_dir: Path, run_id: str) -> None:
         self.run_id = run_id
         self.dir = Path(results_dir) / run_id
@@ -33,17 +106,26 @@ class RunStore:
         self.log_path = self.dir / "run.log"
 
     def write_run(self, info: Mapping[str, Any]) -> None:
-        _write_json(self.dir / "run.json", dict(info))
+        _write_json(self.dir / "run.json", {**dict(info), "format": JSON_VERSION})
+
+    def write_manifest(self, command: list[str], started_at: Optional[str], finished: bool, placements: Sequence[Any],
+                       options: Any, boards: Optional[dict[str, dict[str, Any]]] = None) -> None:
+        """run.json (run_manifest); `started_at` None keeps the one an earlier write recorded."""
+        if started_at is None:
+            path = self.dir / "run.json"
+            started_at = (_read_versioned(path).get("started_at") if path.is_file() else None) or _now()
+        self.write_run(run_manifest(self.run_id, command, started_at, finished, self.dir, placements, options, boards))
 
     @staticmethod
     def _case_record(row: Mapping[str, Any], latencies_ms, power_trace, round_sizes) -> dict[str, Any]:
-        return {"row": dict(row), "latencies_ms": latencies_ms or [], "power_trace": power_trace or [],
+        return {"format": JSON_VERSION, "row": dict(row), "latencies_ms": latencies_ms or [],
+                "power_trace": power_trace or [],
                 "round_sizes": round_sizes or []}  # latencies per round, in order (rounds > 1)
 
     def write_case(self, row: Mapping[str, Any], latencies_ms: Optional[list[float]] = None,
                    power_trace: Optional[list[tuple[float, float]]] = None, round_sizes: Optional[list[int]] = None) -> None:
         # The per-case file is the durable record. The parquet/csv are rebuilt once when the
-        # session closes (or by load_run when stale), not after every case: a rebuild reads
+        # session closes (or by Run.rows when stale), not after every case: a rebuild reads
         # every case file, so doing it per case made a run's bookkeeping quadratic.
         _write_json(self.cases_dir / f"{row['case_id']}.json", self._case_record(row, latencies_ms, power_trace, round_sizes))
 
@@ -63,63 +145,118 @@ class RunStore:
         finally:
             tmp.unlink()
 
-    def read_case(self, case_id: str) -> Optional[dict[str, Any]]:
-        """A case's row as written (by any process of the run), or None."""
+    def read_record(self, case_id: str) -> Optional[dict[str, Any]]:
+        """A case's file as written (by any process of the run), or None."""
         try:
-            return json.loads((self.cases_dir / f"{case_id}.json").read_text())["row"]
+            return _read_versioned(self.cases_dir / f"{case_id}.json")
         except FileNotFoundError:
             return None
+
+    def read_case(self, case_id: str) -> Optional[dict[str, Any]]:
+        """A case's row as written (by any process of the run), or None."""
+        record = self.read_record(case_id)
+        return None if record is None else record["row"]
 
     def log(self, text: str) -> None:
         with open(self.log_path, "a") as f:
             f.write(text if text.endswith("\n") else text + "\n")
 
+    def run(self) -> "Run":
+        return Run(self.dir)
+
     def rebuild(self) -> pd.DataFrame:
-        return rebuild(self.dir)
+        return self.run().rebuild()
 
 
-POWER_COLUMNS = ["case_id", "t_s", "power_w"]
+class Run:
+    """A run's directory read back: each file read once, when first asked for."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id") or self.dir.name) if (self.dir / "run.json").is_file() else self.dir.name
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        """run.json."""
+        path = self.dir / "run.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.dir} is not a quantbench run directory (no run.json)")
+        return _read_versioned(path)
+
+    @cached_property
+    def records(self) -> list[dict[str, Any]]:
+        """Every cases/<case_id>.json, in file-name order."""
+        return [_read_versioned(path) for path in sorted((self.dir / "cases").glob("*.json"))]
+
+    @property
+    def case_rows(self) -> list[dict[str, Any]]:
+        """The rows as written, one dict per case."""
+        return [record["row"] for record in self.records]
+
+    @property
+    def latencies(self) -> dict[str, list[float]]:
+        """case_id -> its raw latencies (ms), every round in order."""
+        return {record["row"]["case_id"]: record.get("latencies_ms") or [] for record in self.records}
+
+    @property
+    def power_traces(self) -> dict[str, list]:
+        """case_id -> [(seconds since the window opened, watts), ...], for cases that have one."""
+        return {record["row"]["case_id"]: record["power_trace"] for record in self.records if record.get("power_trace")}
+
+    def latency_frame(self) -> pd.DataFrame:
+        """Long form: case_id, i, latency_ms, round."""
+        latencies = []
+        for record in self.records:
+            case_id, values = record["row"]["case_id"], record["latencies_ms"]
+            rounds = [r for r, size in enumerate(record.get("round_sizes") or [len(values)]) for _ in range(size)]
+            if len(rounds) != len(values):  # a record from before rounds, or a partial one: one round
+                rounds = [0] * len(values)
+            latencies.extend({"case_id": case_id, "i": i, "latency_ms": v, "round": r}
+                             for i, (v, r) in enumerate(zip(values, rounds)))
+        return pd.DataFrame(latencies, columns=["case_id", "i", "latency_ms", "round"])
+
+    def power_frame(self) -> pd.DataFrame:
+        """The power samples of every case's timed window, long form: case_id, t_s (seconds since
+        the window opened), power_w."""
+        samples = [{"case_id": case_id, "t_s": t, "power_w": w}
+                   for case_id, trace in self.power_traces.items() for t, w in trace]
+        return pd.DataFrame(samples, columns=POWER_COLUMNS).astype({"t_s": float, "power_w": float})
+
+    def rebuild(self) -> pd.DataFrame:
+        """Write results.parquet/.csv, latencies.parquet and power.parquet from the per-case files."""
+        df = report.frame(self.case_rows)
+        for name, table in (("results.parquet", df), ("latencies.parquet", self.latency_frame()),
+                            ("power.parquet", self.power_frame())):
+            tmp = self.dir / f".{name}.tmp{os.getpid()}"
+            table.to_parquet(tmp, index=False)
+            os.replace(tmp, self.dir / name)
+        tmp = self.dir / f".results.csv.tmp{os.getpid()}"
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, self.dir / "results.csv")
+        self.__dict__["rows"] = df
+        return df
+
+    @cached_property
+    def rows(self) -> pd.DataFrame:
+        """The run's rows; rebuilt from the per-case files when the parquet is missing or stale."""
+        parquet = self.dir / "results.parquet"
+        cases = list((self.dir / "cases").glob("*.json"))
+        if not parquet.is_file() or any(p.stat().st_mtime > parquet.stat().st_mtime for p in cases):
+            return self.rebuild()
+        return pd.read_parquet(parquet)
 
 
-def read_cases(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rows, latencies = [], []
-    for path in sorted((Path(run_dir) / "cases").glob("*.json")):
-        record = json.loads(path.read_text())
-        rows.append(record["row"])
-        case_id = record["row"]["case_id"]
-        values = record["latencies_ms"]
-        rounds = [r for r, size in enumerate(record.get("round_sizes") or [len(values)]) for _ in range(size)]
-        if len(rounds) != len(values):  # a record from before rounds, or a partial one: one round
-            rounds = [0] * len(values)
-        latencies.extend({"case_id": case_id, "i": i, "latency_ms": v, "round": r}
-                         for i, (v, r) in enumerate(zip(values, rounds)))
-    lat = pd.DataFrame(latencies, columns=["case_id", "i", "latency_ms", "round"])
-    return report.frame(rows), lat
-
-
-def read_power(run_dir: Path) -> pd.DataFrame:
-    """The power samples of every case's timed window, long form: case_id, t_s (seconds since
-    the window opened), power_w."""
-    samples = []
-    for path in sorted((Path(run_dir) / "cases").glob("*.json")):
-        record = json.loads(path.read_text())
-        case_id = record["row"]["case_id"]
-        samples.extend({"case_id": case_id, "t_s": t, "power_w": w} for t, w in record.get("power_trace") or [])
-    return pd.DataFrame(samples, columns=POWER_COLUMNS).astype({"t_s": float, "power_w": float})
+def read_run_dir(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[float]]]:
+    """run.json, the rows and the raw latencies of results/<run-id>/ (Run's, as a tuple)."""
+    run = Run(run_dir)
+    return run.manifest, run.case_rows, run.latencies
 
 
 def rebuild(run_dir: Path) -> pd.DataFrame:
-    """Write results.parquet/.csv, latencies.parquet and power.parquet from the per-case files."""
-    run_dir = Path(run_dir)
-    df, lat = read_cases(run_dir)
-    for name, table in (("results.parquet", df), ("latencies.parquet", lat), ("power.parquet", read_power(run_dir))):
-        tmp = run_dir / f".{name}.tmp{os.getpid()}"
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, run_dir / name)
-    tmp = run_dir / f".results.csv.tmp{os.getpid()}"
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, run_dir / "results.csv")
-    return df
+    return Run(run_dir).rebuild()
 
 
 def resolve_run(ref: str, results_dir: Optional[Path] = None) -> Path:
@@ -140,10 +277,5 @@ def resolve_run(ref: str, results_dir: Optional[Path] = None) -> Path:
 
 
 def load_run(run_dir: Path) -> pd.DataFrame:
-    """The run's rows; rebuilt from the per-case files when the parquet is missing or stale."""
-    run_dir = Path(run_dir)
-    parquet = run_dir / "results.parquet"
-    cases = list((run_dir / "cases").glob("*.json"))
-    if not parquet.is_file() or any(p.stat().st_mtime > parquet.stat().st_mtime for p in cases):
-        return rebuild(run_dir)
-    return pd.read_parquet(parquet)
+    """The run's rows (Run.rows)."""
+    return Run(run_dir).rows

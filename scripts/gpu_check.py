@@ -189,7 +189,7 @@ def inspect(brought: list[str]) -> dict:
         importlib.import_module(name)
     facts["host_modules"] = list(HOST_MODULES)
     from harness import settings
-    from harness.session import library_versions
+    from harness.store import library_versions
     from targets.base import TargetConfig
     from targets.cuda import CudaTarget
 

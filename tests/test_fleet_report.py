@@ -116,7 +116,7 @@ def test_recommend_per_device_and_for_the_fleet(real, modes, tmp_path):
 
 
 def test_no_mode_within_budget_on_every_device(real, modes, tmp_path):
-    from harness.history.fleet import recommend_fleet
+    from harness.fleet.recommend import recommend_fleet
     from harness.history.recommend import recommend
 
     db = HistoryDB(f"sqlite:///{tmp_path / 'h.sqlite'}")

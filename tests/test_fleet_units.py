@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.fleet import SharedRun, StatusProgress
-from harness.fleet_display import FleetDisplay
+from harness.fleet.shared import SharedRun, StatusProgress
+from harness.fleet.display import FleetDisplay
 from targets import TargetError
 from targets.fleet import AllBoardsGone, BoardLeases, parse_placements
 from targets.inventory import load_fleet

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.history.db import HistoryDB, read_run_dir
+from harness.history.db import HistoryDB
+from harness.store import read_run_dir
 from harness.history.gates import Gates
 from harness.history.regress import compare, select_baseline
 from tests.history_support import (chromium_available, chromium_dom, chromium_screenshot, derive_run, quantbench,

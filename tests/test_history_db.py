@@ -14,7 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from harness.history import schema
-from harness.history.db import ENV_VAR, HistoryDB, HistoryError, migrate, read_run_dir, resolve_url
+from harness.history.db import ENV_VAR, HistoryDB, HistoryError, migrate, resolve_url
+from harness.store import read_run_dir
 from harness.testing.postgres import PostgresServer
 from tests.history_support import REPO_ROOT, real_runs, wait_for
 
@@ -123,7 +124,8 @@ def test_a_newer_schema_is_refused(tmp_path):
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from harness.history.db import HistoryDB, read_run_dir
+    from harness.history.db import HistoryDB
+    from harness.store import read_run_dir
     url, run_dir, prefix, n, go = sys.argv[1:6]
     manifest, rows, lat = read_run_dir(Path(run_dir))
     Path(go + "." + prefix).touch()          # ready

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.history.db import HistoryDB, HistoryError, read_run_dir
+from harness.history.db import HistoryDB, HistoryError
+from harness.store import read_run_dir
 from harness.history.gates import Gates
 from harness.history.regress import (IMPROVEMENT, NOISY, REGRESSION, SAME, Baseline, compare, failure_message,
                                      judge_case, select_baseline, verdict_table)

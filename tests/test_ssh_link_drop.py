@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.pytest_plugin import outage_lines
+from harness.finish import outage_lines
 from harness.testing.sshd import make_sshd
 from tests.netns import Namespace
 from tests.test_ssh_faults import cases, run_in_background, running_job, session, wait_for

@@ -21,7 +21,7 @@ from harness.history.recommend import DEFAULT_MAX_DROP, recommend
 def answer_lines(rows: pd.DataFrame, max_drop: float = DEFAULT_MAX_DROP, gates: Gates = Gates()) -> list[str]:
     """One headline per (target, model, batch size) measured in `rows`, and per (model, batch)
     for the fleet when the run spans several devices."""
-    from harness.history.fleet import recommend_fleet
+    from harness.fleet.recommend import recommend_fleet
 
     if rows.empty or not (rows["status"] == "ok").any():
         return []

@@ -172,7 +172,7 @@ def _heatmap(model: str, batch: int, cells: pd.DataFrame, devices: list[str]) ->
 
 def _fleet_section(history: pd.DataFrame, max_drop: float, noise: float) -> str:
     """The index's view across devices: per model, a device-by-mode heatmap and the mode for the fleet."""
-    from harness.history.fleet import heatmap_cells, recommend_fleet
+    from harness.fleet.recommend import heatmap_cells, recommend_fleet
 
     recs = recommend(history, max_drop, noise)
     fleet = {(f.model, f.batch_size): f for f in recommend_fleet(recs)}

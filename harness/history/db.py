@@ -84,31 +84,6 @@ def decode_latencies(data: bytes, encoding: str) -> np.ndarray:
     return np.frombuffer(zlib.decompress(data), dtype="<f8")
 
 
-def read_power_traces(run_dir: Path) -> dict[str, list]:
-    """case_id -> [(seconds since the window opened, watts), ...] of results/<run-id>/."""
-    traces = {}
-    for path in sorted((Path(run_dir) / "cases").glob("*.json")):
-        record = json.loads(path.read_text())
-        if record.get("power_trace"):
-            traces[record["row"]["case_id"]] = record["power_trace"]
-    return traces
-
-
-def read_run_dir(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[float]]]:
-    """run.json, the rows and the raw latencies of results/<run-id>/, from the per-case files."""
-    run_dir = Path(run_dir)
-    manifest_path = run_dir / "run.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a quantbench run directory (no run.json)")
-    manifest = json.loads(manifest_path.read_text())
-    rows, lat = [], {}
-    for path in sorted((run_dir / "cases").glob("*.json")):
-        record = json.loads(path.read_text())
-        rows.append(record["row"])
-        lat[record["row"]["case_id"]] = record.get("latencies_ms") or []
-    return manifest, rows, lat
-
-
 Selector = Union[None, str, int, Iterable[Any]]
 
 
@@ -157,15 +132,20 @@ class HistoryDB:
             yield conn
 
     # -- writing -----------------------------------------------------------------------
+    def append(self, run, tags: Sequence[str] = ()) -> str:
+        """Record a run read back from its directory (harness.store.Run); returns the run id."""
+        return self.append_run(run.manifest, run.case_rows, run.latencies, tags, power=run.power_traces)
+
     def append_run_dir(self, run_dir: Path, tags: Sequence[str] = ()) -> str:
-        manifest, rows, lat = read_run_dir(Path(run_dir))
-        return self.append_run(manifest, rows, lat, tags, power=read_power_traces(Path(run_dir)))
+        from harness.store import Run
+
+        return self.append(Run(run_dir), tags)
 
     def append_run(self, manifest: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
                    latencies_ms: Mapping[str, Sequence[float]], tags: Sequence[str] = (),
                    power: Optional[Mapping[str, Sequence[Sequence[float]]]] = None) -> str:
         """Record one run (replacing an earlier copy of the same run id); returns the run id.
-        `power`: case_id -> the (seconds, watts) samples of its timed window (read_power_traces)."""
+        `power`: case_id -> the (seconds, watts) samples of its timed window (Run.power_traces)."""
         run_id = str(manifest["run_id"])
         target = dict(manifest.get("target") or {})
         first = rows[0] if rows else {}
@@ -400,5 +380,4 @@ def migrate(engine: sa.Engine, upto: int = LATEST_VERSION) -> int:
     return have
 
 
-__all__ = ["ENV_VAR", "HistoryDB", "HistoryError", "display_url", "migrate", "read_power_traces", "read_run_dir",
-           "resolve_url", "schema"]
+__all__ = ["ENV_VAR", "HistoryDB", "HistoryError", "display_url", "migrate", "resolve_url", "schema"]

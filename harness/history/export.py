@@ -130,8 +130,7 @@ def next_storage_path(storage: Path, manifest: Mapping[str, Any], name: str) -> 
 def load_run(ref: str, db=None, results_dir: Optional[Path] = None):
     """(manifest, rows, latencies, tags) of a run: from the database when it holds the run,
     else from results/<run-id>/ (ref may be a run id, a run directory or 'latest')."""
-    from harness.history.db import read_run_dir
-    from harness.store import resolve_run
+    from harness.store import Run, resolve_run
 
     if db is not None:
         runs = db.runs(limit=1) if ref == "latest" else db.runs(run_id=ref)
@@ -143,5 +142,5 @@ def load_run(ref: str, db=None, results_dir: Optional[Path] = None):
             clean = [{k: plain(v) for k, v in r.items()} for r in rows.to_dict("records")]
             tags = [t for t in str(runs.iloc[0]["tags"]).split(",") if t]
             return db.manifest(run_id), clean, lat, tags
-    manifest, rows, lat = read_run_dir(resolve_run(ref, Path(results_dir) if results_dir else None))
-    return manifest, rows, lat, []
+    run = Run(resolve_run(ref, Path(results_dir) if results_dir else None))
+    return run.manifest, run.case_rows, run.latencies, []

@@ -1,7 +1,7 @@
 """The pytest-xdist controller's progress display: which device runs what, now.
 
 Workers' output is not shown, so each worker writes its phase to
-results/<run-id>/fleet/status/<worker>.json (harness.fleet.StatusProgress) and a thread of the
+results/<run-id>/fleet/status/<worker>.json (harness.fleet.shared.StatusProgress) and a thread of the
 controller reads them twice a second. On a terminal it keeps a block of one line per worker
 below pytest's progress line, redrawn in place and erased at the end; in a log (CI) it
 writes one line per change.
@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Callable
 
-from harness.fleet import SharedRun
+from harness.fleet.shared import SharedRun
 
 
 def status_line(worker: str, status: dict, now: float) -> str:
