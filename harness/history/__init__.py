@@ -10,6 +10,8 @@ imports `gates`):
     stepdetect  penalised change-point detection over a case's history
     recommend   the fastest mode within an accuracy budget, with evidence
     dashboard   the static HTML + matplotlib site
-    pytest_gates  what the pytest plugin calls
+    gate        the per-case gate against a baseline and the run's append with its verdicts (no pytest)
+    answer      the answer's headlines at the end of a run (harness.finish.finish_run)
+    pytest_gates  pytest's options -> gate.HistoryGate and finish.FinishOptions
     export      a run in pytest-benchmark's JSON layout
 """
