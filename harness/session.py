@@ -35,6 +35,7 @@ from harness.progress import Progress, silent
 from harness.quantize import BuildContext, NotApplicable, fp32_recipe
 from harness.quantize.base import ExportFormat
 from harness.quantize.onnx_weights import size_note
+from harness.sensitivity import choose_before_build
 from harness.stats import latency_stats
 from harness.store import RunStore, new_run_id
 from harness.suite import Case, Timing
@@ -414,8 +415,9 @@ class BenchSession:
         for needed in [c for c in (self._fp32_of(case), case) if c is not None]:
             try:
                 context = self._context(needed)
-                context.key_parts(needed.recipe)  # builds or loads the fp32 model (its weights are in the key)
+                context.key_parts(needed.recipe, float_choice=False)  # builds or loads the fp32 model (its weights are in the key)
                 if info is not None and not needed.recipe.not_applicable_reason(needed.model, info):
+                    choose_before_build(context, needed.recipe)  # keep_float="auto": the search hands the build its layers
                     artifact, built = context.artifact(needed.recipe)
                     if built:
                         self.store.log(f"[{needed.case_id}] artifact {artifact.path} (built)")
@@ -486,6 +488,7 @@ class BenchSession:
         try:
             ctx = self._context(case)
             self.progress(f"quantizing ({case.recipe.name})")
+            choose_before_build(ctx, case.recipe)  # keep_float="auto": the search hands the build its layers
             artifact, built = ctx.artifact(case.recipe)
             row.update(size_bytes=artifact.size_bytes, artifact_key=artifact.manifest["key"],
                        recipe=artifact.manifest.get("notes", {}).get("recipe", row["recipe"]),

@@ -19,6 +19,7 @@ from harness.models.files import content_hash
 from harness.quantize.host_check import check_loads
 from harness.models.spec import ModelContext, ModelSpec
 from harness.profiles import ALL_PROFILES
+from harness.vocabulary import KEEP_FLOAT_AUTO
 
 if TYPE_CHECKING:
     from targets.base import TargetInfo
@@ -135,6 +136,20 @@ class ExportFormat:
         return {}
 
 
+@dataclass(frozen=True)
+class FloatLayers:
+    """The layers a `mixed` build keeps float when keep_float="auto", chosen before the build
+    (harness.sensitivity.choose_before_build runs the search) and handed to the context."""
+
+    names: tuple[str, ...]
+    notes: Mapping[str, Any]  # for the manifest: how they were chosen (the search's table and trace)
+    key: Mapping[str, Any]  # for the artifact's cache key: what decides them (the budget and the search settings)
+
+
+def recipe_id(recipe: Recipe) -> tuple[str, str, str]:
+    return recipe.framework, recipe.source, recipe.name
+
+
 class BuildContext:
     """Everything a recipe may need, built lazily and once per model per session."""
 
@@ -159,6 +174,7 @@ class BuildContext:
         self.export = export
         self.mixed_budget = mixed_budget  # points: the budget keep_float="auto" searches within
         self.kept_precision = kept_precision  # `mixed`: float32, or float16 where the framework can
+        self._float_layers: dict[tuple[str, str, str], FloatLayers] = {}  # keep_float="auto": by recipe_id
 
     @property
     def model_context(self) -> ModelContext:
@@ -229,7 +245,11 @@ class BuildContext:
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
 
-    def key_parts(self, recipe: Recipe) -> dict[str, Any]:
+    def key_parts(self, recipe: Recipe, float_choice: bool = True) -> dict[str, Any]:
+        """The artifact's cache key. float_choice=False leaves out what only a `mixed` artifact's
+        key holds (its layer names, and with keep_float="auto" what decided the layers): the
+        sensitivity search's own key, and the search runs before the layers are handed over."""
+        mixed = recipe.mode == "mixed"
         return {
             "model": self.spec.name,
             "model_fingerprint": self.fingerprint,
@@ -237,9 +257,9 @@ class BuildContext:
             "mode": recipe.mode,
             "recipe": recipe.name,
             "params": dict(recipe.params),
-            "keep_float": list(self.keep_float) if recipe.mode == "mixed" else [],
-            **(self._search_key() if recipe.mode == "mixed" and self.searches_float_layers else {}),
-            **({"kept_precision": self.kept_precision} if recipe.mode == "mixed" and self.kept_precision != "float32" else {}),
+            **({"keep_float": list(self.keep_float) if mixed else []} if float_choice else {}),
+            **(self.chosen_float_layers(recipe).key if float_choice and mixed and self.searches_float_layers else {}),
+            **({"kept_precision": self.kept_precision} if mixed and self.kept_precision != "float32" else {}),
             "libraries": library_versions(recipe.libraries),
             **({"keras_fingerprint": self.keras_fingerprint} if recipe.source == "keras" else {}),
             **({"export": self.export.key(recipe.framework)} if self.export.key(recipe.framework) else {}),
@@ -247,15 +267,21 @@ class BuildContext:
 
     @property
     def searches_float_layers(self) -> bool:
-        from harness.vocabulary import KEEP_FLOAT_AUTO
-
         return self.keep_float == (KEEP_FLOAT_AUTO,)
 
-    def _search_key(self) -> dict[str, Any]:
-        """What decides the float layers keep_float="auto" finds: the budget and the search settings."""
-        from harness.sensitivity.search import SEARCH_VERSION, SearchConfig
+    def hand_float_layers(self, recipe: Recipe, chosen: FloatLayers) -> None:
+        """keep_float="auto": the layers the search chose for `recipe`, before its build."""
+        self._float_layers[recipe_id(recipe)] = chosen
 
-        return {"budget_pts": self.mixed_budget, "search": {**SearchConfig().params(), "version": SEARCH_VERSION}}
+    def has_float_layers(self, recipe: Recipe) -> bool:
+        return recipe_id(recipe) in self._float_layers
+
+    def chosen_float_layers(self, recipe: Recipe) -> FloatLayers:
+        try:
+            return self._float_layers[recipe_id(recipe)]
+        except KeyError:
+            raise RuntimeError(f"keep_float='auto': the float layers of {recipe.name} are chosen before its build "
+                               "(harness.sensitivity.choose_before_build(ctx, recipe)), and none were handed over") from None
 
     def only_float32_kept(self, why: str) -> None:
         """For a `mixed` recipe that keeps its float layers in float32 only: a float16 request is n/a, saying why."""
@@ -265,19 +291,15 @@ class BuildContext:
 
     def float_layers(self, recipe: Recipe) -> tuple[Optional[list[str]], dict[str, Any]]:
         """The layers a `mixed` build keeps float, and the manifest notes saying how they were
-        chosen: the suite's / model's names, (keep_float="auto") the sensitivity search's, or
-        None: neither names any, the recipe's default (its first and last weighted layer)."""
+        chosen: the suite's / model's names, (keep_float="auto") those the sensitivity search
+        handed over before the build, or None: neither names any, the recipe's default (its
+        first and last weighted layer)."""
         if not self.searches_float_layers:
             if not self.keep_float:
                 return None, {"keep_float_source": "default: first and last weighted layer"}
             return list(self.keep_float), {"keep_float_source": "names (suite keep_float or the model's sensitive_layers)"}
-        if self.mixed_budget is None:
-            raise ValueError("keep_float='auto' needs the mixed budget to search within (budgets={'mixed': points})")
-        from harness.sensitivity import choose_float_layers
-
-        found = choose_float_layers(self, recipe, self.mixed_budget)
-        return list(found.result.kept), {"keep_float_source": "auto", "recipe": f"{recipe.name} + keep_float search",
-                                         **found.notes()}
+        chosen = self.chosen_float_layers(recipe)
+        return list(chosen.names), dict(chosen.notes)
 
     def artifact(self, recipe: Recipe) -> tuple[Artifact, bool]:
         """Build (or fetch from the cache) the artifact of `recipe` for this model."""

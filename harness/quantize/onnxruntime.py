@@ -329,9 +329,13 @@ def build_static(ctx: BuildContext, out: Path) -> BuiltModel:
     return describe(out / "model.onnx", _quantize_static(ctx, out, exclude=[]))
 
 
+# Why `mixed` keeps float32 only (a float16 request is n/a): the build's and the search's reason.
+MIXED_FLOAT32_ONLY = ("quantize_static keeps excluded nodes in float32, and a float16 island would compute in "
+                      "float16 only on a CUDA target, where this QDQ graph has no int8 path here")
+
+
 def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
-    ctx.only_float32_kept("quantize_static keeps excluded nodes in float32, and a float16 island would compute in "
-                          "float16 only on a CUDA target, where this QDQ graph has no int8 path here")
+    ctx.only_float32_kept(MIXED_FLOAT32_ONLY)
     fp32 = fp32_path(ctx)
     names, how = ctx.float_layers(MIXED)
     kept = kept_layers(fp32, names, f"{ctx.spec.name} in onnxruntime")

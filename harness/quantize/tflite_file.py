@@ -3,7 +3,7 @@
 The LiteRT user's path: a model already converted (by tf.lite.TFLiteConverter, litert-torch,
 or any other tool) is brought as the file itself. Its fp32 row is that file, unchanged; fp16,
 dynamic-int8, static-int8 (calibrated on the data's calibration split), int16x8 and mixed are
-the same ai-edge-quantizer recipes the litert-torch source uses (tflite_torch.aeq_recipes).
+the same ai-edge-quantizer recipes the litert-torch source uses (tflite_aeq.aeq_recipes).
 qat-int8 needs the trainable model, which a .tflite file is not: n/a with the reason.
 
 The data is bound to the file's signature inputs by name (harness.data.bind_inputs: a
@@ -17,7 +17,7 @@ from pathlib import Path
 from harness.artifacts import BuiltModel
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 from harness.quantize.tflite_graph import MODEL_FILE, describe
-from harness.quantize.tflite_torch import ATTENTION_STATIC_OPS, FloatTflite, aeq_recipes  # noqa: F401
+from harness.quantize.tflite_aeq import ATTENTION_STATIC_OPS, FloatTflite, aeq_recipes  # noqa: F401
 
 SOURCE = "tflite"
 SLUG = "file"

@@ -19,6 +19,7 @@ import numpy as np
 
 from harness import settings
 from harness.artifacts import BuiltModel
+from harness.quantize import tflite_aeq
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 from harness.quantize.tflite_graph import MODEL_FILE, check_kept_float, describe, kept_layers
 
@@ -30,18 +31,18 @@ QAT_EPOCHS = 5  # fine-tuning epochs from the fp32 weights
 QAT_LEARNING_RATE = 5e-4  # a quarter of digits-cnn's training rate
 
 
-def _tf():
+def import_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, not errors
     import tensorflow as tf
 
     return tf
 
 
-def _layout(ctx: BuildContext) -> str:
+def layout(ctx: BuildContext) -> str:
     return getattr(ctx.spec.keras_factory, "input_layout", "as the model takes it")
 
 
-def _input_order(ctx: BuildContext) -> list[str]:
+def input_order(ctx: BuildContext) -> list[str]:
     """The model's input names in its own order (a SavedModel's: its serving signature's)."""
     if ctx.spec.saved_model is not None:
         return list(ctx.dataset.input_names)  # bound to the signature's names (harness.data.bind_inputs)
@@ -64,7 +65,7 @@ def source_layers(ctx: BuildContext) -> dict[str, Optional[np.ndarray]]:
 
 def representative_dataset(ctx: BuildContext, limit: Optional[int] = None):
     """The calibration split (its first `limit` samples), one sample per step, in the model's input order."""
-    names = _input_order(ctx)
+    names = input_order(ctx)
     calib = ctx.dataset.calib_inputs
 
     def generate() -> Iterator[list[np.ndarray]]:
@@ -76,7 +77,7 @@ def representative_dataset(ctx: BuildContext, limit: Optional[int] = None):
 
 def converter(ctx: BuildContext):
     """TensorFlow's own converter: from_saved_model for a SavedModel directory, else from_keras_model."""
-    tf = _tf()
+    tf = import_tensorflow()
     if ctx.spec.saved_model is not None:
         return tf.lite.TFLiteConverter.from_saved_model(str(ctx.spec.saved_model))
     return tf.lite.TFLiteConverter.from_keras_model(ctx.keras_model)
@@ -97,10 +98,10 @@ def _write(ctx: BuildContext, out: Path, content: bytes, notes: dict) -> BuiltMo
     import keras
 
     notes = {"source": _source_note(ctx), **notes}
-    return describe(path, {n: n for n in _input_order(ctx)}, _layout(ctx), notes)
+    return describe(path, {n: n for n in input_order(ctx)}, layout(ctx), notes)
 
 
-def _convert(ctx: BuildContext, what: str, setup=None) -> bytes:
+def convert(ctx: BuildContext, what: str, setup=None) -> bytes:
     conv = converter(ctx)
     if setup:
         setup(conv)
@@ -109,30 +110,30 @@ def _convert(ctx: BuildContext, what: str, setup=None) -> bytes:
 
 
 def build_fp32(ctx: BuildContext, out: Path) -> BuiltModel:
-    return _write(ctx, out, _convert(ctx, "float32"), {})
+    return _write(ctx, out, convert(ctx, "float32"), {})
 
 
 def build_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
-    tf = _tf()
+    tf = import_tensorflow()
 
     def setup(conv):
         conv.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative data: dynamic range
 
-    return _write(ctx, out, _convert(ctx, "dynamic range int8", setup), {"weights": "int8", "activations": "float, quantized at run time"})
+    return _write(ctx, out, convert(ctx, "dynamic range int8", setup), {"weights": "int8", "activations": "float, quantized at run time"})
 
 
 def build_fp16(ctx: BuildContext, out: Path) -> BuiltModel:
-    tf = _tf()
+    tf = import_tensorflow()
 
     def setup(conv):
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
 
-    return _write(ctx, out, _convert(ctx, "float16 weights", setup), {"weights": "float16", "compute": "float32 (weights dequantized at load)"})
+    return _write(ctx, out, convert(ctx, "float16 weights", setup), {"weights": "float16", "compute": "float32 (weights dequantized at load)"})
 
 
 def _full_integer(ctx: BuildContext, activations) -> bytes:
-    tf = _tf()
+    tf = import_tensorflow()
     int16 = activations == "int16"
 
     def setup(conv):
@@ -144,7 +145,7 @@ def _full_integer(ctx: BuildContext, activations) -> bytes:
         conv.inference_output_type = tf.int16 if int16 else tf.int8
 
     n = len(next(iter(ctx.dataset.calib_inputs.values())))
-    return _convert(ctx, f"full integer ({activations} activations), calibrating on {n} samples", setup)
+    return convert(ctx, f"full integer ({activations} activations), calibrating on {n} samples", setup)
 
 
 def build_static(ctx: BuildContext, out: Path) -> BuiltModel:
@@ -158,7 +159,7 @@ def build_int16x8(ctx: BuildContext, out: Path) -> BuiltModel:
 def debugger(ctx: BuildContext, denylist: list[str]):
     """TensorFlow's QuantizationDebugger on the int8 converter: it calibrates once on the
     calibration split; `denylisted_nodes` (op output names) stay float in its non-debug model."""
-    tf = _tf()
+    tf = import_tensorflow()
     conv = converter(ctx)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = representative_dataset(ctx)
@@ -168,12 +169,16 @@ def debugger(ctx: BuildContext, denylist: list[str]):
                                                      debug_options=options)
 
 
+# Why the QuantizationDebugger's `mixed` keeps float32 only: the build's and the search's reason.
+DEBUGGER_FLOAT32_ONLY = "TensorFlow's QuantizationDebugger keeps denylisted ops in float32"
+
+
 def build_mixed(ctx: BuildContext, out: Path) -> BuiltModel:
     """Full integer, with the sensitive layers' ops on the quantization debugger's deny list."""
     if ctx.spec.saved_model is not None:
         return _mixed_saved_model(ctx, out)
-    ctx.only_float32_kept("TensorFlow's QuantizationDebugger keeps denylisted ops in float32")
-    float_model = _convert(ctx, "float32 (to find the layers to keep in float)")
+    ctx.only_float32_kept(DEBUGGER_FLOAT32_ONLY)
+    float_model = convert(ctx, "float32 (to find the layers to keep in float)")
     names, how = ctx.float_layers(MIXED)
     kept, kept_names = kept_layers(float_model, names, f"{ctx.spec.name} in tflite (keras)", source_layers(ctx))
     denylist = [op.outputs[0] for op in kept]
@@ -198,14 +203,14 @@ def _outputs_logits(ctx: BuildContext) -> bool:
 
 def saved_model_source(ctx: BuildContext):
     """A SavedModel's fp32 conversion (the keras fp32 artifact) as the .tflite ai-edge-quantizer starts from."""
-    from harness.quantize import tflite_file, tflite_torch
+    from harness.quantize import tflite_file
 
     def fp32(c: BuildContext) -> bytes:
         return c.artifact(FP32)[0].model_file.read_bytes()
 
-    return tflite_torch.FloatTflite(source=SOURCE, slug=SLUG, fp32=fp32, signature=lambda c: {n: n for n in _input_order(c)},
-                                    notes=lambda c: {"source": _source_note(c)}, layout=_layout(ctx),
-                                    known_layers=lambda c: tflite_file.scope_layers(fp32(c)), where="tflite (SavedModel)")
+    return tflite_aeq.FloatTflite(source=SOURCE, slug=SLUG, fp32=fp32, signature=lambda c: {n: n for n in input_order(c)},
+                                  notes=lambda c: {"source": _source_note(c)}, layout=layout(ctx),
+                                  known_layers=lambda c: tflite_file.scope_layers(fp32(c)), where="tflite (SavedModel)")
 
 
 def _mixed_saved_model(ctx: BuildContext, out: Path) -> BuiltModel:
@@ -214,9 +219,7 @@ def _mixed_saved_model(ctx: BuildContext, out: Path) -> BuiltModel:
     static int8 with no_quantize on the kept ops runs on the fp32 conversion (the keras fp32 artifact)."""
     from dataclasses import replace
 
-    from harness.quantize import tflite_torch
-
-    built = tflite_torch.build_mixed(saved_model_source(ctx), ctx, out)
+    built = tflite_aeq.build_mixed(saved_model_source(ctx), ctx, out)
     recipe = "tf.lite.TFLiteConverter(saved_model, float32) + ai_edge_quantizer(static_wi8_ai8, no_quantize)"
     return replace(built, notes={**built.notes, "recipe": recipe})
 
@@ -268,8 +271,10 @@ def _recipe(mode: str, name: str, build, params: dict, libraries=LIBS) -> Recipe
 
 
 FP32 = _recipe("fp32", "tf.lite.TFLiteConverter(keras, float32)", build_fp32, {})
-MIXED = _recipe("mixed", "tf.lite.QuantizationDebugger(keras, int8, denylisted_nodes)", build_mixed,
-                {"supported_ops": "TFLITE_BUILTINS_INT8", "fully_quantize": False, "calibration": "calib split, batch 1"})
+# A SavedModel's `mixed` is ai-edge-quantizer's on its conversion (tflite_aeq.build_mixed), keyed by this recipe.
+MIXED = tflite_aeq.register_mixed(SOURCE, SLUG, _recipe(
+    "mixed", "tf.lite.QuantizationDebugger(keras, int8, denylisted_nodes)", build_mixed,
+    {"supported_ops": "TFLITE_BUILTINS_INT8", "fully_quantize": False, "calibration": "calib split, batch 1"}))
 RECIPES: tuple[Recipe, ...] = (
     FP32,
     _recipe("fp16", "tf.lite.TFLiteConverter(keras, float16 weights)", build_fp16, {"supported_types": "float16"}),

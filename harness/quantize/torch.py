@@ -221,6 +221,11 @@ def linear_shapes(module, ctx: BuildContext) -> dict[str, dict[str, int]]:
 
 
 # -- static int8 and mixed through PT2E -----------------------------------------------------------
+# Why PT2E's `mixed` keeps float32 only (a float16 request is n/a): the build's and the search's reason.
+PT2E_FLOAT32_ONLY = ("PT2E leaves set_module_name_qconfig(None) layers in float32, and its int8 kernels are "
+                     "CPU kernels (on a GPU there is no int8 path to mix float16 with)")
+
+
 def build_pt2e(quantizer: str, mixed: bool = False, compile: Optional[str] = None):
     def build(ctx: BuildContext, out: Path) -> BuiltModel:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -229,8 +234,7 @@ def build_pt2e(quantizer: str, mixed: bool = False, compile: Optional[str] = Non
         from harness.quantize.torch_export import drop_unused_state
 
         if mixed:
-            ctx.only_float32_kept("PT2E leaves set_module_name_qconfig(None) layers in float32, and its int8 kernels are "
-                                  "CPU kernels (on a GPU there is no int8 path to mix float16 with)")
+            ctx.only_float32_kept(PT2E_FLOAT32_ONLY)
         module = fp32_copy(ctx)
         names, how = ctx.float_layers(mixed_recipe(quantizer)) if mixed else (None, {})
         keep = resolve_keep_float(ctx, module, names) if mixed else []

@@ -3,10 +3,13 @@ that meets the `mixed` budget, found per framework (Suite(keep_float="auto")).
 
     table = sensitivity_table(ctx, recipe)                 # per-layer figures, cached
     found = choose_float_layers(ctx, recipe, budget_pts)   # table + search, cached
+    choose_before_build(ctx, recipe)                       # the pipeline step: hands ctx the layers
 
 Everything runs on the host, scored on the calibration split (never the evaluation split);
-the chosen set then goes through the framework's ordinary `mixed` build, and that artifact
-is measured on the target like any other. Results are cached under a content key (model
+the search runs before the build and hands the chosen set to the BuildContext, the framework's
+ordinary `mixed` build keeps it float, and that artifact is measured on the target like any
+other. Imports run one way: this package uses harness.quantize (the probes live beside each
+framework's recipes: harness/quantize/*_probe.py), never the other way round. Results are cached under a content key (model
 weights, data, recipe, metric, budget, search settings, library versions) in
 `<cache>/sensitivity/`, so a re-run costs nothing.
 """
@@ -22,10 +25,10 @@ import numpy as np
 
 from harness.artifacts import JsonCache
 from harness.metrics import resolve_metric
-from harness.quantize.base import BuildContext, Recipe
-from harness.sensitivity.probe import Probe, Tuning, tuning_data
+from harness.quantize.base import BuildContext, FloatLayers, Recipe
+from harness.quantize.probe import Probe, Tuning, tuning_data
 from harness.sensitivity.search import (SEARCH_VERSION, Scorer, SearchConfig, SearchResult, SensitivityTable,
-                                        max_evaluations, measure_layers, search)
+                                        artifact_key, max_evaluations, measure_layers, search)
 
 from harness.vocabulary import KEEP_FLOAT_AUTO as AUTO
 
@@ -40,24 +43,29 @@ def _probe(ctx: BuildContext, recipe: Recipe, tuning: Tuning) -> Probe:
     (the Keras model through TF's QuantizationDebugger; litert-torch's conversion, a .tflite file
     and a SavedModel's conversion through ai-edge-quantizer)."""
 
-    from harness.quantize import tflite_file, tflite_keras, tflite_torch
-    from harness.sensitivity import probe_onnxruntime, probe_tflite, probe_torch
-
+    # The float32-only reasons are the recipes' own: the search runs before the build, and a
+    # float16 request is then n/a for the same reason the build would give.
     if recipe.framework == "onnxruntime":
-        ctx.only_float32_kept("onnxruntime's QDQ recipe keeps excluded nodes in float32")
-        return probe_onnxruntime.OnnxruntimeProbe(ctx, recipe, tuning)
+        from harness.quantize import onnxruntime, onnxruntime_probe
+
+        ctx.only_float32_kept(onnxruntime.MIXED_FLOAT32_ONLY)
+        return onnxruntime_probe.OnnxruntimeProbe(ctx, recipe, tuning)
     if recipe.framework == "torch":
-        ctx.only_float32_kept("PT2E keeps its float layers in float32")
-        return probe_torch.TorchProbe(ctx, recipe, tuning)
+        from harness.quantize import torch, torch_probe
+
+        ctx.only_float32_kept(torch.PT2E_FLOAT32_ONLY)
+        return torch_probe.TorchProbe(ctx, recipe, tuning)
     if recipe.framework == "tflite":
+        from harness.quantize import tflite_file, tflite_keras, tflite_probe, tflite_torch
+
         if recipe.source == "keras":
             if ctx.spec.saved_model is not None:  # its mixed is ai-edge-quantizer's (tflite_keras._mixed_saved_model)
-                return probe_tflite.AeqProbe(ctx, recipe, tuning, tflite_keras.saved_model_source(ctx))
-            ctx.only_float32_kept("TensorFlow's QuantizationDebugger keeps denylisted ops in float32")
-            return probe_tflite.KerasProbe(ctx, recipe, tuning)
+                return tflite_probe.AeqProbe(ctx, recipe, tuning, tflite_keras.saved_model_source(ctx))
+            ctx.only_float32_kept(tflite_keras.DEBUGGER_FLOAT32_ONLY)
+            return tflite_probe.KerasProbe(ctx, recipe, tuning)
         sources = {tflite_torch.TORCH.source: tflite_torch.TORCH, tflite_file.FILE.source: tflite_file.FILE}
         if recipe.source in sources:
-            return probe_tflite.AeqProbe(ctx, recipe, tuning, sources[recipe.source])
+            return tflite_probe.AeqProbe(ctx, recipe, tuning, sources[recipe.source])
     raise ValueError(f"no sensitivity search for {recipe.framework} recipe {recipe.name!r} (source {recipe.source!r})")
 
 
@@ -103,7 +111,7 @@ class _Session:
         self._scorer: Optional[Scorer] = None
         # The artifact's key parts without what only a `mixed` artifact's key holds (its layer
         # names, the budget and search settings): one table serves every budget and caller.
-        parts = {k: v for k, v in ctx.key_parts(recipe).items() if k not in ("keep_float", "budget_pts", "search")}
+        parts = ctx.key_parts(recipe, float_choice=False)
         self.table_key = {**parts, "what": "sensitivity-table", "version": SEARCH_VERSION, "metric": self.metric.name,
                           "higher_is_better": self.metric.higher_is_better, "tuning": _tuning_fingerprint(self.tuning),
                           "sqnr_samples": config.sqnr_samples}
@@ -186,5 +194,21 @@ def choose_float_layers(ctx: BuildContext, recipe: Recipe, budget_pts: float, co
     return Found(table, result, computed_table or computed_search)
 
 
-__all__ = ["AUTO", "Found", "SearchConfig", "SearchResult", "SensitivityTable", "choose_float_layers", "is_auto",
-           "sensitivity_table"]
+def choose_before_build(ctx: BuildContext, recipe: Recipe) -> None:
+    """The pipeline step before a build ("choose float layers"): for a `mixed` recipe with
+    keep_float="auto", the search (or its cached outcome) hands `ctx` the layers to keep float,
+    the manifest notes and what decided them (the artifact's key). Any other recipe, and a
+    recipe already handed its layers, needs nothing."""
+    if recipe.mode != "mixed" or not ctx.searches_float_layers or ctx.has_float_layers(recipe):
+        return
+    if ctx.mixed_budget is None:
+        raise ValueError("keep_float='auto' needs the mixed budget to search within (budgets={'mixed': points})")
+    found = choose_float_layers(ctx, recipe, ctx.mixed_budget)
+    ctx.hand_float_layers(recipe, FloatLayers(
+        tuple(found.result.kept),
+        {"keep_float_source": "auto", "recipe": f"{recipe.name} + keep_float search", **found.notes()},
+        artifact_key(ctx.mixed_budget)))
+
+
+__all__ = ["AUTO", "Found", "SearchConfig", "SearchResult", "SensitivityTable", "choose_before_build",
+           "choose_float_layers", "is_auto", "sensitivity_table"]

@@ -31,6 +31,7 @@ import numpy as np
 
 from harness.metrics import Metric, accuracy_loss
 from harness.quantize.layer_names import Layer
+from harness.quantize.probe import pooled_sqnr_db
 
 SEARCH_VERSION = "1"  # bump when the method changes: it is part of every cached result's key
 
@@ -45,6 +46,12 @@ class SearchConfig:
 
     def params(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def artifact_key(budget_pts: Optional[float]) -> dict[str, Any]:
+    """What decides the float layers keep_float="auto" finds, in the `mixed` artifact's cache
+    key: the budget and the search settings (the layers themselves follow from them)."""
+    return {"budget_pts": budget_pts, "search": {**SearchConfig().params(), "version": SEARCH_VERSION}}
 
 
 @dataclass
@@ -122,13 +129,6 @@ class SearchResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SearchResult":
         return cls(**{**data, "steps": [Step(**step) for step in data["steps"]]})
-
-
-def pooled_sqnr_db(signal: float, noise: float) -> Optional[float]:
-    """10 log10(signal energy / noise energy); None without signal, inf without noise."""
-    if signal <= 0.0:
-        return None
-    return math.inf if noise <= 0.0 else 10.0 * math.log10(signal / noise)
 
 
 def sqnr_db(reference: np.ndarray, actual: np.ndarray) -> Optional[float]:

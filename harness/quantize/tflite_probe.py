@@ -1,4 +1,4 @@
-"""LiteRT for the search, from both TFLite sources.
+"""LiteRT for the sensitivity search, from both TFLite sources.
 
 - litert-torch (the torch module converted, then ai-edge-quantizer): the static recipe with
   `no_quantize` on the float layers' ops, every build reusing one `calibrate()` result; the
@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.quantize import tflite_graph
+from harness.quantize import tflite_aeq, tflite_graph, tflite_keras
+from harness.quantize.probe import Probe, host_outputs, pooled_sqnr_db
 from harness.quantize.tflite_graph import WeightedOp
-from harness.sensitivity.probe import Probe, host_outputs
-from harness.sensitivity.search import pooled_sqnr_db
 
 
 class _LiteRTProbe(Probe):
@@ -51,38 +50,32 @@ class _LiteRTProbe(Probe):
 
 class AeqProbe(_LiteRTProbe):
     """ai-edge-quantizer's recipes on an fp32 .tflite: litert-torch's conversion of the torch
-    module, a user's .tflite file, a SavedModel's conversion (tflite_torch.FloatTflite)."""
+    module, a user's .tflite file, a SavedModel's conversion (tflite_aeq.FloatTflite)."""
 
     sqnr_tool = ("ai_edge_quantizer model validation (model_validator.compare_model, SNR of each op output in the "
                  "all-int8 model vs float, mean over samples)")
 
     def __init__(self, ctx, recipe, tuning, src) -> None:
-        from harness.quantize import tflite_torch
-
         super().__init__(ctx, recipe, tuning)
         self.src = src
         self.float_model = src.fp32(ctx)
         self.ops = tflite_graph.weighted_ops(self.float_model)
-        self.layers = tflite_graph.layers(self.float_model, src.known_layers(ctx), op_types=tflite_torch.static_ops(self.float_model))
+        self.layers = tflite_graph.layers(self.float_model, src.known_layers(ctx), op_types=tflite_aeq.static_ops(self.float_model))
         self.signature_inputs = src.signature(ctx)
         self.layout = src.layout
-        self.calibration = tflite_torch.static_calibration(ctx, src, self.float_model)
+        self.calibration = tflite_aeq.static_calibration(ctx, src, self.float_model)
 
     def build(self, float_layers: frozenset[str]) -> Path:
-        from harness.quantize import tflite_torch
-
         kept = self._ops(float_layers)
-        configure, _, _ = tflite_torch.mixed_configure(self.float_model, kept, self.ctx.kept_precision)
-        return self._write(tflite_torch._quantize(self.ctx, self.src, f"static_wi8_ai8 with {len(kept)} ops kept float",
-                                                  configure, self.float_model, calibration=self.calibration))
+        configure, _, _ = tflite_aeq.mixed_configure(self.float_model, kept, self.ctx.kept_precision)
+        return self._write(tflite_aeq.quantize(self.ctx, self.src, f"static_wi8_ai8 with {len(kept)} ops kept float",
+                                               configure, self.float_model, calibration=self.calibration))
 
     def layer_sqnr(self, all_int8: Path, samples: int) -> dict[str, float]:
         from ai_edge_quantizer import model_validator
         from ai_edge_quantizer.utils import validation_utils
 
-        from harness.quantize.tflite_torch import _calibration
-
-        feeds = _calibration(self.ctx, self.float_model, self.src)["serving_default"][:samples]
+        feeds = tflite_aeq.calibration_data(self.ctx, self.float_model, self.src)["serving_default"][:samples]
         result = model_validator.compare_model(self.float_model, all_int8.read_bytes(), {"serving_default": feeds},
                                                [validation_utils.ValidationErrorMetric.SNR], num_threads=1)
         tensors = result.get_all_tensor_results()
@@ -100,15 +93,13 @@ class KerasProbe(_LiteRTProbe):
                  "the same inputs)")
 
     def __init__(self, ctx, recipe, tuning) -> None:
-        from harness.quantize import tflite_keras
-
         super().__init__(ctx, recipe, tuning)
-        tf = tflite_keras._tf()
-        self.float_model = tflite_keras._convert(ctx, "float32 (the layers the search may keep float)")
+        tf = tflite_keras.import_tensorflow()
+        self.float_model = tflite_keras.convert(ctx, "float32 (the layers the search may keep float)")
         self.ops = tflite_graph.weighted_ops(self.float_model)
         self.layers = tflite_graph.layers(self.float_model, tflite_keras.source_layers(ctx))
-        self.signature_inputs = {n: n for n in tflite_keras._input_order(ctx)}
-        self.layout = tflite_keras._layout(ctx)
+        self.signature_inputs = {n: n for n in tflite_keras.input_order(ctx)}
+        self.layout = tflite_keras.layout(ctx)
         self.debugger = tflite_keras.debugger(ctx, [])
         self.tf = tf
 
@@ -117,8 +108,6 @@ class KerasProbe(_LiteRTProbe):
         return self._write(self.debugger.get_nondebug_quantized_model())
 
     def layer_sqnr(self, all_int8: Path, samples: int) -> dict[str, float]:
-        from harness.quantize.tflite_keras import representative_dataset
-
         # NumericVerify on the debug model with nothing denylisted. A second debugger reads that
         # model from its bytes: the converter-built one runs its interpreter without
         # experimental_preserve_all_tensors, and the float tensors layer_direct_compare_metrics
@@ -128,7 +117,7 @@ class KerasProbe(_LiteRTProbe):
             layer_direct_compare_metrics={"signal": _signal, "noise": _noise})
         verify = self.tf.lite.experimental.QuantizationDebugger(
             quant_debug_model_content=self.debugger.get_debug_quantized_model(),
-            debug_dataset=representative_dataset(self.ctx, samples), debug_options=options)
+            debug_dataset=tflite_keras.representative_dataset(self.ctx, samples), debug_options=options)
         verify.run()
         stats = verify.layer_statistics or {}
         by_weight = {op.weight: op for op in self.ops}

@@ -15,7 +15,7 @@ import numpy as np
 
 from harness.quantize import onnx_graph
 from harness.quantize import onnxruntime as recipes
-from harness.sensitivity.probe import Probe, host_outputs
+from harness.quantize.probe import Probe, host_outputs, pooled_sqnr_db
 
 
 class _Batches:
@@ -63,8 +63,6 @@ class OnnxruntimeProbe(Probe):
     def layer_sqnr(self, all_int8: Path, samples: int) -> dict[str, float]:
         from onnxruntime.quantization.qdq_loss_debug import collect_activations, modify_model_output_intermediate_tensors
         from onnxruntime.quantization.quant_utils import QUANT_INPUT_SUFFIX
-
-        from harness.sensitivity.search import pooled_sqnr_db
 
         op_types = sorted({op for layer in self.layers for op in layer.op.split("+")})
         # Each layer's output in both graphs (a QDQ graph keeps the float graph's node names). A

@@ -17,8 +17,7 @@ import numpy as np
 
 from harness.quantize import pt2e_torch
 from harness.runner import measure
-from harness.sensitivity.probe import Probe
-from harness.sensitivity.search import pooled_sqnr_db
+from harness.quantize.probe import Probe, pooled_sqnr_db
 
 BATCH = 16
 

@@ -1,4 +1,4 @@
-"""What the search needs from a framework: its candidate layers, a quantized model with a given
+"""What the sensitivity search (harness/sensitivity/) needs from a framework: its candidate layers, a quantized model with a given
 set of them kept float (built by the framework's own quantizer, with calibration done once),
 that model's outputs on the tuning data, and the per-layer SQNR its debugging tool reports.
 
@@ -8,6 +8,7 @@ candidate computes exactly what the artifact will compute on a CPU target.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import shutil
 import tempfile
@@ -43,6 +44,13 @@ class Tuning:
 
 def tuning_data(ctx: BuildContext) -> Tuning:
     return Tuning(TUNING_SPLIT, ctx.dataset.calib_inputs, getattr(ctx.dataset, "calib_labels", None))
+
+
+def pooled_sqnr_db(signal: float, noise: float) -> Optional[float]:
+    """10 log10(signal energy / noise energy); None without signal, inf without noise."""
+    if signal <= 0.0:
+        return None
+    return math.inf if noise <= 0.0 else 10.0 * math.log10(signal / noise)
 
 
 def host_threads() -> int:
