@@ -3,7 +3,7 @@ format relates to the eager model it came from.
 
 A speedup compares quantization only when both sides ran the same way: the fp32 baseline of a
 case is the fp32 recipe of the same framework, source and execution format
-(`harness.quantize.fp32_recipe`), and the row names it (`baseline_case`, `baseline_recipe`).
+(`harness.quantize.fp32_recipe`), measured on the same board as the case (`Baselines`), and the row names it (`baseline_case`, `baseline_recipe`).
 The fp32 artifact itself can be slower than the eager module it was saved from (torch.export's
 unlifted module checks its input guards on every call; an exported LSTM runs its loop in the
 graph): the build measures both on the host (`notes.versus_eager`), and past
@@ -11,7 +11,15 @@ SLOWER_THAN_EAGER the fp32 row, and every row compared with it, says so (`execut
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from dataclasses import replace
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+
+from harness.fleet import Board, Measured, SharedRun
+from harness.quantize import fp32_recipe
+from harness.suite import Case
+from harness.vocabulary import BASELINE_MODE, STATUS_OK
 
 SLOWER_THAN_EAGER = 2.0  # an fp32 artifact this many times slower than its eager module gets a note
 
@@ -38,3 +46,76 @@ def inherited_note(baseline: Optional[Mapping[str, Any]]) -> Optional[str]:
     """A row compared with an fp32 baseline that carries an execution note repeats it."""
     note = (baseline or {}).get("execution_note")
     return f"baseline {baseline['case_id']}: {note}" if note else None
+
+
+def baseline_case(case: Case) -> Case:
+    """The fp32 case a case is compared with: the fp32 recipe of the same source and execution
+    format (tflite's keras and litert-torch rows each have their own, torch's TorchScript and
+    compiled recipes theirs)."""
+    return replace(case, mode=BASELINE_MODE, recipe=fp32_recipe(case.framework, case.recipe), budget=None, na_reason="")
+
+
+def fp32_of(case: Case) -> Optional[Case]:
+    """The fp32 case this one is compared with (None for an fp32 or n/a case, or when the
+    framework has no fp32 recipe for its source)."""
+    if case.recipe is None or case.mode == BASELINE_MODE:
+        return None
+    try:
+        return baseline_case(case)
+    except LookupError:
+        return None
+
+
+class Baselines:
+    """A session's fp32 bookkeeping: every fp32 measurement by (board, fp32 case id), the
+    evaluation outputs of the one on the board in use (what its other cases are scored
+    against), and the fp32 row each case was compared with."""
+
+    def __init__(self, shared: Optional[SharedRun]) -> None:
+        self.shared = shared  # a fleet's: measurements other workers made on the same board
+        self.measured: dict[tuple[str, str], Measured] = {}
+        self.outputs: dict[str, dict[str, np.ndarray]] = {}  # fp32 case_id -> evaluation outputs on the board in use
+        self.compared_with: dict[str, Optional[dict[str, Any]]] = {}  # case_id -> the fp32 row it was compared with
+
+    def on(self, board: Board, fp32: Case, measure: Callable[[Case], Measured], lost: Callable[[Board, dict], bool],
+           record: Callable[[Measured], None]) -> Measured:
+        """The fp32 case measured on this board: from this process, from another worker's
+        measurement there, or measured now with `measure` (and given to `record`, which writes
+        it as the fp32 row if the run has none yet)."""
+        key = (board.name, fp32.case_id)
+        if key not in self.measured and self.shared is not None:
+            found = self.shared.baseline(board.name, fp32.case_id)
+            if found is not None:
+                self.measured[key] = found
+        if key not in self.measured:
+            self.outputs.pop(fp32.case_id, None)  # another board's outputs are no reference here
+            measured = replace(measure(fp32), outputs=self.outputs.get(fp32.case_id))
+            if lost(board, measured.row) and board.pool:
+                return measured  # the board left the pool: no baseline of its, and the case in progress is the loss
+            if self.shared is not None:
+                self.shared.save_baseline(board.name, measured)
+            self.measured[key] = measured
+            record(measured)
+        measured = self.measured[key]
+        self.outputs.pop(fp32.case_id, None)
+        if measured.outputs is not None:
+            self.outputs[fp32.case_id] = measured.outputs  # what scoring compares this board's case with
+        return measured
+
+    def reference(self, case: Case, outputs: Optional[dict[str, np.ndarray]]) -> Optional[dict[str, np.ndarray]]:
+        """The fp32 outputs a case is scored against: an fp32 case's own (kept for the board's
+        other cases), else its baseline's on this board (None when it has none)."""
+        if case.mode == BASELINE_MODE:
+            self.outputs[case.case_id] = outputs
+            return outputs
+        return self.outputs.get(baseline_case(case).case_id)
+
+
+def paired_baseline(case: Case, baseline: Optional[Mapping[str, Any]], rounds: int, artifact_of):
+    """(baseline case, its artifact) to run beside each round, when the case is measured in
+    rounds and its fp32 baseline measured fine; None otherwise (fp32 itself, one round).
+    `artifact_of(case)`: the case's artifact (cached: the baseline ran as its own row)."""
+    if rounds < 2 or case.mode == BASELINE_MODE or not baseline or baseline.get("status") != STATUS_OK:
+        return None
+    base = baseline_case(case)
+    return base, artifact_of(base)

@@ -5,9 +5,10 @@ from typing import Any, Iterable, Mapping, Optional
 
 import pandas as pd
 
-from harness.metrics import accuracy_loss, direction_text, row_higher_is_better
+from harness.budget import loss as budget_loss, text as budget_verdict  # noqa: F401 (the one budget verdict)
+from harness.metrics import direction_text, row_higher_is_better
 from harness.rounds import speedup_text
-from harness.values import formatted, number, plain
+from harness.values import formatted, number
 from harness.vocabulary import FRAMEWORKS, MODES
 
 IDENTITY = ["run_id", "case_id", "started_at", "suite", "model", "framework", "mode", "recipe", "target",
@@ -54,35 +55,6 @@ def compare_to_baseline(row: dict[str, Any], baseline: Optional[Mapping[str, Any
     row["size_ratio"] = ratio(row.get("size_bytes"), baseline.get("size_bytes"))
     if row.get("accuracy") is not None and baseline.get("accuracy") is not None:
         row["accuracy_delta"] = float(row["accuracy"]) - float(baseline["accuracy"])
-
-
-def budget_loss(row: Mapping[str, Any]) -> Optional[float]:
-    """Accuracy points this row lost vs its fp32, in the metric's direction (positive = worse)."""
-    delta = number(row.get("accuracy_delta"))
-    if delta is None:
-        return None
-    return accuracy_loss(delta, 0.0, row_higher_is_better(row))
-
-
-def budget_verdict(row: Mapping[str, Any]) -> str:
-    """'over budget: -4.80 pts, a loss of 4.80 > 1' for an ok row over its accuracy budget,
-    'budget not checked: ...' when its fp32 gave no accuracy, else ''. The sign is the row's
-    delta_pts; the comparison is the loss in the metric's direction."""
-    budget = number(row.get("accuracy_budget"))
-    within = plain(row.get("within_budget"))
-    if row.get("status") != "ok" or budget is None:
-        return ""
-    if within is None:
-        if number(row.get("accuracy")) is None:
-            return ""  # not scored (e.g. past the case's time budget): its own reason says so
-        return f"budget {budget:g} not checked: no fp32 accuracy to compare with"
-    if bool(within):
-        return ""
-    loss, delta = budget_loss(row), number(row.get("accuracy_delta"))
-    if loss is None or delta is None:
-        return "over budget"
-    lower = "" if row_higher_is_better(row) else " (lower is better)"
-    return f"over budget: {100 * delta:+.2f} pts{lower}, a loss of {loss:.2f} > {budget:g}"
 
 
 def budget_lines(df: pd.DataFrame) -> list[tuple[str, str]]:

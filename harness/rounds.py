@@ -16,11 +16,17 @@ which would move a mean of five ratios by 10%; the median ignores it, and the in
     interval      percentile bootstrap of that median over rounds (CONFIDENCE)
     disagree      the interval is wider than DISAGREE x the speedup: the rounds do not agree,
                   and more rounds (or a quieter machine) are needed before acting on the figure
+
+`run_rounds` is the loop itself: round r runs the case in a fresh runner process (the evaluation
+pass in the first round only) and, when paired, the fp32 baseline right before it in even rounds
+and right after it in odd ones (ABBA).
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -83,3 +89,66 @@ def speedup_text(speedup: Optional[float], low: Optional[float], high: Optional[
     if low is not None and high is not None and not (math.isnan(low) or math.isnan(high)):
         text += f" [{low:.2f}-{high:.2f}]"
     return text + ("?" if disagree is True else "")
+
+
+@dataclass
+class Rounds:
+    """What the rounds of one case measured: the first round's runner outcome (its result and
+    the evaluation outputs), every round's result, and the paired baseline's p50 per round."""
+
+    first: Any = None
+    results: list = field(default_factory=list)
+    baseline_p50s: list = field(default_factory=list)
+
+    @property
+    def case_p50s(self) -> list[float]:
+        return [float(np.median(done["latencies_ms"])) for done in self.results]
+
+
+def run_rounds(case, artifact, timing, paired, run_job: Callable[..., Any], work_dir: Callable[..., Path],
+               progress: Callable[[str], None], device: str) -> Rounds:
+    """Run the case `timing.rounds` times in fresh runner processes, each paired with a fresh
+    run of its fp32 baseline (`paired`: (baseline case, its artifact), or None) in ABBA order.
+    `run_job(case, artifact, timing, work_dir, evaluate)` runs one process and returns its
+    outcome; `work_dir(case, r, baseline=False)` is where round r of the case (or of the
+    baseline beside it) works."""
+    rounds = max(1, timing.rounds or 1)
+    done = Rounds()
+
+    def baseline_round(r: int) -> float:  # one fresh process of the fp32 baseline, timing only: its p50
+        base, base_artifact = paired
+        progress(f"round {r + 1}/{rounds}: fp32 baseline beside it")
+        ran = run_job(base, base_artifact, timing, work_dir(case, r, baseline=True), evaluate=False)
+        return float(np.median(ran.result["latencies_ms"]))
+
+    for r in range(rounds):
+        # ABBA: the fp32 baseline runs right before the case in even rounds, right after it in odd ones
+        if paired and r % 2 == 0:
+            done.baseline_p50s.append(baseline_round(r))
+        where = f"round {r + 1}/{rounds}, " if rounds > 1 else ""
+        progress(f"measuring on {device} ({where}up to {timing.max_duration_s:g} s)")
+        # the evaluation pass runs once per artifact and batch: in the first round only
+        ran = run_job(case, artifact, timing, work_dir(case, r), evaluate=r == 0)
+        done.first = done.first or ran
+        done.results.append(ran.result)
+        if paired and r % 2 == 1:
+            done.baseline_p50s.append(baseline_round(r))
+    return done
+
+
+def pool_rounds(row: dict[str, Any], results: list[dict[str, Any]], latencies: list[float]) -> None:
+    """Latency statistics over every round's latencies; the rounds' own p50s beside them.
+    Load, first call, memory and power stay the first round's."""
+    from harness.power_columns import combined_throttling
+    from harness.stats import latency_stats
+
+    row.update(latency_stats(latencies, int(results[0]["batch_size"])))
+    row.update(n_runs=len(latencies), duration_s=sum(done["duration_s"] for done in results),
+               valid=all(bool(done["valid"]) for done in results))
+    row.update(round_columns([float(np.median(done["latencies_ms"])) for done in results]))
+    row["round_n_runs"] = " ".join(str(len(done["latencies_ms"])) for done in results)
+    throttling = [(done.get("power") or {}) for done in results]
+    if any("throttled" in power for power in throttling):  # throttled in any round is throttled
+        row["throttled"] = combined_throttling([power.get("throttled") for power in throttling])
+        reasons = list(dict.fromkeys(why for power in throttling for why in power.get("throttle_reasons") or []))
+        row["throttle_reasons"] = "; ".join(reasons) or None

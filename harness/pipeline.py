@@ -1,0 +1,276 @@
+"""The path of one case on a leased board, as named steps:
+
+    choose float layers -> build -> check -> rounds -> score -> compare   (then the session stores it)
+
+Each step is a function of the session (its services: builds, the board in use, the store's
+log, progress) and the `CaseRun` it fills. A step that finds the case does not apply raises
+`NotApplicable` (or `Skip`, with the reason as it is); any other exception makes an error row
+with the message condensed to one line, the traceback in the run's log.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from harness import baselines, budget, compat, report
+from harness.device_columns import fill_device_columns
+from harness.metrics import Metric, resolve_metric
+from harness.mixed_columns import fill_mixed_columns
+from harness.power_columns import fill_power_columns
+from harness.quantize import NotApplicable
+from harness.quantize.onnx_weights import size_note
+from harness.sensitivity import choose_before_build
+from harness.rounds import Rounds, paired_speedup, pool_rounds, run_rounds
+from harness.stats import latency_stats
+from harness.suite import Case, Timing
+from harness.vocabulary import BASELINE_MODE, STATUS_ERROR, STATUS_NA, STATUS_OK
+
+
+class CaseFailure(Exception):
+    """A case step failed; the message is one actionable line for the row."""
+
+
+class Skip(Exception):
+    """The case does not apply here; the message is the row's reason, as it is."""
+
+
+def condense(exc: BaseException, limit: int = 300) -> str:
+    """The framework's own message as one line, without the traceback."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, (CaseFailure, NotApplicable)):
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass
+class CaseRun:
+    """One case on the board in use, as the steps fill it in."""
+
+    case: Case
+    timing: Timing
+    baseline: Optional[dict[str, Any]]  # the fp32 row it is compared with (measured on the same board)
+    row: dict[str, Any]
+    context: Any = None  # the BuildContext
+    artifact: Any = None
+    rounds: Rounds = field(default_factory=Rounds)
+    paired: Any = None  # (fp32 case, its artifact) run beside each round
+
+    @property
+    def latencies(self) -> list[float]:  # every latency, round after round
+        return [lat for done in self.rounds.results for lat in done["latencies_ms"]]
+
+    @property
+    def round_sizes(self) -> list[int]:
+        return [len(done["latencies_ms"]) for done in self.rounds.results]
+
+
+def case_row(session, case: Case) -> dict[str, Any]:
+    """The row of a case on the board in use, before anything is measured."""
+    info = session.target_info
+    metric = resolve_metric(case.model.metric)
+    return report.new_row(
+        run_id=session.run_id, case_id=case.case_id, started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        suite=case.suite, model=case.model.name, framework=case.framework, mode=case.mode,
+        recipe=case.recipe.name if case.recipe else None, target=info.name, target_kind=info.kind,
+        profile=info.profile, device=info.device, batch_size=case.batch_size, threads=session.threads,
+        metric=metric.name, higher_is_better=metric.higher_is_better, accuracy_budget=case.budget,
+        power_source=f"none: no power sensor is sampled on {info.kind} target {info.name} (profile {info.profile})",
+    )
+
+
+# -- the steps ------------------------------------------------------------------------------
+def choose_float_layers(session, run: CaseRun) -> None:
+    """The layers a `mixed` build keeps in float: named, or (keep_float="auto") searched within
+    the budget before the build, which gets them through its context."""
+    run.context = session._context(run.case)
+    choose_before_build(run.context, run.case.recipe)  # keep_float="auto": the search hands the build its layers
+
+
+def build(session, run: CaseRun) -> None:
+    """Build the artifact, or fetch it from the cache; the row gets its size and provenance."""
+    case, row = run.case, run.row
+    session.progress(f"quantizing ({case.recipe.name})")
+    artifact, built = run.context.artifact(case.recipe)
+    run.artifact = artifact
+    notes = artifact.manifest.get("notes", {})
+    row.update(size_bytes=artifact.size_bytes, artifact_key=artifact.manifest["key"],
+               recipe=notes.get("recipe", row["recipe"]), artifact_sha256=artifact.manifest["sha256"])
+    if notes.get("quantized_ops"):  # which ops compute in int8, e.g. "MatMul 1/1, Conv 0/53"
+        row["quantized_ops"] = str(notes["quantized_ops"])
+    if case.mode == "mixed":
+        fill_mixed_columns(row, artifact.manifest)  # kept_float, its precision, the search's outcome
+    session.store.log(f"[{case.case_id}] artifact {artifact.path} ({'built' if built else 'cached'})")
+
+
+def check(session, run: CaseRun) -> None:
+    """What only the built artifact tells: a recipe's reason it cannot run here (e.g. int8
+    matmul shapes a GPU kernel refuses), and version skew (which file needs which version),
+    before shipping anything."""
+    reason = run.case.recipe.artifact_reason(run.artifact, session.target_info, run.case.batch_size)
+    if reason:
+        raise Skip(reason)
+    problem = compat.load_problem(run.artifact.path, run.artifact.manifest, session.target_info.facts,
+                                  session.target_info.name)
+    if problem:
+        raise CaseFailure(problem)
+
+
+def rounds(session, run: CaseRun) -> None:
+    """The runner's rounds (ABBA with the fp32 baseline when there are several); the row gets
+    the first round's measurements, and latency statistics pooled over every round."""
+    count = max(1, run.timing.rounds or 1)
+    run.paired = baselines.paired_baseline(run.case, run.baseline, count,
+                                           lambda base: session._context(base).artifact(base.recipe)[0])
+    run.rounds = run_rounds(run.case, run.artifact, run.timing, run.paired, session._run_job, session._work_dir,
+                            session.progress, session.target_info.name)
+    result = run.rounds.first.result
+    if result.get("nonfinite_outputs"):
+        bad = ", ".join(f"{n} non-finite values in output {k!r}" for k, n in result["nonfinite_outputs"].items())
+        raise CaseFailure(f"model produced NaN/Inf on the evaluation data ({bad})")
+    fill_measurements(run.row, result)
+    if count > 1:
+        pool_rounds(run.row, run.rounds.results, run.latencies)
+
+
+def score(session, run: CaseRun) -> None:
+    """The metric on the host, from the evaluation outputs (fp32's are kept: the board's other
+    cases are scored against them); a case past its time budget keeps its latency unscored."""
+    case, row, result = run.case, run.row, run.rounds.first.result
+    if result.get("evaluation_skipped"):  # over the case's time budget: the latency is the result
+        row.update(eval_samples=0, reason=f"accuracy not scored: {result['evaluation_skipped']} "
+                                          f"({time_budget_hint(session.options)})")
+        return
+    session.progress("scoring accuracy")
+    outputs = run.rounds.first.outputs
+    metric: Metric = resolve_metric(case.model.metric)
+    _, labels = session._evaluation(case)
+    reference = session.baselines.reference(case, outputs)
+    if metric.needs_reference and reference is None:
+        why = (run.baseline or {}).get("reason") or "the fp32 baseline failed"
+        raise CaseFailure(f"metric {metric.name} is scored against fp32 outputs, and the fp32 baseline has none ({why})")
+    row["accuracy"] = metric.score(outputs, labels, reference)
+    row["eval_samples"] = len(next(iter(outputs.values())))
+    interval = metric.confidence_interval(outputs, labels, reference)
+    row["accuracy_ci_low"], row["accuracy_ci_high"] = interval if interval else (None, None)
+    row.update(metric.companion_scores(outputs, labels, reference))  # e.g. nn_agreement
+
+
+def time_budget_hint(options) -> str:
+    if options.case_budget_s is not None:
+        return "set by --case-budget"
+    return f"the {options.profile} profile's budget; raise it with --case-budget SECONDS, or run --profile nightly"
+
+
+def compare(session, run: CaseRun) -> None:
+    """Against the fp32 baseline of the same board: speedup (over paired rounds, with its
+    interval), size ratio, accuracy delta, notes, and the accuracy budget."""
+    case, row, baseline, artifact = run.case, run.row, run.baseline, run.artifact
+    report.compare_to_baseline(row, baseline)
+    if run.paired:  # the speedup over paired rounds, with its interval, replaces the single ratio
+        row.update(paired_speedup(run.rounds.baseline_p50s, run.rounds.case_p50s))
+    baselines.name_baseline(row, baseline)  # the speedup's other side, by name
+    execution = (baselines.execution_note(artifact.manifest) if case.mode == BASELINE_MODE
+                 else baselines.inherited_note(baseline))
+    if execution:  # an fp32 artifact far slower than its eager module: the row says so
+        row["execution_note"] = execution
+    note = size_note(case.mode, artifact.manifest.get("notes", {}).get("weight_storage"), row.get("size_ratio"))
+    if note:  # an int8 file that keeps float weights, or is not smaller, says why
+        row["size_note"] = note
+    if case.budget is not None:
+        row["within_budget"] = budget.within_budget(case.budget, row, baseline)
+
+
+STEPS = (choose_float_layers, build, check, rounds, score, compare)
+
+
+def measure(session, case: Case, timing: Timing, baseline) -> CaseRun:
+    """Walk the steps for one case on the board in use; the CaseRun has its row, every latency
+    (round after round), the first round's outcome, and the latencies each round contributed."""
+    run = CaseRun(case, timing, baseline, case_row(session, case))
+    if case.recipe is None:
+        run.row.update(status=STATUS_NA, reason=case.na_reason)
+        return run
+    reason = case.recipe.not_applicable_reason(case.model, session.target_info)
+    if reason:
+        run.row.update(status=STATUS_NA, reason=reason)
+        return run
+    try:
+        for step in STEPS:
+            step(session, run)
+    except Skip as exc:
+        run.row.update(status=STATUS_NA, reason=str(exc))
+        run.rounds = Rounds()
+    except NotApplicable as exc:
+        run.row.update(status=STATUS_NA, reason=condense(exc))
+        run.rounds = Rounds()
+    except Exception as exc:  # any failure becomes an error row; the other cases still run
+        session.store.log(f"[{case.case_id}] FAILED\n{traceback.format_exc()}")
+        run.row.update(status=STATUS_ERROR, reason=condense(exc) + f" (details: {session.store.log_path})")
+        run.rounds = Rounds()
+    return run
+
+
+def fill_measurements(row: dict[str, Any], result: dict[str, Any]) -> None:
+    row.update(latency_stats(result["latencies_ms"], int(result["batch_size"])))
+    system = result.get("system", {})
+    row.update(
+        status=STATUS_OK, reason="",
+        init_ms=result["init_ms"], first_ms=result["first_ms"], n_runs=result["n_runs"],
+        duration_s=result["duration_s"], valid=bool(result["valid"]), threads=result["threads"],
+        peak_rss_mb=result["peak_rss_mb"], runtime=result["runtime"], runtime_version=result["runtime_version"],
+        python_version=system.get("python_version"), host=system.get("host"),
+        device=system.get("cpu_model") or row["device"],
+    )
+    if result.get("timed_batch_note"):  # the data could not fill one batch: the row says it was repeated
+        row["batch_note"] = result["timed_batch_note"]
+    fill_power_columns(row, result)  # power, energy, throttling, temperatures
+    fill_device_columns(row, result)  # GPU state and memory, execution providers, copies, window note
+
+
+# -- rows of a case a lost board never measured ------------------------------------------------
+def gone_row(session, case: Case, placement, reason: str) -> dict[str, Any]:
+    """No board of the placement could be leased (all gone, or the named target unusable)."""
+    metric = resolve_metric(case.model.metric)
+    first = placement.boards[0]
+    return report.new_row(
+        run_id=session.run_id, case_id=case.case_id, started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        suite=case.suite, model=case.model.name, framework=case.framework, mode=case.mode,
+        recipe=case.recipe.name if case.recipe else None, target=placement.name, target_kind=first.kind,
+        profile=first.profile, batch_size=case.batch_size, metric=metric.name,
+        higher_is_better=metric.higher_is_better, accuracy_budget=case.budget, status=STATUS_ERROR,
+        reason=f"{reason} (not run)", pool=placement.pool, worker=session.worker or None)
+
+
+def died_row(session, case: Case, board, baseline: dict[str, Any]) -> dict[str, Any]:
+    """The pool's board stopped answering while it measured the case's fp32 baseline."""
+    row = case_row(session, case)
+    row.update(status=STATUS_ERROR, pool=board.pool, board=board.name, worker=session.worker or None,
+               lease_wait_s=round(session._waited, 3),
+               reason=f"board {board.name} stopped answering while measuring the fp32 baseline: {baseline.get('reason')}")
+    if board.pool:
+        row["target"] = board.pool
+    return row
+
+
+# -- host work before a board is held -----------------------------------------------------------
+def prepare(session, case: Case, placement) -> None:
+    """Host work before holding a board: the fp32 model (its weights are in every cache
+    key) and, once the placement's facts are known (a board opened by any process of the
+    run: they decide which recipes apply), the artifacts of the case and its baseline.
+    A failure here is ignored: it happens again under the lease and becomes the row's reason."""
+    if not session.fleet or case.recipe is None:
+        return
+    info = session.boards.known_info(placement)
+    for needed in [c for c in (baselines.fp32_of(case), case) if c is not None]:
+        try:
+            context = session._context(needed)
+            context.key_parts(needed.recipe, float_choice=False)  # builds or loads the fp32 model (its weights are in the key)
+            if info is not None and not needed.recipe.not_applicable_reason(needed.model, info):
+                choose_before_build(context, needed.recipe)  # keep_float="auto": the search hands the build its layers
+                artifact, built = context.artifact(needed.recipe)
+                if built:
+                    session.store.log(f"[{needed.case_id}] artifact {artifact.path} (built)")
+        except Exception:
+            pass
