@@ -169,7 +169,7 @@ def build_int16x8(src: "FloatTflite", ctx: BuildContext, out: Path) -> BuiltMode
     return write(ctx, out, content, {"weights": "int8 per-channel", "activations": "int16", "io": "int16"}, src)
 
 
-def staticcalibration_data(ctx: BuildContext, src: "FloatTflite", float_model: bytes) -> dict:
+def static_calibration(ctx: BuildContext, src: "FloatTflite", float_model: bytes) -> dict:
     """ai-edge-quantizer's calibration result for the static recipe: min/max of every tensor it
     quantizes, reusable for any subset of those ops (the sensitivity search builds many)."""
     from ai_edge_quantizer import quantizer as aeq
