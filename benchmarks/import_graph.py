@@ -32,7 +32,8 @@ def figures(graph: Graph) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default=".", help="the checkout to read (default: the current directory)")
+    parser.add_argument("--root", default=str(Path(__file__).resolve().parent.parent),
+                        help="the checkout to read (default: the one holding this script)")
     parser.add_argument("--top", type=int, default=12, help="how many of the biggest modules to list (default 12)")
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
