@@ -1,5 +1,6 @@
 """The runner jobs of a session: where a case's rounds work, the runner config of a job
-(`_job`), and running one on the board in use (a failed runner is a `CaseFailure`).
+(`runner_config`, a RunnerConfig; `_job`), and running one on the board in use (a failed
+runner is a `CaseFailure`).
 
 A mixin of BenchSession: it reads the board in use (`target`, `target_config`, `target_info`,
 `threads`), the run's options, store and evaluation inputs.
@@ -11,6 +12,7 @@ from typing import Optional
 
 from harness import compat
 from harness.pipeline import CaseFailure
+from harness.runner.protocol import RunnerConfig
 from harness.suite import Case, Timing
 from harness.vocabulary import BASELINE_MODE, STATUS_OK
 from targets import RunnerJob
@@ -31,27 +33,32 @@ class RunnerJobs:
             raise CaseFailure(f"runner on {self.target_info.name}: {reason}")
         return outcome
 
-    def _job(self, case: Case, artifact, timing: Timing, work_dir: Optional[Path] = None,
-             evaluate: bool = True) -> RunnerJob:
+    def runner_config(self, case: Case, artifact, timing: Timing, evaluate: bool = True) -> RunnerConfig:
+        """What the runner is told for this case on the board in use (the target adds the
+        paths on the device). Public: benchmarks time extra runner processes with it."""
         sensing = dict(self.target_config.settings.get("sensors", {}))  # the inventory's [targets.X.sensors]
-        config = {
-            "framework": case.framework,
-            "threads": self.threads,
-            "batch_size": case.batch_size,
-            "warmup_runs": timing.warmup_runs,
-            "warmup_s": timing.warmup_s,
-            "min_runs": timing.min_runs,
-            "min_duration_s": timing.min_duration_s,
-            "max_duration_s": timing.max_duration_s,
+        return RunnerConfig(
+            framework=case.framework,
+            threads=self.threads,
+            batch_size=case.batch_size,
+            warmup_runs=timing.warmup_runs,
+            warmup_s=timing.warmup_s,
+            min_runs=timing.min_runs,
+            min_duration_s=timing.min_duration_s,
+            max_duration_s=timing.max_duration_s,
             # fp32 is the reference every other case of its framework is scored against: only the
             # target's case timeout bounds it.
-            "budget_s": (self.target_config.case_timeout_s if case.mode == BASELINE_MODE
-                         else self.options.budget_s(self.target_config.case_timeout_s)),
-            "evaluate": evaluate,
-            "options": {},
-            "artifact_format": compat.describe(artifact.path, artifact.manifest),  # for load errors on the device
-            "sensors": {"profile": self.target_info.profile, "root": sensing.get("root", "/"),
-                        "idle_s": sensing.get("idle_s", 1.0), "settings": sensing},
-        }
+            budget_s=(self.target_config.case_timeout_s if case.mode == BASELINE_MODE
+                      else self.options.budget_s(self.target_config.case_timeout_s)),
+            evaluate=evaluate,
+            options={},
+            artifact_format=compat.describe(artifact.path, artifact.manifest),  # for load errors on the device
+            sensors={"profile": self.target_info.profile, "root": sensing.get("root", "/"),
+                     "idle_s": sensing.get("idle_s", 1.0), "settings": sensing},
+        )
+
+    def _job(self, case: Case, artifact, timing: Timing, work_dir: Optional[Path] = None,
+             evaluate: bool = True) -> RunnerJob:
         return RunnerJob(case.case_id, artifact.path, artifact.manifest["file"], artifact.manifest,
-                         self._inputs_file(case), config, work_dir or self._work_dir(case, 0))
+                         self._inputs_file(case), self.runner_config(case, artifact, timing, evaluate),
+                         work_dir or self._work_dir(case, 0))

@@ -4,9 +4,11 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
+
+from harness.runner.protocol import RunnerConfig
 
 
 class TargetError(Exception):
@@ -47,13 +49,13 @@ class RunnerJob:
     model_file: str  # file name inside artifact_dir
     manifest: Mapping[str, Any]
     inputs_file: Path  # host .npz with the evaluation inputs by name
-    config: Mapping[str, Any]  # framework, threads, batch size, timing settings, options
+    config: Union[RunnerConfig, Mapping[str, Any]]  # framework, threads, batch size, timing, options (a dict is read as one)
     work_dir: Path  # host directory for this case's files (config, result, outputs, logs)
 
 
 @dataclass
 class RunnerOutcome:
-    result: dict  # the runner's JSON (status, reason, latencies_ms, ...)
+    result: dict  # the runner's result.json read through RunnerResult, as a dict (status, reason, latencies_ms, ...)
     outputs: Optional[dict[str, np.ndarray]]  # evaluation outputs by name, None on error
     log: str = ""  # runner stdout/stderr, for the run's log
 

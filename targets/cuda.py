@@ -20,6 +20,7 @@ import sys
 from dataclasses import replace
 from typing import Any, Callable, Mapping, Optional
 
+from harness.runner.protocol import RunnerConfig
 from targets.base import RunnerJob, RunnerOutcome, TargetError, TargetInfo
 from targets.local import LocalTarget
 
@@ -153,10 +154,9 @@ class CudaTarget(LocalTarget):
 
     def run(self, job: RunnerJob, progress: Callable[[str], None] = lambda m: None) -> RunnerOutcome:
         gpu = self.probe().get("gpu") or {}
-        config = dict(job.config)
-        config["options"] = {**gpu_options(config["framework"], self.config.settings), **dict(config.get("options") or {})}
-        sensing = dict(config.get("sensors") or {})
+        config = RunnerConfig.of(job.config)
+        options = {**gpu_options(config.framework, self.config.settings), **dict(config.options or {})}
+        sensing = dict(config.sensors or {})
         sensing["profile"] = self.profile
         sensing["settings"] = {**dict(sensing.get("settings") or {}), "gpu": gpu.get("uuid", self.config.settings.get("gpu", 0))}
-        config["sensors"] = sensing
-        return super().run(replace(job, config=config), progress)
+        return super().run(replace(job, config=replace(config, options=options, sensors=sensing)), progress)

@@ -2,7 +2,6 @@
 so peak memory belongs to that case alone."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import signal
@@ -12,7 +11,10 @@ from typing import Callable
 
 import numpy as np
 
+from dataclasses import replace
+
 from harness.runner import system
+from harness.runner.protocol import FormatError, RunnerConfig, RunnerResult
 from harness.runner_bundle import stage_runner
 from targets.base import RunnerJob, RunnerOutcome, Target, TargetInfo
 from targets.runner_registry import RunnerRegistry
@@ -28,20 +30,33 @@ def runner_env(runner_parent) -> dict:
     return env
 
 
+def failed(reason: str, log: str = "") -> RunnerOutcome:
+    """An outcome for a runner that left no result the host can read."""
+    return RunnerOutcome(RunnerResult.failed(reason).to_dict(), None, log)
+
+
+def read_result(path) -> RunnerResult:
+    """A result.json, of this format version or an older one (FormatError for a newer one)."""
+    return RunnerResult.from_json(path.read_text(), f"the runner's {path}")
+
+
 def collect(job: RunnerJob, log: str, timed_out_after: float = 0.0) -> RunnerOutcome:
     """Read the result and outputs the runner left in the job's work directory."""
     result_path = job.work_dir / "result.json"
     if timed_out_after:
-        return RunnerOutcome({"status": "error", "reason": f"runner exceeded the case timeout of {timed_out_after:g} s and was killed"}, None, log)
+        return failed(f"runner exceeded the case timeout of {timed_out_after:g} s and was killed", log)
     if not result_path.is_file():
         tail = " | ".join(log.strip().splitlines()[-3:]) or "no output"
-        return RunnerOutcome({"status": "error", "reason": f"runner died without a result ({tail})"}, None, log)
-    result = json.loads(result_path.read_text())
+        return failed(f"runner died without a result ({tail})", log)
+    try:
+        result = read_result(result_path)
+    except FormatError as exc:
+        return failed(str(exc), log)
     outputs = None
-    if result.get("status") == "ok":
+    if result.ok:
         with np.load(job.work_dir / "outputs.npz", allow_pickle=False) as npz:
             outputs = {k: npz[k] for k in npz.files}
-    return RunnerOutcome(result, outputs, log)
+    return RunnerOutcome(result.to_dict(), outputs, log)
 
 
 class LocalTarget(Target):
@@ -69,8 +84,8 @@ class LocalTarget(Target):
 
     def run(self, job: RunnerJob, progress: Callable[[str], None] = lambda m: None) -> RunnerOutcome:
         job.work_dir.mkdir(parents=True, exist_ok=True)
-        config = dict(job.config)
-        config.update(
+        config = replace(
+            RunnerConfig.of(job.config),
             artifact=str(job.artifact_dir / job.model_file),
             manifest=dict(job.manifest),
             inputs=str(job.inputs_file),
@@ -79,7 +94,7 @@ class LocalTarget(Target):
         )
         (job.work_dir / "result.json").unlink(missing_ok=True)
         config_path = job.work_dir / "config.json"
-        config_path.write_text(json.dumps(config, indent=1))
+        config_path.write_text(config.to_json(indent=1))
         python = self.config.python or sys.executable
         leftovers = "" if self._reaped else "".join(f"[{self.config.name}] {line}\n" for line in self.registry.reap())
         self._reaped = True  # once per run: before its first case is timed

@@ -23,14 +23,15 @@ import secrets
 import shlex
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
+from harness.runner.protocol import FormatError, RunnerConfig
 from harness.runner_bundle import runner_files
 from targets.base import RunnerJob, RunnerOutcome, Target, TargetConfig, TargetError, TargetInfo
 from targets.cuda import gpu_options, on_gpu
-from targets.local import SCRUBBED_ENV, collect
+from targets.local import SCRUBBED_ENV, collect, failed, read_result
 from targets.remote_cache import RemoteCache, Shipped, directory_files
 from targets.ssh_config import parse_ssh_settings
 from targets.ssh_errors import ConnectionLost, Unreachable
@@ -255,7 +256,7 @@ class SshTarget(Target):
 
     # -- one case ------------------------------------------------------------------------------
     def _failed(self, reason: str, log: str = "") -> RunnerOutcome:
-        return RunnerOutcome({"status": "error", "reason": reason}, None, log)
+        return failed(reason, log)
 
     def run(self, job: RunnerJob, progress: Callable[[str], None] = lambda m: None) -> RunnerOutcome:
         job.work_dir.mkdir(parents=True, exist_ok=True)
@@ -300,7 +301,7 @@ class SshTarget(Target):
         except Exception:  # noqa: BLE001 - a dead link must not hide the interrupt itself
             self._lost_job = remote_job
 
-    def _stage(self, job: RunnerJob, log: list) -> tuple[str, dict]:
+    def _stage(self, job: RunnerJob, log: list) -> tuple[str, RunnerConfig]:
         """Ship what the case needs and write its config; returns (remote job dir, config)."""
         bundles = {
             "runner": {f"runner/{p.name}": p for p in runner_files()},
@@ -312,10 +313,12 @@ class SshTarget(Target):
         log.append(f"[ssh {self.conn}] uploaded {', '.join(sent) if sent else 'nothing (everything was cached)'}\n")
         self._jobs += 1
         remote_job = f"{self.workdir}/jobs/{self._session}-{self._jobs}"
-        config = dict(job.config)
+        config = RunnerConfig.of(job.config)
         if on_gpu(self.config.kind, self.config.profile):  # jetson-* / nvidia-gpu: the cuda target's GPU paths
-            config["options"] = {**gpu_options(config["framework"], self.config.settings), **dict(config.get("options") or {})}
-        config.update(
+            config = replace(config, options={**gpu_options(config.framework, self.config.settings),
+                                              **dict(config.options or {})})
+        config = replace(
+            config,
             artifact=f"{where['artifact']}/{job.model_file}",
             manifest=dict(job.manifest),
             inputs=f"{where['inputs']}/{job.inputs_file.name}",
@@ -324,15 +327,15 @@ class SshTarget(Target):
             target=self.config.name,
             runner_parent=where["runner"],
         )
-        text = json.dumps(config, indent=1)
+        text = config.to_json(indent=1)
         (job.work_dir / "config.json").write_text(text)  # the host keeps the exact config the device ran
         self.conn.mkdir(remote_job)
         self.conn.put_bytes(text.encode(), f"{remote_job}/config.json")
         return remote_job, config
 
-    def _execute(self, remote_job: str, config: dict, progress: Callable[[str], None]) -> tuple[str, bool]:
+    def _execute(self, remote_job: str, config: RunnerConfig, progress: Callable[[str], None]) -> tuple[str, bool]:
         """Run the runner; (its output, whether it was killed for the case timeout)."""
-        channel = self.conn.start(python_command(remote_job, config["runner_parent"], self.python, "-m runner config.json", record_pid=True))
+        channel = self.conn.start(python_command(remote_job, config.runner_parent, self.python, "-m runner config.json", record_pid=True))
         started = time.monotonic()
         deadline = started + self.config.case_timeout_s
         next_check = started + self.settings.keepalive_s
@@ -365,8 +368,11 @@ class SshTarget(Target):
             self.conn.get(f"{remote_job}/result.json", str(job.work_dir / "result.json"))
         except FileNotFoundError:
             return  # collect() reports the runner's death with its last output lines
-        result = json.loads((job.work_dir / "result.json").read_text())
-        if result.get("status") == "ok":
+        try:
+            ok = read_result(job.work_dir / "result.json").ok
+        except FormatError:
+            return  # collect() says which format versions met
+        if ok:
             self.conn.get(f"{remote_job}/outputs.npz", str(job.work_dir / "outputs.npz"))
 
     # -- maintenance ---------------------------------------------------------------------------

@@ -1,11 +1,9 @@
 """Entry point: `python -m runner CONFIG.json` -> writes the result JSON and outputs .npz.
 
-Config keys: framework, artifact, manifest, inputs (.npz of evaluation inputs by name),
-outputs (path for the evaluation outputs), result (path for the JSON), threads,
-batch_size, warmup_runs, warmup_s, min_runs, min_duration_s, max_duration_s, options,
-target (the target's name, for messages; optional), budget_s (seconds the case may take: the
-evaluation pass is skipped, saying why in `evaluation_skipped`, when the timed median projects
-it past the budget; optional), evaluate (false: no evaluation pass at all; default true).
+The config is a RunnerConfig and the result a RunnerResult (protocol.py says what each key
+means and the format-version rule). budget_s: the evaluation pass is skipped, saying why in
+`evaluation_skipped`, when the timed median projects it past the budget; evaluate false: no
+evaluation pass at all.
 
 A backend has input_specs, output_names, details, prepare(feed) and run(prepared), and
 may add: fetch(outputs) -> host arrays (when run leaves outputs on a device),
@@ -24,10 +22,12 @@ import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
+from dataclasses import replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from . import measure, sensors, system  # noqa: E402
+from .protocol import FormatError, RunnerConfig, RunnerResult  # noqa: E402
 
 # framework -> backend module inside this package (each imports only its own runtime)
 BACKENDS = {
@@ -55,13 +55,13 @@ def _load_backend(framework: str, target: str = ""):
         raise RunnerError(f"{missing} is not installed for {sys.executable} on {where}") from exc
 
 
-def _cannot_load(config: dict, exc: BaseException) -> str:
-    module_name = RUNTIME_MODULES.get(config["framework"], config["framework"])
+def _cannot_load(config: RunnerConfig, exc: BaseException) -> str:
+    module_name = RUNTIME_MODULES.get(config.framework, config.framework)
     version = getattr(sys.modules.get(module_name), "__version__", "(version unknown)")
-    made = config.get("artifact_format") or "this artifact"
-    where = f" on {config['target']}" if config.get("target") else ""
+    made = config.artifact_format or "this artifact"
+    where = f" on {config.target}" if config.target else ""
     extras = [f"{m} {getattr(sys.modules.get(m), '__version__', '(not imported)')}"
-              for m in (config.get("manifest") or {}).get("runtime_requires") or [] if "." not in m]
+              for m in (config.manifest or {}).get("runtime_requires") or [] if "." not in m]
     version += f" (with {', '.join(extras)})" if extras else ""
     message = " ".join(str(exc).split())
     message = message if len(message) <= 400 else message[:397] + "..."
@@ -91,30 +91,33 @@ def _check_inputs(input_specs, data, batch_size: int) -> None:
             )
 
 
-def _over_budget(config: dict, phases: Phases, latencies_ms, n_eval: int, batch_size: int) -> str:
-    if not config.get("evaluate", True):  # e.g. a later round of a case whose outputs another process scored
+def _over_budget(config: RunnerConfig, phases: Phases, latencies_ms, n_eval: int, batch_size: int) -> str:
+    if not config.evaluate:  # e.g. a later round of a case whose outputs another process scored
         return "not requested (evaluate = false)"
-    budget = config.get("budget_s")
+    budget = config.budget_s
     return evaluation_over_budget(float(budget) if budget else None, phases.elapsed_s(), latencies_ms, n_eval, batch_size)
 
 
-def run(config: dict, phases: Phases = PHASES) -> dict:
-    threads = int(config["threads"])
-    batch_size = int(config["batch_size"])
-    with np.load(config["inputs"], allow_pickle=False) as npz:
+def run(config: RunnerConfig, phases: Phases = PHASES) -> RunnerResult:
+    missing = config.missing()
+    if missing:
+        raise RunnerError(f"the config has no {', '.join(missing)}")
+    threads = int(config.threads)
+    batch_size = int(config.batch_size)
+    with np.load(config.inputs, allow_pickle=False) as npz:
         data = {k: npz[k] for k in npz.files}
     phases.mark("inputs")
-    backend_cls = _load_backend(config["framework"], config.get("target", ""))
+    backend_cls = _load_backend(config.framework, config.target or "")
     phases.mark("runtime_import")
     # Sensors before the model loads: the NVML probe notes the GPU memory already in use.
-    sensing = config.get("sensors") or {}
+    sensing = config.sensors or {}
     found, probes, none_reason = sensors.discover(sensing.get("profile", "generic-linux"), sensing.get("root", "/"),
                                                   sensing.get("settings", {}))
     phases.mark("sensors")
 
     load_started = time.perf_counter_ns()
     try:
-        session = backend_cls(config["artifact"], config.get("manifest", {}), threads, config.get("options", {}))
+        session = backend_cls(config.artifact, config.manifest, threads, config.options)
     except RunnerError:
         raise
     except Exception as exc:  # most often version skew: say what wrote the file and what reads it here
@@ -128,18 +131,18 @@ def run(config: dict, phases: Phases = PHASES) -> dict:
     first_ms = measure.clock_ms(lambda: session.run(bench_feed))
     phases.mark("first")
     call = lambda: session.run(bench_feed)  # noqa: E731 - the exact call the loop times
-    warmup_runs = measure.warmup(call, int(config.get("warmup_runs", 10)), float(config.get("warmup_s", 0.2)),
-                                 max_s=float(config["max_duration_s"]))
+    warmup_runs = measure.warmup(call, int(config.warmup_runs), float(config.warmup_s),
+                                 max_s=float(config.max_duration_s))
     phases.mark("warmup")
-    requested_s = float(config["min_duration_s"])
-    min_s, max_s = requested_s, float(config["max_duration_s"])
+    requested_s = float(config.min_duration_s)
+    min_s, max_s = requested_s, float(config.max_duration_s)
     read_s = sensors.prime(found)  # a reader's start-up before any window, and its pace here
     window_s, why = sensors.min_window(found, sensing.get("settings", {}), read_s)
     if window_s > min_s:  # a sensor too coarse for a short window: run the loop longer
         min_s, max_s = window_s, max(max_s, window_s)
     timing, power = sensors.measure(
         found, probes, none_reason,
-        lambda: measure.timed_loop(call, int(config["min_runs"]), min_s, max_s),
+        lambda: measure.timed_loop(call, int(config.min_runs), min_s, max_s),
         # idle power needs as many readings as the window does
         idle_s=max(float(sensing.get("idle_s", 1.0)), window_s), profile=sensing.get("profile", "generic-linux"),
     )
@@ -160,32 +163,35 @@ def run(config: dict, phases: Phases = PHASES) -> dict:
     nonfinite = {name: int(np.size(v) - np.count_nonzero(np.isfinite(v))) for name, v in outputs.items()
                  if np.issubdtype(np.asarray(v).dtype, np.floating)}
     phases.mark("evaluation")
-    np.savez(config["outputs"], **outputs)
+    np.savez(config.outputs, **outputs)
     phases.mark("outputs")
 
-    result = {
-        "status": "ok",
-        "reason": "",
-        "init_ms": init_ms,
-        "first_ms": first_ms,
-        "warmup_runs": warmup_runs,
-        "threads": threads,
-        "batch_size": batch_size,
-        "runtime": session.runtime,
-        "runtime_version": session.runtime_version,
-        "runtime_details": details,
-        "nonfinite_outputs": {k: v for k, v in nonfinite.items() if v},
-        "n_eval": 0 if skipped else n_eval,
-        "evaluation_skipped": skipped,
-        "timed_batch_note": batch_note,  # set when the data cannot fill one batch and was repeated
-    }
-    result.update(timing)
-    result["power"] = power
-    result["peak_rss_mb"] = system.peak_rss_mb()
+    peak_rss_mb = system.peak_rss_mb()
     if hasattr(session, "post_details"):  # facts that need an extra probing run, after every figure
         details.update(session.post_details())
         phases.mark("post_details")
-    return result
+    return RunnerResult(
+        status="ok",
+        reason="",
+        init_ms=init_ms,
+        first_ms=first_ms,
+        warmup_runs=warmup_runs,
+        threads=threads,
+        batch_size=batch_size,
+        runtime=session.runtime,
+        runtime_version=session.runtime_version,
+        runtime_details=details,
+        nonfinite_outputs={k: v for k, v in nonfinite.items() if v},
+        n_eval=0 if skipped else n_eval,
+        evaluation_skipped=skipped,
+        timed_batch_note=batch_note,  # set when the data cannot fill one batch and was repeated
+        latencies_ms=timing["latencies_ms"],
+        n_runs=timing["n_runs"],
+        duration_s=timing["duration_s"],
+        valid=timing["valid"],
+        power=power,
+        peak_rss_mb=peak_rss_mb,
+    )
 
 
 def main(argv) -> int:
@@ -194,26 +200,29 @@ def main(argv) -> int:
         return 2
     PHASES.mark("imports")  # numpy and the runner's own modules
     with open(argv[1]) as f:
-        config = json.load(f)
+        raw = json.load(f)
+    # where the result goes, even when the config itself cannot be read
+    result_path = (raw.get("result") if isinstance(raw, dict) else None) or os.path.join(
+        os.path.dirname(os.path.abspath(argv[1])), "result.json")
     started = time.time()
     try:
+        config = RunnerConfig.from_dict(raw, f"config {argv[1]}")
+        result_path = config.result or result_path
         result = run(config)
-    except RunnerError as exc:
-        result = {"status": "error", "reason": str(exc)}
+    except (RunnerError, FormatError) as exc:
+        result = RunnerResult.failed(str(exc))
     except Exception as exc:  # the host turns this into an error row; the traceback goes to the log
         traceback.print_exc()
-        result = {"status": "error", "reason": f"{type(exc).__name__}: {exc}".strip()}
-    result["system"] = system.describe()
-    result["pid"] = os.getpid()
-    result["wall_s"] = time.time() - started
-    result["imported_modules"] = sorted({name.split(".")[0] for name in list(sys.modules)})
+        result = RunnerResult.failed(f"{type(exc).__name__}: {exc}".strip())
+    result = replace(result, system=system.describe(), pid=os.getpid(), wall_s=time.time() - started,
+                     imported_modules=sorted({name.split(".")[0] for name in list(sys.modules)}))
     PHASES.mark("describe")
-    result["phases_s"] = PHASES.seconds
-    tmp = config["result"] + ".tmp"
+    result = replace(result, phases_s=PHASES.seconds)
+    tmp = result_path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(result, f)
-    os.replace(tmp, config["result"])
-    return 0 if result["status"] == "ok" else 1
+        f.write(result.to_json())
+    os.replace(tmp, result_path)
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":
