@@ -50,6 +50,7 @@ from harness.data import resolve_data
 from harness.models import digits_cnn, torch_model
 from harness.models.digits_cnn import N_EVAL, load_data
 from harness.quantize import BuildContext, fp32_recipe
+from harness.runner.protocol import RunnerConfig
 from harness import settings
 from targets import RunnerJob, TargetConfig, open_target
 
@@ -85,9 +86,9 @@ def chain_model(width: int, depth: int):
 def runner_p50(target, profile: str, artifact, inputs: Path, threads: int, batch: int, io: str, seconds: float,
                work: Path) -> dict:
     """The runner's p50 through the target (a fresh process), with its latencies' count."""
-    config = {"framework": "torch", "threads": threads, "batch_size": batch, "warmup_runs": 20, "warmup_s": 0.3,
-              "min_runs": 50, "min_duration_s": seconds, "max_duration_s": max(3 * seconds, 2.0),
-              "options": {"io": io}, "sensors": {"profile": profile, "idle_s": 0.2, "settings": {}}}
+    config = RunnerConfig(framework="torch", threads=threads, batch_size=batch, warmup_runs=20, warmup_s=0.3,
+                          min_runs=50, min_duration_s=seconds, max_duration_s=max(3 * seconds, 2.0),
+                          options={"io": io}, sensors={"profile": profile, "idle_s": 0.2, "settings": {}})
     job = RunnerJob("timing-sync", artifact.path, artifact.manifest["file"], artifact.manifest, inputs, config, work)
     outcome = target.run(job)
     result = outcome.result

@@ -32,7 +32,7 @@ from harness.runner import system  # noqa: E402
 from harness import settings  # noqa: E402
 from harness.session import BenchSession, SessionOptions  # noqa: E402
 from harness.suite import Suite, Timing  # noqa: E402
-from targets import TargetConfig  # noqa: E402
+from targets import RunnerJob, TargetConfig  # noqa: E402
 
 BUDGET_PTS = {"minilm-s128": 1.0, "digits": 0.5}  # the suites' mixed budgets (suites/test_minilm.py, test_digits.py)
 
@@ -103,8 +103,9 @@ def main() -> None:
                     if row["status"] != "ok":
                         continue
                     artifact = load_artifact(args.cache_dir / "artifacts" / row["artifact_key"])
-                    job = session._job(case, artifact, session.options.timing(case.timing),
-                                       work_dir=work / "rounds" / f"{case.case_id}-{r}", evaluate=False)
+                    config = session.runner_config(case, artifact, session.options.timing(case.timing), evaluate=False)
+                    job = RunnerJob(case.case_id, artifact.path, artifact.manifest["file"], artifact.manifest,
+                                    session.models.inputs_file(case), config, work / "rounds" / f"{case.case_id}-{r}")
                     outcome = session.target.run(job, session.progress)
                     if outcome.result.get("status") == "ok":
                         latency[case.case_id].append(statistics.median(outcome.result["latencies_ms"]))

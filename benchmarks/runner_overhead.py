@@ -24,6 +24,7 @@ from harness.artifacts import ArtifactCache
 from harness.models import digits_cnn
 from harness.quantize import BuildContext, RECIPES
 from harness.runner import system
+from harness.runner.protocol import RunnerConfig
 from harness import settings
 from targets import RunnerJob, TargetConfig
 from targets.local import LocalTarget
@@ -47,8 +48,8 @@ print(json.dumps({"p50": float(np.median(lat)), "n": len(lat)}))
 
 def runner_p50(target, artifact, inputs, threads, seconds, work) -> float:
     job = RunnerJob("bench", artifact.path, artifact.manifest["file"], artifact.manifest, inputs,
-                    {"framework": "onnxruntime", "threads": threads, "batch_size": 1, "warmup_runs": 50, "warmup_s": 0.2,
-                     "min_runs": 100, "min_duration_s": seconds, "max_duration_s": seconds * 3, "options": {}}, work)
+                    RunnerConfig(framework="onnxruntime", threads=threads, batch_size=1, warmup_runs=50, warmup_s=0.2,
+                                 min_runs=100, min_duration_s=seconds, max_duration_s=seconds * 3), work)
     outcome = target.run(job)
     if outcome.result["status"] != "ok":
         raise SystemExit(f"runner failed: {outcome.result['reason']}")

@@ -23,6 +23,7 @@ import numpy as np
 from harness.artifacts import ArtifactCache
 from harness.models import digits_cnn
 from harness.quantize import RECIPES, BuildContext
+from harness.runner.protocol import RunnerConfig
 from harness import settings
 from harness.testing.sshd import make_sshd  # a real sshd on 127.0.0.1 with generated keys
 from targets import RunnerJob, open_target
@@ -30,8 +31,8 @@ from targets.inventory import parse_target
 
 
 def job(artifact, inputs: Path, seconds: float, work: Path) -> RunnerJob:
-    config = {"framework": "onnxruntime", "threads": 1, "batch_size": 1, "warmup_runs": 50, "warmup_s": 0.2,
-              "min_runs": 100, "min_duration_s": seconds, "max_duration_s": seconds * 3, "options": {}}
+    config = RunnerConfig(framework="onnxruntime", threads=1, batch_size=1, warmup_runs=50, warmup_s=0.2,
+                          min_runs=100, min_duration_s=seconds, max_duration_s=seconds * 3)
     return RunnerJob("bench", artifact.path, artifact.manifest["file"], artifact.manifest, inputs, config, work)
 
 

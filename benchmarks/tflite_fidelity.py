@@ -129,7 +129,7 @@ def main() -> int:
                     artifact = session.cache.lookup(row["artifact_key"])
                     samples[case.case_id]["runner"].append(row["latency_p50_ms"])
                     samples[case.case_id]["bare"].append(bare_p50(artifact.model_file, dict(artifact.manifest),
-                                                                  session._inputs_file(case), row["runtime"],
+                                                                  session.models.inputs_file(case), row["runtime"],
                                                                   int(row["threads"]), case.batch_size, timing))
                     print(f"  repeat {repeat + 1}/{args.repeats} {case.case_id}: runner {1000 * samples[case.case_id]['runner'][-1]:.2f} us, "
                           f"bare {1000 * samples[case.case_id]['bare'][-1]:.2f} us", file=sys.stderr)

@@ -30,6 +30,7 @@ from harness.data import resolve_data
 from harness.models import digits_cnn
 from harness.quantize import BuildContext, recipes_for
 from harness.runner import system
+from harness.runner.protocol import RunnerConfig
 from harness import settings
 from targets import RunnerJob, TargetConfig
 from targets.local import LocalTarget
@@ -90,9 +91,8 @@ def bare_p50(framework: str, model: Path, inputs: Path, threads: int, seconds: f
 
 def runner_p50(target: LocalTarget, framework: str, artifact, inputs: Path, threads: int, seconds: float, work: Path) -> float:
     job = RunnerJob("timed-work", artifact.path, artifact.manifest["file"], artifact.manifest, inputs,
-                    {"framework": framework, "threads": threads, "batch_size": 1, "warmup_runs": 200, "warmup_s": 0.2,
-                     "min_runs": 100, "min_duration_s": seconds, "max_duration_s": seconds * 3, "options": {},
-                     "evaluate": False}, work)
+                    RunnerConfig(framework=framework, threads=threads, batch_size=1, warmup_runs=200, warmup_s=0.2,
+                                 min_runs=100, min_duration_s=seconds, max_duration_s=seconds * 3, evaluate=False), work)
     outcome = target.run(job)
     if outcome.result["status"] != "ok":
         raise SystemExit(f"runner ({framework}) failed: {outcome.result['reason']}")

@@ -23,6 +23,7 @@ from harness.data import resolve_data
 from harness.models import digits_cnn
 from harness.quantize import RECIPES, BuildContext
 from harness.runner import system
+from harness.runner.protocol import RunnerConfig
 from harness import settings
 from targets import RunnerJob, TargetConfig
 from targets.local import LocalTarget
@@ -33,9 +34,9 @@ GOAL = 0.05  # runner/Timer within 5% (or within the Timer's IQR)
 def runner_times(target, artifact, inputs: Path, threads: int, seconds: float, work: Path) -> list[float]:
     """The runner's per-call latencies, in ms."""
     job = RunnerJob("fidelity", artifact.path, artifact.manifest["file"], artifact.manifest, inputs,
-                    {"framework": "torch", "threads": threads, "batch_size": 1, "warmup_runs": 50, "warmup_s": 0.5,
-                     "min_runs": 100, "min_duration_s": seconds, "max_duration_s": seconds * 3, "options": {},
-                     "sensors": {"profile": "generic-linux", "idle_s": 0.0}}, work)
+                    RunnerConfig(framework="torch", threads=threads, batch_size=1, warmup_runs=50, warmup_s=0.5,
+                                 min_runs=100, min_duration_s=seconds, max_duration_s=seconds * 3,
+                                 sensors={"profile": "generic-linux", "idle_s": 0.0}), work)
     outcome = target.run(job)
     if outcome.result["status"] != "ok":
         raise SystemExit(f"runner failed on {artifact.manifest['recipe']}: {outcome.result['reason']}")

@@ -106,3 +106,21 @@ def test_host_refuses_a_newer_result(tmp_path):
     assert outcome.result["status"] == "error" and outcome.outputs is None
     assert f"format version {FORMAT_VERSION + 1}" in outcome.result["reason"]
     assert f"(format version {FORMAT_VERSION})" in outcome.result["reason"]
+
+
+def test_local_target_writes_a_typed_config_and_reads_the_result(tmp_path):
+    from targets.base import TargetConfig
+    from targets.local import LocalTarget
+    from tests.runner_job import logreg
+
+    model, inputs = logreg(tmp_path / "model")
+    config = RunnerConfig(framework="onnxruntime", threads=1, batch_size=4, warmup_runs=2, warmup_s=0.0, min_runs=10,
+                          min_duration_s=0.0, max_duration_s=1.0, sensors={"profile": "generic-linux", "idle_s": 0.0})
+    job = RunnerJob("logreg", model.parent, model.name, {}, inputs, config, tmp_path / "work")
+    outcome = LocalTarget(TargetConfig("here", "local"), tmp_path / "cache").run(job)
+    assert outcome.result["status"] == "ok", outcome.result["reason"]
+    assert outcome.result["format_version"] == FORMAT_VERSION and len(outcome.result["latencies_ms"]) >= 10
+    sent = json.loads((tmp_path / "work" / "config.json").read_text())
+    assert list(sent) == ["format_version"] + V0_CONFIG_KEYS and sent["inputs"] == str(inputs)
+    written = json.loads((tmp_path / "work" / "result.json").read_text())
+    assert list(written) == ["format_version"] + list(V0_RESULT)  # the keys (and order) of before, behind the version
