@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.runner.protocol import RunnerResult
+
 REPO = Path(__file__).resolve().parent.parent
 RUNTIME_IMPORT = {"onnxruntime": "onnxruntime", "tflite": "ai_edge_litert.interpreter", "torch": "torch"}
 RUNNER_PHASES = ("startup", "imports", "inputs", "runtime_import", "sensors", "load", "first", "warmup", "timed",
@@ -86,8 +88,7 @@ def main() -> None:
         result_path = run_dir / "work" / case_id / "result.json"
         if not result_path.is_file():
             continue  # n/a: no runner process
-        result = json.loads(result_path.read_text())
-        phases = result.get("phases_s") or {}
+        phases = RunnerResult.from_json(result_path.read_text()).phases_s or {}
         per_case.append((case_id, row["framework"], phases, row["status"]))
     if not per_case:
         raise SystemExit("no case ran a runner process")

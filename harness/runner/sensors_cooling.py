@@ -11,7 +11,7 @@ import glob
 import os
 from typing import Dict, List, Optional
 
-from .sensors import Probe, read_text
+from .sensors_base import Probe, read_text
 
 COOLING = "sys/class/thermal/cooling_device*"
 CLOCK_CAPPERS = ("cpufreq", "devfreq")

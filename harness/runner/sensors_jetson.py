@@ -29,7 +29,7 @@ import threading
 from typing import Dict, List, Optional, Tuple
 
 from .commands import argv_of
-from .sensors import NoSensor, Probe, Sensor, read_text
+from .sensors_base import NoSensor, Probe, Sensor, read_text
 
 INA3221_HWMON = "sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*"
 INA3221X_IIO = "sys/bus/i2c/drivers/ina3221x/*/iio:device*"

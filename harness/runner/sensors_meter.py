@@ -12,7 +12,7 @@ import re
 from typing import List
 
 from .commands import CommandRunner, argv_of, run_command
-from .sensors import NoSensor, Sensor
+from .sensors_base import NoSensor, Sensor
 
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
-from .sensors import NoSensor, Probe, Sensor
+from .sensors_base import NoSensor, Probe, Sensor
 
 MIN_WINDOW_S = 1.0
 MIB = 1024.0 * 1024.0

@@ -17,7 +17,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from .commands import CommandRunner, argv_of, run_command
-from .sensors import NoSensor, Probe, Sensor, UnavailableProbe
+from .sensors_base import NoSensor, Probe, Sensor, UnavailableProbe
 
 PMIC_LINE = re.compile(r"^\s*(\S+)_([AV])\s+(?:current|volt)\(\d+\)=([-+0-9.eE]+)[AV]\s*$")
 TEMP_LINE = re.compile(r"temp=([-0-9.]+)'C")

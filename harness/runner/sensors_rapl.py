@@ -16,7 +16,7 @@ import os
 import re
 from typing import List, Optional
 
-from .sensors import NoSensor, Sensor, read_text
+from .sensors_base import NoSensor, Sensor, read_text
 
 POWERCAP = "sys/class/powercap"
 PACKAGE_ZONE = re.compile(r"intel-rapl:\d+")
