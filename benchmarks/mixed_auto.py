@@ -18,21 +18,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from harness.artifacts import load_artifact  # noqa: E402
-from harness.runner import system  # noqa: E402
-from harness import settings  # noqa: E402
-from harness.session import BenchSession, SessionOptions  # noqa: E402
-from harness.suite import Suite, Timing  # noqa: E402
-from targets import RunnerJob, TargetConfig  # noqa: E402
+from harness import settings
+from harness.artifacts import load_artifact
+from harness.runner import system
+from harness.session import BenchSession, SessionOptions
+from harness.suite import Suite, Timing
+from targets import RunnerJob, TargetConfig
 
 BUDGET_PTS = {"minilm-s128": 1.0, "digits": 0.5}  # the suites' mixed budgets (suites/test_minilm.py, test_digits.py)
 

@@ -19,15 +19,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from harness import Suite, Timing, settings
+from harness.models import digits_cnn
+from harness.session import BenchSession, SessionOptions
+from targets import load_inventory
+from targets.local import runner_env
 
-from harness import Suite, Timing  # noqa: E402
-from harness.models import digits_cnn  # noqa: E402
-from harness import settings  # noqa: E402
-from harness.session import BenchSession, SessionOptions  # noqa: E402
-from targets import load_inventory  # noqa: E402
-from targets.local import runner_env  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 GOAL = (0.97, 1.03)
 MODES = ("fp32", "fp16", "dynamic-int8", "static-int8", "qat-int8", "mixed", "int16x8")
