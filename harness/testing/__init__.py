@@ -8,6 +8,8 @@ imports from `tests/`).
   history database;
 - `harness.testing.processes`: a free loopback port and a process's descendants (standard
   library only: `scripts/emulated_pi.py` loads it under the system Python).
+- `harness.testing.import_graph`: quantbench's import graph and module sizes, read with `ast`
+  (tests/test_architecture.py checks them, benchmarks/import_graph.py prints them).
 
 Nothing here is imported by the harness itself; each module is imported on its own.
 """
