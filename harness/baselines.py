@@ -3,7 +3,7 @@ format relates to the eager model it came from.
 
 A speedup compares quantization only when both sides ran the same way: the fp32 baseline of a
 case is the fp32 recipe of the same framework, source and execution format
-(`harness.quantize.fp32_recipe`), measured on the same board as the case (`Baselines`), and the row names it (`baseline_case`, `baseline_recipe`).
+(`harness.quantize.fp32_recipe`), measured on the same board as the case (`Baselines`), and the row names it (`baseline_names`: `baseline_case`, `baseline_recipe`).
 The fp32 artifact itself can be slower than the eager module it was saved from (torch.export's
 unlifted module checks its input guards on every call; an exported LSTM runs its loop in the
 graph): the build measures both on the host (`notes.versus_eager`), and past
@@ -24,10 +24,11 @@ from harness.vocabulary import BASELINE_MODE, STATUS_OK
 SLOWER_THAN_EAGER = 2.0  # an fp32 artifact this many times slower than its eager module gets a note
 
 
-def name_baseline(row: dict[str, Any], baseline: Optional[Mapping[str, Any]]) -> None:
-    if baseline is not None:
-        row["baseline_case"] = baseline.get("case_id")
-        row["baseline_recipe"] = baseline.get("recipe")
+def baseline_names(baseline: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """The comparison section's baseline_case and baseline_recipe: the speedup's other side, by name."""
+    if baseline is None:
+        return {}
+    return {"baseline_case": baseline.get("case_id"), "baseline_recipe": baseline.get("recipe")}
 
 
 def execution_note(manifest: Mapping[str, Any]) -> Optional[str]:

@@ -3,7 +3,8 @@
     choose float layers -> build -> check -> rounds -> score -> compare   (then the session stores it)
 
 Each step is a function of the session (its services: builds, the board in use, the store's
-log, progress) and the `CaseRun` it fills. A step that finds the case does not apply raises
+log, progress) and the `CaseRun` it fills: its `result` (harness/result.py) gets a section
+at a time, and the row is made once, at the end (`CaseResult.to_row`). A step that finds the case does not apply raises
 `NotApplicable` (or `Skip`, with the reason as it is); any other exception makes an error row
 with the message condensed to one line, the traceback in the run's log.
 """
@@ -11,19 +12,21 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
-from harness import baselines, budget, compat, report
-from harness.device_columns import fill_device_columns
+from harness import baselines, budget, compat
+from harness.device_columns import Device, gpu_memory
 from harness.metrics import Metric, resolve_metric
-from harness.mixed_columns import fill_mixed_columns
-from harness.power_columns import fill_power_columns
+from harness.mixed_columns import Mixed
+from harness.power_columns import Power
 from harness.quantize import NotApplicable
 from harness.quantize.onnx_weights import size_note
+from harness.report import versus_baseline
+from harness.result import CaseResult
+from harness.rounds import Rounds, paired_speedup, run_rounds
+from harness.sections import UNSET, Accuracy, Comparison, Fleet, Identity, Latency, Outcome, Provenance
 from harness.sensitivity import choose_before_build
-from harness.rounds import Rounds, paired_speedup, pool_rounds, run_rounds
-from harness.stats import latency_stats
 from harness.suite import Case, Timing
 from harness.vocabulary import BASELINE_MODE, STATUS_ERROR, STATUS_NA, STATUS_OK
 
@@ -51,11 +54,17 @@ class CaseRun:
     case: Case
     timing: Timing
     baseline: Optional[dict[str, Any]]  # the fp32 row it is compared with (measured on the same board)
-    row: dict[str, Any]
+    result: CaseResult
     context: Any = None  # the BuildContext
     artifact: Any = None
     rounds: Rounds = field(default_factory=Rounds)
     paired: Any = None  # (fp32 case, its artifact) run beside each round
+
+    def stop(self, status: str, reason: str) -> "CaseRun":
+        """The case ends here (n/a or error): the sections filled so far stay, no latencies."""
+        self.result = self.result.with_(outcome=Outcome(status, reason))
+        self.rounds = Rounds()
+        return self
 
     @property
     def latencies(self) -> list[float]:  # every latency, round after round
@@ -66,18 +75,18 @@ class CaseRun:
         return [len(done["latencies_ms"]) for done in self.rounds.results]
 
 
-def case_row(session, case: Case) -> dict[str, Any]:
-    """The row of a case on the board in use, before anything is measured."""
+def case_result(session, case: Case) -> CaseResult:
+    """The result of a case on the board in use, before anything is measured."""
     info = session.target_info
     metric = resolve_metric(case.model.metric)
-    return report.new_row(
-        run_id=session.run_id, case_id=case.case_id, started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        suite=case.suite, model=case.model.name, framework=case.framework, mode=case.mode,
-        recipe=case.recipe.name if case.recipe else None, target=info.name, target_kind=info.kind,
-        profile=info.profile, device=info.device, batch_size=case.batch_size, threads=session.threads,
-        metric=metric.name, higher_is_better=metric.higher_is_better, accuracy_budget=case.budget,
-        power_source=f"none: no power sensor is sampled on {info.kind} target {info.name} (profile {info.profile})",
-    )
+    return CaseResult(
+        Identity(run_id=session.run_id, case_id=case.case_id, started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 suite=case.suite, model=case.model.name, framework=case.framework, mode=case.mode,
+                 recipe=case.recipe.name if case.recipe else None, target=info.name, target_kind=info.kind,
+                 profile=info.profile, device=info.device, batch_size=case.batch_size, threads=session.threads),
+        accuracy=Accuracy(metric=metric.name, higher_is_better=metric.higher_is_better, accuracy_budget=case.budget),
+        power=Power(power_source=f"none: no power sensor is sampled on {info.kind} target {info.name} "
+                                 f"(profile {info.profile})"))
 
 
 # -- the steps ------------------------------------------------------------------------------
@@ -89,18 +98,21 @@ def choose_float_layers(session, run: CaseRun) -> None:
 
 
 def build(session, run: CaseRun) -> None:
-    """Build the artifact, or fetch it from the cache; the row gets its size and provenance."""
-    case, row = run.case, run.row
+    """Build the artifact, or fetch it from the cache: its size, provenance and (mixed) kept layers."""
+    case, result = run.case, run.result
     session.progress(f"quantizing ({case.recipe.name})")
     artifact, built = run.context.artifact(case.recipe)
     run.artifact = artifact
     notes = artifact.manifest.get("notes", {})
-    row.update(size_bytes=artifact.size_bytes, artifact_key=artifact.manifest["key"],
-               recipe=notes.get("recipe", row["recipe"]), artifact_sha256=artifact.manifest["sha256"])
-    if notes.get("quantized_ops"):  # which ops compute in int8, e.g. "MatMul 1/1, Conv 0/53"
-        row["quantized_ops"] = str(notes["quantized_ops"])
-    if case.mode == "mixed":
-        fill_mixed_columns(row, artifact.manifest)  # kept_float, its precision, the search's outcome
+    run.result = result.with_(
+        identity=replace(result.identity, recipe=notes.get("recipe", result.identity.recipe)),
+        size=replace(result.size, size_bytes=artifact.size_bytes),
+        provenance=replace(result.provenance, artifact_key=artifact.manifest["key"],
+                           artifact_sha256=artifact.manifest["sha256"],
+                           # which ops compute in int8, e.g. "MatMul 1/1, Conv 0/53"
+                           quantized_ops=str(notes["quantized_ops"]) if notes.get("quantized_ops") else UNSET),
+        # kept_float, its precision, the search's outcome
+        mixed=Mixed.from_manifest(artifact.manifest) if case.mode == "mixed" else result.mixed)
     session.store.log(f"[{case.case_id}] artifact {artifact.path} ({'built' if built else 'cached'})")
 
 
@@ -118,8 +130,8 @@ def check(session, run: CaseRun) -> None:
 
 
 def rounds(session, run: CaseRun) -> None:
-    """The runner's rounds (ABBA with the fp32 baseline when there are several); the row gets
-    the first round's measurements, and latency statistics pooled over every round."""
+    """The runner's rounds (ABBA with the fp32 baseline when there are several): the result's
+    latency (pooled over every round), power, memory, device and provenance sections."""
     count = max(1, run.timing.rounds or 1)
     run.paired = baselines.paired_baseline(run.case, run.baseline, count,
                                            lambda base: session._context(base).artifact(base.recipe)[0])
@@ -129,18 +141,17 @@ def rounds(session, run: CaseRun) -> None:
     if result.get("nonfinite_outputs"):
         bad = ", ".join(f"{n} non-finite values in output {k!r}" for k, n in result["nonfinite_outputs"].items())
         raise CaseFailure(f"model produced NaN/Inf on the evaluation data ({bad})")
-    fill_measurements(run.row, result)
-    if count > 1:
-        pool_rounds(run.row, run.rounds.results, run.latencies)
+    run.result = measured(run.result, run.rounds.results)
 
 
 def score(session, run: CaseRun) -> None:
     """The metric on the host, from the evaluation outputs (fp32's are kept: the board's other
     cases are scored against them); a case past its time budget keeps its latency unscored."""
-    case, row, result = run.case, run.row, run.rounds.first.result
-    if result.get("evaluation_skipped"):  # over the case's time budget: the latency is the result
-        row.update(eval_samples=0, reason=f"accuracy not scored: {result['evaluation_skipped']} "
-                                          f"({time_budget_hint(session.options)})")
+    case, result, first = run.case, run.result, run.rounds.first.result
+    if first.get("evaluation_skipped"):  # over the case's time budget: the latency is the result
+        run.result = result.with_(accuracy=replace(result.accuracy, eval_samples=0), outcome=replace(
+            result.outcome, reason=f"accuracy not scored: {first['evaluation_skipped']} "
+                                   f"({time_budget_hint(session.options)})"))
         return
     session.progress("scoring accuracy")
     outputs = run.rounds.first.outputs
@@ -150,11 +161,12 @@ def score(session, run: CaseRun) -> None:
     if metric.needs_reference and reference is None:
         why = (run.baseline or {}).get("reason") or "the fp32 baseline failed"
         raise CaseFailure(f"metric {metric.name} is scored against fp32 outputs, and the fp32 baseline has none ({why})")
-    row["accuracy"] = metric.score(outputs, labels, reference)
-    row["eval_samples"] = len(next(iter(outputs.values())))
+    accuracy = metric.score(outputs, labels, reference)
     interval = metric.confidence_interval(outputs, labels, reference)
-    row["accuracy_ci_low"], row["accuracy_ci_high"] = interval if interval else (None, None)
-    row.update(metric.companion_scores(outputs, labels, reference))  # e.g. nn_agreement
+    low, high = interval if interval else (None, None)
+    run.result = result.with_(accuracy=replace(
+        result.accuracy, accuracy=accuracy, eval_samples=len(next(iter(outputs.values()))), accuracy_ci_low=low,
+        accuracy_ci_high=high, companions=tuple(metric.companion_scores(outputs, labels, reference).items())))  # e.g. nn_agreement
 
 
 def time_budget_hint(options) -> str:
@@ -166,20 +178,27 @@ def time_budget_hint(options) -> str:
 def compare(session, run: CaseRun) -> None:
     """Against the fp32 baseline of the same board: speedup (over paired rounds, with its
     interval), size ratio, accuracy delta, notes, and the accuracy budget."""
-    case, row, baseline, artifact = run.case, run.row, run.baseline, run.artifact
-    report.compare_to_baseline(row, baseline)
+    case, result, baseline, artifact = run.case, run.result, run.baseline, run.artifact
+    accuracy, size, comparison = result.accuracy, result.size, result.comparison
+    versus = versus_baseline({"latency_p50_ms": result.latency.latency_p50_ms, "size_bytes": size.size_bytes,
+                              "accuracy": accuracy.accuracy}, baseline)
+    if versus:
+        comparison = replace(comparison, speedup=versus["speedup"])
+        size = replace(size, size_ratio=versus["size_ratio"])
+        accuracy = replace(accuracy, accuracy_delta=versus.get("accuracy_delta"))
     if run.paired:  # the speedup over paired rounds, with its interval, replaces the single ratio
-        row.update(paired_speedup(run.rounds.baseline_p50s, run.rounds.case_p50s))
-    baselines.name_baseline(row, baseline)  # the speedup's other side, by name
+        comparison = replace(comparison, **Comparison.paired(paired_speedup(run.rounds.baseline_p50s, run.rounds.case_p50s)))
+    comparison = replace(comparison, **baselines.baseline_names(baseline))  # the speedup's other side, by name
     execution = (baselines.execution_note(artifact.manifest) if case.mode == BASELINE_MODE
                  else baselines.inherited_note(baseline))
     if execution:  # an fp32 artifact far slower than its eager module: the row says so
-        row["execution_note"] = execution
-    note = size_note(case.mode, artifact.manifest.get("notes", {}).get("weight_storage"), row.get("size_ratio"))
+        comparison = replace(comparison, execution_note=execution)
+    note = size_note(case.mode, artifact.manifest.get("notes", {}).get("weight_storage"), size.size_ratio)
     if note:  # an int8 file that keeps float weights, or is not smaller, says why
-        row["size_note"] = note
+        size = replace(size, size_note=note)
     if case.budget is not None:
-        row["within_budget"] = budget.within_budget(case.budget, row, baseline)
+        accuracy = replace(accuracy, within_budget=budget.within_budget(case.budget, accuracy.columns(), baseline))
+    run.result = result.with_(accuracy=accuracy, size=size, comparison=comparison)
 
 
 STEPS = (choose_float_layers, build, check, rounds, score, compare)
@@ -188,45 +207,41 @@ STEPS = (choose_float_layers, build, check, rounds, score, compare)
 def measure(session, case: Case, timing: Timing, baseline) -> CaseRun:
     """Walk the steps for one case on the board in use; the CaseRun has its row, every latency
     (round after round), the first round's outcome, and the latencies each round contributed."""
-    run = CaseRun(case, timing, baseline, case_row(session, case))
+    run = CaseRun(case, timing, baseline, case_result(session, case))
     if case.recipe is None:
-        run.row.update(status=STATUS_NA, reason=case.na_reason)
-        return run
+        return run.stop(STATUS_NA, case.na_reason)
     reason = case.recipe.not_applicable_reason(case.model, session.target_info)
     if reason:
-        run.row.update(status=STATUS_NA, reason=reason)
-        return run
+        return run.stop(STATUS_NA, reason)
     try:
         for step in STEPS:
             step(session, run)
     except Skip as exc:
-        run.row.update(status=STATUS_NA, reason=str(exc))
-        run.rounds = Rounds()
+        run.stop(STATUS_NA, str(exc))
     except NotApplicable as exc:
-        run.row.update(status=STATUS_NA, reason=condense(exc))
-        run.rounds = Rounds()
+        run.stop(STATUS_NA, condense(exc))
     except Exception as exc:  # any failure becomes an error row; the other cases still run
         session.store.log(f"[{case.case_id}] FAILED\n{traceback.format_exc()}")
-        run.row.update(status=STATUS_ERROR, reason=condense(exc) + f" (details: {session.store.log_path})")
-        run.rounds = Rounds()
+        run.stop(STATUS_ERROR, condense(exc) + f" (details: {session.store.log_path})")
     return run
 
 
-def fill_measurements(row: dict[str, Any], result: dict[str, Any]) -> None:
-    row.update(latency_stats(result["latencies_ms"], int(result["batch_size"])))
-    system = result.get("system", {})
-    row.update(
-        status=STATUS_OK, reason="",
-        init_ms=result["init_ms"], first_ms=result["first_ms"], n_runs=result["n_runs"],
-        duration_s=result["duration_s"], valid=bool(result["valid"]), threads=result["threads"],
-        peak_rss_mb=result["peak_rss_mb"], runtime=result["runtime"], runtime_version=result["runtime_version"],
-        python_version=system.get("python_version"), host=system.get("host"),
-        device=system.get("cpu_model") or row["device"],
+def measured(result: CaseResult, rounds: list[dict[str, Any]]) -> CaseResult:
+    """The sections the runner's results (one per round) give: latency and power merged over
+    the rounds; provenance, memory and the device from the first."""
+    first = rounds[0]
+    system = first.get("system", {})
+    device = Device.from_result(first)  # GPU state and memory, execution providers, copies
+    return result.with_(
+        identity=replace(result.identity, threads=first["threads"],
+                         device=device.gpu_name or system.get("cpu_model") or result.identity.device),
+        outcome=Outcome(STATUS_OK, ""),
+        latency=Latency.merge([Latency.from_result(done) for done in rounds]),
+        size=replace(result.size, peak_rss_mb=first["peak_rss_mb"], **gpu_memory(first)),
+        power=Power.merge([Power.from_result(done, result.power.power_source) for done in rounds]),
+        device=device,
+        provenance=replace(result.provenance, **Provenance.runner(first)),
     )
-    if result.get("timed_batch_note"):  # the data could not fill one batch: the row says it was repeated
-        row["batch_note"] = result["timed_batch_note"]
-    fill_power_columns(row, result)  # power, energy, throttling, temperatures
-    fill_device_columns(row, result)  # GPU state and memory, execution providers, copies, window note
 
 
 # -- rows of a case a lost board never measured ------------------------------------------------
@@ -234,24 +249,29 @@ def gone_row(session, case: Case, placement, reason: str) -> dict[str, Any]:
     """No board of the placement could be leased (all gone, or the named target unusable)."""
     metric = resolve_metric(case.model.metric)
     first = placement.boards[0]
-    return report.new_row(
-        run_id=session.run_id, case_id=case.case_id, started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        suite=case.suite, model=case.model.name, framework=case.framework, mode=case.mode,
-        recipe=case.recipe.name if case.recipe else None, target=placement.name, target_kind=first.kind,
-        profile=first.profile, batch_size=case.batch_size, metric=metric.name,
-        higher_is_better=metric.higher_is_better, accuracy_budget=case.budget, status=STATUS_ERROR,
-        reason=f"{reason} (not run)", pool=placement.pool, worker=session.worker or None)
+    return CaseResult(
+        Identity(run_id=session.run_id, case_id=case.case_id, started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 suite=case.suite, model=case.model.name, framework=case.framework, mode=case.mode,
+                 recipe=case.recipe.name if case.recipe else None, target=placement.name, target_kind=first.kind,
+                 profile=first.profile, batch_size=case.batch_size),
+        accuracy=Accuracy(metric=metric.name, higher_is_better=metric.higher_is_better, accuracy_budget=case.budget),
+        outcome=Outcome(STATUS_ERROR, f"{reason} (not run)"),
+        fleet=Fleet(pool=placement.pool, worker=session.worker or None)).to_row()
 
 
 def died_row(session, case: Case, board, baseline: dict[str, Any]) -> dict[str, Any]:
     """The pool's board stopped answering while it measured the case's fp32 baseline."""
-    row = case_row(session, case)
-    row.update(status=STATUS_ERROR, pool=board.pool, board=board.name, worker=session.worker or None,
-               lease_wait_s=round(session._waited, 3),
-               reason=f"board {board.name} stopped answering while measuring the fp32 baseline: {baseline.get('reason')}")
-    if board.pool:
-        row["target"] = board.pool
-    return row
+    result = case_result(session, case)
+    return on_board(result.with_(outcome=Outcome(
+        STATUS_ERROR, f"board {board.name} stopped answering while measuring the fp32 baseline: {baseline.get('reason')}")),
+        session, board).to_row()
+
+
+def on_board(result: CaseResult, session, board) -> CaseResult:
+    """Which board ran it (a pool's board: the row's target is the pool), and the lease's wait."""
+    fleet = Fleet(pool=board.pool, board=board.name, worker=session.worker or None, lease_wait_s=round(session._waited, 3))
+    identity = replace(result.identity, target=board.pool) if board.pool else result.identity
+    return result.with_(fleet=fleet, identity=identity)
 
 
 # -- host work before a board is held -----------------------------------------------------------

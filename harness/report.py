@@ -5,39 +5,19 @@ from typing import Any, Iterable, Mapping, Optional
 
 import pandas as pd
 
+from harness import columns
 from harness.budget import loss as budget_loss, text as budget_verdict  # noqa: F401 (the one budget verdict)
 from harness.metrics import direction_text, row_higher_is_better
 from harness.rounds import speedup_text
 from harness.values import formatted, number
 from harness.vocabulary import FRAMEWORKS, MODES
 
-IDENTITY = ["run_id", "case_id", "started_at", "suite", "model", "framework", "mode", "recipe", "target",
-            "target_kind", "profile", "device", "batch_size", "threads"]
-# target is what --target named (a target or a pool); board is the target that ran the case
-FLEET = ["pool", "board", "worker", "lease_wait_s"]
-OUTCOME = ["status", "reason"]
-LATENCY = ["init_ms", "first_ms", "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_p50_ms",
-           "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms", "n_runs", "duration_s",
-           "iqr_over_median", "noisy", "valid", "throughput_ips"]
-# eval_samples: how many evaluation samples were scored (a profile may score a seeded subset; 0 when
-# the case's time budget left no time for the evaluation pass); accuracy_ci_low/high: its 95% interval.
-ACCURACY = ["metric", "higher_is_better", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "eval_samples",
-            "accuracy_delta", "accuracy_budget", "within_budget"]
-SIZE_MEMORY = ["size_bytes", "size_ratio", "peak_rss_mb", "gpu_mem_mb"]
-POWER = ["power_source", "idle_power_w", "power_mean_w", "energy_mj_per_inf", "throttled", "temp_before_c", "temp_after_c"]
-COMPARISON = ["speedup"]
-PROVENANCE = ["runtime", "runtime_version", "python_version", "host", "artifact_key", "artifact_sha256"]
-
-COLUMNS: list[str] = IDENTITY + OUTCOME + LATENCY + ACCURACY + SIZE_MEMORY + POWER + COMPARISON + PROVENANCE + FLEET
-
-# The row of a case that never produced numbers still carries every column.
-EMPTY = {c: None for c in COLUMNS}
-
-
-def new_row(**identity: Any) -> dict[str, Any]:
-    row = dict(EMPTY)
-    row.update(identity)
-    return row
+# The columns, in order, and the empty row: the one registry (harness/columns.py), by section.
+IDENTITY, OUTCOME, LATENCY, ACCURACY, SIZE_MEMORY, POWER, COMPARISON, PROVENANCE, FLEET = (
+    columns.core(name) for name in ("identity", "outcome", "latency", "accuracy", "size_memory", "power", "comparison", "provenance", "fleet"))
+COLUMNS: list[str] = columns.COLUMNS
+EMPTY = columns.EMPTY
+new_row = columns.new_row
 
 
 def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
@@ -45,16 +25,22 @@ def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[
     return None if top is None or bottom is None or bottom == 0 else top / bottom
 
 
-def compare_to_baseline(row: dict[str, Any], baseline: Optional[Mapping[str, Any]]) -> None:
-    """Fill speedup, size_ratio and accuracy_delta against the fp32 row of the same
-    framework, target, model and batch size. accuracy_delta is the plain difference
-    (this - fp32) whatever the metric's direction; judging it is `budget_loss`'s job."""
+def versus_baseline(row: Mapping[str, Any], baseline: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """speedup, size_ratio and accuracy_delta against the fp32 row of the same framework,
+    target, model and batch size (none when that row is not ok). accuracy_delta is the plain
+    difference (this - fp32) whatever the metric's direction; judging it is harness/budget.py's job."""
     if baseline is None or baseline.get("status") != "ok":
-        return
-    row["speedup"] = ratio(baseline.get("latency_p50_ms"), row.get("latency_p50_ms"))
-    row["size_ratio"] = ratio(row.get("size_bytes"), baseline.get("size_bytes"))
+        return {}
+    values = {"speedup": ratio(baseline.get("latency_p50_ms"), row.get("latency_p50_ms")),
+              "size_ratio": ratio(row.get("size_bytes"), baseline.get("size_bytes"))}
     if row.get("accuracy") is not None and baseline.get("accuracy") is not None:
-        row["accuracy_delta"] = float(row["accuracy"]) - float(baseline["accuracy"])
+        values["accuracy_delta"] = float(row["accuracy"]) - float(baseline["accuracy"])
+    return values
+
+
+def compare_to_baseline(row: dict[str, Any], baseline: Optional[Mapping[str, Any]]) -> None:
+    """A stored row's comparison columns, filled in (`versus_baseline`)."""
+    row.update(versus_baseline(row, baseline))
 
 
 def budget_lines(df: pd.DataFrame) -> list[tuple[str, str]]:

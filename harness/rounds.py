@@ -135,20 +135,3 @@ def run_rounds(case, artifact, timing, paired, run_job: Callable[..., Any], work
             done.baseline_p50s.append(baseline_round(r))
     return done
 
-
-def pool_rounds(row: dict[str, Any], results: list[dict[str, Any]], latencies: list[float]) -> None:
-    """Latency statistics over every round's latencies; the rounds' own p50s beside them.
-    Load, first call, memory and power stay the first round's."""
-    from harness.power_columns import combined_throttling
-    from harness.stats import latency_stats
-
-    row.update(latency_stats(latencies, int(results[0]["batch_size"])))
-    row.update(n_runs=len(latencies), duration_s=sum(done["duration_s"] for done in results),
-               valid=all(bool(done["valid"]) for done in results))
-    row.update(round_columns([float(np.median(done["latencies_ms"])) for done in results]))
-    row["round_n_runs"] = " ".join(str(len(done["latencies_ms"])) for done in results)
-    throttling = [(done.get("power") or {}) for done in results]
-    if any("throttled" in power for power in throttling):  # throttled in any round is throttled
-        row["throttled"] = combined_throttling([power.get("throttled") for power in throttling])
-        reasons = list(dict.fromkeys(why for power in throttling for why in power.get("throttle_reasons") or []))
-        row["throttle_reasons"] = "; ".join(reasons) or None

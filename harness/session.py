@@ -19,13 +19,14 @@ from harness import baselines, budget, pipeline
 from harness.artifacts import ArtifactCache
 from harness.baselines import Baselines
 from harness.boards import Boards
-from harness.fleet import Board, Measured, SharedRun
+from harness.fleet import Board, SharedRun
 from harness.locks import file_lock
 from harness.model_state import ModelState
 from harness.options import SessionOptions
 from harness.pipeline import CaseFailure, condense, died_row, gone_row  # noqa: F401 (public here too)
 from harness.power_columns import power_trace
 from harness.progress import Progress, silent
+from harness.result import Measured
 from harness.runner_jobs import RunnerJobs
 from harness.store import RunStore, new_run_id
 from harness.suite import Case
@@ -162,11 +163,7 @@ class BenchSession(RunnerJobs):
             run = pipeline.measure(self, case, self.options.timing(case.timing), baseline)
         finally:
             self.progress.finish()
-        row = run.row
-        row.update(pool=self.board.pool, board=self.board.name, worker=self.worker or None,
-                   lease_wait_s=round(self._waited, 3))
-        if self.board.pool:
-            row["target"] = self.board.pool
+        row = pipeline.on_board(run.result, self, self.board).to_row()  # the row, made once
         # evaluation outputs: kept for an fp32 measurement (what the board's other cases are scored against)
         trace = power_trace(run.rounds.first.result) if run.rounds.first else []
         return Measured(row, run.latencies, None, trace, run.round_sizes)

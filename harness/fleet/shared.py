@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
 from harness.locks import file_lock
+from harness.result import Measured  # noqa: F401 (the result types live in harness/result.py)
 from targets import Target, TargetConfig, TargetInfo
 
 
@@ -51,18 +52,6 @@ class Board:
     @property
     def name(self) -> str:
         return self.config.name
-
-
-@dataclass(frozen=True)
-class Measured:
-    """A case measured on one board: its row, latencies, evaluation outputs (kept for fp32,
-    what the board's other cases are scored against) and power trace."""
-
-    row: dict[str, Any]
-    latencies: list[float]
-    outputs: Optional[dict[str, np.ndarray]] = None
-    trace: list = field(default_factory=list)  # [(seconds since the window opened, watts)]
-    round_sizes: list = field(default_factory=list)  # latencies per round, in order (rounds > 1)
 
 
 def board_facts(board: Board) -> dict[str, Any]:

@@ -6,7 +6,7 @@ version 1 end up identical (tests/test_history_db.py checks that the migrated da
 matches `metadata`). To change the schema, append a migration and update the current
 tables; never edit a migration (or the _vN builder it uses) that has shipped.
 
-Every result column of harness.report at the time of a migration has a typed column
+Every core result column of the registry (harness/columns.py) at the time of a migration has a typed column
 (queryable in SQL); columns added to rows later land in `extra` (JSON) until a
 migration promotes them, so no value is ever dropped.
 """
@@ -16,26 +16,16 @@ from typing import Callable
 
 import sqlalchemy as sa
 
+from harness import columns
+
 PREFIX = "qb_"  # tables share a PostgreSQL database with other applications
 
 S, T, I, B, F, BIG = sa.String(300), sa.Text, sa.Integer, sa.Boolean, sa.Double, sa.BigInteger
-# harness.report.COLUMNS as of schema version 1, minus run_id (it lives in runs).
-RESULT_COLUMNS_V1: dict[str, sa.types.TypeEngine] = {
-    "case_id": S, "started_at": sa.String(32), "suite": S, "model": S, "framework": sa.String(32),
-    "mode": sa.String(32), "recipe": T, "target": S, "target_kind": sa.String(32), "profile": sa.String(64),
-    "device": S, "batch_size": I, "threads": I,
-    "status": sa.String(16), "reason": T,
-    "init_ms": F, "first_ms": F, "latency_mean_ms": F, "latency_std_ms": F, "latency_min_ms": F,
-    "latency_p50_ms": F, "latency_p90_ms": F, "latency_p95_ms": F, "latency_p99_ms": F, "latency_max_ms": F,
-    "n_runs": BIG, "duration_s": F, "iqr_over_median": F, "noisy": B, "valid": B, "throughput_ips": F,
-    "metric": S, "accuracy": F, "accuracy_delta": F, "accuracy_budget": F, "within_budget": B,
-    "size_bytes": BIG, "size_ratio": F, "peak_rss_mb": F, "gpu_mem_mb": F,
-    "power_source": T, "idle_power_w": F, "power_mean_w": F, "energy_mj_per_inf": F, "throttled": B,
-    "temp_before_c": F, "temp_after_c": F,
-    "speedup": F,
-    "runtime": S, "runtime_version": S, "python_version": sa.String(32), "host": S,
-    "artifact_key": S, "artifact_sha256": sa.String(64),
-}
+SQL_TYPES: dict[str, sa.types.TypeEngine] = {"s": S, "s16": sa.String(16), "s32": sa.String(32), "s64": sa.String(64),
+                                              "t": T, "i": I, "b": B, "f": F, "big": BIG}
+# The core columns of the registry (harness/columns.py) as of its version 1, minus run_id (it lives
+# in runs), with their types: schema version 1's typed result columns.
+RESULT_COLUMNS_V1: dict[str, sa.types.TypeEngine] = {name: SQL_TYPES[kind] for name, kind in columns.typed(1).items()}
 
 
 def _v1(md: sa.MetaData) -> tuple[sa.Table, ...]:

@@ -1,0 +1,289 @@
+"""The sections of a case's result: each a frozen dataclass whose fields are its row columns.
+
+A section knows its columns (`CORE`: in every row, in the comparison table's order; `EXTRA`:
+written only when there is something to say) and how to aggregate rounds where that applies
+(`merge(rounds)`, like torch.utils.benchmark's Measurement.merge). An extra column's field is
+`UNSET` when the row does not carry it (a present column may still be None, e.g.
+`host_device_copies_timed` on a CPU). `harness.columns` builds the one column registry from
+these; `harness.result.CaseResult` holds one of each and makes the row (`to_row`).
+
+Power (`harness.power_columns.Power`), device (`harness.device_columns.Device`) and
+mixed-precision (`harness.mixed_columns.Mixed`) sections live beside the helpers that read
+their facts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar, Mapping, Optional, Sequence
+
+import numpy as np
+
+from harness.rounds import round_columns
+from harness.stats import latency_stats
+
+
+class _Unset:
+    """A column the row does not carry."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self):
+        return (_Unset, ())
+
+
+UNSET: Any = _Unset()
+
+
+class Section:
+    """Columns as fields: CORE ones always (None when unknown), EXTRA ones unless UNSET."""
+
+    NAME: ClassVar[str] = ""
+    CORE: ClassVar[tuple[str, ...]] = ()
+    EXTRA: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def column_names(cls) -> tuple[str, ...]:
+        return cls.CORE + cls.EXTRA
+
+    @classmethod
+    def merge(cls, rounds: Sequence["Section"]) -> "Section":
+        """Several rounds (runner processes) of one case: by default the first round's."""
+        return rounds[0]
+
+    def columns(self) -> dict[str, Any]:
+        out = {name: (None if getattr(self, name) is UNSET else getattr(self, name)) for name in self.CORE}
+        out.update((name, getattr(self, name)) for name in self.EXTRA if getattr(self, name) is not UNSET)
+        return out
+
+
+@dataclass(frozen=True)
+class Identity(Section):
+    """What the case is and where it ran: known before anything is measured, except `device`,
+    `threads` and `recipe`, which the runner and the built artifact refine."""
+
+    NAME = "identity"
+    CORE = ("run_id", "case_id", "started_at", "suite", "model", "framework", "mode", "recipe", "target",
+            "target_kind", "profile", "device", "batch_size", "threads")
+
+    run_id: Any = None
+    case_id: Any = None
+    started_at: Any = None
+    suite: Any = None
+    model: Any = None
+    framework: Any = None
+    mode: Any = None
+    recipe: Any = None
+    target: Any = None  # what --target named (a target or a pool); the board is the fleet section's
+    target_kind: Any = None
+    profile: Any = None
+    device: Any = None
+    batch_size: Any = None
+    threads: Any = None
+
+
+@dataclass(frozen=True)
+class Outcome(Section):
+    NAME = "outcome"
+    CORE = ("status", "reason")
+
+    status: Any = None
+    reason: Any = None
+
+
+@dataclass(frozen=True)
+class Latency(Section):
+    """The timed loop: statistics over every latency (every round's, pooled), load and first
+    call (the first round's), and the rounds' own p50s when there were several."""
+
+    NAME = "latency"
+    CORE = ("init_ms", "first_ms", "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_p50_ms",
+            "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms", "n_runs", "duration_s",
+            "iqr_over_median", "noisy", "valid", "throughput_ips")
+    EXTRA = ("batch_note", "rounds", "round_p50_ms", "rounds_disagree", "round_n_runs")
+
+    init_ms: Any = None
+    first_ms: Any = None
+    latency_mean_ms: Any = None
+    latency_std_ms: Any = None
+    latency_min_ms: Any = None
+    latency_p50_ms: Any = None
+    latency_p90_ms: Any = None
+    latency_p95_ms: Any = None
+    latency_p99_ms: Any = None
+    latency_max_ms: Any = None
+    n_runs: Any = None
+    duration_s: Any = None
+    iqr_over_median: Any = None
+    noisy: Any = None
+    valid: Any = None
+    throughput_ips: Any = None
+    batch_note: Any = UNSET  # the data could not fill one batch: it was repeated
+    rounds: Any = UNSET
+    round_p50_ms: Any = UNSET
+    rounds_disagree: Any = UNSET
+    round_n_runs: Any = UNSET
+    latencies: tuple = field(default=(), repr=False, compare=False)  # every latency, round after round (ms)
+    batch_size: int = field(default=1, repr=False)
+
+    @classmethod
+    def from_result(cls, result: Mapping[str, Any]) -> "Latency":
+        """One runner process's timed loop (its result.json)."""
+        batch = int(result["batch_size"])
+        return cls(**latency_stats(result["latencies_ms"], batch), init_ms=result["init_ms"],
+                   first_ms=result["first_ms"], n_runs=result["n_runs"], duration_s=result["duration_s"],
+                   valid=bool(result["valid"]), batch_note=result.get("timed_batch_note") or UNSET,
+                   latencies=tuple(result["latencies_ms"]), batch_size=batch)
+
+    @classmethod
+    def merge(cls, rounds: Sequence["Latency"]) -> "Latency":
+        """Several rounds (runner processes) of one case: statistics over every round's
+        latencies, the rounds' own p50s beside them; load and first call stay the first round's."""
+        first = rounds[0]
+        if len(rounds) == 1:
+            return first
+        latencies = [lat for done in rounds for lat in done.latencies]
+        own = round_columns([float(np.median(done.latencies)) for done in rounds])
+        return replace(first, **latency_stats(latencies, first.batch_size), n_runs=len(latencies),
+                       duration_s=sum(done.duration_s for done in rounds), valid=all(bool(done.valid) for done in rounds),
+                       **own, round_n_runs=" ".join(str(len(done.latencies)) for done in rounds),
+                       latencies=tuple(latencies))
+
+    @property
+    def round_sizes(self) -> list[int]:
+        return [int(n) for n in self.round_n_runs.split()] if self.round_n_runs else [len(self.latencies)]
+
+
+@dataclass(frozen=True)
+class Accuracy(Section):
+    """The metric scored on the host; `companions`: the metric's companion scores (columns
+    named after them, e.g. top5, nn_agreement); the budget verdict (harness/budget.py)."""
+
+    NAME = "accuracy"
+    CORE = ("metric", "higher_is_better", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "eval_samples",
+            "accuracy_delta", "accuracy_budget", "within_budget")
+
+    metric: Any = None
+    higher_is_better: Any = None
+    accuracy: Any = None
+    accuracy_ci_low: Any = None
+    accuracy_ci_high: Any = None
+    eval_samples: Any = None  # 0: the case's time budget left no time for the evaluation pass
+    accuracy_delta: Any = None
+    accuracy_budget: Any = None
+    within_budget: Any = None
+    companions: tuple = ()  # ((name, score), ...)
+
+    def columns(self) -> dict[str, Any]:
+        out = super().columns()
+        out.update(self.companions)
+        return out
+
+
+@dataclass(frozen=True)
+class SizeMemory(Section):
+    """The artifact's size (and its ratio to fp32's, with a note when an int8 file is not
+    smaller), the runner's peak RSS, and GPU memory (NVML; the framework's allocator peak)."""
+
+    NAME = "size_memory"
+    CORE = ("size_bytes", "size_ratio", "peak_rss_mb", "gpu_mem_mb")
+    EXTRA = ("gpu_mem_source", "gpu_mem_peak_allocated_mb", "size_note")
+
+    size_bytes: Any = None
+    size_ratio: Any = None
+    peak_rss_mb: Any = None
+    gpu_mem_mb: Any = None
+    gpu_mem_source: Any = UNSET  # how gpu_mem_mb was measured, or "none: why"
+    gpu_mem_peak_allocated_mb: Any = UNSET
+    size_note: Any = UNSET
+
+
+@dataclass(frozen=True)
+class Comparison(Section):
+    """Against the fp32 baseline of the same board: the speedup (over paired rounds, with its
+    interval, when measured in rounds), which baseline, and its execution note."""
+
+    NAME = "comparison"
+    CORE = ("speedup",)
+    EXTRA = ("speedup_ci_low", "speedup_ci_high", "speedup_rounds", "baseline_round_p50_ms", "baseline_case",
+             "baseline_recipe", "execution_note")
+
+    speedup: Any = None
+    speedup_ci_low: Any = UNSET
+    speedup_ci_high: Any = UNSET
+    speedup_rounds: Any = UNSET
+    baseline_round_p50_ms: Any = UNSET
+    baseline_case: Any = UNSET
+    baseline_recipe: Any = UNSET
+    execution_note: Any = UNSET
+    paired_disagree: Any = UNSET  # the paired rounds' verdict: replaces the latency section's rounds_disagree
+
+    def columns(self) -> dict[str, Any]:
+        out = super().columns()
+        if self.paired_disagree is not UNSET:
+            out["rounds_disagree"] = self.paired_disagree
+        return out
+
+    @classmethod
+    def paired(cls, speedup: Mapping[str, Any]) -> dict[str, Any]:
+        """Fields from `harness.rounds.paired_speedup`'s columns."""
+        fields_ = dict(speedup)
+        fields_["paired_disagree"] = fields_.pop("rounds_disagree")
+        return fields_
+
+
+@dataclass(frozen=True)
+class Provenance(Section):
+    """What produced the figures: the runtime and host that ran it, the artifact it ran (and
+    which ops compute in int8 there)."""
+
+    NAME = "provenance"
+    CORE = ("runtime", "runtime_version", "python_version", "host", "artifact_key", "artifact_sha256")
+    EXTRA = ("quantized_ops",)
+
+    runtime: Any = None
+    runtime_version: Any = None
+    python_version: Any = None
+    host: Any = None
+    artifact_key: Any = None
+    artifact_sha256: Any = None
+    quantized_ops: Any = UNSET  # e.g. "MatMul 1/1, Conv 0/53"
+
+    @classmethod
+    def runner(cls, result: Mapping[str, Any]) -> dict[str, Any]:
+        """Fields from the runner's result."""
+        system = result.get("system", {})
+        return dict(runtime=result["runtime"], runtime_version=result["runtime_version"],
+                    python_version=system.get("python_version"), host=system.get("host"))
+
+
+@dataclass(frozen=True)
+class Fleet(Section):
+    """Which board of the run's placements ran the case, and how long it waited for it."""
+
+    NAME = "fleet"
+    CORE = ("pool", "board", "worker", "lease_wait_s")
+
+    pool: Any = None
+    board: Any = None
+    worker: Any = None
+    lease_wait_s: Any = None
+
+
+def field_names(section: type) -> set[str]:
+    return {f.name for f in fields(section)}
+
+
+def optional(value: Any) -> Optional[Any]:
+    """UNSET as None (reading a section's extra field as a value)."""
+    return None if value is UNSET else value
