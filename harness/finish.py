@@ -18,9 +18,9 @@ from typing import Mapping, Optional
 
 import pandas as pd
 
+from harness import settings
 from harness.history.gate import Block, HistoryGate, resolve_baseline
 from harness.history.gates import Gates
-from harness import settings
 from harness.store import Run
 
 
@@ -138,9 +138,11 @@ def _answer(summary: RunSummary, gate: HistoryGate, options: FinishOptions) -> l
     return blocks + [(None, [f"dashboard: {index} (rebuilt in {seconds:.1f} s)"])]
 
 
-def finish_run(run: Run, options: FinishOptions = FinishOptions(), gate: Optional[HistoryGate] = None) -> RunSummary:
-    """The end of a complete run (run.json final, report rebuilt). `gate`: the run's own, when
-    it judged cases while they ran (their verdicts are kept); else one is opened from `options`."""
+def finish_run(run: Run, options: Optional[FinishOptions] = None, gate: Optional[HistoryGate] = None) -> RunSummary:
+    """The end of a complete run (run.json final, report rebuilt; RunStore.finish). `options`:
+    FinishOptions() when None. `gate`: the run's own, when it judged cases while they ran (their
+    verdicts are kept); else one is opened from `options`."""
+    options = options if options is not None else FinishOptions()
     gate = gate if gate is not None else open_gate(run, options)
     report = _report(run, options)
     summary = RunSummary(run.run_id, [report], run.rows)

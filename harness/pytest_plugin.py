@@ -278,19 +278,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         display.stop()
     session: Optional[BenchSession] = config.stash.get(_SESSION, None)
     if session is not None:
-        session.close()
-        store = session.store
+        store, run = session.store, session.close()
     elif _is_controller(config) and (_run_dir(config) / "cases").is_dir():
         # run.json (every board the workers opened) and the tidy report, once, by the controller
         store = RunStore(_results_dir(config), config.stash[_RUN_ID])
-        store.write_manifest(["pytest", *config.invocation_params.args], None, True, config.stash[_PLACEMENTS],
-                             _options(config))
-        store.rebuild()
+        run = store.finish(["pytest", *config.invocation_params.args], None, config.stash[_PLACEMENTS], _options(config))
     else:
         return
     options = pytest_gates.finish_options(config, ", ".join(p.label for p in config.stash[_PLACEMENTS]),
                                           config.stash[_PROFILE].name, config.stash.get(_BUDGET_FAILED, set()))
-    summary = finish_run(store.run(), options, pytest_gates.HistoryGate.for_run(config, store))
+    summary = finish_run(run, options, pytest_gates.HistoryGate.for_run(config, store))
     for title, lines in summary.blocks:  # the table, the history, which mode to ship, the dashboard
         if title:
             terminalreporter.section(title)

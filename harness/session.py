@@ -28,7 +28,7 @@ from harness.power_columns import power_trace
 from harness.progress import Progress, silent
 from harness.result import Measured
 from harness.runner_jobs import RunnerJobs
-from harness.store import RunStore, new_run_id
+from harness.store import Run, RunStore, new_run_id
 from harness.suite import Case
 from harness.vocabulary import BASELINE_MODE
 from targets import Target, TargetConfig
@@ -96,13 +96,14 @@ class BenchSession(RunnerJobs):
     def rows(self) -> list[dict[str, Any]]:
         return list(self._done.values())
 
-    def close(self, finalize: bool = True) -> None:
-        """Release the targets; `finalize` (the run's last process): run.json and the report."""
+    def close(self, finalize: bool = True) -> Optional[Run]:
+        """Release the targets; `finalize` (the run's last process): run.json and the report,
+        and the run read back for what ends it (harness.finish)."""
         self.boards.save()
-        if finalize:
-            self._write_run_json(finished=True)
-            self.store.rebuild()
+        run = self.store.finish(self.command, self.started_at, self.placements, self.options,
+                                self.boards.facts()) if finalize else None
         self.boards.close()
+        return run
 
     # -- per-model state (harness/model_state.py) ------------------------------------------
     def _context(self, case: Case):

@@ -70,12 +70,14 @@ def _now() -> str:
 
 def run_manifest(run_id: str, command: list[str], started_at: str, finished: bool, run_dir: Path,
                  placements: Sequence[Any], options: Any,
-                 boards: Optional[dict[str, dict[str, Any]]] = None) -> dict[str, Any]:
+                 boards: Optional[dict[str, dict[str, Any]]] = None,
+                 rows: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
     """run.json: `target` is the one target of a single-target run (as history expects), or
     the --target value; `targets` has every board that ran something, `placements` the pools.
-    `placements`: targets.fleet.Placement; `options`: the session's options (a dataclass)."""
+    `placements`: targets.fleet.Placement; `options`: the session's options (a dataclass);
+    `rows`: the cases' rows when the caller has read them (else read here)."""
     boards = {**SharedRun(run_dir).boards(), **(boards or {})}
-    rows = Run(run_dir).case_rows
+    rows = Run(run_dir).case_rows if rows is None else rows
     suites = {row.get("suite") for row in rows}
     single = len(placements) == 1 and not placements[0].pool
     name = placements[0].name if single else ",".join(p.label for p in placements)
@@ -109,12 +111,23 @@ class RunStore:
         _write_json(self.dir / "run.json", {**dict(info), "format": JSON_VERSION})
 
     def write_manifest(self, command: list[str], started_at: Optional[str], finished: bool, placements: Sequence[Any],
-                       options: Any, boards: Optional[dict[str, dict[str, Any]]] = None) -> None:
+                       options: Any, boards: Optional[dict[str, dict[str, Any]]] = None,
+                       rows: Optional[list[dict[str, Any]]] = None) -> None:
         """run.json (run_manifest); `started_at` None keeps the one an earlier write recorded."""
         if started_at is None:
             path = self.dir / "run.json"
             started_at = (_read_versioned(path).get("started_at") if path.is_file() else None) or _now()
-        self.write_run(run_manifest(self.run_id, command, started_at, finished, self.dir, placements, options, boards))
+        self.write_run(run_manifest(self.run_id, command, started_at, finished, self.dir, placements, options, boards,
+                                    rows))
+
+    def finish(self, command: list[str], started_at: Optional[str], placements: Sequence[Any], options: Any,
+               boards: Optional[dict[str, dict[str, Any]]] = None) -> "Run":
+        """By the run's last process (a session, or the pytest-xdist controller): the final run.json
+        and the tidy report; returns the run, its case files read once for both and what follows."""
+        run = Run(self.dir)
+        self.write_manifest(command, started_at, True, placements, options, boards, run.case_rows)
+        run.rebuild()
+        return run
 
     @staticmethod
     def _case_record(row: Mapping[str, Any], latencies_ms, power_trace, round_sizes) -> dict[str, Any]:
@@ -236,12 +249,12 @@ class Run:
         tmp = self.dir / f".results.csv.tmp{os.getpid()}"
         df.to_csv(tmp, index=False)
         os.replace(tmp, self.dir / "results.csv")
-        self.__dict__["rows"] = df
         return df
 
     @cached_property
     def rows(self) -> pd.DataFrame:
-        """The run's rows; rebuilt from the per-case files when the parquet is missing or stale."""
+        """The run's rows (results.parquet, as the report reads them); rebuilt from the per-case
+        files when the parquet is missing or stale."""
         parquet = self.dir / "results.parquet"
         cases = list((self.dir / "cases").glob("*.json"))
         if not parquet.is_file() or any(p.stat().st_mtime > parquet.stat().st_mtime for p in cases):

@@ -11,6 +11,10 @@ pool's board found unusable during a run is marked gone in the run's directory
 (`fleet/gone/<board>.txt`, with the reason): leases skip it, so the pool's remaining work goes
 to its other boards. A named target is never skipped: its own reconnect rules decide (ssh:
 the reconnect window, then one quick connect per case, failing at once while it is away).
+
+This is the targets' side of a fleet (where cases run and who holds a board), so it lives in
+targets/ with the adapters. The harness side, what the run's processes share, the xdist
+controller's display and the fleet's recommendation, is the harness/fleet/ package.
 """
 from __future__ import annotations
 

@@ -13,10 +13,20 @@ import numpy as np
 import pandas as pd
 
 from harness.history.gates import Gates
-from harness.history.location import HistoryError, open_db, resolve_url
+from harness.history.location import HistoryError, display_url, resolve_url
 from harness.values import number
 
 Block = tuple[Optional[str], list[str]]  # (a section title, or None to go on in the current one; lines)
+
+
+def open_db(url: str):
+    """The HistoryDB at `url`; HistoryError (not ImportError) when SQLAlchemy is missing, saying what to do."""
+    try:
+        from harness.history.db import HistoryDB
+    except ImportError as exc:
+        raise HistoryError(f"the results database {display_url(url)} needs the history extra, which is not installed "
+                           f"({exc}): pip install 'quantbench[history]', or pass --results-db=off") from exc
+    return HistoryDB(url)
 
 
 def resolve_baseline(results_db: Optional[str], results_dir: Path, ref: str, target_name: Union[str, Sequence[str]],
@@ -93,7 +103,6 @@ class HistoryGate:
             why = f"NOT recorded: {self.error}" if self.error else "not recorded (--results-db=off)"
             later = f". Add it later with `quantbench history import {run.dir}`" if self.error else ""
             return [(None, [f"history: run {run.run_id} {why}{later}"])], None
-        from harness.history.db import display_url
         from harness.history.regress import IMPROVEMENT, NOISY, REGRESSION, VERDICT_COLUMNS, verdict_table
 
         rows = run.case_rows

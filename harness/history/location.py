@@ -1,17 +1,14 @@
-"""Where the results database is, and opening it, without importing SQLAlchemy.
+"""Where the results database is, without importing SQLAlchemy.
 
 A run with `--results-db=off` (or on a host without the `history` extra, e.g. a borrowed GPU
-machine) must not need SQLAlchemy: the pytest plugin resolves the location here and imports
-harness.history.db only when there is a database to open.
+machine) must not need SQLAlchemy: the location is resolved here, and harness.history.gate
+imports harness.history.db (`open_db`) only when there is a database to open.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
-
-if TYPE_CHECKING:
-    from harness.history.db import HistoryDB
+from typing import Optional
 
 from harness import settings
 
@@ -44,12 +41,3 @@ def display_url(url: str) -> str:
     """The URL with any password hidden, for messages (scheme://user:***@host/...)."""
     return re.sub(r"^([^:/]+://[^/@:]*):[^/@]*@", r"\1:***@", url)
 
-
-def open_db(url: str) -> "HistoryDB":
-    """The database at `url`; HistoryError (not ImportError) when SQLAlchemy is missing, saying what to do."""
-    try:
-        from harness.history.db import HistoryDB
-    except ImportError as exc:
-        raise HistoryError(f"the results database {display_url(url)} needs the history extra, which is not installed "
-                           f"({exc}): pip install 'quantbench[history]', or pass --results-db=off") from exc
-    return HistoryDB(url)
