@@ -1,8 +1,8 @@
 """A run's history, with or without pytest: the per-case gate against --baseline while the run
 goes on, and at its end the run's append to the database with the verdicts, as summary lines.
 
-The database is opened through history/location.py: with no database (`off`, or no
-SQLAlchemy here) nothing below imports SQLAlchemy, and the run goes on.
+The database's location comes from history/location.py and `open_db` imports db.py (SQLAlchemy)
+only when there is one to open: with none (`off`, or no SQLAlchemy here) the run goes on.
 """
 from __future__ import annotations
 
