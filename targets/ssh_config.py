@@ -1,5 +1,6 @@
 """An ssh target's connection settings: the inventory fields, checked, and the host resolved
-through ~/.ssh/config the way OpenSSH would (HostName, Port, User, IdentityFile, ProxyJump).
+through ~/.ssh/config by OpenSSH itself (`ssh -G`: Include, Match and tokens as `ssh` sees them;
+paramiko's parser where no ssh client is installed): HostName, Port, User, IdentityFile, ProxyJump.
 
     [targets.jetson]
     kind = "ssh"
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import getpass
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Optional
 
@@ -97,10 +100,49 @@ class Endpoint:
         return f"{self.user}@{self.hostname}:{self.port}"
 
 
+def _ssh_g(alias: str, path: str) -> Optional[dict]:
+    """`ssh -G -F path alias`: the options OpenSSH itself would use (Include, Match, tokens),
+    keys lowercased, identityfile a list as paramiko gives it; None when there is no ssh client."""
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        return None
+
+    def ask(config: str, host: str) -> dict:
+        try:
+            proc = subprocess.run([ssh, "-G", "-F", config, "--", host], capture_output=True, text=True,
+                                  stdin=subprocess.DEVNULL, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise TargetError(f"host {alias}: `ssh -G` could not read {path}: {exc}") from exc
+        if proc.returncode != 0:
+            lines = [line for line in proc.stderr.splitlines() if line.strip() and "Pseudo-terminal" not in line]
+            raise TargetError(f"host {alias}: OpenSSH cannot use {path}: {lines[-1] if lines else f'exit {proc.returncode}'}")
+        options: dict = {}
+        for line in proc.stdout.splitlines():
+            key, _, value = line.strip().partition(" ")
+            key = key.lower()
+            if key in ("identityfile", "certificatefile", "localforward", "remoteforward", "sendenv", "setenv"):
+                options.setdefault(key, []).append(value)
+            elif key:
+                options[key] = value
+        return options
+
+    options = ask(path, alias)
+    # OpenSSH names its default keys (~/.ssh/id_*) when the config names none: paramiko's
+    # answer had no identityfile then (the agent and the default keys are tried), keep that.
+    if options.get("identityfile") == ask("none", alias).get("identityfile"):
+        options.pop("identityfile", None)
+    return options
+
+
 def _lookup(alias: str, ssh_config: str) -> dict:
+    """The host's options from the ssh config: `ssh -G` where OpenSSH's client is installed,
+    else paramiko's parser (which ignores Include and some Match forms: paramiko issue 1609)."""
     path = os.path.expanduser(ssh_config) if ssh_config else ""
     if not path or not os.path.isfile(path):
         return {}
+    options = _ssh_g(alias, path)
+    if options is not None:
+        return options
     import paramiko
 
     return paramiko.SSHConfig.from_path(path).lookup(alias)

@@ -1,5 +1,7 @@
 """The inventory's ssh fields: the shipped example parses, mistakes are named with the field,
 and a ~/.ssh/config alias resolves as OpenSSH would, with the inventory's own fields winning."""
+import shutil
+
 import pytest
 
 from targets import TargetError
@@ -52,3 +54,16 @@ def test_proxy_command_is_refused_with_the_alternative(tmp_path):
     config.write_text("Host odd\n  ProxyCommand nc %h %p\n")
     with pytest.raises(TargetError, match="ProxyCommand .* is not supported; use ProxyJump"):
         resolve(parse_ssh_settings({"host": "odd", "ssh_config": str(config)}, "t"))
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="no OpenSSH client: paramiko's parser ignores Include")
+def test_host_from_an_included_file(tmp_path):
+    """A host defined in a file the config Includes (~/.ssh/config.d/*-style) resolves to its
+    HostName, Port and User, as `ssh` connects (paramiko alone would use the literal alias)."""
+    (tmp_path / "config.d").mkdir()
+    (tmp_path / "config.d" / "lab.conf").write_text("Host lab-jetson\n  HostName 10.4.5.6\n  Port 2202\n  User nvidia\n")
+    config = tmp_path / "config"
+    config.write_text(f"Include {tmp_path}/config.d/*\n\nHost *\n  ServerAliveInterval 30\n")
+    target, jumps = resolve(parse_ssh_settings({"host": "lab-jetson", "ssh_config": str(config)}, "t"))
+    assert (target.hostname, target.port, target.user, jumps) == ("10.4.5.6", 2202, "nvidia", ())
+    assert target.identity_files == ()  # none named: the agent and the default keys, as before
