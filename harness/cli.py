@@ -6,7 +6,18 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from harness import cli_history, cli_sensitivity, cli_targets, settings
+from harness import cli_history, cli_sensitivity, cli_targets, pytest_options, settings
+
+
+def version() -> str:
+    """The installed package's version (pyproject.toml's, through the package metadata)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("quantbench")
+    except PackageNotFoundError:  # a checkout on PYTHONPATH, never installed
+        return "unknown (not installed)"
 
 
 def _suites_dir() -> Path:
@@ -28,10 +39,13 @@ def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     import pytest
 
     where = [] if any(_names_a_suite(a) for a in rest) else [str(_suites_dir())]
-    # The plugin is named too: a suite outside this repository has no conftest.py loading it.
-    argv = [*where, "-p", "harness.pytest_plugin", f"--target={args.target}", "-p", "no:cacheprovider", *rest]
+    # The plugin is named too (it is found registered already where quantbench is installed):
+    # the run works from a checkout that is not installed as well. Our own spellings of the
+    # options (--profile, --results-dir, ...) go on to pytest in their new names, without a warning.
+    argv = [*where, "-p", "harness.pytest_plugin", f"--target={args.target}", "-p", "no:cacheprovider",
+            *pytest_options.translate(rest)]
     if args.inventory:
-        argv.append(f"--inventory={args.inventory}")
+        argv.append(f"--qb-inventory={args.inventory}")
     print("quantbench: pytest " + " ".join(argv), file=sys.stderr)
     return int(pytest.main(argv))
 
@@ -49,13 +63,15 @@ def cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run suites (pytest suites/ --target=NAME); other arguments go to pytest")
     p.add_argument("--target", default="local", help="target name from the inventory (default: local)")
-    p.add_argument("--inventory", default=None, help="inventory file (default: $QUANTBENCH_INVENTORY or ./targets.toml)")
+    p.add_argument("--inventory", "--qb-inventory", default=None,
+                   help="inventory file (default: $QUANTBENCH_INVENTORY or ./targets.toml)")
 
 
 def _add_report(sub) -> None:
     p = sub.add_parser("report", help="print a stored run's comparison table")
     p.add_argument("run", nargs="?", default="latest", help="run id, run directory, or 'latest' (default)")
-    p.add_argument("--results-dir", default=None, help=f"where results/<run-id>/ live (default: ${settings.RESULTS_ENV} or ./results)")
+    p.add_argument("--results-dir", "--qb-results-dir", default=None,
+                   help=f"where results/<run-id>/ live (default: ${settings.RESULTS_ENV} or ./results)")
 
 
 # name -> (add the subparser, handler). A handler gets the parsed args and the unparsed rest.
@@ -72,6 +88,7 @@ PASSTHROUGH = {"run"}  # subcommands whose unknown arguments go on to pytest
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="quantbench", description="Which quantization mode should we ship on this device?")
+    parser.add_argument("--version", action="version", version=f"quantbench {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():
         add(sub)

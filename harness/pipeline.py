@@ -172,7 +172,7 @@ def score(session, run: CaseRun) -> None:
 def time_budget_hint(options) -> str:
     if options.case_budget_s is not None:
         return "set by --case-budget"
-    return f"the {options.profile} profile's budget; raise it with --case-budget SECONDS, or run --profile nightly"
+    return f"the {options.profile} profile's budget; raise it with --case-budget SECONDS, or run --qb-profile nightly"
 
 
 def compare(session, run: CaseRun) -> None:

@@ -5,7 +5,10 @@ pool `pi5`; with pytest-xdist (`-n N`) the cases spread over N worker processes,
 at most one board at a time. The controller hands every worker the run id, and alone
 finishes the run: run.json, the report table, the history run (printed and recorded once).
 
-Loaded by the repo's conftest.py; elsewhere use `pytest -p harness.pytest_plugin`.
+Registered as a pytest11 entry point (pyproject.toml), so an installed quantbench needs no
+conftest.py; the repo's conftest.py names it too, for a checkout that is not installed. It does
+nothing (no output, no files, no run directory, no inventory read) in a pytest run that neither
+uses its options nor collects a suite's cases. Option names: harness/pytest_options.py.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from typing import Optional
 
 import pytest
 
-from harness import interrupts, profiles, settings
+from harness import interrupts, profiles, pytest_options, settings
 from harness.finish import finish_run
 from harness.fleet.display import FleetDisplay
 from harness.fleet.shared import SharedRun, StatusProgress
@@ -37,23 +40,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where to run: a target from the inventory (default: local), several (a,b: every case on "
                          "each), or a pool of identical boards (pool:NAME: every case once, on a free board)")
     # defaults relative to the rootdir (when pytest found its configuration) or the working directory: harness/settings.py
-    group.addoption("--inventory", default=None,
+    group.addoption("--qb-inventory", default=None,
                     help=f"target inventory file (default: ${settings.INVENTORY_ENV} or <rootdir>/targets.toml)")
-    group.addoption("--results-dir", default=None,
+    group.addoption("--qb-results-dir", default=None,
                     help=f"where results/<run-id>/ go (default: ${settings.RESULTS_ENV} or <rootdir>/results)")
-    group.addoption("--cache-dir", default=None,
+    group.addoption("--qb-cache-dir", default=None,
                     help=f"artifact cache (default: ${settings.CACHE_ENV} or <rootdir>/.cache/quantbench)")
-    group.addoption("--threads", type=int, default=None, help="runner threads (default: the target's physical cores)")
+    group.addoption("--qb-threads", type=int, default=None, help="runner threads (default: the target's physical cores)")
     group.addoption("--min-runs", type=int, default=None, help="override the suites' minimum timed runs")
     group.addoption("--min-duration", type=float, default=None, help="override the suites' minimum timed seconds")
     group.addoption("--max-duration", type=float, default=None, help="override the suites' maximum timed seconds")
     group.addoption("--warmup-runs", type=int, default=None, help="override the suites' warmup runs")
-    group.addoption("--run-id", default=None, help="name of the run directory (default: UTC time + random suffix)")
-    group.addoption("--rounds", type=int, default=None,
+    group.addoption("--qb-run-id", default=None, help="name of the run directory (default: UTC time + random suffix)")
+    group.addoption("--qb-rounds", type=int, default=None,
                     help="fresh runner processes per case, each beside a fresh fp32 baseline process (ABBA): the "
                          "speedup gets a bootstrap interval over rounds and a flag when they disagree; the evaluation "
                          "runs once (default: the suite's Timing.rounds, else the profile's: quick 1, nightly 3)")
-    group.addoption("--profile", default=None, choices=list(profiles.PROFILES),
+    group.addoption("--qb-profile", default=None, choices=list(profiles.PROFILES),
                     help="how much of the declared matrix to run: "
                          + "; ".join(f"{p.name}: {p.help}" for p in profiles.PROFILES.values())
                          + f" (default: ${profiles.ENV} or {profiles.QUICK})")
@@ -66,33 +69,63 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--fail-over-budget", action="store_true", default=False,
                     help="a case over its accuracy budget fails its test (default: shown in the table and summary, "
                          "not failed; a suite can ask for it with Suite(fail_over_budget=True))")
-    pytest_gates.add_options(group)  # --results-db, --baseline, --tag, thresholds
+    pytest_gates.add_options(group)  # --qb-results-db, --qb-baseline, --qb-tag, thresholds
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list) -> None:
+    """The old option spellings (--profile, --results-dir, ...) become the new ones, with a
+    deprecation warning, unless another plugin owns them (called when quantbench is loaded as a
+    plugin: the entry point or -p; not when only a conftest.py names it)."""
+    early_config.stash[_DEPRECATED] = pytest_options.rewrite_for_pytest(args, parser)
+
+
+def _placements(config: pytest.Config) -> list:
+    """The run's placements, from --target and the inventory: read the first time they are needed."""
+    if config.stash.get(_PLACEMENTS, None) is None:
+        try:
+            where = settings.for_pytest(config)
+            config.stash[_PLACEMENTS] = parse_placements(config.getoption("--target"), load_fleet(where.inventory, where.base_dir))
+        except TargetError as exc:
+            raise pytest.UsageError(f"quantbench: {exc}") from exc
+    return config.stash[_PLACEMENTS]
+
+
+def _activate(config: pytest.Config) -> None:
+    """This run uses quantbench: SIGTERM stops it like Ctrl-C (runner killed, report written)."""
+    if not config.stash.get(_ACTIVE, False):
+        config.stash[_ACTIVE] = True
+        config.add_cleanup(interrupts.raise_on_sigterm())
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    try:
-        where = settings.for_pytest(config)
-        placements = parse_placements(config.getoption("--target"), load_fleet(where.inventory, where.base_dir))
-    except TargetError as exc:
-        raise pytest.UsageError(f"quantbench: {exc}") from exc
-    config.stash[_PLACEMENTS] = placements
+    for message in config.stash.get(_DEPRECATED, []):
+        config.issue_config_time_warning(pytest.PytestDeprecationWarning(message), stacklevel=2)
+    # quantbench options on the command line (or a worker of such a run): check the target now,
+    # so that a bad one stops the run before it starts; otherwise when a suite's cases appear.
+    used = pytest_options.used(config.invocation_params.args) or getattr(config, "workerinput", {}).get("quantbench_used", False)
+    config.stash[_USED] = used
+    config.stash[_PLACEMENTS] = None
+    if used:
+        _placements(config)
     config.stash[_SESSION] = None
     try:
-        config.stash[_PROFILE] = profiles.resolve(config.getoption("--profile") or os.environ.get(profiles.ENV) or profiles.QUICK)
+        config.stash[_PROFILE] = profiles.resolve(config.getoption("--qb-profile") or os.environ.get(profiles.ENV) or profiles.QUICK)
     except ValueError as exc:
-        raise pytest.UsageError(f"{exc} (from --profile or ${profiles.ENV})") from exc
-    config.addinivalue_line("markers", "nightly: a case that only the nightly profile runs (quantbench --profile nightly)")
+        raise pytest.UsageError(f"{exc} (from --qb-profile or ${profiles.ENV})") from exc
+    config.addinivalue_line("markers", "nightly: a case that only the nightly profile runs (quantbench --qb-profile nightly)")
     config.stash[_BUDGET_FAILED] = set()
     if config.getoption("--eval-samples") is not None and config.getoption("--eval-samples") < 2:
         raise pytest.UsageError(f"--eval-samples must be at least 2, not {config.getoption('--eval-samples')}")
-    if config.getoption("--rounds") is not None and config.getoption("--rounds") < 1:
-        raise pytest.UsageError(f"--rounds must be at least 1, not {config.getoption('--rounds')}")
+    if config.getoption("--qb-rounds") is not None and config.getoption("--qb-rounds") < 1:
+        raise pytest.UsageError(f"--qb-rounds must be at least 1, not {config.getoption('--qb-rounds')}")
     # One run id for the whole run: an xdist worker takes the controller's.
     given = getattr(config, "workerinput", {}).get("quantbench_run_id")
-    config.stash[_RUN_ID] = given or config.getoption("--run-id") or new_run_id()
-    names = [p.name for p in placements]
+    config.stash[_RUN_ID] = given or config.getoption("--qb-run-id") or new_run_id()
+    names = [p.name for p in config.stash[_PLACEMENTS] or []]
     pytest_gates.configure(config, names[0] if len(names) == 1 else names)
-    config.add_cleanup(interrupts.raise_on_sigterm())  # SIGTERM stops the run like Ctrl-C: runner killed, report written
+    if used or _is_controller(config):
+        _activate(config)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -100,6 +133,7 @@ def pytest_configure_node(node) -> None:
     """pytest-xdist, on the controller, before a worker starts: hand it the run id."""
     node.workerinput["quantbench_run_id"] = node.config.stash[_RUN_ID]
     node.workerinput["quantbench_base_dir"] = str(settings.for_pytest(node.config).base_dir)
+    node.workerinput["quantbench_used"] = node.config.stash[_USED]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -110,11 +144,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     # Grouped by target: xdist hands each worker consecutive tests, so workers start on
     # different targets (and each target's fp32 runs before its other modes).
-    metafunc.parametrize("case", suite.pytest_params([p.name for p in metafunc.config.stash[_PLACEMENTS]]))
+    metafunc.parametrize("case", suite.pytest_params([p.name for p in _placements(metafunc.config)]))
 
 
 _SESSION = pytest.StashKey()
 _PROFILE = pytest.StashKey()
+_ACTIVE = pytest.StashKey()
+_USED = pytest.StashKey()
+_DEPRECATED = pytest.StashKey()
 _BUDGET_FAILED = pytest.StashKey()
 
 
@@ -124,6 +161,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     keep, drop = [], []
     for item in items:
         case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+        if isinstance(case, Case):
+            _activate(config)
         (drop if isinstance(case, Case) and profile not in case.profiles else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
@@ -183,7 +222,7 @@ def _options(config: pytest.Config) -> SessionOptions:
     return SessionOptions(
         results_dir=_results_dir(config),
         cache_dir=_cache_dir(config),
-        threads=config.getoption("--threads"),
+        threads=config.getoption("--qb-threads"),
         min_runs=config.getoption("--min-runs"),
         min_duration_s=config.getoption("--min-duration"),
         max_duration_s=config.getoption("--max-duration"),
@@ -192,7 +231,7 @@ def _options(config: pytest.Config) -> SessionOptions:
         profile=config.stash[_PROFILE].name,
         case_budget_s=config.getoption("--case-budget"),
         eval_samples=config.getoption("--eval-samples"),
-        rounds=config.getoption("--rounds"),
+        rounds=config.getoption("--qb-rounds"),
     )
 
 
@@ -242,7 +281,7 @@ def quantbench(request: pytest.FixtureRequest) -> _Fixture:
         else:
             progress = Progress(*_terminal_writer(config))
         options = _options(config)
-        placements = config.stash[_PLACEMENTS]
+        placements = _placements(config)
         try:
             config.stash[_SESSION] = BenchSession(placements, options, progress,
                                                   command=["pytest", *config.invocation_params.args], worker=worker)
@@ -282,10 +321,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     elif _is_controller(config) and (_run_dir(config) / "cases").is_dir():
         # run.json (every board the workers opened) and the tidy report, once, by the controller
         store = RunStore(_results_dir(config), config.stash[_RUN_ID])
-        run = store.finish(["pytest", *config.invocation_params.args], None, config.stash[_PLACEMENTS], _options(config))
+        run = store.finish(["pytest", *config.invocation_params.args], None, _placements(config), _options(config))
     else:
         return
-    options = pytest_gates.finish_options(config, ", ".join(p.label for p in config.stash[_PLACEMENTS]),
+    options = pytest_gates.finish_options(config, ", ".join(p.label for p in _placements(config)),
                                           config.stash[_PROFILE].name, config.stash.get(_BUDGET_FAILED, set()))
     summary = finish_run(run, options, pytest_gates.HistoryGate.for_run(config, store))
     for title, lines in summary.blocks:  # the table, the history, which mode to ship, the dashboard

@@ -110,7 +110,7 @@ def comparison_table(df: pd.DataFrame, reason_width: int = 70) -> str:
             metrics.setdefault(r["metric"], direction_text(row_higher_is_better(r)))
     legend = ("p50 flags: ~ noisy (IQR/median >= 0.10), ! minimums not met. size: artifact bytes / fp32. "
               "ci95: the accuracy's 95% interval over its n evaluation samples. "
-              + ("speedup [low-high]: 95% interval over paired rounds (--rounds), ? the rounds disagree. "
+              + ("speedup [low-high]: 95% interval over paired rounds (--qb-rounds), ? the rounds disagree. "
                  if "speedup_ci_low" in df.columns and df["speedup_ci_low"].notna().any() else "") +
               "delta_pts: 100 x (accuracy - fp32 accuracy)"
               + (f"; accuracy is {', '.join(f'{m} ({d})' for m, d in metrics.items())}." if metrics else "."))

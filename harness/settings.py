@@ -118,7 +118,7 @@ def for_pytest(config) -> Settings:
     if _PYTEST_KEY is None:
         _PYTEST_KEY = pytest.StashKey()
     if _PYTEST_KEY not in config.stash:
-        config.stash[_PYTEST_KEY] = resolve(pytest_base_dir(config), cache=config.getoption("--cache-dir"),
-                                            results=config.getoption("--results-dir"),
-                                            db=config.getoption("--results-db"), inventory=config.getoption("--inventory"))
+        config.stash[_PYTEST_KEY] = resolve(pytest_base_dir(config), cache=config.getoption("--qb-cache-dir"),
+                                            results=config.getoption("--qb-results-dir"),
+                                            db=config.getoption("--qb-results-db"), inventory=config.getoption("--qb-inventory"))
     return config.stash[_PYTEST_KEY]

@@ -17,7 +17,7 @@ call costs about a quarter of a 128-token one, and so does calibrating the stati
 scores a seeded subset of 50 of the 500 sentences (the cosine to fp32 is a mean over sentences:
 its 95% interval over 50 is a few tenths of a point, far inside the 1-point budget; the pt2e int8
 rows, run eagerly as a q/dq reference, spend most of their case in that pass, so 100 cost 8 s of
-a 2-minute warm job). The nightly profile (`--profile nightly`)
+a 2-minute warm job). The nightly profile (`--qb-profile nightly`)
 runs all four shapes on every sentence.
 """
 from harness import Suite

@@ -20,7 +20,7 @@ os.environ.setdefault("QUANTBENCH_CACHE", str(REPO_ROOT / ".cache" / "quantbench
 # No dashboard rebuild at the end of each run (matplotlib and every plot: seconds per run, over
 # dozens of runs); the test of the run's last words asks for it (tests/test_onnxruntime_e2e.py).
 FAST_TIMING = ("--min-runs", "20", "--min-duration", "0.1", "--max-duration", "2", "--warmup-runs", "2",
-               "--case-budget", "600", "--dashboard=off")
+               "--case-budget", "600", "--qb-dashboard=off")
 
 
 @dataclass
@@ -52,7 +52,7 @@ def run_suite(tmp_path):
         run_id = f"test-{next(counter)}"
         results = tmp_path / "results"
         cmd = [sys.executable, "-m", "pytest", *map(str, paths), "-p", "harness.pytest_plugin",
-               "-p", "no:cacheprovider", "-q", f"--results-dir={results}", f"--run-id={run_id}",
+               "-p", "no:cacheprovider", "-q", f"--qb-results-dir={results}", f"--qb-run-id={run_id}",
                f"--rootdir={tmp_path}", *FAST_TIMING, *extra]
         proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, **(env or {})})

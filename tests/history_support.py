@@ -41,7 +41,7 @@ def run_pytest(paths: Sequence[Path], results_dir: Path, run_id: str, *extra: st
                timeout: float = 900) -> subprocess.CompletedProcess:
     """`python -m pytest <suite> -p harness.pytest_plugin ...` in a fresh process, as a user runs it."""
     cmd = [sys.executable, "-m", "pytest", *map(str, paths), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
-           "-q", f"--results-dir={results_dir}", f"--run-id={run_id}", f"--rootdir={cwd or results_dir}",
+           "-q", f"--qb-results-dir={results_dir}", f"--qb-run-id={run_id}", f"--rootdir={cwd or results_dir}",
            *FAST_TIMING, *extra]
     return subprocess.run(cmd, cwd=cwd or results_dir, capture_output=True, text=True, timeout=timeout)
 
@@ -71,7 +71,7 @@ def real_runs(tmp_path_factory, count: int = 2) -> list[Path]:
     runs = []
     for i in range(count):
         run_id = f"real-{i}"
-        proc = run_pytest([suite], base, run_id, "--results-db=off")
+        proc = run_pytest([suite], base, run_id, "--qb-results-db=off")
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         runs.append(base / run_id)
     done.write_text(json.dumps([str(p) for p in runs]))

@@ -57,7 +57,7 @@ def run(models, tmp_path_factory):
 
     results = tmp_path_factory.mktemp("results")
     cmd = [sys.executable, "-m", "pytest", str(models / "test_tf_user.py"), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
-           "-q", f"--results-dir={results}", "--run-id=byom-tf", f"--rootdir={models}", "--results-db=off", *FAST_TIMING]
+           "-q", f"--qb-results-dir={results}", "--qb-run-id=byom-tf", f"--rootdir={models}", "--qb-results-db=off", *FAST_TIMING]
     proc = subprocess.run(cmd, cwd=models, capture_output=True, text=True, timeout=1800, env=dict(os.environ))
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / "byom-tf")
 

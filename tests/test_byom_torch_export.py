@@ -72,7 +72,7 @@ def programs(tmp_path_factory):
 def run(programs, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     cmd = [sys.executable, "-m", "pytest", str(programs / "test_pt2.py"), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
-           "-q", f"--results-dir={results}", "--run-id=byom-pt2", f"--rootdir={programs}", "--results-db=off", *FAST_TIMING]
+           "-q", f"--qb-results-dir={results}", "--qb-run-id=byom-pt2", f"--rootdir={programs}", "--qb-results-db=off", *FAST_TIMING]
     proc = subprocess.run(cmd, cwd=programs, capture_output=True, text=True, timeout=1800, env=dict(os.environ))
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / "byom-pt2")
 

@@ -329,8 +329,8 @@ def gpu_runs(tmp_path_factory):
     runs = {}
     for name, target in (("host", "cuda"), ("device", "gpu-device-io")):
         cmd = [sys.executable, "-m", "pytest", str(work / "test_gpu_digits.py"), "-p", "harness.pytest_plugin",
-               "-p", "no:cacheprovider", "-q", f"--results-dir={work / 'results'}", f"--run-id={name}",
-               f"--rootdir={work}", f"--target={target}", f"--inventory={work / 'targets.toml'}", "--results-db=off",
+               "-p", "no:cacheprovider", "-q", f"--qb-results-dir={work / 'results'}", f"--qb-run-id={name}",
+               f"--rootdir={work}", f"--target={target}", f"--qb-inventory={work / 'targets.toml'}", "--qb-results-db=off",
                "--min-runs", "20", "--min-duration", "0.1", "--max-duration", "2", "--warmup-runs", "5"]
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=1800, env=dict(os.environ))
         runs[name] = SuiteRun(proc.returncode, proc.stdout + proc.stderr, work / "results" / name)

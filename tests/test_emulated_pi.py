@@ -80,8 +80,8 @@ def digits_run(pi, inventory, tmp_path_factory):
         suite.write_text(SUBSET)
     results = work / "results"
     cmd = [sys.executable, "-m", "pytest", str(suite), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "-q",
-           f"--results-dir={results}", "--run-id=pi", f"--rootdir={work}", "--target=emulated-pi", f"--inventory={inventory}",
-           f"--cache-dir={CACHE}", "--results-db=off", "--case-budget=1800", *TIMING, *select]
+           f"--qb-results-dir={results}", "--qb-run-id=pi", f"--rootdir={work}", "--target=emulated-pi", f"--qb-inventory={inventory}",
+           f"--qb-cache-dir={CACHE}", "--qb-results-db=off", "--case-budget=1800", *TIMING, *select]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=3600)
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / "pi")
 

@@ -63,8 +63,8 @@ def write_suite(where: Path, modes=MODES, batches=(1,), model=LOGREG) -> Path:
 
 def pytest_command(where: Path, run_id: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "pytest", str(where / "test_shelf.py"), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
-            "-q", f"--rootdir={where}", f"--inventory={where / 'targets.toml'}", f"--results-dir={where / 'results'}",
-            f"--run-id={run_id}", *FAST_TIMING, *extra]
+            "-q", f"--rootdir={where}", f"--qb-inventory={where / 'targets.toml'}", f"--qb-results-dir={where / 'results'}",
+            f"--qb-run-id={run_id}", *FAST_TIMING, *extra]
 
 
 def run(where: Path, run_id: str, *extra: str, env=None, timeout=600) -> tuple[int, str]:
@@ -99,7 +99,7 @@ def test_a_pool_of_three_boards_with_three_workers(shelf):
     """With rounds: each case's rounds and its fp32 baseline's rounds run on the case's board."""
     where, _ = shelf
     write_suite(where)
-    code, output = run(where, "pool", "--target=pool:shelf", "-n", "3", "--rounds", "2")
+    code, output = run(where, "pool", "--target=pool:shelf", "-n", "3", "--qb-rounds", "2")
     assert code == 0, output
     found = rows(where, "pool")
     expected = {f"logreg-onnxruntime-{m}{'-dyn' if m == 'dynamic-int8' else '-qdq' if m == 'static-int8' else ''}-b1"

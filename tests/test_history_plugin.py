@@ -1,4 +1,4 @@
-"""The pytest side, end to end in fresh processes: a run lands in the database, `--baseline`
+"""The pytest side, end to end in fresh processes: a run lands in the database, `--qb-baseline`
 fails a regressed case and prints the table, suite and command-line thresholds apply, a bad
 baseline stops the run before it starts, a database that is down does not lose the run.
 
@@ -26,7 +26,7 @@ def test_regressions_fail_their_tests_and_improvements_are_listed(tmp_path):
     results = tmp_path / "results"
     db_url = f"sqlite:///{results / 'history.sqlite'}"
     suite = write_suite(tmp_path / "suites", MODES)
-    first = run_pytest([suite], results, "night-1", "--tag", "nightly", cwd=tmp_path)
+    first = run_pytest([suite], results, "night-1", "--qb-tag", "nightly", cwd=tmp_path)
     assert first.returncode == 0, first.stdout[-3000:]
     assert f"history: run night-1 recorded in {db_url} (tags: nightly)" in first.stdout
 
@@ -39,7 +39,7 @@ def test_regressions_fail_their_tests_and_improvements_are_listed(tmp_path):
     imported = quantbench("history", "import", str(derived), "--tag", "derived", "--results-db", db_url)
     assert imported.returncode == 0 and "imported derived-baseline" in imported.stdout, imported.stderr
 
-    second = run_pytest([suite], results, "night-2", "--baseline=derived", QUIET, cwd=tmp_path)
+    second = run_pytest([suite], results, "night-2", "--qb-baseline=derived", QUIET, cwd=tmp_path)
     out = second.stdout
     assert second.returncode == 1, out[-4000:]
     assert f"FAILED" in out and f"test_case[{FP32}]" in out and f"test_case[{QDQ}]" not in out.split("short test summary")[-1]
@@ -65,11 +65,11 @@ def test_regressions_fail_their_tests_and_improvements_are_listed(tmp_path):
 
     # the suite's own gates: +100% is within a 400% latency threshold ...
     lenient = write_suite(tmp_path / "lenient", MODES, gates="Gates(latency=4.0, noise=10.0)")
-    third = run_pytest([lenient], results, "night-3", "--baseline=derived", "-k", "fp32", cwd=tmp_path)
+    third = run_pytest([lenient], results, "night-3", "--qb-baseline=derived", "-k", "fp32", cwd=tmp_path)
     assert third.returncode == 0, third.stdout[-3000:]
     assert "0 regression(s)" in third.stdout
     # ... and the command line overrides the suite
-    fourth = run_pytest([lenient], results, "night-4", "--baseline=derived", "-k", "fp32", "--latency-threshold=0.1",
+    fourth = run_pytest([lenient], results, "night-4", "--qb-baseline=derived", "-k", "fp32", "--latency-threshold=0.1",
                         cwd=tmp_path)
     assert fourth.returncode == 1 and f"{FP32}: regressed" in fourth.stdout, fourth.stdout[-3000:]
 
@@ -77,12 +77,12 @@ def test_regressions_fail_their_tests_and_improvements_are_listed(tmp_path):
 def test_a_bad_baseline_or_threshold_stops_the_run_before_it_starts(tmp_path):
     suite = write_suite(tmp_path / "suites", MODES)
     results = tmp_path / "results"
-    proc = run_pytest([suite], results, "x", "--baseline=nightly", cwd=tmp_path)
+    proc = run_pytest([suite], results, "x", "--qb-baseline=nightly", cwd=tmp_path)
     assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage error
-    assert "--baseline 'nightly': no run id or tag 'nightly'" in proc.stderr and "run once with --tag nightly" in proc.stderr
+    assert "--qb-baseline 'nightly': no run id or tag 'nightly'" in proc.stderr and "run once with --qb-tag nightly" in proc.stderr
     assert not (results / "x").exists()
-    proc = run_pytest([suite], results, "x", "--baseline=latest", "--results-db=off", cwd=tmp_path)
-    assert proc.returncode == 4 and "--baseline needs the results database" in proc.stderr
+    proc = run_pytest([suite], results, "x", "--qb-baseline=latest", "--qb-results-db=off", cwd=tmp_path)
+    assert proc.returncode == 4 and "--qb-baseline needs the results database" in proc.stderr
     proc = run_pytest([suite], results, "x", "--latency-threshold=-1", cwd=tmp_path)
     assert proc.returncode == 4 and "threshold latency must be a non-negative number" in proc.stderr
 
@@ -95,12 +95,12 @@ def test_postgresql_from_the_environment_and_a_database_that_is_down(tmp_path):
         results = tmp_path / "results"
         env = {**os.environ, ENV_VAR: url.replace("postgresql+psycopg://", "postgresql://")}
         cmd = [sys.executable, "-m", "pytest", str(suite), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "-q",
-               f"--results-dir={results}", f"--rootdir={tmp_path}", "--min-runs=20", "--min-duration=0.1",
+               f"--qb-results-dir={results}", f"--rootdir={tmp_path}", "--min-runs=20", "--min-duration=0.1",
                "--max-duration=2", "--warmup-runs=2", "-k", "fp32"]
-        one = subprocess.run(cmd + ["--run-id=pg-1", "--tag=nightly"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        one = subprocess.run(cmd + ["--qb-run-id=pg-1", "--qb-tag=nightly"], cwd=tmp_path, env=env, capture_output=True, text=True)
         assert one.returncode == 0 and "history: run pg-1 recorded in postgresql+psycopg://quantbench@127.0.0.1" in one.stdout, \
             one.stdout[-3000:]
-        two = subprocess.run(cmd + ["--run-id=pg-2", "--baseline=latest", "--latency-threshold=100"], cwd=tmp_path, env=env,
+        two = subprocess.run(cmd + ["--qb-run-id=pg-2", "--qb-baseline=latest", "--latency-threshold=100"], cwd=tmp_path, env=env,
                              capture_output=True, text=True)
         assert two.returncode == 0, two.stdout[-3000:]
         assert "against the latest earlier result of each case (pg-1)" in two.stdout
@@ -108,7 +108,7 @@ def test_postgresql_from_the_environment_and_a_database_that_is_down(tmp_path):
         assert listed.returncode == 0 and listed.stdout.index("pg-2") < listed.stdout.index("pg-1")
         assert not (results / "history.sqlite").exists()  # the variable won over the default file
 
-        down = run_pytest([suite], results, "down-1", "-k", "fp32", "--results-db=postgresql://bench@127.0.0.1:1/qb",
+        down = run_pytest([suite], results, "down-1", "-k", "fp32", "--qb-results-db=postgresql://bench@127.0.0.1:1/qb",
                           cwd=tmp_path)
         assert down.returncode == 0, down.stdout[-3000:]
         assert "history: run down-1 NOT recorded: cannot open the results database" in down.stdout

@@ -20,7 +20,7 @@ def test_killed_run_keeps_finished_cases_and_report_rebuilds(tmp_path):
     run_dir = results / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", str(tmp_path / "test_slow.py"), "-p", "harness.pytest_plugin", "-q",
-         "-p", "no:cacheprovider", f"--results-dir={results}", "--run-id=killed", f"--rootdir={tmp_path}",
+         "-p", "no:cacheprovider", f"--qb-results-dir={results}", "--qb-run-id=killed", f"--rootdir={tmp_path}",
          "--min-runs=10", "--min-duration=1.5", "--max-duration=3"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300

@@ -51,8 +51,8 @@ class Run:
         self.run_dir = folder / "results" / run_id
         self.log = folder / f"{run_id}.out"
         cmd = [sys.executable, "-m", "pytest", str(folder / "test_interrupted.py"), "-p", "harness.pytest_plugin",
-               "-p", "no:cacheprovider", "-q", f"--rootdir={folder}", f"--results-dir={folder / 'results'}",
-               f"--run-id={run_id}", f"--cache-dir={folder / 'cache'}", f"--results-db=sqlite:///{folder / 'history.sqlite'}",
+               "-p", "no:cacheprovider", "-q", f"--rootdir={folder}", f"--qb-results-dir={folder / 'results'}",
+               f"--qb-run-id={run_id}", f"--qb-cache-dir={folder / 'cache'}", f"--qb-results-db=sqlite:///{folder / 'history.sqlite'}",
                *extra]
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(cmd, cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -161,7 +161,7 @@ def test_sigint_on_an_ssh_target_ends_the_runner_on_the_device(suite_dir):
     workdir = suite_dir / "device"
     inventory = suite_dir / "targets.toml"
     inventory.write_text(inventory_toml({"edge": device.target(python=sys.executable, workdir=str(workdir))}))
-    run = Run(suite_dir, "ssh", "--target=edge", f"--inventory={inventory}")
+    run = Run(suite_dir, "ssh", "--target=edge", f"--qb-inventory={inventory}")
     try:
         wait_for(lambda: (run.run_dir / "cases" / f"{FAST_CASE}.json").is_file(), "the fast case's row", run=run)
         pid_file = wait_for(lambda: next((p for p in workdir.glob("jobs/*/pid") if p.read_text().strip()), None),

@@ -82,7 +82,7 @@ def brier_run(tmp_path_factory):
     (work / "test_brier.py").write_text(SUITE)
     results = work / "results"
     cmd = [sys.executable, "-m", "pytest", str(work / "test_brier.py"), "-p", "harness.pytest_plugin", "-p",
-           "no:cacheprovider", "-q", f"--results-dir={results}", "--run-id=brier", f"--rootdir={work}", *FAST_TIMING]
+           "no:cacheprovider", "-q", f"--qb-results-dir={results}", "--qb-run-id=brier", f"--rootdir={work}", *FAST_TIMING]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=900, env=dict(os.environ))
     run = SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / "brier")
     rows = {r["case_id"]: r for r in run.results.to_dict("records")}

@@ -182,7 +182,7 @@ def e2e(tmp_path_factory):
     (work / "test_minilm_e2e.py").write_text(E2E_SUITE)
     results = work / "results"
     cmd = [sys.executable, "-m", "pytest", str(work / "test_minilm_e2e.py"), "-p", "harness.pytest_plugin",
-           "-p", "no:cacheprovider", "-q", f"--results-dir={results}", "--run-id=e2e", f"--rootdir={work}", *FAST_TIMING]
+           "-p", "no:cacheprovider", "-q", f"--qb-results-dir={results}", "--qb-run-id=e2e", f"--rootdir={work}", *FAST_TIMING]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=1800,
                           env={**os.environ, EVAL_LIMIT_ENV: EVAL_SUBSET})
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / "e2e")

@@ -48,7 +48,7 @@ def run(tmp_path_factory):
     where = tmp_path_factory.mktemp("auto")
     (where / "test_auto_suite.py").write_text(SUITE)
     cmd = [sys.executable, "-m", "pytest", "test_auto_suite.py", "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
-           "-q", f"--results-dir={where / 'results'}", "--run-id=auto", f"--rootdir={where}", "-k", "not arm and not inductor and not keras",
+           "-q", f"--qb-results-dir={where / 'results'}", "--qb-run-id=auto", f"--rootdir={where}", "-k", "not arm and not inductor and not keras",
            *FAST_TIMING]
     # the suite imports tests.sensitive_model: put this repository first on the path (a wheel in the
     # environment, xdsl, ships a top-level `tests` package that would shadow ours from another cwd)

@@ -69,17 +69,17 @@ def two_runs(tmp_path_factory):
         threads = 1
     """))
     results = work / "results"
-    common = ("--target=cpu0", f"--inventory={work / 'targets.toml'}", "--dashboard=off")
+    common = ("--target=cpu0", f"--qb-inventory={work / 'targets.toml'}", "--qb-dashboard=off")
 
     _wrapper(wrapper, nice=0)
-    base = run_pytest([work / "test_wide.py"], results, "night-1", *common, "--tag=base", cwd=work)
+    base = run_pytest([work / "test_wide.py"], results, "night-1", *common, "--qb-tag=base", cwd=work)
     assert base.returncode == 0, base.stdout[-3000:] + base.stderr[-2000:]
 
     _wrapper(wrapper, nice=10)  # the same target, now squeezed: a real slowdown, not scaled latencies
     busy = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", "while True: pass"])
     try:
         # up to 8 s: the squeezed loop still reaches its 20 runs on a busy machine (the gate's own test needs them)
-        slow = run_pytest([work / "test_wide.py"], results, "night-2", *common, "--baseline=base", "--noise-threshold=0",
+        slow = run_pytest([work / "test_wide.py"], results, "night-2", *common, "--qb-baseline=base", "--noise-threshold=0",
                           "--max-duration=8", cwd=work)
     finally:
         busy.kill()

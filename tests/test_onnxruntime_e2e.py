@@ -70,13 +70,13 @@ def first_run(suite_dir, tmp_path_factory):
 
     def run(run_id, *extra):
         cmd = [sys.executable, "-m", "pytest", str(suite_dir), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
-               "-q", f"--results-dir={results}", f"--cache-dir={cache}", f"--run-id={run_id}", f"--rootdir={suite_dir}",
+               "-q", f"--qb-results-dir={results}", f"--qb-cache-dir={cache}", f"--qb-run-id={run_id}", f"--rootdir={suite_dir}",
                *FAST_TIMING, *extra]
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=900, env=dict(os.environ))
         return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / run_id)
 
     # the dashboard where a run rebuilds it by default (FAST_TIMING turns it off for the other runs)
-    return run("first", f"--dashboard={results / 'dashboard'}"), run
+    return run("first", f"--qb-dashboard={results / 'dashboard'}"), run
 
 
 def test_every_mode_has_a_row_with_the_right_status(first_run):

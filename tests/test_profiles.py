@@ -73,8 +73,8 @@ def suite_dir(tmp_path_factory):
 
 def pytest_run(folder, *args, env=None):
     cmd = [sys.executable, "-m", "pytest", str(folder / "test_profiled.py"), "-p", "harness.pytest_plugin",
-           "-p", "no:cacheprovider", "-q", f"--rootdir={folder}", f"--results-dir={folder / 'results'}",
-           f"--cache-dir={folder / 'cache'}", "--results-db=off", *args]
+           "-p", "no:cacheprovider", "-q", f"--rootdir={folder}", f"--qb-results-dir={folder / 'results'}",
+           f"--qb-cache-dir={folder / 'cache'}", "--qb-results-db=off", *args]
     import os
 
     return subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=600,
@@ -92,9 +92,9 @@ def test_quick_is_the_default_and_nightly_selects_the_rest(suite_dir):
              "heavy-onnxruntime-fp32-b1", "heavy-onnxruntime-dynamic-int8-dyn-b1"}
     quick = collected(suite_dir, env={"QUANTBENCH_PROFILE": None})
     assert quick == every - {"logreg-onnxruntime-fp32-b4"}
-    assert collected(suite_dir, "--profile", "nightly") == every
+    assert collected(suite_dir, "--qb-profile", "nightly") == every
     assert collected(suite_dir, env={"QUANTBENCH_PROFILE": "nightly"}) == every
-    assert collected(suite_dir, "--profile", "nightly", "-m", "nightly") == {"logreg-onnxruntime-fp32-b4"}
+    assert collected(suite_dir, "--qb-profile", "nightly", "-m", "nightly") == {"logreg-onnxruntime-fp32-b4"}
     bad = pytest_run(suite_dir, "--collect-only", env={"QUANTBENCH_PROFILE": "weekly"})
     assert bad.returncode == pytest.ExitCode.USAGE_ERROR and "unknown profile 'weekly'" in bad.stderr
 
@@ -137,9 +137,9 @@ def rows(folder, run_id):
 def test_quick_scores_the_declared_seeded_subset_with_its_interval_and_nightly_everything(suite_dir):
     import onnxruntime as ort
 
-    for run_id, args in (("quick", ["--profile", "quick"]), ("nightly", ["--profile", "nightly", "--rounds", "1"]),
-                         ("cli", ["--profile", "nightly", "--rounds", "1", "--eval-samples", "30"])):
-        proc = pytest_run(suite_dir, "-k", "everywhere", *args, f"--run-id={run_id}")
+    for run_id, args in (("quick", ["--qb-profile", "quick"]), ("nightly", ["--qb-profile", "nightly", "--qb-rounds", "1"]),
+                         ("cli", ["--qb-profile", "nightly", "--qb-rounds", "1", "--eval-samples", "30"])):
+        proc = pytest_run(suite_dir, "-k", "everywhere", *args, f"--qb-run-id={run_id}")
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     quick, nightly, cli = rows(suite_dir, "quick"), rows(suite_dir, "nightly"), rows(suite_dir, "cli")
 
@@ -184,7 +184,7 @@ def test_wilson_and_bootstrap_intervals_match_references():
 
 
 def test_a_case_past_its_time_budget_keeps_its_latency_and_says_why_in_seconds(suite_dir):
-    proc = pytest_run(suite_dir, "-k", "slow", "--case-budget", "0.5", "--run-id=budget")
+    proc = pytest_run(suite_dir, "-k", "slow", "--case-budget", "0.5", "--qb-run-id=budget")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     fp32 = rows(suite_dir, "budget").loc["heavy-onnxruntime-fp32-b1"]
     row = rows(suite_dir, "budget").loc["heavy-onnxruntime-dynamic-int8-dyn-b1"]

@@ -1,4 +1,4 @@
-"""Rounds: with --rounds N every case runs in N fresh runner processes, each beside a fresh
+"""Rounds: with --qb-rounds N every case runs in N fresh runner processes, each beside a fresh
 process of its fp32 baseline (ABBA order), the evaluation pass runs once, and the row reports
 the speedup as the geometric mean of the paired ratios with a bootstrap interval, flagged when
 the rounds disagree; latencies.parquet says which round each latency came from."""
@@ -126,9 +126,9 @@ def test_rounds_from_the_command_line(logreg, run_suite, tmp_path):
         "from harness import Suite\nfrom harness.models import onnx_model\n"
         f"model = onnx_model('logreg', {str(logreg.onnx_file)!r}, data={str(logreg.data)!r})\n"
         "test_case = Suite(model=model, modes=('fp32', 'dynamic-int8'), name='cli-rounds').pytest_cases()\n")
-    bad = run_suite(suite, extra=("--rounds", "0"))
-    assert bad.returncode != 0 and "--rounds must be at least 1" in bad.output
-    run = run_suite(suite, extra=("--rounds", "2", "--threads", "1", "--results-db=off"))
+    bad = run_suite(suite, extra=("--qb-rounds", "0"))
+    assert bad.returncode != 0 and "--qb-rounds must be at least 1" in bad.output
+    run = run_suite(suite, extra=("--qb-rounds", "2", "--qb-threads", "1", "--qb-results-db=off"))
     assert run.returncode == 0, run.output[-3000:]
     row = run.row(DYNAMIC)
     assert row["rounds"] == 2 and row["speedup_ci_low"] <= row["speedup"] <= row["speedup_ci_high"]

@@ -1,9 +1,9 @@
-"""peak_rss_mb is the runner's own memory, and a relative --results-dir works.
+"""peak_rss_mb is the runner's own memory, and a relative --qb-results-dir works.
 
 Both were wrong once: the kernel carries ru_maxrss across execve, so a runner started by a
 large host process reported the host's peak (a digits runner read 211 MB instead of ~140 MB
 under a pytest that had loaded a history baseline, and a memory gate failed on it); and a
-relative --results-dir gave the local runner a config path relative to another directory."""
+relative --qb-results-dir gave the local runner a config path relative to another directory."""
 from __future__ import annotations
 
 import subprocess
@@ -30,7 +30,7 @@ def test_a_child_does_not_report_its_parents_peak_memory():
 
 def test_a_relative_results_dir_is_taken_from_where_pytest_was_started(tmp_path):
     suite = write_suite(tmp_path / "suites", ("fp32",))
-    proc = run_pytest([suite.relative_to(tmp_path)], Path("results"), "rel", "--results-db=off",
+    proc = run_pytest([suite.relative_to(tmp_path)], Path("results"), "rel", "--qb-results-db=off",
                       cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     rows = pd.read_parquet(tmp_path / "results" / "rel" / "results.parquet")

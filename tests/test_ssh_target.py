@@ -57,8 +57,8 @@ def runs(setup):
 
     def run(run_id, target):
         cmd = [sys.executable, "-m", "pytest", str(work / "test_digits_ort.py"), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
-               "-q", f"--results-dir={results}", f"--run-id={run_id}", f"--rootdir={work}", f"--target={target}",
-               f"--inventory={inventory}", *FAST_TIMING]
+               "-q", f"--qb-results-dir={results}", f"--qb-run-id={run_id}", f"--rootdir={work}", f"--target={target}",
+               f"--qb-inventory={inventory}", *FAST_TIMING]
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=900)
         return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / run_id)
 

@@ -73,8 +73,8 @@ def edge_run(edge_python, tmp_path_factory) -> SuiteRun:
     (work / "targets.toml").write_text(f'[targets.edge]\nkind = "local"\npython = "{edge_python}"\nthreads = 1\n')
     results = work / "results"
     cmd = [sys.executable, "-m", "pytest", str(work / "test_edge_digits.py"), "-p", "harness.pytest_plugin",
-           "-p", "no:cacheprovider", "-q", "--target=edge", f"--inventory={work / 'targets.toml'}",
-           f"--results-dir={results}", "--run-id=edge", f"--rootdir={work}", *FAST_TIMING]
+           "-p", "no:cacheprovider", "-q", "--target=edge", f"--qb-inventory={work / 'targets.toml'}",
+           f"--qb-results-dir={results}", "--qb-run-id=edge", f"--rootdir={work}", *FAST_TIMING]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=1800, env=dict(os.environ))
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / "edge")
 

@@ -47,8 +47,8 @@ def run(tmp_path_factory) -> SuiteRun:
     (work / "test_tflite_digits.py").write_text(SUITE)
     results = work / "results"
     cmd = [sys.executable, "-m", "pytest", str(work / "test_tflite_digits.py"), "-p", "harness.pytest_plugin",
-           "-p", "no:cacheprovider", "-q", f"--results-dir={results}", "--run-id=tflite", f"--rootdir={work}", *FAST_TIMING,
-           "--profile=nightly", "--rounds=1"]  # the legacy dynamic recipe is nightly-only; rounds are tested elsewhere
+           "-p", "no:cacheprovider", "-q", f"--qb-results-dir={results}", "--qb-run-id=tflite", f"--rootdir={work}", *FAST_TIMING,
+           "--qb-profile=nightly", "--qb-rounds=1"]  # the legacy dynamic recipe is nightly-only; rounds are tested elsewhere
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=1800, env=dict(os.environ))
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / "tflite")
 

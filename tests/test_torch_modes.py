@@ -67,9 +67,9 @@ def run(tmp_path_factory) -> SuiteRun:
     work = tmp_path_factory.mktemp("torch-run")
     results = work / "results"
     cmd = [sys.executable, "-m", "pytest", str(SUITE), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "-q",
-           "-k", "torch or qat-int8", f"--results-dir={results}", "--run-id=torch", f"--rootdir={work}", *FAST_TIMING,
-           "--profile=nightly", "--rounds=1",  # the inductor recipe is nightly-only; rounds are tested elsewhere
-           "--threads=1"]  # one thread: on a busy 2-core machine OpenMP barriers make int8 calls 100x slower
+           "-k", "torch or qat-int8", f"--qb-results-dir={results}", "--qb-run-id=torch", f"--rootdir={work}", *FAST_TIMING,
+           "--qb-profile=nightly", "--qb-rounds=1",  # the inductor recipe is nightly-only; rounds are tested elsewhere
+           "--qb-threads=1"]  # one thread: on a busy 2-core machine OpenMP barriers make int8 calls 100x slower
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=1500)
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / "torch")
 

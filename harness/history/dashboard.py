@@ -114,7 +114,7 @@ def _verdicts_section(verdicts: pd.DataFrame, run_id: str) -> str:
     mine = verdicts[(verdicts["run_id"] == run_id) & verdicts["verdict"].isin([REGRESSION, IMPROVEMENT])] \
         if len(verdicts) else verdicts
     if not len(verdicts) or not len(verdicts[verdicts["run_id"] == run_id]):
-        return f"<p class=\"meta\">Run {_e(run_id)} was not compared with a baseline (run it with --baseline).</p>"
+        return f"<p class=\"meta\">Run {_e(run_id)} was not compared with a baseline (run it with --qb-baseline).</p>"
     if mine.empty:
         return f"<p>Run {_e(run_id)}: no regressions or improvements beyond the thresholds.</p>"
     rows = [[f"<span class=\"{_e(v['verdict'])}\">{_e(v['verdict'])}</span>", _e(v["case_id"]), _e(v["quantity"]),

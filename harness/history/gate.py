@@ -34,7 +34,7 @@ def resolve_baseline(results_db: Optional[str], results_dir: Path, ref: str, tar
     """(db, Baseline) for --baseline `ref`; HistoryError says why it cannot be used."""
     url = resolve_url(results_db, Path(results_dir))
     if url is None:
-        raise HistoryError("--baseline needs the results database, but --results-db is off")
+        raise HistoryError("--qb-baseline needs the results database, but --qb-results-db is off")
     db = open_db(url)
     from harness.history.regress import select_baseline
 
@@ -100,7 +100,7 @@ class HistoryGate:
         """Append `run` (harness.store.Run, complete) to the database with its verdicts; the
         summary's lines and the verdicts (None without a baseline)."""
         if self.db is None:  # no database: nothing below may import SQLAlchemy (a baseline needs the database)
-            why = f"NOT recorded: {self.error}" if self.error else "not recorded (--results-db=off)"
+            why = f"NOT recorded: {self.error}" if self.error else "not recorded (--qb-results-db=off)"
             later = f". Add it later with `quantbench history import {run.dir}`" if self.error else ""
             return [(None, [f"history: run {run.run_id} {why}{later}"])], None
         from harness.history.regress import IMPROVEMENT, NOISY, REGRESSION, VERDICT_COLUMNS, verdict_table

@@ -144,9 +144,9 @@ def select_baseline(db, ref: str, target: str, exclude_run_id: Optional[str] = N
     recent = db.runs(target=target, limit=5)
     tags = sorted({t for ts in db.runs(target=target)["tags"] for t in ts.split(",") if t})
     raise HistoryError(
-        f"--baseline {ref!r}: no run id or tag {ref!r} in {display_url(db.url)} (target {target}). "
+        f"--qb-baseline {ref!r}: no run id or tag {ref!r} in {display_url(db.url)} (target {target}). "
         f"Recent runs on {target}: {', '.join(recent['run_id']) or 'none'}; tags: {', '.join(tags) or 'none'}. "
-        f"Use --baseline=latest, one of those, or run once with --tag {ref} first.")
+        f"Use --qb-baseline=latest, one of those, or run once with --qb-tag {ref} first.")
 
 
 # -- statistics --------------------------------------------------------------------------------
@@ -332,5 +332,5 @@ def failure_message(case_id: str, verdicts: pd.DataFrame, baseline: Baseline) ->
              f"({format_change(r['quantity'], r['change'])}; {r['detail']})" for _, r in bad.iterrows()]
     run = bad.iloc[0]["baseline_run_id"]
     return (f"{case_id}: regressed against {baseline.describe()} [baseline run {run}]: " + "; ".join(parts)
-            + ". If the change is intended, rerun with --baseline=<this run id> next time or raise the threshold "
+            + ". If the change is intended, rerun with --qb-baseline=<this run id> next time or raise the threshold "
               "(--latency-threshold, --accuracy-threshold, ... or Suite(gates=Gates(...))).")
