@@ -9,7 +9,7 @@ a loopback port. quantbench reaches it as an ordinary `ssh` target with profile
 
     sudo python3 scripts/emulated_pi.py start            # builds on first use, prints the inventory
     .venv/bin/quantbench targets check emulated-pi --inventory .cache/emulated-pi/bookworm/targets.toml
-    .venv/bin/pytest suites/test_digits.py --target=emulated-pi --inventory .cache/emulated-pi/bookworm/targets.toml
+    .venv/bin/pytest suites/test_digits.py --target=emulated-pi --qb-inventory .cache/emulated-pi/bookworm/targets.toml
     sudo python3 scripts/emulated_pi.py stop
 
 The built userland is kept outside the repository ($QUANTBENCH_EMULATED_PI_CACHE, default
@@ -311,7 +311,7 @@ def main(argv: List[str]) -> int:
           f"{device.address}:{device.port} (ready in {time.monotonic() - started:.0f} s, sshd pid {device.pid()})\n"
           f"  inventory: {inventory}\n"
           f"  next:      .venv/bin/quantbench targets check {TARGET_NAME} --inventory {rel}\n"
-          f"             .venv/bin/pytest suites/test_digits.py --target={TARGET_NAME} --inventory {rel} --case-budget 1800\n"
+          f"             .venv/bin/pytest suites/test_digits.py --target={TARGET_NAME} --qb-inventory {rel} --case-budget 1800\n"
           f"  stop:      sudo python3 scripts/emulated_pi.py stop{' --dir ' + str(args.dir) if args.dir else ''}\n"
           f"  (emulation is 30-400x slower than a real Pi: its timings mean nothing; accuracy, plumbing and numerics do)")
     return 0

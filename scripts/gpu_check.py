@@ -14,7 +14,7 @@ few minutes. The steps, each logged to OUT_DIR/gpu_check.log with its time:
                 of the timing benchmark on the CPU), "found no GPU", exit 0;
   4. tests      tests/test_cuda_target.py with QUANTBENCH_REQUIRE_GPU=1: a GPU test fails
                 instead of skipping;
-  5. digits     suites/test_digits.py --target=cuda --results-db=off (torch on the GPU;
+  5. digits     suites/test_digits.py --target=cuda --qb-results-db=off (torch on the GPU;
                 onnxruntime's CPU build and tflite are n/a with their reasons);
   6. timing     benchmarks/cuda_timing_sync.py: quantbench's p50 against bare loops with and
                 without torch.cuda.synchronize();
@@ -214,7 +214,7 @@ def digits(run: Run, mode: Mode, gpu_name: Optional[str]) -> None:
     results_dir, run_id = run.work / "results", "gpu-check-digits"
     step = run.step(f"digits on {mode.target}",
                     [run.python, "-m", "pytest", "suites/test_digits.py", "-p", "no:cacheprovider", "-q", "-rs",
-                     f"--target={mode.target}", "--results-db=off", f"--results-dir={results_dir}", f"--run-id={run_id}",
+                     f"--target={mode.target}", "--qb-results-db=off", f"--qb-results-dir={results_dir}", f"--qb-run-id={run_id}",
                      *mode.digits_filter], mode.timeout(run.deadline, 200))
     run_dir = results_dir / run_id
     analysed(run.log, run.checks, f"digits suite on {mode.target}",
