@@ -40,8 +40,8 @@ BOARDS = ("dev-a", "dev-b", "dev-c")
 def pytest(where: Path, run_id: str, *extra: str, min_duration: float) -> tuple[float, float]:
     """(wall seconds, the epoch time it started)."""
     cmd = [sys.executable, "-m", "pytest", str(REPO / "suites" / "test_digits.py"), "-k", "onnxruntime", "-q",
-           "-p", "no:cacheprovider", f"--inventory={where / 'targets.toml'}", f"--results-dir={where / 'results'}",
-           f"--run-id={run_id}", "--results-db=off", "--min-duration", str(min_duration), *extra]
+           "-p", "no:cacheprovider", f"--qb-inventory={where / 'targets.toml'}", f"--qb-results-dir={where / 'results'}",
+           f"--qb-run-id={run_id}", "--qb-results-db=off", "--min-duration", str(min_duration), *extra]
     epoch, started = time.time(), time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     wall = time.perf_counter() - started

@@ -43,8 +43,8 @@ def make_run(work: Path, seconds: float | None) -> Path:
     (work / "test_bench_digits.py").write_text(SUITE)
     timing = ["--min-duration", str(seconds), "--max-duration", str(max(seconds, 0.1) * 2)] if seconds else []
     cmd = [sys.executable, "-m", "pytest", str(work / "test_bench_digits.py"), "-p", "harness.pytest_plugin", "-p",
-           "no:cacheprovider", "-q", f"--results-dir={work / 'results'}", "--run-id=bench", f"--rootdir={work}",
-           "--results-db=off", *timing]
+           "no:cacheprovider", "-q", f"--qb-results-dir={work / 'results'}", "--qb-run-id=bench", f"--rootdir={work}",
+           "--qb-results-db=off", *timing]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"the digits run failed:\n{proc.stdout[-3000:]}")

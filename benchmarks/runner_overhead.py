@@ -65,7 +65,7 @@ def bare_p50(artifact, inputs, threads, seconds) -> float:
 def suite_wall(cache_dir: Path, results: Path) -> float:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pytest", str(REPO / "suites" / "test_digits.py"), "-q", "-p", "no:cacheprovider",
-                    f"--cache-dir={cache_dir}", f"--results-dir={results}", "--min-runs=50", "--min-duration=0.3"],
+                    f"--qb-cache-dir={cache_dir}", f"--qb-results-dir={results}", "--min-runs=50", "--min-duration=0.3"],
                    cwd=REPO, capture_output=True, text=True)
     return time.perf_counter() - started
 
