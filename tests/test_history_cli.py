@@ -91,7 +91,7 @@ def test_recommend_takes_the_fastest_mode_within_the_budget(runs, tmp_path):
 
 
 def test_export_is_read_by_pytest_benchmark(runs, tmp_path):
-    from pytest_benchmark.stats import Stats  # pinned in requirements/lock.txt: missing is a failure, not a skip
+    from pytest_benchmark.stats import Stats  # pinned in requirements/test.lock: missing is a failure, not a skip
 
     url = f"sqlite:///{tmp_path / 'h.sqlite'}"
     db = HistoryDB(url)
