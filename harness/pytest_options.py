@@ -14,8 +14,6 @@ spelling (then it is that plugin's option, as it should be).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 # old spelling -> new spelling (deprecated in 0.2, removed in the release after)
 RENAMED = {
     "--profile": "--qb-profile",
@@ -71,17 +69,13 @@ def translate(args: list) -> list:
     return out
 
 
-def used(args) -> bool:
-    """Whether a command line names any quantbench option (the plugin then acts)."""
-    names = set(RENAMED.values()) | set(OWN)
-    return any(str(a).partition("=")[0] in names for a in args)
-
-
 # The options that keep their names (besides the renamed ones): for `used`.
 OWN = ("--target", "--min-runs", "--min-duration", "--max-duration", "--warmup-runs", "--eval-samples",
        "--case-budget", "--fail-over-budget", "--latency-threshold", "--accuracy-threshold", "--size-threshold",
        "--memory-threshold", "--energy-threshold", "--noise-threshold", "--noise-k", "--max-accuracy-drop")
 
 
-def dest(option: str) -> Optional[str]:
-    return option.lstrip("-").replace("-", "_")
+def used(args) -> bool:
+    """Whether a command line names any quantbench option (the plugin then acts)."""
+    names = set(RENAMED.values()) | set(OWN)
+    return any(str(a).partition("=")[0] in names for a in args)

@@ -103,7 +103,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.issue_config_time_warning(pytest.PytestDeprecationWarning(message), stacklevel=2)
     # quantbench options on the command line (or a worker of such a run): check the target now,
     # so that a bad one stops the run before it starts; otherwise when a suite's cases appear.
-    used = pytest_options.used(config.invocation_params.args) or getattr(config, "workerinput", {}).get("quantbench_used", False)
+    used = (pytest_options.used(config.invocation_params.args) or bool(config.stash.get(_DEPRECATED, []))
+            or getattr(config, "workerinput", {}).get("quantbench_used", False))
     config.stash[_USED] = used
     config.stash[_PLACEMENTS] = None
     if used:
