@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     sizes = module_sizes(root, SIZED)
     over = [(p, n) for p, n in sizes if n > MAX_LINES]
     print(f"\nmodules in {', '.join(f + '/' for f in SIZED)}: {len(sizes)}, {sum(n for _, n in sizes)} lines; "
-          f"{len(over)} over {MAX_LINES} lines ({sum(1 for p, _ in over if size_reason(root / p))} of them say why)")
+          f"{len(over)} over {MAX_LINES} lines"
+          + (f" ({sum(1 for p, _ in over if size_reason(root / p))} of them say why)" if over else ""))
     for path, lines in sizes[:args.top]:
         reason = size_reason(root / path) if lines > MAX_LINES else None
         flag = "" if lines <= MAX_LINES else ("  (says why)" if reason else "  OVER, no reason given")
