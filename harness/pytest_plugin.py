@@ -26,7 +26,7 @@ from harness.fleet.shared import SharedRun, StatusProgress
 from harness.history import pytest_gates
 from harness.progress import Progress
 from harness.session import BenchSession, SessionOptions
-from harness.store import RunStore, new_run_id
+from harness.store import RunStore, is_run_dir, new_run_id
 from harness.suite import Case, Suite
 from harness.vocabulary import STATUS_ERROR, STATUS_NA
 from targets import TargetError
@@ -319,7 +319,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     session: Optional[BenchSession] = config.stash.get(_SESSION, None)
     if session is not None:
         store, run = session.store, session.close()
-    elif _is_controller(config) and (_run_dir(config) / "cases").is_dir():
+    elif _is_controller(config) and is_run_dir(_run_dir(config)):
         # run.json (every board the workers opened) and the tidy report, once, by the controller
         store = RunStore(_results_dir(config), config.stash[_RUN_ID])
         run = store.finish(["pytest", *config.invocation_params.args], None, _placements(config), _options(config))

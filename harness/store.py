@@ -272,6 +272,11 @@ def rebuild(run_dir: Path) -> pd.DataFrame:
     return Run(run_dir).rebuild()
 
 
+def is_run_dir(path: Path) -> bool:
+    """A results/<run-id>/ that holds (or will hold) case files."""
+    return (Path(path) / "cases").is_dir()
+
+
 def resolve_run(ref: str, results_dir: Optional[Path] = None) -> Path:
     """A run directory from a run id, a path, or 'latest' (under results_dir, default: harness.settings.results_dir())."""
     if results_dir is None:
@@ -279,12 +284,12 @@ def resolve_run(ref: str, results_dir: Optional[Path] = None) -> Path:
 
         results_dir = settings.results_dir()
     if ref == "latest":
-        runs = sorted(p for p in Path(results_dir).iterdir() if (p / "cases").is_dir()) if Path(results_dir).is_dir() else []
+        runs = sorted(p for p in Path(results_dir).iterdir() if is_run_dir(p)) if Path(results_dir).is_dir() else []
         if not runs:
             raise FileNotFoundError(f"no runs under {results_dir}")
         return runs[-1]
     for candidate in (Path(ref), Path(results_dir) / ref):
-        if (candidate / "cases").is_dir():
+        if is_run_dir(candidate):
             return candidate
     raise FileNotFoundError(f"no run {ref!r} (looked for {ref} and {Path(results_dir) / ref})")
 

@@ -43,9 +43,9 @@ def test_finish_run_without_pytest(run_suite, tmp_path):
     onnx_models.write_npz(suite / "digits_flat.npz", x_eval, y_eval, x_calib)
     onnx_models.logistic_regression(suite / "logreg.onnx")
     (suite / "test_logreg.py").write_text(SUITE)
-    run = run_suite(suite / "test_logreg.py", extra=["--results-db=off"])
+    run = run_suite(suite / "test_logreg.py", extra=["--qb-results-db=off"])
     assert run.returncode == 0, run.output
-    assert f"history: run {run.run_dir.name} not recorded (--results-db=off)" in run.output
+    assert f"history: run {run.run_dir.name} not recorded (--qb-results-db=off)" in run.output
 
     db = tmp_path / "by-hand.sqlite"
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(FINISH), str(run.run_dir), str(tmp_path / "results"),
