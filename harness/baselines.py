@@ -16,8 +16,9 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from harness.fleet import Board, Measured, SharedRun
+from harness.fleet import Board, SharedRun
 from harness.quantize import fp32_recipe
+from harness.result import Measured
 from harness.suite import Case
 from harness.vocabulary import BASELINE_MODE, STATUS_OK
 

@@ -8,7 +8,6 @@
 Placements (`--target=a,b,pool:NAME`), board leases and gone boards are the targets' side:
 targets/fleet.py.
 """
-from harness.fleet.shared import (Board, HostExclusive, Measured, SharedRun, StatusProgress, board_facts, read_json,
-                                  write_json)
+from harness.fleet.shared import Board, HostExclusive, SharedRun, StatusProgress, board_facts, read_json, write_json
 
-__all__ = ["Board", "HostExclusive", "Measured", "SharedRun", "StatusProgress", "board_facts", "read_json", "write_json"]
+__all__ = ["Board", "HostExclusive", "SharedRun", "StatusProgress", "board_facts", "read_json", "write_json"]

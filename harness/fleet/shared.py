@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 
 from harness.locks import file_lock
-from harness.result import Measured  # noqa: F401 (the result types live in harness/result.py)
+from harness.result import Measured
 from targets import Target, TargetConfig, TargetInfo
 
 
