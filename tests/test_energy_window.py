@@ -167,3 +167,14 @@ def test_power_trace_goes_to_power_parquet_and_the_history_database(tmp_path):
     assert got["throttled"] is True or got["throttled"] == 1
     assert "vcgencmd: under-voltage (active)" in got["throttle_reasons"]
     assert got["energy_mj_per_sample"] == pytest.approx(row["energy_mj_per_sample"])
+
+
+def test_the_power_trace_never_ends_past_the_window():
+    """A sample read at the window's very end: its time, to 0.1 ms, is still inside the window
+    (rounding to nearest once gave 1.503 s in a 1.50299 s window, and the trace test flaked)."""
+    window = PowerWindow([])
+    window.started, window.stopped = 10.0, 11.50299
+    window.reads = [(10.7, 10.8, 2.0), (11.50292, 11.50299, 2.5)]
+    trace = window.trace()
+    assert [w for _, w in trace] == [2.0, 2.5]
+    assert all(0.0 <= t <= window.seconds for t, _ in trace), (trace, window.seconds)

@@ -4,6 +4,7 @@ window and the probes' before/after snapshots. Standard library only (the runner
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -143,6 +144,11 @@ class PowerWindow:
         """(time of the read, watts): a read's midpoint, at most the window's end."""
         return [(min((a + b) / 2, self.stopped), w) for a, b, w in self.reads]
 
+    def trace(self) -> List[Tuple[float, float]]:
+        """(seconds since the window opened, total watts) of every sample, floored to 0.1 ms:
+        rounding to nearest put the last sample past the window (1.503 in a 1.50299 s window)."""
+        return [(math.floor((t - self.started) * 1e4) / 1e4, w) for t, w in self.samples]
+
     def coverage(self) -> float:
         """Share of the window the power samples cover (1.0 with counters only)."""
         if not any(s.kind == "power" for s in self.sensors):
@@ -239,8 +245,7 @@ def measure(sensors: List[Sensor], probes: List[Probe], none_reason: str, timed:
             window_s=window.seconds,
             power_samples=len(window.reads),
             power_coverage=window.coverage(),
-            # (seconds since the window opened, total watts) of every sample
-            power_trace=[(round(t - window.started, 4), w) for t, w in window.samples],
+            power_trace=window.trace(),  # (seconds since the window opened, total watts) of every sample
         )
         if idle_why:
             facts["idle_power_note"] = f"none: {idle_why}"
