@@ -11,6 +11,7 @@ _JSON_VERSION):
   1  the core of history schema version 1 (harness/history/schema.py: RESULT_COLUMNS_V1)
   2  core: higher_is_better, accuracy_ci_low/high, eval_samples, pool, board, worker,
      lease_wait_s; the extras registered here (power, device, mixed, rounds, comparison notes)
+  3  extra built_isa (a compiled package's vector ISA and the CPU flags it needs: AOTI rows)
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from harness.mixed_columns import Mixed
 from harness.power_columns import Power
 from harness.sections import Accuracy, Comparison, Fleet, Identity, Latency, Outcome, Provenance, SizeMemory
 
-COLUMNS_VERSION = 2
+COLUMNS_VERSION = 3
 
 # The core's order: the comparison table's groups.
 SECTIONS = (Identity, Outcome, Latency, Accuracy, SizeMemory, Power, Comparison, Provenance, Fleet, Device, Mixed)
@@ -29,7 +30,7 @@ COLUMNS: list[str] = [name for section in SECTIONS for name in section.CORE]
 
 COMPANIONS = "*companions"  # where a metric's companion scores go
 EXTRAS: list[str] = [
-    "quantized_ops",
+    "quantized_ops", "built_isa",
     *Mixed.EXTRA,
     "batch_note",
     "power_coverage", "idle_power_note", "energy_mj_per_sample", "throttle_reasons", "throttle_note",

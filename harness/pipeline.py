@@ -110,7 +110,9 @@ def build(session, run: CaseRun) -> None:
         provenance=replace(result.provenance, artifact_key=artifact.manifest["key"],
                            artifact_sha256=artifact.manifest["sha256"],
                            # which ops compute in int8, e.g. "MatMul 1/1, Conv 0/53"
-                           quantized_ops=str(notes["quantized_ops"]) if notes.get("quantized_ops") else UNSET),
+                           quantized_ops=str(notes["quantized_ops"]) if notes.get("quantized_ops") else UNSET,
+                           # a compiled package's ISA, e.g. "avx512 avx512_vnni amx_tile (needs ...)"
+                           built_isa=notes.get("built_isa_summary") or UNSET),
         # kept_float, its precision, the search's outcome
         mixed=Mixed.from_manifest(artifact.manifest) if case.mode == "mixed" else result.mixed)
     session.store.log(f"[{case.case_id}] artifact {artifact.path} ({'built' if built else 'cached'})")

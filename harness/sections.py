@@ -249,7 +249,7 @@ class Provenance(Section):
 
     NAME = "provenance"
     CORE = ("runtime", "runtime_version", "python_version", "host", "artifact_key", "artifact_sha256")
-    EXTRA = ("quantized_ops",)
+    EXTRA = ("quantized_ops", "built_isa")
 
     runtime: Any = None
     runtime_version: Any = None
@@ -258,6 +258,7 @@ class Provenance(Section):
     artifact_key: Any = None
     artifact_sha256: Any = None
     quantized_ops: Any = UNSET  # e.g. "MatMul 1/1, Conv 0/53"
+    built_isa: Any = UNSET  # compiled packages (AOTI): the vector ISA and the CPU flags its kernels need
 
     @classmethod
     def runner(cls, result: Mapping[str, Any]) -> dict[str, Any]:

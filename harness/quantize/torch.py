@@ -226,32 +226,41 @@ PT2E_FLOAT32_ONLY = ("PT2E leaves set_module_name_qconfig(None) layers in float3
                      "CPU kernels (on a GPU there is no int8 path to mix float16 with)")
 
 
+def pt2e_convert(ctx: BuildContext, quantizer: str, mixed: bool = False, recipe: Optional[Recipe] = None):
+    """prepare_pt2e -> calibrate on the calibration split -> convert_pt2e (mixed: the keep_float
+    layers left unannotated; `recipe` is the mixed recipe the float layers were handed to, by
+    default the eager one). Returns (converted GraphModule, manifest notes). Shared by the eager
+    and the AOTInductor recipes (torch_aoti.py)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from harness.quantize.pt2e_torch import calibrate, capture, layer_precision, make_quantizer, resolve_keep_float
+    from harness.quantize.torch_export import drop_unused_state
+
+    if mixed:
+        ctx.only_float32_kept(PT2E_FLOAT32_ONLY)
+    module = fp32_copy(ctx)
+    names, how = ctx.float_layers(recipe or mixed_recipe(quantizer)) if mixed else (None, {})
+    keep = resolve_keep_float(ctx, module, names) if mixed else []
+    prepared = prepare_pt2e(capture(module, ctx), make_quantizer(quantizer, keep_float=keep))
+    ctx.progress("calibrating (PT2E observers)")
+    samples = calibrate(prepared, ctx)
+    converted = convert_pt2e(prepared)
+    dropped = drop_unused_state(converted)
+    layers = layer_precision(converted)
+    if not any(p == "int8" for p in layers.values()):
+        raise NotApplicable(f"the {quantizer} PT2E quantizer quantized no conv/linear layer of {ctx.spec.name} (layers: {layers})")
+    still_int8 = [name for name in keep if layers.get(name) == "int8"]
+    if still_int8:
+        raise RuntimeError(f"layers {still_int8} of {ctx.spec.name} were to stay float but were quantized")
+    notes = {"layers": layers, "calibration_samples": samples, "dropped_float_copies": dropped}
+    if mixed:
+        notes.update(kept_float=keep, kept_float_layers=keep, kept_float_precision="float32", **how)
+    return converted, notes
+
+
 def build_pt2e(quantizer: str, mixed: bool = False, compile: Optional[str] = None):
     def build(ctx: BuildContext, out: Path) -> BuiltModel:
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-        from harness.quantize.pt2e_torch import calibrate, capture, layer_precision, make_quantizer, resolve_keep_float
-        from harness.quantize.torch_export import drop_unused_state
-
-        if mixed:
-            ctx.only_float32_kept(PT2E_FLOAT32_ONLY)
-        module = fp32_copy(ctx)
-        names, how = ctx.float_layers(mixed_recipe(quantizer)) if mixed else (None, {})
-        keep = resolve_keep_float(ctx, module, names) if mixed else []
-        prepared = prepare_pt2e(capture(module, ctx), make_quantizer(quantizer, keep_float=keep))
-        ctx.progress("calibrating (PT2E observers)")
-        samples = calibrate(prepared, ctx)
-        converted = convert_pt2e(prepared)
-        dropped = drop_unused_state(converted)
-        layers = layer_precision(converted)
-        if not any(p == "int8" for p in layers.values()):
-            raise NotApplicable(f"the {quantizer} PT2E quantizer quantized no conv/linear layer of {ctx.spec.name} (layers: {layers})")
-        still_int8 = [name for name in keep if layers.get(name) == "int8"]
-        if still_int8:
-            raise RuntimeError(f"layers {still_int8} of {ctx.spec.name} were to stay float but were quantized")
-        notes = {"layers": layers, "calibration_samples": samples, "dropped_float_copies": dropped}
-        if mixed:
-            notes.update(kept_float=keep, kept_float_layers=keep, kept_float_precision="float32", **how)
+        converted, notes = pt2e_convert(ctx, quantizer, mixed)
         return save_exported(converted, ctx, out, what="mixed" if mixed else "static-int8", load=LoadSpec(compile=compile),
                              runtime_requires=RUNTIME_REQUIRES, notes=notes)
 

@@ -29,7 +29,7 @@ PARITY_SAMPLES = 8  # evaluation samples compared between the saved file and the
 class LoadSpec:
     """How the runner loads and runs the artifact (stored in manifest notes["torch_load"])."""
 
-    format: str = "torch.export"  # torch.export | torchscript
+    format: str = "torch.export"  # torch.export | torchscript | aoti (an AOTInductor package, torch_aoti.py)
     quantized_engine: Optional[str] = None  # torch.backends.quantized.engine to set before loading
     compile: Optional[str] = None  # "inductor": torch.compile(freezing) in the runner, on the target
 

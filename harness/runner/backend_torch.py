@@ -4,6 +4,8 @@ manifest lists in runtime_requires, e.g. torchao).
 The manifest's notes["torch_load"] says how the artifact loads:
   format            "torch.export" (.pt2, torch.export.load(...).module())
                     or "torchscript" (.pt, torch.jit.load)
+                    or "aoti" (an AOTInductor package, torch._inductor.aoti_load_package: compiled
+                    kernels, loaded in init_ms; CPU only)
   quantized_engine  torch.backends.quantized.engine to set before loading (packed int8 weights)
   compile           "inductor": torch.compile(freezing=True) on this machine; the compilation
                     happens in the first call, so it is part of first_ms, never of the timed loop
@@ -63,7 +65,13 @@ def _load(model_path: str, how: Dict[str, Any], device: str = "cpu"):
     if fmt == "torchscript":
         module = torch.jit.load(model_path, map_location=device)
         return module.eval()
-    raise RuntimeError(f"unknown torch artifact format {fmt!r} in the manifest (known: torch.export, torchscript)")
+    if fmt == "aoti":
+        if device != "cpu":
+            raise RuntimeError("this AOTInductor package was compiled for the CPU and cannot run on " + device)
+        import torch._inductor
+
+        return torch._inductor.aoti_load_package(model_path)
+    raise RuntimeError(f"unknown torch artifact format {fmt!r} in the manifest (known: torch.export, torchscript, aoti)")
 
 
 def _compile(module, how: Dict[str, Any]):

@@ -1,0 +1,357 @@
+"""PyTorch recipes whose artifact is an AOTInductor package: what a PyTorch user deploys on an
+x86 CPU (execution "aoti").
+
+Each recipe builds its torch module as the eager recipes do (fp32, bf16, PT2E static/dynamic int8
+with X86InductorQuantizer calibrated on the calibration split, QAT, mixed, torchao's int8 dynamic),
+then `torch.export` (dynamic batch) -> `torch._inductor.aoti_compile_and_package` with CPU freezing
+on (constant folding lets Inductor match the q/dq patterns and prepack int8 weights for oneDNN).
+The runner loads the package with `torch._inductor.aoti_load_package` (notes["torch_load"]
+format "aoti"); a speedup compares it with the AOTI fp32 package of the same model.
+
+Compiled kernels are for an instruction set: the manifest's notes["built_isa"] records the vector
+ISA Inductor picked on the build host, its compiler flags and the CPU flags they need, and
+`isa_reason` makes the case n/a before anything runs on a target that lacks one. Building needs
+a C++ compiler on the build host: `compiler_missing` says what to install instead of Inductor's
+traceback. torch is imported lazily: the registry is read at suite collection.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from harness.artifacts import BuiltModel
+from harness.models.spec import ModelSpec
+from harness.profiles import NIGHTLY_ONLY
+from harness.quantize.base import BuildContext, NotApplicable, Recipe
+from harness.quantize.pt2e_torch import arch_family, quantizer_applicable
+from harness.quantize.qat_torch import QATConfig
+from harness.quantize.torch import PT2E_LIBS, cpu_flags
+
+if TYPE_CHECKING:
+    from harness.artifacts import Artifact
+    from targets.base import TargetInfo
+
+LIBS = ("torch",)
+EXECUTION = "aoti"
+# gcc/clang flags Inductor compiles CPU kernels with -> the /proc/cpuinfo flag each one needs
+FLAG_FEATURES = {
+    "-mavx2": "avx2", "-mfma": "fma", "-mf16c": "f16c", "-mavx512f": "avx512f", "-mavx512dq": "avx512dq",
+    "-mavx512vl": "avx512vl", "-mavx512bw": "avx512bw", "-mavx512vnni": "avx512_vnni", "-mavx512bf16": "avx512_bf16",
+    "-mavx512fp16": "avx512_fp16", "-mamx-tile": "amx_tile", "-mamx-bf16": "amx_bf16", "-mamx-int8": "amx_int8",
+    "-mavxvnni": "avx_vnni",
+}
+# the build host's flags worth recording beside the package (what its kernels could use)
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "asimdhp", "sve")
+# x86 flags meaning native bfloat16 arithmetic (Cooper Lake / Sapphire Rapids and later)
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+AOTI_BATCH = 1  # packages are compiled for this batch (static shapes); other batch sizes are n/a
+
+
+class CompilerMissing(RuntimeError):
+    """The build host has no C++ compiler for AOTInductor; the message says what to install."""
+
+
+# -- the build host: compiler and ISA -----------------------------------------------------------
+def compiler_missing() -> Optional[str]:
+    """Why AOTInductor cannot compile here (no C++ compiler), or None. Reads what Inductor uses:
+    $CXX, else g++ (torch._inductor.config.cpp.cxx)."""
+    from torch._inductor import cpp_builder
+
+    wanted = os.environ.get("CXX") or "g++"
+    try:
+        found = cpp_builder.get_cpp_compiler()
+    except Exception:  # noqa: BLE001 - InvalidCxxCompiler and friends: none of the candidates runs
+        found = None
+    if found and shutil.which(found):
+        return None
+    where = f"$CXX={os.environ['CXX']!r} is not a runnable program" if os.environ.get("CXX") else f"{wanted} is not on PATH"
+    return (f"AOTInductor compiles C++ kernels on the build host and this host has no C++ compiler ({where}); "
+            "install g++ (Debian/Ubuntu: apt-get install g++) or set CXX to a C++ compiler")
+
+
+def host_isa() -> dict[str, Any]:
+    """The ISA this host's Inductor compiles CPU kernels for, and the CPU flags behind it."""
+    from torch._inductor import cpu_vec_isa
+
+    from harness.runner.system import cpu_flags as host_flags
+
+    isa = cpu_vec_isa.pick_vec_isa()
+    flags = str(isa.build_arch_flags()).split() if isa else []
+    have = set(host_flags().split())
+    requires = sorted({FLAG_FEATURES[f] for f in flags if f in FLAG_FEATURES})
+    return {"vec_isa": str(isa) if isa else "none (scalar)", "compile_flags": " ".join(dict.fromkeys(flags)),
+            "requires": requires, "host_flags": [f for f in ISA_FLAGS if f in have]}
+
+
+def isa_summary(built: dict[str, Any]) -> str:
+    """The row's built_isa: the vector ISA and the CPU flags its kernels need."""
+    return f"{built['vec_isa']} (needs {' '.join(built['requires']) or 'no extension'})"
+
+
+def package_reason(artifact: "Artifact", target: "TargetInfo", batch_size: int) -> Optional[str]:
+    """Why this package cannot run this case: another batch than it was compiled for, or kernels
+    for an ISA the target's CPU lacks; None when it can."""
+    batch = (artifact.manifest.get("notes") or {}).get("aoti_batch")
+    if batch is not None and batch != batch_size:
+        return (f"this AOTInductor package was compiled for batch {batch} (static shapes) and the case runs batch "
+                f"{batch_size}")
+    return isa_reason(artifact, target)
+
+
+def isa_reason(artifact: "Artifact", target: "TargetInfo") -> Optional[str]:
+    """Why this package's kernels cannot run on the target's CPU (an ISA it lacks), or None."""
+    built = (artifact.manifest.get("notes") or {}).get("built_isa")
+    if not built:
+        return None
+    flags = cpu_flags(target)
+    if flags is None:
+        return (f"target {target.name} does not report its CPU flags, so the ISA this AOTInductor package was built "
+                f"for ({isa_summary(built)}) cannot be confirmed there")
+    missing = [f for f in built["requires"] if f not in flags]
+    if not missing:
+        return None
+    return (f"this AOTInductor package was built for {isa_summary(built)} and the CPU of target {target.name} "
+            f"({target.device}) lacks {' '.join(missing)}: its kernels would stop on an illegal instruction; build the "
+            "package on a host with the target's ISA")
+
+
+# -- applicability ------------------------------------------------------------------------------
+def aoti_applicable(extra=None):
+    """AOTI packages are built here for this host's CPU architecture (no cross compilation)
+    and for the CPU (CUDA packages are not built yet)."""
+    import platform
+
+    def check(spec: ModelSpec, target: "TargetInfo") -> Optional[str]:
+        from targets.cuda import on_gpu
+
+        if on_gpu(target.kind, target.profile):
+            return "AOTInductor packages are built for the CPU here; CUDA packages (device=\"cuda\") are not built yet"
+        host = arch_family(platform.machine())
+        if arch_family(target.arch) != host:
+            return (f"AOTInductor compiles the package's kernels for the build host's architecture ({platform.machine()}) "
+                    f"and target {target.name} is {target.arch}")
+        return extra(spec, target) if extra else None
+
+    return check
+
+
+def bf16_applicable(spec: ModelSpec, target: "TargetInfo") -> Optional[str]:
+    flags = cpu_flags(target)
+    if flags is None:
+        return f"target {target.name} does not report its CPU flags, so native bfloat16 ({' or '.join(BF16_FLAGS)}) cannot be confirmed"
+    if not flags & set(BF16_FLAGS):
+        return (f"the CPU of target {target.name} ({target.device}) has no native bfloat16 arithmetic "
+                f"({' / '.join(BF16_FLAGS)} absent): Inductor would convert every op, measuring emulation, not bf16")
+    return None
+
+
+# -- packaging ----------------------------------------------------------------------------------
+def export_static(module, ctx: BuildContext, what: str, batch: int):
+    """torch.export at a fixed batch: Inductor's frozen CPU kernels with a dynamic batch gave
+    wrong outputs here (torch 2.13: a conv net off by tens at every batch), a static one matches."""
+    import torch
+
+    from harness.quantize.torch_export import ExportFailed, example_inputs, first_line
+
+    try:
+        return torch.export.export(module, example_inputs(ctx, batch))
+    except Exception as exc:
+        raise ExportFailed(
+            f"torch.export could not capture model {ctx.spec.name} for {what} ({first_line(exc)}); "
+            "make forward() export-friendly (no data-dependent Python control flow or unsupported ops) "
+            "or drop this torch mode from the suite"
+        ) from exc
+
+
+def save_aoti(module, ctx: BuildContext, out: Path, *, what: str, notes: Optional[dict] = None,
+              tolerance: Optional[float] = 1e-4, runtime_requires: tuple[str, ...] = ()) -> BuiltModel:
+    """torch.export (batch AOTI_BATCH) -> AOTInductor package (freezing on) as model.pt2, loaded
+    back with aoti_load_package and compared with the module sample by sample (fp32: within
+    `tolerance`; int8 and bf16: Inductor's fused kernels round differently from the eager
+    reference, so the difference is recorded, and the row's accuracy is the package's own)."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from harness.quantize.torch_export import (LoadSpec, _flat_outputs, _output_names, _strip_debug, _tensor_specs,
+                                               example_inputs)
+
+    missing = compiler_missing()
+    if missing:
+        raise CompilerMissing(missing)
+    if ctx.export.torch_format == "torchscript":
+        raise NotApplicable(f"{what} ships an AOTInductor package, and this target asks for TorchScript files "
+                            "(torch_format = \"torchscript\")")
+    program = export_static(module, ctx, what, AOTI_BATCH)
+    _strip_debug(program)
+    path = out / "model.pt2"
+    isa = host_isa()
+    ctx.progress(f"compiling the AOTInductor package ({isa['vec_isa']})")
+    # Freezing applies only with gradients off (compile_fx): without no_grad the q/dq pairs stay
+    # float convolutions with elementwise quantization instead of oneDNN int8 kernels.
+    with torch.no_grad(), inductor_config.patch(freezing=True):
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+    loaded = torch._inductor.aoti_load_package(str(path))
+    feed = example_inputs(ctx, 8)
+    want, got = [], []
+    with torch.inference_mode():
+        for i in range(0, 8, AOTI_BATCH):
+            part = tuple(x[i:i + AOTI_BATCH] for x in feed)
+            want.append(_flat_outputs(module(*part)))
+            got.append([o.clone() for o in _flat_outputs(loaded(*part))])
+    want = [torch.cat(parts) for parts in zip(*want)]
+    got = [torch.cat(parts) for parts in zip(*got)]
+    worst = max(float((w.float() - g.float()).abs().max()) for w, g in zip(want, got))
+    agree = [float((w.argmax(-1) == g.argmax(-1)).float().mean()) for w, g in zip(want, got) if w.dim() > 1]
+    scale = max(1.0, max(float(w.float().abs().max()) for w in want))
+    if tolerance is not None and worst > tolerance * scale:
+        raise RuntimeError(f"the AOTInductor package of {ctx.spec.name} ({what}) differs from the module it was built "
+                           f"from by {worst:.3g} (max abs)")
+    facts = dict(notes or {}, torch_load=dict(LoadSpec(format="aoti").as_note()), built_isa=isa,
+                 built_isa_summary=isa_summary(isa), aoti_batch=AOTI_BATCH, vs_module_max_abs_diff=worst,
+                 vs_module_top1_agreement=agree[0] if agree else None,
+                 compile="torch._inductor.aoti_compile_and_package(freezing=True)",
+                 fused_int8_kernels=int8_kernels(path))
+    return BuiltModel(path.name, _tensor_specs(ctx.dataset.input_names, feed), _tensor_specs(_output_names(len(got)), got),
+                      "torch", tuple(runtime_requires), facts)
+
+
+def int8_kernels(path: Path) -> dict[str, int]:
+    """oneDNN int8 calls in the package's generated C++ (qconv/qlinear), by name: a PT2E row
+    with none ran its q/dq pairs around float kernels."""
+    import re
+    import zipfile
+
+    found: dict[str, int] = {}
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if name.endswith("wrapper.cpp"):
+                text = archive.read(name).decode("utf-8", "replace")
+                for call in re.findall(r"aoti_torch_cpu_(_?q(?:conv|linear)\w*?)\(", text):
+                    found[call] = found.get(call, 0) + 1
+    return found
+
+
+def _lowering(what: str, ctx: BuildContext, module, **kw) -> BuiltModel:
+    """save_aoti, where a module Inductor cannot lower is n/a with the exception's first line."""
+    from harness.quantize.torch_export import ExportFailed, first_line
+
+    try:
+        return save_aoti(module, ctx, Path(kw.pop("out")), what=what, **kw)
+    except (NotApplicable, CompilerMissing, ExportFailed):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the lowering's refusal is the row's reason
+        raise NotApplicable(f"{what} does not lower to an AOTInductor package ({first_line(exc)})") from exc
+
+
+# -- recipes ------------------------------------------------------------------------------------
+def build_fp32(ctx: BuildContext, out: Path) -> BuiltModel:
+    from harness.quantize.torch_export import fp32_copy
+
+    return save_aoti(fp32_copy(ctx), ctx, out, what="fp32 (AOTI)")
+
+
+def build_bf16(ctx: BuildContext, out: Path) -> BuiltModel:
+    import torch
+
+    from harness.quantize.torch import _cast_wrapper
+    from harness.quantize.torch_export import fp32_copy
+
+    return save_aoti(_cast_wrapper(fp32_copy(ctx), torch.bfloat16), ctx, out, what="bf16 (AOTI)", tolerance=None,
+                     notes={"compute_dtype": "bfloat16", "io_dtype": "float32"})
+
+
+def build_static(mixed: bool = False):
+    def build(ctx: BuildContext, out: Path) -> BuiltModel:
+        from harness.quantize.torch import pt2e_convert
+
+        converted, notes = pt2e_convert(ctx, "x86", mixed, recipe=MIXED if mixed else None)
+        return save_aoti(converted, ctx, out, what=("mixed" if mixed else "static-int8") + " (AOTI)", notes=notes,
+                         tolerance=None)
+
+    return build
+
+
+def build_qat(config: QATConfig):
+    def build(ctx: BuildContext, out: Path) -> BuiltModel:
+        from harness.quantize.qat_torch import qat_convert
+
+        converted, facts = qat_convert(ctx, config)
+        return save_aoti(converted, ctx, out, what="qat-int8 (AOTI)", notes=facts, tolerance=None)
+
+    return build
+
+
+def build_pt2e_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
+    """X86InductorQuantizer with is_dynamic=True: int8 weights, activations quantized per call
+    (Linear layers only)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+
+    from harness.quantize.pt2e_torch import calibrate, capture, layer_precision
+    from harness.quantize.torch_export import drop_unused_state, fp32_copy
+
+    quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config(is_dynamic=True))
+    prepared = prepare_pt2e(capture(fp32_copy(ctx), ctx), quantizer)
+    samples = calibrate(prepared, ctx)
+    converted = convert_pt2e(prepared)
+    dropped = drop_unused_state(converted)
+    layers = layer_precision(converted)
+    if not any(p == "int8" for p in layers.values()):
+        raise NotApplicable(f"X86InductorQuantizer(is_dynamic=True) quantizes Linear layers and quantized none of "
+                            f"{ctx.spec.name} (layers: {layers})")
+    return save_aoti(converted, ctx, out, what="dynamic-int8 (PT2E, AOTI)", tolerance=None,
+                     notes={"layers": layers, "calibration_samples": samples, "dropped_float_copies": dropped})
+
+
+def build_torchao_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
+    import torch
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    from harness.quantize.torch_export import fp32_copy
+
+    module = fp32_copy(ctx)
+    quantize_(module, Int8DynamicActivationInt8WeightConfig())
+    layers = [n for n, m in module.named_modules()
+              if isinstance(m, torch.nn.Linear) and type(m.weight) not in (torch.Tensor, torch.nn.Parameter)]
+    if not layers:
+        raise NotApplicable(f"model {ctx.spec.name} has no nn.Linear layer: torchao's Int8DynamicActivationInt8WeightConfig "
+                            "quantizes nn.Linear layers")
+    return _lowering("torchao int8 dynamic", ctx, module, out=out, tolerance=None, notes={"quantized_layers": layers})
+
+
+def _name(quantize: str) -> str:
+    return f"{quantize} -> torch._inductor.aoti_compile_and_package(freezing) (AOTI)"
+
+
+X86_INT8 = quantizer_applicable("x86")
+QAT = QATConfig(quantizer="x86")
+PT2E = "torchao.pt2e.prepare_pt2e(X86InductorQuantizer{})+convert_pt2e"
+FP32 = Recipe("torch", "fp32", _name("torch.export"), "aoti", build_fp32, {"aoti": 4}, LIBS, aoti_applicable(),
+              profiles=NIGHTLY_ONLY, execution=EXECUTION, artifact_check=package_reason)
+MIXED = Recipe("torch", "mixed", _name(PT2E.format(", keep_float layers None")), "pt2e-x86-aoti", build_static(mixed=True),
+               {"aoti": 4, "calibration_batch": 16, "quantizer": "x86"}, PT2E_LIBS, aoti_applicable(X86_INT8),
+               profiles=NIGHTLY_ONLY, execution=EXECUTION, artifact_check=package_reason)
+RECIPES: tuple[Recipe, ...] = (
+    FP32,
+    Recipe("torch", "bf16", _name("torch.export(.to(bfloat16), fp32 io)"), "aoti", build_bf16, {"aoti": 4, "io": "float32"},
+           LIBS, aoti_applicable(bf16_applicable), profiles=NIGHTLY_ONLY, execution=EXECUTION, artifact_check=package_reason),
+    Recipe("torch", "static-int8", _name(PT2E.format("")), "pt2e-x86-aoti", build_static(),
+           {"aoti": 4, "calibration_batch": 16}, PT2E_LIBS, aoti_applicable(X86_INT8), profiles=NIGHTLY_ONLY,
+           execution=EXECUTION, artifact_check=package_reason),
+    Recipe("torch", "qat-int8", _name(f"torchao.pt2e.prepare_qat_pt2e(X86InductorQuantizer,{QAT.epochs}ep,"
+                                      f"lr={QAT.learning_rate:g})+convert_pt2e"), "pt2e-x86-aoti", build_qat(QAT),
+           dict(QAT.params(), aoti=4), PT2E_LIBS, aoti_applicable(X86_INT8), profiles=NIGHTLY_ONLY, execution=EXECUTION,
+           artifact_check=package_reason),
+    Recipe("torch", "dynamic-int8", _name(PT2E.format(", is_dynamic")), "pt2e-x86-aoti", build_pt2e_dynamic,
+           {"aoti": 4, "calibration_batch": 16}, PT2E_LIBS, aoti_applicable(X86_INT8), profiles=NIGHTLY_ONLY,
+           execution=EXECUTION, artifact_check=package_reason),
+    Recipe("torch", "dynamic-int8", _name("torchao.quantize_(Int8DynamicActivationInt8WeightConfig)"), "torchao-aoti",
+           build_torchao_dynamic, {"aoti": 4}, PT2E_LIBS, aoti_applicable(), profiles=NIGHTLY_ONLY, execution=EXECUTION,
+           artifact_check=package_reason),
+    MIXED,
+)

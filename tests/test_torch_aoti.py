@@ -1,0 +1,117 @@
+"""AOTInductor packages on this CPU (issue 21): the digits fp32 and static-int8 packages built
+for real (compiled with the host's C++ compiler, cached in the shared cache), run by the real
+runner through a BenchSession, scored from the package itself, the int8 speedup against the AOTI
+fp32 row, the ISA they were built for in the row; and the faults: a target whose CPU lacks that
+ISA, a case batch the package was not compiled for, a build host without a C++ compiler."""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from harness import settings
+from harness.artifacts import ArtifactCache
+from harness.models import digits_cnn
+from harness.models.digits_cnn import load_data
+from harness.quantize import torch_aoti
+from harness.quantize.base import BuildContext
+from harness.session import BenchSession, SessionOptions
+from harness.suite import Suite
+from targets import TargetConfig
+from targets.base import TargetInfo
+
+CACHE = settings.cache_dir()
+pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                                reason="the AOTI recipes build x86 CPU packages")
+FP32 = "digits-cnn-torch-fp32-aoti-b1"
+INT8 = "digits-cnn-torch-static-int8-pt2e-x86-aoti-b1"
+
+
+def _cases():
+    suite = Suite(model=digits_cnn, frameworks=("torch",), modes=("fp32", "static-int8"), name="digits-cnn",
+                  budgets={"static-int8": 1.0})
+    return {c.case_id: c for c in suite.cases() if c.recipe is not None and c.recipe.execution == "aoti"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("aoti-run")
+    options = SessionOptions(results_dir=work / "results", cache_dir=CACHE, min_runs=20, min_duration_s=0.1,
+                             max_duration_s=1.0, warmup_runs=2, threads=1, run_id="aoti")
+    session = BenchSession(TargetConfig(name="local", kind="local"), options)
+    cases = _cases()
+    try:
+        rows = {case_id: session.run_case(cases[case_id]) for case_id in (FP32, INT8)}
+    finally:
+        session.close()
+    return session, rows
+
+
+def _context(cache_dir=CACHE) -> BuildContext:
+    return BuildContext(digits_cnn, load_data(), ArtifactCache(cache_dir / "artifacts"), CACHE / "models")
+
+
+def test_packages_run_in_the_runner_and_int8_is_compared_with_the_aoti_fp32(run):
+    session, rows = run
+    fp32, int8 = rows[FP32], rows[INT8]
+    for row in (fp32, int8):
+        assert row["status"] == "ok", row["reason"]
+        assert row["built_isa"] and "needs" in row["built_isa"]
+        result = json.loads((session.store.dir / "work" / row["case_id"] / "result.json").read_text())
+        assert result["runtime_details"]["format"] == "aoti"
+        assert row["init_ms"] > 0 and row["first_ms"] > 0
+    assert fp32["accuracy"] >= 0.95 and int8["accuracy"] >= fp32["accuracy"] - 0.01
+    assert int8["baseline_case"] == FP32
+    assert int8["speedup"] == pytest.approx(fp32["latency_p50_ms"] / int8["latency_p50_ms"])
+    manifest = json.loads((CACHE / "artifacts" / int8["artifact_key"] / "manifest.json").read_text())
+    assert manifest["notes"]["torch_load"]["format"] == "aoti"
+    assert manifest["notes"]["fused_int8_kernels"], "the int8 package must call oneDNN's int8 kernels"
+
+
+def test_accuracy_is_the_package_own(run):
+    """The runner's evaluation outputs are the package's: loading it here gives the same logits."""
+    import torch._inductor
+
+    session, rows = run
+    for case_id in (FP32, INT8):
+        work = session.store.dir / "work" / case_id
+        config = json.loads((work / "config.json").read_text())
+        inputs = dict(np.load(config["inputs"]))["input"]
+        got = dict(np.load(work / "outputs.npz"))["output"]
+        package = torch._inductor.aoti_load_package(str(CACHE / "artifacts" / rows[case_id]["artifact_key"] / "model.pt2"))
+        want = np.concatenate([package(torch.from_numpy(inputs[i:i + 1])).numpy() for i in range(len(inputs))])
+        assert got.shape == want.shape and np.allclose(got, want, atol=1e-5)
+
+
+def _target(flags: str) -> TargetInfo:
+    return TargetInfo(name="avx2-box", kind="ssh", profile="generic", threads=1, arch="x86_64",
+                      device="an AVX2-only CPU", host="avx2-box", facts={"cpu_flags": flags})
+
+
+def test_a_package_built_for_an_isa_the_target_lacks_is_na_before_it_runs():
+    artifact, _ = _context().artifact(torch_aoti.FP32)
+    needs = artifact.manifest["notes"]["built_isa"]["requires"]
+    if not any(f.startswith(("avx512", "amx")) for f in needs):
+        pytest.skip(f"this host builds for {needs}: no AVX-512 to lack")
+    reason = torch_aoti.FP32.artifact_reason(artifact, _target("fpu sse sse2 sse4_2 avx avx2 fma f16c"), 1)
+    assert reason and "lacks" in reason and "avx512f" in reason and "avx2-box" in reason
+    assert torch_aoti.FP32.artifact_reason(artifact, _target(" ".join(needs)), 1) is None
+    unknown = replace(_target(""), facts={})
+    assert "does not report its CPU flags" in torch_aoti.FP32.artifact_reason(artifact, unknown, 1)
+    batch = torch_aoti.FP32.artifact_reason(artifact, _target(" ".join(needs)), 8)
+    assert batch and "compiled for batch 1" in batch and "batch 8" in batch
+
+
+def test_a_build_host_without_a_compiler_gets_one_line_naming_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no g++, c++ or clang++ anywhere
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(torch_aoti.CompilerMissing) as caught:
+        _context(tmp_path).artifact(torch_aoti.FP32)  # an empty cache: it must build
+    message = str(caught.value)
+    assert "no C++ compiler" in message and "install g++" in message and "apt-get install g++" in message
+    assert "\n" not in message and not list((tmp_path / "artifacts").glob("*/manifest.json"))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))
+    assert "$CXX=" in torch_aoti.compiler_missing()
