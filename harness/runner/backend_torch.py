@@ -68,9 +68,9 @@ def _load(model_path: str, how: Dict[str, Any], device: str = "cpu"):
     if fmt == "aoti":
         if device != "cpu":
             raise RuntimeError("this AOTInductor package was compiled for the CPU and cannot run on " + device)
-        import torch._inductor
+        from torch._inductor import aoti_load_package  # (`import torch._inductor` would make torch a local here)
 
-        return torch._inductor.aoti_load_package(model_path)
+        return aoti_load_package(model_path)
     raise RuntimeError(f"unknown torch artifact format {fmt!r} in the manifest (known: torch.export, torchscript, aoti)")
 
 
