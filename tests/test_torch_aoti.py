@@ -92,8 +92,11 @@ def _target(flags: str) -> TargetInfo:
 
 
 def test_a_package_built_for_an_isa_the_target_lacks_is_na_before_it_runs():
-    artifact, _ = _context().artifact(torch_aoti.FP32)
+    ctx = _context()
+    artifact, _ = ctx.artifact(torch_aoti.FP32)
     needs = artifact.manifest["notes"]["built_isa"]["requires"]
+    # the ISA is part of the cache key: a shared cache never hands this host's package to another build host
+    assert ctx.key_parts(torch_aoti.FP32)["build_host"]["vec_isa"] == artifact.manifest["notes"]["built_isa"]["vec_isa"]
     if not any(f.startswith(("avx512", "amx")) for f in needs):
         pytest.skip(f"this host builds for {needs}: no AVX-512 to lack")
     reason = torch_aoti.FP32.artifact_reason(artifact, _target("fpu sse sse2 sse4_2 avx avx2 fma f16c"), 1)

@@ -88,6 +88,12 @@ def host_isa() -> dict[str, Any]:
             "requires": requires, "host_flags": [f for f in ISA_FLAGS if f in have]}
 
 
+def isa_key() -> dict[str, str]:
+    """The cache key's part from the build host: the ISA Inductor compiles kernels for."""
+    isa = host_isa()
+    return {"vec_isa": isa["vec_isa"], "compile_flags": isa["compile_flags"]}
+
+
 def isa_summary(built: dict[str, Any]) -> str:
     """The row's built_isa: the vector ISA and the CPU flags its kernels need."""
     return f"{built['vec_isa']} (needs {' '.join(built['requires']) or 'no extension'})"
@@ -332,26 +338,26 @@ X86_INT8 = quantizer_applicable("x86")
 QAT = QATConfig(quantizer="x86")
 PT2E = "torchao.pt2e.prepare_pt2e(X86InductorQuantizer{})+convert_pt2e"
 FP32 = Recipe("torch", "fp32", _name("torch.export"), "aoti", build_fp32, {"aoti": 4}, LIBS, aoti_applicable(),
-              profiles=NIGHTLY_ONLY, execution=EXECUTION, artifact_check=package_reason)
+              profiles=NIGHTLY_ONLY, execution=EXECUTION, artifact_check=package_reason, host_key=isa_key)
 MIXED = Recipe("torch", "mixed", _name(PT2E.format(", keep_float layers None")), "pt2e-x86-aoti", build_static(mixed=True),
                {"aoti": 4, "calibration_batch": 16, "quantizer": "x86"}, PT2E_LIBS, aoti_applicable(X86_INT8),
-               profiles=NIGHTLY_ONLY, execution=EXECUTION, artifact_check=package_reason)
+               profiles=NIGHTLY_ONLY, execution=EXECUTION, artifact_check=package_reason, host_key=isa_key)
 RECIPES: tuple[Recipe, ...] = (
     FP32,
     Recipe("torch", "bf16", _name("torch.export(.to(bfloat16), fp32 io)"), "aoti", build_bf16, {"aoti": 4, "io": "float32"},
-           LIBS, aoti_applicable(bf16_applicable), profiles=NIGHTLY_ONLY, execution=EXECUTION, artifact_check=package_reason),
+           LIBS, aoti_applicable(bf16_applicable), profiles=NIGHTLY_ONLY, execution=EXECUTION, artifact_check=package_reason, host_key=isa_key),
     Recipe("torch", "static-int8", _name(PT2E.format("")), "pt2e-x86-aoti", build_static(),
            {"aoti": 4, "calibration_batch": 16}, PT2E_LIBS, aoti_applicable(X86_INT8), profiles=NIGHTLY_ONLY,
-           execution=EXECUTION, artifact_check=package_reason),
+           execution=EXECUTION, artifact_check=package_reason, host_key=isa_key),
     Recipe("torch", "qat-int8", _name(f"torchao.pt2e.prepare_qat_pt2e(X86InductorQuantizer,{QAT.epochs}ep,"
                                       f"lr={QAT.learning_rate:g})+convert_pt2e"), "pt2e-x86-aoti", build_qat(QAT),
            dict(QAT.params(), aoti=4), PT2E_LIBS, aoti_applicable(X86_INT8), profiles=NIGHTLY_ONLY, execution=EXECUTION,
-           artifact_check=package_reason),
+           artifact_check=package_reason, host_key=isa_key),
     Recipe("torch", "dynamic-int8", _name(PT2E.format(", is_dynamic")), "pt2e-x86-aoti", build_pt2e_dynamic,
            {"aoti": 4, "calibration_batch": 16}, PT2E_LIBS, aoti_applicable(X86_INT8), profiles=NIGHTLY_ONLY,
-           execution=EXECUTION, artifact_check=package_reason),
+           execution=EXECUTION, artifact_check=package_reason, host_key=isa_key),
     Recipe("torch", "dynamic-int8", _name("torchao.quantize_(Int8DynamicActivationInt8WeightConfig)"), "torchao-aoti",
            build_torchao_dynamic, {"aoti": 4}, PT2E_LIBS, aoti_applicable(), profiles=NIGHTLY_ONLY, execution=EXECUTION,
-           artifact_check=package_reason),
+           artifact_check=package_reason, host_key=isa_key),
     MIXED,
 )
