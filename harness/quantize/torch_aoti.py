@@ -330,6 +330,18 @@ def build_torchao_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
     return _lowering("torchao int8 dynamic", ctx, module, out=out, tolerance=None, notes={"quantized_layers": layers})
 
 
+def compiled(build):
+    """The build, after the compiler check: a host without g++ learns it before calibrating or
+    fine-tuning (QAT), not after."""
+    def checked(ctx: BuildContext, out: Path) -> BuiltModel:
+        missing = compiler_missing()
+        if missing:
+            raise CompilerMissing(missing)
+        return build(ctx, out)
+
+    return checked
+
+
 def _name(quantize: str) -> str:
     return f"{quantize} -> torch._inductor.aoti_compile_and_package(freezing) (AOTI)"
 
@@ -337,27 +349,30 @@ def _name(quantize: str) -> str:
 X86_INT8 = quantizer_applicable("x86")
 QAT = QATConfig(quantizer="x86")
 PT2E = "torchao.pt2e.prepare_pt2e(X86InductorQuantizer{})+convert_pt2e"
-FP32 = Recipe("torch", "fp32", _name("torch.export"), "aoti", build_fp32, {"aoti": 4}, LIBS, aoti_applicable(),
-              profiles=NIGHTLY_ONLY, execution=EXECUTION, artifact_check=package_reason, host_key=isa_key)
-MIXED = Recipe("torch", "mixed", _name(PT2E.format(", keep_float layers None")), "pt2e-x86-aoti", build_static(mixed=True),
-               {"aoti": 4, "calibration_batch": 16, "quantizer": "x86"}, PT2E_LIBS, aoti_applicable(X86_INT8),
-               profiles=NIGHTLY_ONLY, execution=EXECUTION, artifact_check=package_reason, host_key=isa_key)
+REVISION = {"aoti": 4}  # 4: static batch, no_grad freezing, fused_int8_kernels in the manifest
+
+
+def aoti_recipe(mode: str, quantize: str, slug: str, build, params: dict, libraries: tuple[str, ...],
+                applicable=None) -> Recipe:
+    """An AOTI recipe: nightly only for now, compiler checked first, the ISA in its key and its check."""
+    return Recipe("torch", mode, _name(quantize), slug, compiled(build), dict(params, **REVISION), libraries,
+                  aoti_applicable(applicable), profiles=NIGHTLY_ONLY, execution=EXECUTION, artifact_check=package_reason,
+                  host_key=isa_key)
+
+
+FP32 = aoti_recipe("fp32", "torch.export", "aoti", build_fp32, {}, LIBS)
+MIXED = aoti_recipe("mixed", PT2E.format(", keep_float layers None"), "pt2e-x86-aoti", build_static(mixed=True),
+                    {"calibration_batch": 16, "quantizer": "x86"}, PT2E_LIBS, X86_INT8)
 RECIPES: tuple[Recipe, ...] = (
     FP32,
-    Recipe("torch", "bf16", _name("torch.export(.to(bfloat16), fp32 io)"), "aoti", build_bf16, {"aoti": 4, "io": "float32"},
-           LIBS, aoti_applicable(bf16_applicable), profiles=NIGHTLY_ONLY, execution=EXECUTION, artifact_check=package_reason, host_key=isa_key),
-    Recipe("torch", "static-int8", _name(PT2E.format("")), "pt2e-x86-aoti", build_static(),
-           {"aoti": 4, "calibration_batch": 16}, PT2E_LIBS, aoti_applicable(X86_INT8), profiles=NIGHTLY_ONLY,
-           execution=EXECUTION, artifact_check=package_reason, host_key=isa_key),
-    Recipe("torch", "qat-int8", _name(f"torchao.pt2e.prepare_qat_pt2e(X86InductorQuantizer,{QAT.epochs}ep,"
-                                      f"lr={QAT.learning_rate:g})+convert_pt2e"), "pt2e-x86-aoti", build_qat(QAT),
-           dict(QAT.params(), aoti=4), PT2E_LIBS, aoti_applicable(X86_INT8), profiles=NIGHTLY_ONLY, execution=EXECUTION,
-           artifact_check=package_reason, host_key=isa_key),
-    Recipe("torch", "dynamic-int8", _name(PT2E.format(", is_dynamic")), "pt2e-x86-aoti", build_pt2e_dynamic,
-           {"aoti": 4, "calibration_batch": 16}, PT2E_LIBS, aoti_applicable(X86_INT8), profiles=NIGHTLY_ONLY,
-           execution=EXECUTION, artifact_check=package_reason, host_key=isa_key),
-    Recipe("torch", "dynamic-int8", _name("torchao.quantize_(Int8DynamicActivationInt8WeightConfig)"), "torchao-aoti",
-           build_torchao_dynamic, {"aoti": 4}, PT2E_LIBS, aoti_applicable(), profiles=NIGHTLY_ONLY, execution=EXECUTION,
-           artifact_check=package_reason, host_key=isa_key),
+    aoti_recipe("bf16", "torch.export(.to(bfloat16), fp32 io)", "aoti", build_bf16, {"io": "float32"}, LIBS, bf16_applicable),
+    aoti_recipe("static-int8", PT2E.format(""), "pt2e-x86-aoti", build_static(), {"calibration_batch": 16}, PT2E_LIBS,
+                X86_INT8),
+    aoti_recipe("qat-int8", f"torchao.pt2e.prepare_qat_pt2e(X86InductorQuantizer,{QAT.epochs}ep,lr={QAT.learning_rate:g})"
+                "+convert_pt2e", "pt2e-x86-aoti", build_qat(QAT), QAT.params(), PT2E_LIBS, X86_INT8),
+    aoti_recipe("dynamic-int8", PT2E.format(", is_dynamic"), "pt2e-x86-aoti", build_pt2e_dynamic, {"calibration_batch": 16},
+                PT2E_LIBS, X86_INT8),
+    aoti_recipe("dynamic-int8", "torchao.quantize_(Int8DynamicActivationInt8WeightConfig)", "torchao-aoti",
+                build_torchao_dynamic, {}, PT2E_LIBS),
     MIXED,
 )
