@@ -160,18 +160,9 @@ def bf16_applicable(spec: ModelSpec, target: "TargetInfo") -> Optional[str]:
 def export_static(module, ctx: BuildContext, what: str, batch: int):
     """torch.export at a fixed batch: Inductor's frozen CPU kernels with a dynamic batch gave
     wrong outputs here (torch 2.13: a conv net off by tens at every batch), a static one matches."""
-    import torch
+    from harness.quantize.torch_export import export_program
 
-    from harness.quantize.torch_export import ExportFailed, example_inputs, first_line
-
-    try:
-        return torch.export.export(module, example_inputs(ctx, batch))
-    except Exception as exc:
-        raise ExportFailed(
-            f"torch.export could not capture model {ctx.spec.name} for {what} ({first_line(exc)}); "
-            "make forward() export-friendly (no data-dependent Python control flow or unsupported ops) "
-            "or drop this torch mode from the suite"
-        ) from exc
+    return export_program(module, ctx, what, batch=batch)
 
 
 def save_aoti(module, ctx: BuildContext, out: Path, *, what: str, notes: Optional[dict] = None,

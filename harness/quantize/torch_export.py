@@ -66,18 +66,21 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
 
 
-def export_program(module, ctx: BuildContext, what: str):
-    """torch.export with a dynamic batch dimension; failures name the model and the fix."""
+def export_program(module, ctx: BuildContext, what: str, batch: Optional[int] = None):
+    """torch.export with a dynamic batch dimension, or at a fixed `batch`; failures name the
+    model and the fix."""
     import inspect
 
     import torch
 
-    shapes = batch_dynamic_shapes(ctx)
-    params = inspect.signature(module.forward).parameters.values()
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        shapes = (shapes,)  # forward(*inputs): export sees one tuple argument
+    shapes = None
+    if batch is None:
+        shapes = batch_dynamic_shapes(ctx)
+        params = inspect.signature(module.forward).parameters.values()
+        if any(p.kind is p.VAR_POSITIONAL for p in params):
+            shapes = (shapes,)  # forward(*inputs): export sees one tuple argument
     try:
-        return torch.export.export(module, example_inputs(ctx), dynamic_shapes=shapes)
+        return torch.export.export(module, example_inputs(ctx, batch or EXAMPLE_BATCH), dynamic_shapes=shapes)
     except Exception as exc:
         raise ExportFailed(
             f"torch.export could not capture model {ctx.spec.name} for {what} ({first_line(exc)}); "
