@@ -14,12 +14,17 @@ subset (`eval_samples`). The method follows the metric (`Metric.interval`):
   - "none": no interval (e.g. nearest-neighbour agreement, whose neighbours change when
     samples repeat).
 Resampling is seeded, so the same outputs give the same interval in every run.
+
+`median_interval` is the interval of a median over a handful of values (a speedup's paired
+rounds): an exact order-statistic (binomial) interval that states its real confidence level,
+since a percentile bootstrap of a median over n <= 5 values returns their extremes and covers
+the true median far less often than the 95% it claims (75% at n = 3).
 """
 from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -81,3 +86,40 @@ def bootstrap_rescore(score: Callable[[np.ndarray], Optional[float]], n: int, re
         return None
     low, high = np.percentile(values, [2.5, 97.5])
     return float(low), float(high)
+
+
+class MedianInterval(NamedTuple):
+    """An order-statistic interval of a median: [low, high] = the k-th smallest and k-th largest
+    of the n values; `level` is its exact confidence (not a nominal one)."""
+
+    low: float
+    high: float
+    level: float  # probability that [low, high] holds the true median, for any continuous distribution
+    rank: int  # k: low and high are the k-th smallest and k-th largest values
+    n: int
+
+
+def order_statistic_level(n: int, k: int) -> float:
+    """Exact coverage of [X(k), X(n+1-k)] for the median of a continuous distribution: the true
+    median lies between them unless fewer than k of the n values fall on one side of it,
+    so 1 - 2 P(Binomial(n, 1/2) <= k - 1) (n = 3, k = 1: 0.75; n = 5: 0.9375; n = 6: 0.969)."""
+    if n < 2 or not 1 <= k <= n // 2:
+        return 0.0
+    tail = sum(math.comb(n, i) for i in range(k)) / 2.0 ** n
+    return 1.0 - 2.0 * tail
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> Optional[MedianInterval]:
+    """Exact (binomial) order-statistic interval for the median of `values`: the narrowest
+    symmetric pair of order statistics whose level is at least `confidence`, or, when n is too
+    small for that (n <= 5 at 95%), the widest one, [min, max], with its true level. None
+    with fewer than two values. Order statistics commute with monotone maps, so the interval of
+    ratios is the same whether taken on the ratios or on their logs."""
+    ordered = sorted(float(v) for v in values)
+    n = len(ordered)
+    if n < 2:
+        return None
+    k = 1
+    while k + 1 <= n // 2 and order_statistic_level(n, k + 1) >= confidence:
+        k += 1
+    return MedianInterval(ordered[k - 1], ordered[n - k], order_statistic_level(n, k), k, n)
