@@ -1,11 +1,11 @@
 """Baselines and regression gates.
 
 A case is compared with the row of the same (model, framework, mode, recipe, target,
-batch) in the baseline. Latency regresses only when the change is both statistically
-real and large, as in airspeed velocity: a two-sided Mann-Whitney U test on the two
-runs' raw latencies (or, with fewer than `min_samples` latencies on a side, 99%
-confidence intervals of the mean that do not overlap) AND a p50 change above the
-threshold. Consecutive latencies are not independent, so the p-value alone overstates
+batch), run the same way (SETTINGS, below), in the baseline. Latency regresses only when the
+change is both statistically real and large, as in airspeed velocity: a two-sided
+Mann-Whitney U test on the two runs' raw latencies (or, with fewer than `min_samples`
+latencies on a side, 99% confidence intervals of the mean that do not overlap) AND a p50
+change above the threshold. Consecutive latencies are not independent, so the p-value alone overstates
 certainty; the relative threshold is what keeps the gate from firing on tiny shifts.
 Accuracy is judged by its absolute drop in points (in the metric's direction); size, peak
 memory and energy by relative change. Noise widens the timing gate instead of switching it
@@ -13,8 +13,11 @@ off: when either side is noisy (IQR/median >= gates.noise), latency and energy m
 more than threshold + gates.noise_k x the larger IQR/median; a change beyond the plain
 threshold but inside that margin is recorded as `noisy`, not judged either way.
 
-The key includes `threads`: a run with other threads is not compared with this baseline,
-and the summary says which baseline rows differ only in their threads.
+The key includes how the case was run, not only what it is: `threads`, the `profile` (quick,
+nightly: rounds, timing minimums) and the evaluation subset (`eval_samples`: a quick run
+scores 200 digits, a nightly one 500; accuracy differs by sampling noise of the order of the
+accuracy gate, and peak memory holds the evaluation set). A run with other settings is not
+compared with this baseline, and the summary says which settings the baseline rows differ in.
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ from harness.history.gates import Gates
 from harness.metrics import row_higher_is_better
 from harness.values import number, plain
 
-KEY = ("model", "framework", "mode", "recipe", "target", "batch_size", "threads")
+SETTINGS = ("threads", "profile", "eval_samples")  # how the case ran: a baseline must match them too
+KEY = ("model", "framework", "mode", "recipe", "target", "batch_size") + SETTINGS
 REGRESSION, IMPROVEMENT, SAME, NOISY = "regression", "improvement", "same", "noisy"
 VERDICT_COLUMNS = ["case_id", "baseline_run_id", "quantity", "old", "new", "change", "p_value", "method", "verdict", "detail"]
 
@@ -59,8 +63,10 @@ def case_key(row: Mapping[str, Any]) -> tuple:
     out = []
     for column in KEY:
         value = plain(row.get(column))  # NaN (pandas' missing) -> None
-        if value is not None and column in ("batch_size", "threads"):
+        if value is not None and column in ("batch_size", "threads", "eval_samples"):
             value = int(value)
+        if column == "eval_samples" and not value:
+            value = None  # not scored (0 or missing): no evaluation subset
         out.append(value)
     return tuple(out)
 
@@ -92,15 +98,23 @@ class Baseline:
         return self._index.get(case_key(row))  # type: ignore[attr-defined]
 
     def why_no_row(self, row: Mapping[str, Any]) -> str:
-        """Why `row` has no baseline row: the baseline measured it with other threads, or not at all."""
+        """Why `row` has no baseline row: the baseline measured it with other settings (threads,
+        profile, evaluation subset), or not at all."""
         want = case_key(row)
-        threads = KEY.index("threads")
-        others = sorted({k[threads] for k in (case_key(r) for r in self.rows.to_dict("records"))
-                         if k[:threads] + k[threads + 1:] == want[:threads] + want[threads + 1:]}, key=str) \
-            if len(self.rows) else []
-        if others:
-            return f"the baseline ran it with threads={','.join(map(str, others))}, this run with threads={want[threads]}"
-        return "not in the baseline"
+        settings = [KEY.index(c) for c in SETTINGS]
+        identity = [i for i in range(len(KEY)) if i not in settings]
+        same_case = [k for k in (case_key(r) for r in self.rows.to_dict("records"))
+                     if [k[i] for i in identity] == [want[i] for i in identity]] if len(self.rows) else []
+        if not same_case:
+            return "not in the baseline"
+        gaps = [[i for i in settings if k[i] != want[i]] for k in same_case]
+        fewest = min(len(g) for g in gaps)  # the nearest rows: they differ in the fewest settings
+        nearest = [k for k, g in zip(same_case, gaps) if len(g) == fewest]
+        differ = [i for i in settings if any(k[i] != want[i] for k in nearest)]
+        show = lambda v: "none" if v is None else str(v)  # noqa: E731
+        theirs = ", ".join(f"{KEY[i]}={','.join(sorted({show(k[i]) for k in nearest}))}" for i in differ)
+        mine = ", ".join(f"{KEY[i]}={show(want[i])}" for i in differ)
+        return f"the baseline ran it with {theirs}, this run with {mine}"
 
 
 def latest_per_key(df: pd.DataFrame) -> pd.DataFrame:
