@@ -2,9 +2,12 @@
 batch), one column group per target (p50, speedup, accuracy), so the best mode on each device
 and the best device for each mode read at a glance.
 
-Marks after a p50: `*` the fastest target for that line; `+` the fastest mode within its
-accuracy budget on that target (per model and batch). Reasons of
-error, n/a and over-budget cases follow the table, one line each.
+Marks after a p50: `*` the fastest target for that line; `+` the fastest mode that
+`quantbench recommend` would ship on that target (per model and batch): the same candidate
+rule (`history.candidate.candidate`: ok, accuracy scored and within the accuracy budget of its fp32,
+timing trusted: not throttled, minimums met), so the mark never contradicts the answer
+printed beside the table. Reasons of error, n/a and over-budget cases follow the table, one
+line each.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.history.candidate import DEFAULT_MAX_DROP, candidate
 from harness.rounds import speedup_text
 from harness.values import formatted, number
 from harness.vocabulary import FRAMEWORKS, MODES
@@ -24,26 +28,24 @@ def _label(row: dict[str, Any]) -> str:
     return f"{row['target']} (pool)" if isinstance(row.get("pool"), str) and row["pool"] else str(row["target"])
 
 
-def _eligible(row: dict[str, Any]) -> bool:
-    return row.get("status") == "ok" and row.get("within_budget") is not False and number(row.get("latency_p50_ms")) is not None
-
-
-def best_per_target(df: pd.DataFrame) -> dict[tuple, str]:
-    """(target, model, batch) -> case_id of its fastest eligible row."""
-    best: dict[tuple, tuple[float, str]] = {}
+def best_per_target(df: pd.DataFrame, max_drop: float = DEFAULT_MAX_DROP) -> dict[tuple, str]:
+    """(target, model, batch) -> case_id of its fastest row that recommend() could ship
+    (history.candidate.candidate; ties broken by its label, as recommend() does)."""
+    best: dict[tuple, tuple[float, str, str]] = {}
     for r in df.to_dict("records"):
-        if _eligible(r):
+        c = candidate(r, max_drop)
+        if c.eligible:
             key = (r["target"], r["model"], int(r["batch_size"]))
-            p50 = number(r["latency_p50_ms"])
-            if key not in best or p50 < best[key][0]:
-                best[key] = (p50, r["case_id"])
-    return {key: case for key, (_, case) in best.items()}
+            rank = (number(r["latency_p50_ms"]), c.label, r["case_id"])
+            if key not in best or rank < best[key]:
+                best[key] = rank
+    return {key: rank[2] for key, rank in best.items()}
 
 
-def device_table(df: pd.DataFrame, reason_width: int = 90) -> str:
+def device_table(df: pd.DataFrame, reason_width: int = 90, max_drop: float = DEFAULT_MAX_DROP) -> str:
     targets = list(dict.fromkeys(df.sort_values("target")["target"]))
     labels = {r["target"]: _label(r) for r in df.to_dict("records")}
-    best = best_per_target(df)
+    best = best_per_target(df, max_drop)
     fw = {f: i for i, f in enumerate(FRAMEWORKS)}
     md = {m: i for i, m in enumerate(MODES)}
     frame = df.assign(recipe=df["recipe"].fillna("-"))
@@ -79,8 +81,9 @@ def device_table(df: pd.DataFrame, reason_width: int = 90) -> str:
     table = pd.DataFrame(lines)
     table.columns = pd.MultiIndex.from_tuples(table.columns)
     text = table.to_string(index=False)
-    legend = ("per target: p50 in ms (* fastest target for the line, + fastest mode within budget on the target; "
-              "~ noisy, ! minimums not met), speedup vs that target's own fp32 (with rounds: [95% interval], "
+    legend = ("per target: p50 in ms (* fastest target for the line, + what `quantbench recommend` ships on the "
+              f"target: the fastest mode with its accuracy scored, within {max_drop:g} points of its fp32, not throttled, "
+              "minimums met; ~ noisy, ! minimums not met), speedup vs that target's own fp32 (with rounds: [95% interval], "
               "? rounds disagree), accuracy.")
     shown = [n if len(n) <= reason_width else n[: reason_width - 3] + "..." for n in notes]
     return "\n".join([text, legend] + (["not measured or over budget:"] + [f"  {n}" for n in shown] if shown else []))

@@ -1,0 +1,82 @@
+"""What may be shipped: the one candidate rule behind `recommend()` (harness/history/recommend.py)
+and the device table's `+` (harness/report_devices.py), so the mark beside the table and the
+answer under it cannot disagree on the same rows.
+
+A row is a candidate when it is ok with a latency, its accuracy is scored and within the budget
+(points, in the metric's direction) of its framework's fp32 (fp32 itself always is), and its
+timing can be trusted: not throttled, and its timed loop met its minimums (`valid`). This module
+imports no history code (report_devices is reached from harness.report, which the history
+database imports).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from harness.metrics import accuracy_loss, row_higher_is_better
+from harness.values import number, plain
+
+DEFAULT_MAX_DROP = 1.0  # accuracy points
+
+
+@dataclass(frozen=True)
+class Candidate:
+    row: dict[str, Any]
+    eligible: bool
+    why: str  # why it is not eligible, or the accuracy evidence when it is
+    untrusted: bool = False  # excluded because its timing cannot be trusted (throttled, minimums not met)
+
+    @property
+    def label(self) -> str:
+        return f"{self.row['framework']} {self.row['mode']}"
+
+
+
+def untrusted_timing(row: dict[str, Any]) -> Optional[str]:
+    """Why a row's timing cannot be trusted (it ran throttled, or its loop hit the time cap
+    before its minimums), or None."""
+    if plain(row.get("throttled")) is True or plain(row.get("throttled")) == 1:
+        reasons = plain(row.get("throttle_reasons"))
+        return "ran throttled" + (f" ({reasons})" if reasons else "") + ": its latency is not the device's normal speed"
+    if plain(row.get("valid")) is False or plain(row.get("valid")) == 0:
+        runs, seconds = number(row.get("n_runs")), number(row.get("duration_s"))
+        took = f" after {int(runs)} runs in {seconds:.3g} s" if runs is not None and seconds is not None else ""
+        return (f"timed loop stopped at its time cap{took}, before its minimum count and duration (valid=false); "
+                f"rerun with a longer --max-duration")
+    return None
+
+
+def _judge(row: dict[str, Any], max_drop: float) -> tuple[bool, str]:
+    if row.get("status") != "ok":
+        return False, f"status {row.get('status')}: {row.get('reason') or 'no reason recorded'}"
+    if number(row.get("latency_p50_ms")) is None:
+        return False, "no latency"
+    if row.get("mode") == "fp32":
+        return True, f"accuracy {row['accuracy']:.4f} (the fp32 baseline)" if number(row.get("accuracy")) is not None \
+            else "the fp32 baseline (accuracy not scored)"
+    if number(row.get("accuracy")) is None:
+        why = str(row.get("reason") or "").split(":", 1)[-1].strip()  # 'accuracy not scored: <why>'
+        return False, "accuracy not scored" + (f" ({why})" if why else "")
+    delta = number(row.get("accuracy_delta"))
+    if delta is None:
+        return False, "no accuracy comparison with fp32 (the fp32 baseline of this framework failed or was not run)"
+    higher = row_higher_is_better(row)
+    drop = accuracy_loss(delta, 0.0, higher)  # points lost in the metric's direction
+    text = (f"accuracy {row['accuracy']:.4f} ({100 * delta:+.2f} pts vs fp32"
+            f"{'' if higher else ', lower is better'}, budget {max_drop:g})")
+    if drop > max_drop + 1e-9:
+        return False, f"loses {drop:.2f} accuracy points vs fp32, over the budget of {max_drop:g}"
+    return True, text
+
+
+def candidate(row: dict[str, Any], max_drop: float = DEFAULT_MAX_DROP) -> Candidate:
+    """The one rule for what may be shipped: an ok row with a latency, its accuracy scored and
+    within `max_drop` points of its framework's fp32 (fp32 itself always), and a trusted timing.
+    `recommend`, the device table's `+` (report_devices) and the dashboard all go through it."""
+    ok, why = _judge(row, max_drop)
+    if not ok:
+        return Candidate(row, False, why)
+    distrust = untrusted_timing(row)
+    if distrust:
+        return Candidate(row, False, f"{distrust} (otherwise eligible: {why})", untrusted=True)
+    return Candidate(row, True, why)
