@@ -12,6 +12,8 @@ _JSON_VERSION):
   2  core: higher_is_better, accuracy_ci_low/high, eval_samples, pool, board, worker,
      lease_wait_s; the extras registered here (power, device, mixed, rounds, comparison notes)
   3  extra built_isa (a compiled package's vector ISA and the CPU flags it needs: AOTI rows)
+  4  extra speedup_ci_level: the true confidence of the speedup's interval over rounds (exact
+     order statistics of the paired ratios; before, a percentile bootstrap called [min, max] 95%)
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from harness.mixed_columns import Mixed
 from harness.power_columns import Power
 from harness.sections import Accuracy, Comparison, Fleet, Identity, Latency, Outcome, Provenance, SizeMemory
 
-COLUMNS_VERSION = 3
+COLUMNS_VERSION = 4
 
 # The core's order: the comparison table's groups.
 SECTIONS = (Identity, Outcome, Latency, Accuracy, SizeMemory, Power, Comparison, Provenance, Fleet, Device, Mixed)
@@ -40,7 +42,7 @@ EXTRAS: list[str] = [
     "power_window_note",
     "rounds", "round_p50_ms", "rounds_disagree", "round_n_runs",
     COMPANIONS,
-    "speedup_ci_low", "speedup_ci_high", "speedup_rounds", "baseline_round_p50_ms",
+    "speedup_ci_low", "speedup_ci_high", "speedup_ci_level", "speedup_rounds", "baseline_round_p50_ms",
     "baseline_case", "baseline_recipe", "execution_note",
     "size_note",
 ]

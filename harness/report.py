@@ -95,7 +95,7 @@ def comparison_table(df: pd.DataFrame, reason_width: int = 70) -> str:
             "recipe": "-" if pd.isna(r["recipe"]) else str(r["recipe"])[:48], "batch": r["batch_size"], "status": r["status"],
             "p50_ms": formatted(r["latency_p50_ms"], ".4f") + flags,
             "speedup": speedup_text(number(r["speedup"]), number(r.get("speedup_ci_low")), number(r.get("speedup_ci_high")),
-                                    r.get("rounds_disagree") is True),
+                                    r.get("rounds_disagree") is True, number(r.get("speedup_ci_level"))),
             "size": formatted(r["size_ratio"], ".2f"),
             "accuracy": formatted(r["accuracy"], ".4f"),
             "ci95": _interval(r.get("accuracy_ci_low"), r.get("accuracy_ci_high")),
@@ -110,7 +110,9 @@ def comparison_table(df: pd.DataFrame, reason_width: int = 70) -> str:
             metrics.setdefault(r["metric"], direction_text(row_higher_is_better(r)))
     legend = ("p50 flags: ~ noisy (IQR/median >= 0.10), ! minimums not met. size: artifact bytes / fp32. "
               "ci95: the accuracy's 95% interval over its n evaluation samples. "
-              + ("speedup [low-high]: 95% interval over paired rounds (--qb-rounds), ? the rounds disagree. "
+              + ("speedup [low-high @level]: interval over paired rounds (--qb-rounds) of the median ratio, exact "
+                 "order statistics at their true confidence (3 rounds: 75%, 5: 93.8%, 6 or more: at least 95%), "
+                 "? the rounds disagree. "
                  if "speedup_ci_low" in df.columns and df["speedup_ci_low"].notna().any() else "") +
               "delta_pts: 100 x (accuracy - fp32 accuracy)"
               + (f"; accuracy is {', '.join(f'{m} ({d})' for m, d in metrics.items())}." if metrics else "."))

@@ -72,7 +72,8 @@ def device_table(df: pd.DataFrame, reason_width: int = 90, max_drop: float = DEF
                 plus = "+" if best.get((target, model, int(batch))) == r["case_id"] else ""
                 cells = (formatted(r.get("latency_p50_ms"), ".4f") + flags + star + plus,
                          speedup_text(number(r.get("speedup")), number(r.get("speedup_ci_low")),
-                                      number(r.get("speedup_ci_high")), r.get("rounds_disagree") is True),
+                                      number(r.get("speedup_ci_high")), r.get("rounds_disagree") is True,
+                                      number(r.get("speedup_ci_level"))),
                          formatted(r.get("accuracy"), ".4f"))
                 if r.get("within_budget") is False:
                     notes.append(f"{r['case_id']}: over its accuracy budget ({formatted(100 * (number(r.get('accuracy_delta')) or math.nan), '+.2f')} pts vs fp32)")
@@ -83,7 +84,7 @@ def device_table(df: pd.DataFrame, reason_width: int = 90, max_drop: float = DEF
     text = table.to_string(index=False)
     legend = ("per target: p50 in ms (* fastest target for the line, + what `quantbench recommend` ships on the "
               f"target: the fastest mode with its accuracy scored, within {max_drop:g} points of its fp32, not throttled, "
-              "minimums met; ~ noisy, ! minimums not met), speedup vs that target's own fp32 (with rounds: [95% interval], "
+              "minimums met; ~ noisy, ! minimums not met), speedup vs that target's own fp32 (with rounds: [interval @its true confidence], "
               "? rounds disagree), accuracy.")
     shown = [n if len(n) <= reason_width else n[: reason_width - 3] + "..." for n in notes]
     return "\n".join([text, legend] + (["not measured or over budget:"] + [f"  {n}" for n in shown] if shown else []))

@@ -13,7 +13,13 @@ which would move a mean of five ratios by 10%; the median ignores it, and the in
 
     speedup       median over rounds of baseline p50 / case p50 (on the log scale, so an even
                   count takes the geometric midpoint of the middle two)
-    interval      percentile bootstrap of that median over rounds (CONFIDENCE)
+    interval      exact order-statistic (binomial) interval of that median
+                  (harness.intervals.median_interval): the narrowest symmetric pair of ranked
+                  ratios whose confidence reaches CONFIDENCE (95%), or with too few rounds for
+                  that, the rounds' [min, max] at its true level: 2 rounds 50%, 3 rounds 75%,
+                  4 87.5%, 5 93.8%, 6 96.9%. The level is a row column (`speedup_ci_level`) and
+                  is printed with the interval ('1.55x [1.50-1.61 @75%]'); a percentile bootstrap
+                  of a median over so few rounds returns the same extremes and calls them 95%.
     disagree      the interval is wider than DISAGREE x the speedup: the rounds do not agree,
                   and more rounds (or a quieter machine) are needed before acting on the figure
 
@@ -30,9 +36,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-CONFIDENCE = 0.95
-BOOTSTRAP_RESAMPLES = 4000
-BOOTSTRAP_SEED = 0  # the same rounds give the same interval in every process
+from harness.intervals import median_interval
+
+CONFIDENCE = 0.95  # the level the interval aims for; with few rounds it states the level it has
 DISAGREE = 0.20  # relative width of the interval (about +-10%) beyond which rounds disagree
 
 
@@ -45,31 +51,21 @@ def log_median(values: Sequence[float]) -> float:
     return float(math.exp(np.median(np.log(np.asarray(values, dtype=float)))))
 
 
-def bootstrap_interval(ratios: Sequence[float], confidence: float = CONFIDENCE,
-                       resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
-    """Percentile bootstrap interval of the (log-scale) median of `ratios`, resampling rounds."""
-    logs = np.log(np.asarray(ratios, dtype=float))
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    medians = np.median(logs[rng.integers(0, len(logs), size=(resamples, len(logs)))], axis=1)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(medians, [tail, 1.0 - tail])
-    return float(math.exp(low)), float(math.exp(high))
-
-
 def paired_speedup(baseline_p50s: Sequence[float], case_p50s: Sequence[float]) -> dict[str, object]:
     """Row columns for a case measured in paired rounds against its fp32 baseline."""
     if len(baseline_p50s) != len(case_p50s) or not case_p50s:
         raise ValueError("paired rounds need one baseline p50 per case p50")
     ratios = [b / c for b, c in zip(baseline_p50s, case_p50s)]
     speedup = log_median(ratios)
-    low, high = bootstrap_interval(ratios) if len(ratios) > 1 else (None, None)
+    interval = median_interval(ratios, CONFIDENCE)
     return {
         "speedup": speedup,
-        "speedup_ci_low": low,
-        "speedup_ci_high": high,
+        "speedup_ci_low": interval.low if interval else None,
+        "speedup_ci_high": interval.high if interval else None,
+        "speedup_ci_level": interval.level if interval else None,
         "speedup_rounds": " ".join(f"{r:.4g}" for r in ratios),
         "baseline_round_p50_ms": " ".join(f"{p:.6g}" for p in baseline_p50s),
-        "rounds_disagree": bool(low is not None and (high - low) / speedup > DISAGREE),
+        "rounds_disagree": bool(interval is not None and (interval.high - interval.low) / speedup > DISAGREE),
     }
 
 
@@ -81,13 +77,21 @@ def round_columns(p50s: Sequence[float]) -> dict[str, object]:
             "rounds_disagree": bool(len(p50s) > 1 and spread > DISAGREE)}
 
 
-def speedup_text(speedup: Optional[float], low: Optional[float], high: Optional[float], disagree: Optional[bool]) -> str:
-    """'1.55x', or with rounds '1.55x [1.50-1.61]' and a trailing '?' when the rounds disagree."""
+def level_text(level: float) -> str:
+    """'75%', '93.8%', '96.9%': an interval's stated confidence."""
+    return f"{100 * level:.3g}%"
+
+
+def speedup_text(speedup: Optional[float], low: Optional[float], high: Optional[float], disagree: Optional[bool],
+                 level: Optional[float] = None) -> str:
+    """'1.55x', or with rounds '1.55x [1.50-1.61 @75%]' (the interval's true level; rows written
+    before it was stored have none) and a trailing '?' when the rounds disagree."""
     if speedup is None or (isinstance(speedup, float) and math.isnan(speedup)):
         return "-"
     text = f"{speedup:.2f}x"
     if low is not None and high is not None and not (math.isnan(low) or math.isnan(high)):
-        text += f" [{low:.2f}-{high:.2f}]"
+        at = f" @{level_text(level)}" if level is not None and not math.isnan(level) else ""
+        text += f" [{low:.2f}-{high:.2f}{at}]"
     return text + ("?" if disagree is True else "")
 
 

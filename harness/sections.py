@@ -215,12 +215,13 @@ class Comparison(Section):
 
     NAME = "comparison"
     CORE = ("speedup",)
-    EXTRA = ("speedup_ci_low", "speedup_ci_high", "speedup_rounds", "baseline_round_p50_ms", "baseline_case",
-             "baseline_recipe", "execution_note")
+    EXTRA = ("speedup_ci_low", "speedup_ci_high", "speedup_ci_level", "speedup_rounds", "baseline_round_p50_ms",
+             "baseline_case", "baseline_recipe", "execution_note")
 
     speedup: Any = None
     speedup_ci_low: Any = UNSET
     speedup_ci_high: Any = UNSET
+    speedup_ci_level: Any = UNSET  # the interval's true confidence (exact order statistics: 3 rounds 0.75)
     speedup_rounds: Any = UNSET
     baseline_round_p50_ms: Any = UNSET
     baseline_case: Any = UNSET
