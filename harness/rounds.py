@@ -20,8 +20,11 @@ which would move a mean of five ratios by 10%; the median ignores it, and the in
                   4 87.5%, 5 93.8%, 6 96.9%. The level is a row column (`speedup_ci_level`) and
                   is printed with the interval ('1.55x [1.50-1.61 @75%]'); a percentile bootstrap
                   of a median over so few rounds returns the same extremes and calls them 95%.
-    disagree      the interval is wider than DISAGREE x the speedup: the rounds do not agree,
-                  and more rounds (or a quieter machine) are needed before acting on the figure
+    disagree      one meaning on every row (`rounds_disagree`): the interval of the median of
+                  the row's per-round figures is wider than DISAGREE x that median (the ratios on
+                  a row paired with its baseline, the p50s on an fp32 row); up to 8 rounds the
+                  interval is the rounds' [min, max], so "their spread exceeds 20% of their
+                  median": more rounds (or a quieter machine) are needed before acting on it
 
 `run_rounds` is the loop itself: round r runs the case in a fresh runner process (the evaluation
 pass in the first round only) and, when paired, the fp32 baseline right before it in even rounds
@@ -39,7 +42,7 @@ import numpy as np
 from harness.intervals import median_interval
 
 CONFIDENCE = 0.95  # the level the interval aims for; with few rounds it states the level it has
-DISAGREE = 0.20  # relative width of the interval (about +-10%) beyond which rounds disagree
+DISAGREE = 0.20  # relative width of the median's interval (about +-10%) beyond which rounds disagree
 
 
 def geometric_mean(values: Sequence[float]) -> float:
@@ -51,30 +54,37 @@ def log_median(values: Sequence[float]) -> float:
     return float(math.exp(np.median(np.log(np.asarray(values, dtype=float)))))
 
 
+def rounds_disagree(values: Sequence[float]) -> bool:
+    """Whether the rounds disagree: the interval of the median of the per-round figures (positive:
+    ratios or p50s) is wider than DISAGREE x their (log-scale) median. False for a single round."""
+    interval = median_interval(values, CONFIDENCE)
+    if interval is None:
+        return False
+    return bool((interval.high - interval.low) / log_median(values) > DISAGREE)
+
+
 def paired_speedup(baseline_p50s: Sequence[float], case_p50s: Sequence[float]) -> dict[str, object]:
     """Row columns for a case measured in paired rounds against its fp32 baseline."""
     if len(baseline_p50s) != len(case_p50s) or not case_p50s:
         raise ValueError("paired rounds need one baseline p50 per case p50")
     ratios = [b / c for b, c in zip(baseline_p50s, case_p50s)]
-    speedup = log_median(ratios)
     interval = median_interval(ratios, CONFIDENCE)
     return {
-        "speedup": speedup,
+        "speedup": log_median(ratios),
         "speedup_ci_low": interval.low if interval else None,
         "speedup_ci_high": interval.high if interval else None,
         "speedup_ci_level": interval.level if interval else None,
         "speedup_rounds": " ".join(f"{r:.4g}" for r in ratios),
         "baseline_round_p50_ms": " ".join(f"{p:.6g}" for p in baseline_p50s),
-        "rounds_disagree": bool(interval is not None and (interval.high - interval.low) / speedup > DISAGREE),
+        "rounds_disagree": rounds_disagree(ratios),
     }
 
 
 def round_columns(p50s: Sequence[float]) -> dict[str, object]:
-    """Row columns of a case's own rounds: their p50s, and whether they disagree (spread of the
-    per-round p50 beyond DISAGREE), for rows without a paired baseline (fp32 itself)."""
-    spread = max(p50s) / min(p50s) - 1.0 if min(p50s) > 0 else float("inf")
+    """Row columns of a case's own rounds: their p50s, and whether they disagree (rounds_disagree
+    over the p50s), for rows without a paired baseline (fp32 itself)."""
     return {"rounds": len(p50s), "round_p50_ms": " ".join(f"{p:.6g}" for p in p50s),
-            "rounds_disagree": bool(len(p50s) > 1 and spread > DISAGREE)}
+            "rounds_disagree": rounds_disagree(p50s) if min(p50s) > 0 else len(p50s) > 1}
 
 
 def level_text(level: float) -> str:

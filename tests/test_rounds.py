@@ -92,6 +92,22 @@ def test_round_columns_and_the_table_text():
     assert speedup_text(2.0, None, None, False) == "2.00x"
 
 
+@pytest.mark.parametrize("figures", [[1.0, 1.1, 1.21], [1.0, 1.25], [2.0, 2.2, 1.8, 2.1], [0.9, 1.0, 1.12],
+                                     [1.0, 1.8, 1.0, 1.8], [1.0, 1.1, 1.1, 1.1, 1.1, 1.1, 1.1, 1.1, 1.5]])
+def test_rounds_disagree_means_the_same_on_every_row(figures):
+    """One meaning: the interval of the median of the row's per-round figures (p50s on an fp32
+    row, ratios on a paired row) is wider than DISAGREE x that median. It meant max/min - 1 on
+    fp32 rows and interval width / speedup on paired ones, so the same three rounds
+    (1.0, 1.1, 1.21) disagreed as p50s and agreed as ratios."""
+    fp32 = round_columns(figures)["rounds_disagree"]
+    paired = paired_speedup(figures, [1.0] * len(figures))
+    assert fp32 is paired["rounds_disagree"]
+    width = (paired["speedup_ci_high"] - paired["speedup_ci_low"]) / paired["speedup"]
+    assert fp32 is (width > DISAGREE)
+    if len(figures) == 9:  # nine rounds pin the median without the one slow process: no flag
+        assert fp32 is False and max(figures) / min(figures) - 1 > DISAGREE
+
+
 @pytest.fixture(scope="module")
 def logreg(tmp_path_factory):
     folder = tmp_path_factory.mktemp("logreg")
