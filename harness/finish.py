@@ -84,7 +84,7 @@ def _report(run: Run, options: FinishOptions) -> Block:
     from harness.report import budget_lines, comparison_table
 
     df = run.rows
-    lines = [comparison_table(df)]
+    lines = [comparison_table(df, max_drop=options.max_accuracy_drop)]  # the device table's + is the answer's choice
     for name, board in sorted((run.manifest.get("targets") or {}).items()):
         lines += outage_lines(name, board.get("outages") or [])
     over = budget_lines(df)

@@ -70,16 +70,17 @@ def _interval(low: Any, high: Any) -> str:
     return "-" if low is None or high is None else f"{low:.3f}-{high:.3f}"
 
 
-def comparison_table(df: pd.DataFrame, reason_width: int = 70) -> str:
+def comparison_table(df: pd.DataFrame, reason_width: int = 70, max_drop: Optional[float] = None) -> str:
     """One line per case: p50, speedup vs fp32, size ratio, accuracy, delta vs fp32, status.
-    A run across several targets gets one column group per target instead (report_devices);
+    A run across several targets gets one column group per target instead (report_devices,
+    whose `+` marks what recommend() ships within `max_drop` points: None, its default);
     a pool's rows say which board ran them."""
     if df.empty:
         return "(no cases)"
     if df["target"].nunique() > 1:
         from harness.report_devices import device_table
 
-        return device_table(df)
+        return device_table(df) if max_drop is None else device_table(df, max_drop=max_drop)
     pooled = "pool" in df.columns and bool(df["pool"].notna().any())  # older runs have no pool column
     lines = []
     for _, r in _order(df).iterrows():

@@ -56,3 +56,11 @@ def test_the_plus_marks_what_recommend_ships():
     strict = best_per_target(df, max_drop=0.1)
     assert set(strict.values()) == {rec.choice.row["case_id"] for rec in recommend(df, 0.1)} == \
         {"digits-cnn-onnxruntime-fp32-b1@pi5", "digits-cnn-onnxruntime-fp32-b1@jetson"}
+
+
+def test_the_run_summary_passes_its_accuracy_budget_to_the_mark():
+    """The end-of-run table gets --max-accuracy-drop (finish.py), as the answer printed under it does."""
+    df = _fleet()
+    marked = lambda text: [line.split()[2] for line in text.splitlines() if re.search(r"\d[*~!]*\+", line)]  # noqa: E731
+    assert marked(report.comparison_table(df)) == ["dynamic-int8"]
+    assert marked(report.comparison_table(df, max_drop=0.1)) == ["fp32"]
