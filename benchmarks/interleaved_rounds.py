@@ -6,7 +6,7 @@ times each way, in one run, the two ways alternating (which goes first swaps eve
                process, speedup = fp32 p50 / static p50 (what a run without --rounds reports);
   interleaved  one session with --rounds ROUNDS: each round a fresh static-int8 process beside a
                fresh fp32 one (ABBA), speedup = median of the paired ratios, with its
-               bootstrap interval (what --rounds reports).
+               order-statistic interval at its stated level (what --rounds reports).
 The spread of the reported speedup over the repetitions is what a user sees from night to
 night: max/min - 1 and the coefficient of variation, for each way. The interleaved way should
 be the steadier one.
@@ -74,7 +74,9 @@ def main() -> None:
                 interleaved.append(row["speedup"])
                 flags.append(bool(row["rounds_disagree"]))
                 paired = row
-        ci = f"[{paired['speedup_ci_low']:.3f}-{paired['speedup_ci_high']:.3f}]{'?' if paired['rounds_disagree'] else ''}"
+        level = paired.get("speedup_ci_level")
+        at = f" @{100 * level:.3g}%" if level is not None else ""
+        ci = f"[{paired['speedup_ci_low']:.3f}-{paired['speedup_ci_high']:.3f}{at}]{'?' if paired['rounds_disagree'] else ''}"
         print(f"repetition {rep}: single {single[-1]:.3f}x   interleaved {interleaved[-1]:.3f}x {ci}   "
               f"(rounds {paired['speedup_rounds']})", flush=True)
     print(f"\nsingle      : {spread(single)}")

@@ -9,7 +9,7 @@ same stretch of the machine's drift):
                 a round's ratio is fp32 p50 / int8 p50; half the rounds before quantbench's,
                 half after; the bare speedup is the median of the ratios, as quantbench's;
   quantbench    a session with --rounds ROUNDS: every round a fresh int8 runner process beside a
-                fresh fp32 one (ABBA); the reported speedup with its bootstrap interval.
+                fresh fp32 one (ABBA); the reported speedup with its order-statistic interval (and its level).
   onnxruntime   fp32 .onnx vs onnxruntime.quantize_dynamic (QInt8, per channel)
   torch         fp32 TorchScript vs torch.ao.quantize_dynamic (x86) TorchScript: the recipe's own
                 execution format (quantbench compares it with fp32-torchscript, not the .pt2)
@@ -178,7 +178,9 @@ def main() -> None:
             qb, low, high = row["speedup"], row["speedup_ci_low"], row["speedup_ci_high"]
             covers = low is not None and low <= bare_speedup <= high
             print(f"\n{framework}: {row['recipe']} vs {baseline['recipe']}")
-            print(f"  quantbench  {qb:.3f}x  [{low:.3f}-{high:.3f}]  rounds {row['speedup_rounds']}"
+            level = row.get("speedup_ci_level")
+            print(f"  quantbench  {qb:.3f}x  [{low:.3f}-{high:.3f}"
+                  + (f" @{100 * level:.3g}%" if level is not None else "") + f"]  rounds {row['speedup_rounds']}"
                   f"{'  (rounds disagree)' if row['rounds_disagree'] else ''}")
             print(f"              fp32 round p50s {row['baseline_round_p50_ms']} ms; int8 {row['round_p50_ms']} ms")
             print(f"  bare loops  {bare_speedup:.3f}x  rounds " + " ".join(f"{r:.3f}" for r in ratios)
