@@ -75,7 +75,8 @@ class BenchSession(RunnerJobs):
         self.suites: set[str] = set()
         self._waited = 0.0  # how long the case in progress waited for its board
         if not self.fleet or not (self.store.dir / "run.json").is_file():  # the last process rewrites it at the end
-            self._write_run_json(finished=False)
+            self.store.write_manifest(self.command, self.started_at, False, self.placements, self.options,
+                                      self.boards.facts())
 
     def _waiting_for_build(self, key: str) -> None:
         self.progress(f"waiting for another process to build artifact {key}")
@@ -87,10 +88,6 @@ class BenchSession(RunnerJobs):
         self.target_config = board.config
         if hasattr(self.progress, "board"):
             self.progress.board = board.name
-
-    def _write_run_json(self, finished: bool) -> None:
-        self.store.write_manifest(self.command, self.started_at, finished, self.placements, self.options,
-                                  self.boards.facts())
 
     @property
     def rows(self) -> list[dict[str, Any]]:
