@@ -10,10 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness import settings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Every test, and every pytest or quantbench process a test starts (whatever its working directory
 # or rootdir), shares this checkout's artifact cache unless $QUANTBENCH_CACHE names another.
-os.environ.setdefault("QUANTBENCH_CACHE", str(REPO_ROOT / ".cache" / "quantbench"))
+os.environ.setdefault(settings.CACHE_ENV, str(settings.cache_dir(base=REPO_ROOT)))
 # Small timing budgets: tests check behaviour, benchmarks/ checks speed.
 # A generous case budget: a test that checks scoring must not see its evaluation skipped because a
 # busy machine made the quick profile's budget run out (tests/test_profiles.py tests the budget).
