@@ -6,7 +6,7 @@ QB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 QB_VENV=${QB_VENV:-"$QB_ROOT/.venv"}
 QB_PYTHON=${QB_PYTHON:-$(command -v python3.11 || command -v python3)}
 # The extras installed beside the base dependencies (each has requirements/<extra>.lock).
-QB_EXTRAS=${QB_EXTRAS:-"torch tflite remote fleet history minilm test"}
+QB_EXTRAS=${QB_EXTRAS:-"torch tflite remote lab fleet history minilm test"}
 
 install_locked() {
   # The locks: pip-compile's full closure of the base and of each extra, every file hashed
