@@ -14,6 +14,8 @@ _JSON_VERSION):
   3  extra built_isa (a compiled package's vector ISA and the CPU flags it needs: AOTI rows)
   4  extra speedup_ci_level: the true confidence of the speedup's interval over rounds (exact
      order statistics of the paired ratios; before, a percentile bootstrap called [min, max] 95%)
+  5  extras delegated_ops, delegation_complete (which operators a delegate took, how many partitions,
+     which stayed on portable/reference kernels: ExecuTorch .pte, AOTI and LiteRT rows)
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from harness.mixed_columns import Mixed
 from harness.power_columns import Power
 from harness.sections import Accuracy, Comparison, Fleet, Identity, Latency, Outcome, Provenance, SizeMemory
 
-COLUMNS_VERSION = 4
+COLUMNS_VERSION = 5
 
 # The core's order: the comparison table's groups.
 SECTIONS = (Identity, Outcome, Latency, Accuracy, SizeMemory, Power, Comparison, Provenance, Fleet, Device, Mixed)
@@ -32,7 +34,7 @@ COLUMNS: list[str] = [name for section in SECTIONS for name in section.CORE]
 
 COMPANIONS = "*companions"  # where a metric's companion scores go
 EXTRAS: list[str] = [
-    "quantized_ops", "built_isa",
+    "quantized_ops", "delegated_ops", "delegation_complete", "built_isa",
     *Mixed.EXTRA,
     "batch_note",
     "power_coverage", "idle_power_note", "energy_mj_per_sample", "throttle_reasons", "throttle_note",

@@ -111,6 +111,9 @@ def build(session, run: CaseRun) -> None:
                            artifact_sha256=artifact.manifest["sha256"],
                            # which ops compute in int8, e.g. "MatMul 1/1, Conv 0/53"
                            quantized_ops=str(notes["quantized_ops"]) if notes.get("quantized_ops") else UNSET,
+                           # what a delegate took (notes["delegation"]: summary + complete), e.g.
+                           # "xnnpack 12/14 ops in 2 partitions; portable: aten.view_copy x2"
+                           **Provenance.delegation(notes),
                            # a compiled package's ISA, e.g. "avx512 avx512_vnni amx_tile (needs ...)"
                            built_isa=notes.get("built_isa_summary") or UNSET),
         # kept_float, its precision, the search's outcome

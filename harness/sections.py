@@ -250,7 +250,7 @@ class Provenance(Section):
 
     NAME = "provenance"
     CORE = ("runtime", "runtime_version", "python_version", "host", "artifact_key", "artifact_sha256")
-    EXTRA = ("quantized_ops", "built_isa")
+    EXTRA = ("quantized_ops", "delegated_ops", "delegation_complete", "built_isa")
 
     runtime: Any = None
     runtime_version: Any = None
@@ -259,6 +259,9 @@ class Provenance(Section):
     artifact_key: Any = None
     artifact_sha256: Any = None
     quantized_ops: Any = UNSET  # e.g. "MatMul 1/1, Conv 0/53"
+    # what a delegate took, e.g. "xnnpack 12/14 ops in 2 partitions; portable: aten.view_copy x2"
+    delegated_ops: Any = UNSET
+    delegation_complete: Any = UNSET  # True when every operator went to the delegate
     built_isa: Any = UNSET  # compiled packages (AOTI): the vector ISA and the CPU flags its kernels need
 
     @classmethod
@@ -267,6 +270,15 @@ class Provenance(Section):
         system = result.get("system", {})
         return dict(runtime=result["runtime"], runtime_version=result["runtime_version"],
                     python_version=system.get("python_version"), host=system.get("host"))
+
+    @classmethod
+    def delegation(cls, notes: Mapping[str, Any]) -> dict[str, Any]:
+        """Fields from an artifact manifest's notes["delegation"]: {"summary": str, "complete": bool,
+        ...} (what a delegate took at build time); none when the artifact has no delegate."""
+        found = notes.get("delegation") or {}
+        if not found.get("summary"):
+            return {}
+        return dict(delegated_ops=str(found["summary"]), delegation_complete=bool(found.get("complete")))
 
 
 @dataclass(frozen=True)

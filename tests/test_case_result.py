@@ -93,3 +93,13 @@ def test_power_from_a_result_and_merged_over_rounds():
     unknown = Power.from_result(_result([1.0], power={}))
     assert Power.merge([unknown, unknown]) == unknown  # no round could tell: nothing to combine
     assert Power.merge([power, unknown]).throttled is None  # one round that cannot tell: not known to be free
+
+
+def test_a_delegates_report_in_the_manifest_becomes_the_delegation_columns_beside_quantized_ops():
+    notes = {"delegation": {"summary": "xnnpack 5/7 ops in 2 partitions; portable: aten.view_copy x2",
+                            "complete": False}}
+    row = CaseResult(Identity(), provenance=Provenance(**Provenance.delegation(notes), quantized_ops="Conv 2/2")).to_row()
+    extras = list(row)[len(columns.COLUMNS):]
+    assert extras == ["quantized_ops", "delegated_ops", "delegation_complete"]
+    assert row["delegated_ops"].startswith("xnnpack 5/7") and row["delegation_complete"] is False
+    assert Provenance.delegation({}) == {} and Provenance.delegation({"delegation": {"summary": ""}}) == {}
