@@ -19,6 +19,7 @@ from harness.artifacts import sha256_file
 from harness.data import Dataset
 from harness.models.keras_factory import KerasFactory
 from harness.models.spec import ModelContext, ModelSpec
+from harness.training import deterministic_torch
 
 SEED = 0
 N_EVAL = 500
@@ -88,29 +89,32 @@ def build_torch_module():
 
 
 def train_torch(module, dataset: Dataset, epochs: int = EPOCHS, progress=lambda m: None):
-    """Deterministic training: fixed seed, one thread, fixed batch order."""
+    """Deterministic training: fixed seed, one thread, deterministic algorithms, fixed batch
+    order (call it inside `deterministic_torch`, with the module built there too: its initial
+    weights come from the global generator)."""
     import torch
 
-    torch.manual_seed(SEED)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread keeps float reductions in a fixed order
-    try:
-        x = torch.from_numpy(dataset.train_inputs["input"])
-        y = torch.from_numpy(dataset.train_labels)
-        optimizer = torch.optim.Adam(module.parameters(), lr=LEARNING_RATE)
-        loss_fn = torch.nn.CrossEntropyLoss()
-        generator = torch.Generator().manual_seed(SEED)
-        module.train()
-        for epoch in range(epochs):
-            progress(f"training epoch {epoch + 1}/{epochs}")
-            for idx in torch.randperm(len(x), generator=generator).split(BATCH):
-                optimizer.zero_grad()
-                loss = loss_fn(module(x[idx]), y[idx])
-                loss.backward()
-                optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
+    x = torch.from_numpy(dataset.train_inputs["input"])
+    y = torch.from_numpy(dataset.train_labels)
+    optimizer = torch.optim.Adam(module.parameters(), lr=LEARNING_RATE)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(SEED)
+    module.train()
+    for epoch in range(epochs):
+        progress(f"training epoch {epoch + 1}/{epochs}")
+        for idx in torch.randperm(len(x), generator=generator).split(BATCH):
+            optimizer.zero_grad()
+            loss = loss_fn(module(x[idx]), y[idx])
+            loss.backward()
+            optimizer.step()
     return module.eval()
+
+
+def trained_torch_module(dataset: Dataset, progress=lambda m: None):
+    """digits-cnn built and trained from SEED: the same weights in every fresh process."""
+    with deterministic_torch(SEED):
+        module = build_torch_module()  # its initial weights come from the seeded global generator
+        return train_torch(module, dataset, progress=progress)
 
 
 def weights_path(ctx: ModelContext) -> Path:
@@ -130,11 +134,11 @@ def torch_factory(ctx: ModelContext):
     import torch
 
     path = weights_path(ctx)
-    module = build_torch_module()
     if path.is_file():
+        module = build_torch_module()
         module.load_state_dict(torch.load(path, weights_only=True))
         return module.eval()
-    train_torch(module, ctx.dataset, progress=ctx.progress)
+    module = trained_torch_module(ctx.dataset, progress=ctx.progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(module.state_dict(), tmp)

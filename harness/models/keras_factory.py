@@ -104,6 +104,7 @@ class KerasFactory:
         import keras
 
         path = self.weights_path(ctx)
+        keras.utils.set_random_seed(self.seed)  # before the build: the initial weights are drawn there
         model = self.build(keras)
         if path.is_file():
             with np.load(path) as npz:

@@ -19,6 +19,7 @@ import numpy as np
 from harness.artifacts import BuiltModel
 from harness.quantize.base import BuildContext, NotApplicable, Recipe, require_trainable
 from harness.quantize.pt2e_torch import QUANTIZERS, quantizer_applicable
+from harness.training import deterministic_torch
 
 
 @dataclass(frozen=True)
@@ -67,16 +68,14 @@ def qat_convert(ctx: BuildContext, config: QATConfig):
     from harness.quantize.torch_export import drop_unused_state, fp32_copy
 
     inputs, labels = _train_split(ctx)
-    torch.manual_seed(config.seed)
-    prepared = prepare_qat_pt2e(capture(fp32_copy(ctx), ctx), make_quantizer(config.quantizer, is_qat=True))
-    move_exported_model_to_train(prepared)
-    optimizer = torch.optim.Adam(prepared.parameters(), lr=config.learning_rate)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    generator = torch.Generator().manual_seed(config.seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread keeps float reductions in a fixed order
     epoch_losses = []
-    try:
+    # seeded, one thread, deterministic algorithms (warn only: a PT2E graph may hold an op without a deterministic kernel)
+    with deterministic_torch(config.seed, warn_only=True):
+        prepared = prepare_qat_pt2e(capture(fp32_copy(ctx), ctx), make_quantizer(config.quantizer, is_qat=True))
+        move_exported_model_to_train(prepared)
+        optimizer = torch.optim.Adam(prepared.parameters(), lr=config.learning_rate)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        generator = torch.Generator().manual_seed(config.seed)
         for epoch in range(config.epochs):
             ctx.progress(f"QAT epoch {epoch + 1}/{config.epochs}")
             total, steps = 0.0, 0
@@ -94,8 +93,6 @@ def qat_convert(ctx: BuildContext, config: QATConfig):
                 optimizer.step()
                 total, steps = total + loss.item(), steps + 1
             epoch_losses.append(total / max(steps, 1))
-    finally:
-        torch.set_num_threads(threads)
     move_exported_model_to_eval(prepared)
     converted = convert_pt2e(prepared)
     dropped = drop_unused_state(converted)

@@ -22,6 +22,7 @@ import numpy as np
 from harness.artifacts import BuiltModel
 from harness.quantize.base import BuildContext, NotApplicable, Recipe, require_trainable
 from harness.quantize.tflite_aeq import FloatTflite, aeq_recipes, signature_dtypes, write
+from harness.training import deterministic_torch
 
 SLUG = "litert-torch"
 SOURCE = "torch"
@@ -151,11 +152,9 @@ def build_qat(ctx: BuildContext, out: Path) -> BuiltModel:
     if dataset.train_inputs is None or dataset.train_labels is None:
         raise ValueError(f"qat-int8 fine-tunes on the train split, and dataset {dataset.name!r} has none")
     quantizer, prepared, workaround = _qat_quantizer(ctx.torch_module, _samples(ctx, dataset.eval_inputs, 0, 2))
-    torch.manual_seed(SEED)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread keeps float reductions in a fixed order
     losses = []
-    try:
+    # seeded, one thread, deterministic algorithms (warn only: a PT2E graph may hold an op without a deterministic kernel)
+    with deterministic_torch(SEED, warn_only=True):
         x = [torch.from_numpy(dataset.train_inputs[n]) for n in dataset.input_names]
         y = torch.from_numpy(dataset.train_labels)
         optimizer = torch.optim.Adam(prepared.parameters(), lr=QAT_LEARNING_RATE)
@@ -173,8 +172,6 @@ def build_qat(ctx: BuildContext, out: Path) -> BuiltModel:
                 optimizer.step()
                 total += loss.item() * len(idx)
             losses.append(round(total / len(y), 6))
-    finally:
-        torch.set_num_threads(threads)
     move_exported_model_to_eval(prepared)
     converted = convert_pt2e(prepared, fold_quantize=False)
     ctx.progress("litert_torch.convert (PT2E QAT int8)")
