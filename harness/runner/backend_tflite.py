@@ -5,13 +5,14 @@ and tensorflow.lite that imports; TensorFlow is only tried when neither of the o
 installed, since edge devices usually have one small runtime and no TensorFlow.
 
 What is timed is the call every backend times (docs/architecture.md, "What one timed call
-is"): prepare() converts the inputs once, outside the timed region (int8/int16 inputs quantized
-with each tensor's own scale and zero point, i.e. the model's own input dtypes); run() copies
-them into the interpreter (set_tensor), calls invoke() and copies every output out as a host
-array in the model's own dtype (get_tensor), as onnxruntime's session.run does; fetch()
-dequantizes integer outputs for scoring, outside the timed region. (TFLite's benchmark_model
-times invoke() alone; here the input and output copies, a few microseconds, are in, so a
-TFLite p50 means what an onnxruntime or torch p50 means.)
+is"): host arrays of real values in, host arrays of real values out. prepare() only casts the
+data to the interface's dtype once, outside the timed region (float32 for a quantized input);
+run() quantizes each integer input (int8/int16, with the tensor's own scale and zero point),
+copies it into the interpreter (set_tensor), calls invoke(), copies every output out
+(get_tensor) and dequantizes the integer ones. A full-integer model's application does that
+work on every call, and ONNX Runtime's QDQ graphs and torch's int8 modules do it inside their
+timed call (their Quantize/Dequantize ops), so it is inside here too: a TFLite p50 means what an
+onnxruntime or torch p50 means. (TFLite's benchmark_model times invoke() alone.)
 
 The manifest's notes.tflite_tensors maps the dataset's input/output names to the model's
 tensors (recorded when the artifact was built); without it, the tensor names are the names.
@@ -55,12 +56,42 @@ _INTEGER_IO = ("int8", "uint8", "int16")
 
 
 class _Feed:
-    """Inputs converted for the interpreter: (tensor index, array) pairs."""
+    """Inputs for the timed call: (tensor index, array, how to quantize it or None) triples."""
 
     __slots__ = ("arrays",)
 
-    def __init__(self, arrays: Tuple[Tuple[int, np.ndarray], ...]) -> None:
+    def __init__(self, arrays: Tuple[Tuple[int, np.ndarray, Optional["_Quantizer"]], ...]) -> None:
         self.arrays = arrays
+
+
+class _Quantizer:
+    """An integer tensor's affine quantization: real = (q - zero_point) x scale, in float32 as
+    TFLite's own Quantize/Dequantize kernels compute it."""
+
+    __slots__ = ("scale", "zero_point", "dtype", "low", "high")
+
+    def __init__(self, detail: dict) -> None:
+        scale, zero_point = _quant(detail)
+        self.scale, self.zero_point = np.float32(scale), np.float32(zero_point)
+        self.dtype = np.dtype(detail["dtype"])
+        info = np.iinfo(self.dtype)
+        self.low, self.high = np.float32(info.min), np.float32(info.max)
+
+    def quantize(self, value: np.ndarray) -> np.ndarray:
+        q = np.rint(value / self.scale)
+        q += self.zero_point
+        return np.clip(q, self.low, self.high, out=q).astype(self.dtype)
+
+    def dequantize(self, value: np.ndarray) -> np.ndarray:
+        real = value.astype(np.float32)
+        real -= self.zero_point
+        real *= self.scale
+        return real
+
+
+def _quantizer(detail: dict) -> Optional[_Quantizer]:
+    """How an integer input/output tensor maps to real values (None: it is not quantized)."""
+    return _Quantizer(detail) if np.dtype(detail["dtype"]).name in _INTEGER_IO and _quant(detail) else None
 
 
 def _quant(detail: dict) -> Optional[Tuple[float, int]]:
@@ -88,7 +119,7 @@ class Backend:
         self._invoke = self.interpreter.invoke
         self._set_tensor = self.interpreter.set_tensor
         self._get_tensor = self.interpreter.get_tensor
-        self._output_indices = [d["index"] for _, d in self._outputs]
+        self._output_plan = [(d["index"], _quantizer(d)) for _, d in self._outputs]
         layout = (manifest.get("notes") or {}).get("layout") or {}
         self.details = {
             "interpreter": _RUNTIME,
@@ -99,7 +130,8 @@ class Backend:
             "xnnpack": self._xnnpack(),
             "inputs": {n: self._describe(d, layout.get(n)) for n, d in self._inputs},
             "outputs": {n: self._describe(d) for n, d in self._outputs},
-            "timed": "set_tensor of each input, invoke(), get_tensor of each output (dequantized outside the timed call)",
+            "timed": "quantize integer inputs, set_tensor of each input, invoke(), get_tensor of each output, "
+                     "dequantize integer outputs",
         }
 
     # -- setup ------------------------------------------------------------------------------
@@ -146,19 +178,18 @@ class Backend:
         return facts
 
     # -- the measured path ----------------------------------------------------------------------
-    def _convert(self, name: str, value: np.ndarray, detail: dict) -> np.ndarray:
+    def _convert(self, name: str, value: np.ndarray, detail: dict) -> Tuple[np.ndarray, Optional[_Quantizer]]:
+        """The input as the timed call takes it: real values for a quantized integer input (run()
+        quantizes them), else the tensor's own dtype."""
         dtype = np.dtype(detail["dtype"])
         value = np.asarray(value)
-        quant = _quant(detail)
-        if dtype.name in _INTEGER_IO and quant and np.issubdtype(value.dtype, np.floating):
-            scale, zero_point = quant
-            info = np.iinfo(dtype)
-            q = np.round(value.astype(np.float64) / scale) + zero_point
-            return np.ascontiguousarray(np.clip(q, info.min, info.max).astype(dtype))
+        quantizer = _quantizer(detail)
+        if quantizer is not None and np.issubdtype(value.dtype, np.floating):
+            return np.ascontiguousarray(value, dtype=np.float32), quantizer
         if np.issubdtype(value.dtype, np.floating) and not np.issubdtype(dtype, np.floating):
             raise ValueError("input %r: the model takes %s (not quantized) but the data is %s; give %s data"
                              % (name, dtype.name, value.dtype, dtype.name))
-        return np.ascontiguousarray(value, dtype=dtype)
+        return np.ascontiguousarray(value, dtype=dtype), None
 
     def prepare(self, feed: Dict[str, np.ndarray]) -> _Feed:
         """Convert the inputs; resize the interpreter when the batch differs from its current one."""
@@ -176,7 +207,7 @@ class Backend:
         if resized:
             self.interpreter.allocate_tensors()
             self.details["xnnpack"] = self._xnnpack()
-        return _Feed(tuple((d["index"], self._convert(n, feed[n], d)) for n, d in self._inputs))
+        return _Feed(tuple((d["index"],) + self._convert(n, feed[n], d) for n, d in self._inputs))
 
     def _position(self, detail: dict) -> int:
         for i, d in enumerate(self.interpreter.get_input_details()):
@@ -185,19 +216,10 @@ class Backend:
         raise KeyError(detail["name"])
 
     def run(self, prepared: _Feed) -> List[np.ndarray]:
-        """The timed call: inputs in, invoke(), every output out as a host array (a copy)."""
-        for index, value in prepared.arrays:
-            self._set_tensor(index, value)
+        """The timed call: real-valued inputs in (quantized here when the tensor is an integer
+        one), invoke(), every output out as a host array (a copy), integer ones dequantized."""
+        for index, value, quantizer in prepared.arrays:
+            self._set_tensor(index, value if quantizer is None else quantizer.quantize(value))
         self._invoke()
-        return [self._get_tensor(index) for index in self._output_indices]
-
-    def fetch(self, outputs: List[np.ndarray]) -> List[np.ndarray]:
-        """run()'s outputs for scoring: integer outputs dequantized to real values."""
-        dequantized = []
-        for value, (_, detail) in zip(outputs, self._outputs):
-            quant = _quant(detail)
-            if quant and np.dtype(detail["dtype"]).name in _INTEGER_IO:
-                scale, zero_point = quant
-                value = ((value.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
-            dequantized.append(value)
-        return dequantized
+        return [self._get_tensor(index) if quantizer is None else quantizer.dequantize(self._get_tensor(index))
+                for index, quantizer in self._output_plan]
