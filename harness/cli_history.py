@@ -142,9 +142,59 @@ def add_recommend(sub) -> None:
     p.add_argument("--target", default=None,
                    help="a target (or pool), or several separated by commas (default: every target with results); "
                         "with several, also the mode for the whole fleet")
-    p.add_argument("--max-accuracy-drop", type=float, default=1.0, help="accuracy budget vs fp32 in points (default 1.0)")
+    p.add_argument("--max-accuracy-drop", type=float, default=None,
+                   help="accuracy budget vs fp32 in points (default: the suite's Limits, else 1.0)")
+    add_limit_options(p)
     p.add_argument("--noise-threshold", type=float, default=None,
                    help="IQR/median at which a candidate's timing is flagged noisy (default 0.10, as the gates)")
+    p.add_argument("--json", action="store_true", help="print the answer as one JSON document (its fields: README)")
+
+
+def add_limit_options(p: argparse.ArgumentParser) -> None:
+    """--max-p99-ms, --max-memory-mb, --max-size-mb, --max-size-ratio, --max-energy-mj, --objective
+    (harness/limits.py): over each suite's Suite(limits=...)."""
+    from harness.limits import FLAGS, OBJECTIVES
+
+    for name, (flag, kind, text) in FLAGS.items():
+        p.add_argument(flag, dest=name, type=kind, default=None, help=text,
+                       **({"choices": list(OBJECTIVES)} if name == "objective" else {}))
+
+
+def limits_from_args(args: argparse.Namespace, command: str):
+    """The command line's Limits; a bad one is one line on stderr (LimitsError)."""
+    from harness.limits import from_options
+
+    from harness.limits import FLAGS
+
+    limits = from_options(vars(args))
+    problem = limits.validate()
+    if problem:
+        for name, (flag, _, _) in {**FLAGS, "max_accuracy_drop": ("--max-accuracy-drop", None, "")}.items():
+            problem = problem.replace(f"limit {name} ", f"{flag} ").replace(f"{name} ", f"{flag} ")
+        raise LimitsError(f"quantbench {command}: {problem}")
+    return limits
+
+
+class LimitsError(ValueError):
+    pass
+
+
+def suite_limits_in(db, rows) -> dict:
+    """suite -> the Limits its newest run declared (run.json's limits.declared), for the suites in `rows`."""
+    from harness.limits import Limits
+
+    from harness.history.regress import current_rows
+
+    found: dict = {}
+    current = current_rows(rows)
+    if current.empty or "run_id" not in current:
+        return found
+    order = current.sort_values("run_started_at", ascending=False) if "run_started_at" in current else current
+    for run_id in dict.fromkeys(order["run_id"]):  # the runs the answer's rows come from, newest first
+        declared = (db.manifest(str(run_id)).get("limits") or {}).get("declared") or {}
+        for suite, values in declared.items():
+            found.setdefault(suite, Limits.from_dict(values))
+    return found
 
 
 @_user_errors
@@ -153,6 +203,11 @@ def cmd_recommend(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.history.gates import Gates
     from harness.history.recommend import format_recommendations, recommend
 
+    try:
+        flags = limits_from_args(args, "recommend")
+    except LimitsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     db = _open(args)
     known = db.targets()
     wanted = [t.strip().removeprefix("pool:") for t in args.target.split(",")] if args.target else known
@@ -161,9 +216,15 @@ def cmd_recommend(args: argparse.Namespace, rest: list[str]) -> int:
         print(f"quantbench recommend: no results for target {', '.join(map(repr, missing)) or '(any)'} in {db!r} "
               f"(targets with results: {', '.join(known) or 'none'})", file=sys.stderr)
         return 2
-    recs = recommend(db.results(target=wanted), args.max_accuracy_drop, Gates().override({"noise": args.noise_threshold}).noise)
-    print(format_recommendations(recs))
+    rows = db.results(target=wanted)
+    recs = recommend(rows, flags, Gates().override({"noise": args.noise_threshold}).noise, suite_limits_in(db, rows))
     fleet = recommend_fleet(recs)
+    if args.json:
+        from harness.history.answer_json import document
+
+        print(json.dumps(document(recs, fleet, flags, {"results_db": repr(db), "targets": wanted}), indent=1))
+        return 0
+    print(format_recommendations(recs))
     if fleet:
         print()
         print(format_fleet(fleet))

@@ -70,17 +70,19 @@ def _interval(low: Any, high: Any) -> str:
     return "-" if low is None or high is None else f"{low:.3f}-{high:.3f}"
 
 
-def comparison_table(df: pd.DataFrame, reason_width: int = 70, max_drop: Optional[float] = None) -> str:
+def comparison_table(df: pd.DataFrame, reason_width: int = 70, max_drop=None, suite_limits=None) -> str:
     """One line per case: p50, speedup vs fp32, size ratio, accuracy, delta vs fp32, status.
     A run across several targets gets one column group per target instead (report_devices,
-    whose `+` marks what recommend() ships within `max_drop` points: None, its default);
+    whose `+` marks what recommend() ships within `max_drop`: points or harness.limits.Limits,
+    None: its default; `suite_limits`: suite -> its declared Limits);
     a pool's rows say which board ran them."""
     if df.empty:
         return "(no cases)"
     if df["target"].nunique() > 1:
         from harness.report_devices import device_table
 
-        return device_table(df) if max_drop is None else device_table(df, max_drop=max_drop)
+        return device_table(df, suite_limits=suite_limits) if max_drop is None else \
+            device_table(df, max_drop=max_drop, suite_limits=suite_limits)
     pooled = "pool" in df.columns and bool(df["pool"].notna().any())  # older runs have no pool column
     lines = []
     for _, r in _order(df).iterrows():

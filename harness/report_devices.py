@@ -12,11 +12,12 @@ line each.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping, Optional, Union
 
 import pandas as pd
 
-from harness.history.candidate import DEFAULT_MAX_DROP, candidate
+from harness.history.candidate import DEFAULT_MAX_DROP, as_limits, candidate, group_limits, rank
+from harness.limits import Limits
 from harness.rounds import speedup_text
 from harness.values import formatted, number
 from harness.vocabulary import FRAMEWORKS, MODES
@@ -28,24 +29,29 @@ def _label(row: dict[str, Any]) -> str:
     return f"{row['target']} (pool)" if isinstance(row.get("pool"), str) and row["pool"] else str(row["target"])
 
 
-def best_per_target(df: pd.DataFrame, max_drop: float = DEFAULT_MAX_DROP) -> dict[tuple, str]:
-    """(target, model, batch) -> case_id of its fastest row that recommend() could ship
-    (history.candidate.candidate; ties broken by its label, as recommend() does)."""
-    best: dict[tuple, tuple[float, str, str]] = {}
+def best_per_target(df: pd.DataFrame, max_drop: Union[Limits, float] = DEFAULT_MAX_DROP,
+                    suite_limits: Optional[Mapping[str, Limits]] = None) -> dict[tuple, str]:
+    """(target, model, batch) -> case_id of its best row that recommend() could ship
+    (history.candidate.candidate under the limits applied to its suite, ranked as recommend()
+    ranks: the objective, then p50, then the label)."""
+    flags = as_limits(max_drop)
+    best: dict[tuple, tuple] = {}
     for r in df.to_dict("records"):
-        c = candidate(r, max_drop)
+        limits = group_limits([r.get("suite")], flags, suite_limits or {})
+        c = candidate(r, limits)
         if c.eligible:
             key = (r["target"], r["model"], int(r["batch_size"]))
-            rank = (number(r["latency_p50_ms"]), c.label, r["case_id"])
-            if key not in best or rank < best[key]:
-                best[key] = rank
-    return {key: rank[2] for key, rank in best.items()}
+            order = (*rank(c, limits), r["case_id"])
+            if key not in best or order < best[key]:
+                best[key] = order
+    return {key: order[-1] for key, order in best.items()}
 
 
-def device_table(df: pd.DataFrame, reason_width: int = 90, max_drop: float = DEFAULT_MAX_DROP) -> str:
+def device_table(df: pd.DataFrame, reason_width: int = 90, max_drop: Union[Limits, float] = DEFAULT_MAX_DROP,
+                 suite_limits: Optional[Mapping[str, Limits]] = None) -> str:
     targets = list(dict.fromkeys(df.sort_values("target")["target"]))
     labels = {r["target"]: _label(r) for r in df.to_dict("records")}
-    best = best_per_target(df, max_drop)
+    best = best_per_target(df, max_drop, suite_limits)
     fw = {f: i for i, f in enumerate(FRAMEWORKS)}
     md = {m: i for i, m in enumerate(MODES)}
     frame = df.assign(recipe=df["recipe"].fillna("-"))
@@ -83,7 +89,8 @@ def device_table(df: pd.DataFrame, reason_width: int = 90, max_drop: float = DEF
     table.columns = pd.MultiIndex.from_tuples(table.columns)
     text = table.to_string(index=False)
     legend = ("per target: p50 in ms (* fastest target for the line, + what `quantbench recommend` ships on the "
-              f"target: the fastest mode with its accuracy scored, within {max_drop:g} points of its fp32, not throttled, "
+              f"target: the fastest mode with its accuracy scored, within {as_limits(max_drop).accuracy_drop:g} points of its "
+              "fp32 (and the run's limits, by its objective), not throttled, "
               "minimums met; ~ noisy, ! minimums not met), speedup vs that target's own fp32 (with rounds: [interval @its true confidence], "
               "? rounds disagree), accuracy.")
     shown = [n if len(n) <= reason_width else n[: reason_width - 3] + "..." for n in notes]

@@ -156,7 +156,7 @@ def test_recommend_excludes_untrusted_timing_and_flags_noise(runs, tmp_path):
         label="fastest throttled, second valid=false, third IQR/median 0.25")
     url = f"sqlite:///{tmp_path / 'h.sqlite'}"
     HistoryDB(url).append_run_dir(night)
-    [rec] = recommend(HistoryDB(url).results(target="local"), max_drop=100.0)
+    [rec] = recommend(HistoryDB(url).results(target="local"), 100.0)
     assert rec.choice.row["case_id"] == third["case_id"]
     evidence = "\n".join(rec.evidence())
     assert (f"excluded {_named(fastest)}: ran throttled (soft temperature limit): its latency "

@@ -128,7 +128,7 @@ def test_recommend_and_the_dashboard_exclude_what_got_worse(brier_run, tmp_path)
 
     _, _, fp32, quantized, results = brier_run
     db = HistoryDB(f"sqlite:///{results / 'history.sqlite'}")
-    [rec] = recommend(db.results(target="local"), max_drop=0.0)
+    [rec] = recommend(db.results(target="local"), 0.0)
     by_case = {c.row["case_id"]: c for c in rec.candidates}
     for cid, row in quantized.items():
         rise = 100 * (row["accuracy"] - fp32["accuracy"])

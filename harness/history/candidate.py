@@ -3,20 +3,22 @@ and the device table's `+` (harness/report_devices.py), so the mark beside the t
 answer under it cannot disagree on the same rows.
 
 A row is a candidate when it is ok with a latency, its accuracy is scored and within the budget
-(points, in the metric's direction) of its framework's fp32 (fp32 itself always is), and its
-timing can be trusted: not throttled, and its timed loop met its minimums (`valid`). This module
+(points, in the metric's direction) of its framework's fp32 (fp32 itself always is), its
+timing can be trusted: not throttled, and its timed loop met its minimums (`valid`), it meets
+every one of the user's limits (harness/limits.py: p99, peak memory, size, energy; a row with no
+reading for a limited figure is out) and it has a figure for the objective. This module
 imports no history code (report_devices is reached from harness.report, which the history
 database imports).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Union
 
+from harness.limits import DEFAULT_MAX_DROP, Limits
 from harness.metrics import accuracy_loss, row_higher_is_better
 from harness.values import number, plain
-
-DEFAULT_MAX_DROP = 1.0  # accuracy points
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class Candidate:
     eligible: bool
     why: str  # why it is not eligible, or the accuracy evidence when it is
     untrusted: bool = False  # excluded because its timing cannot be trusted (throttled, minimums not met)
+    broke: tuple[str, ...] = ()  # the Limits fields it breaks (it is otherwise eligible: accuracy, timing)
+    excess: float = 0.0  # the sum of its relative excesses over those limits (inf: a figure missing)
 
     @property
     def label(self) -> str:
@@ -69,14 +73,48 @@ def _judge(row: dict[str, Any], max_drop: float) -> tuple[bool, str]:
     return True, text
 
 
-def candidate(row: dict[str, Any], max_drop: float = DEFAULT_MAX_DROP) -> Candidate:
+def as_limits(limits: Union[Limits, float, None]) -> Limits:
+    """Limits, from Limits, an accuracy budget in points (the older spelling) or None (defaults)."""
+    if isinstance(limits, Limits):
+        return limits
+    return Limits() if limits is None else Limits(max_accuracy_drop=float(limits))
+
+
+def candidate(row: dict[str, Any], limits: Union[Limits, float, None] = None) -> Candidate:
     """The one rule for what may be shipped: an ok row with a latency, its accuracy scored and
-    within `max_drop` points of its framework's fp32 (fp32 itself always), and a trusted timing.
-    `recommend`, the device table's `+` (report_devices) and the dashboard all go through it."""
-    ok, why = _judge(row, max_drop)
+    within the accuracy budget of its framework's fp32 (fp32 itself always), a trusted timing,
+    within every other limit and with a figure for the objective. `limits`: Limits, or an
+    accuracy budget in points. `recommend`, the device table's `+` (report_devices) and the
+    dashboard all go through it."""
+    limits = as_limits(limits)
+    ok, why = _judge(row, limits.accuracy_drop)
     if not ok:
         return Candidate(row, False, why)
     distrust = untrusted_timing(row)
     if distrust:
         return Candidate(row, False, f"{distrust} (otherwise eligible: {why})", untrusted=True)
+    broken = limits.broken(row)
+    if broken:
+        return Candidate(row, False, "over the limits: " + "; ".join(text for _, _, text in broken),
+                         broke=tuple(name for name, _, _ in broken), excess=sum(e for _, e, _ in broken))
+    missing = limits.missing_objective(row)
+    if missing:
+        return Candidate(row, False, missing)
     return Candidate(row, True, why)
+
+
+def _or_inf(value: Any) -> float:
+    figure = number(value)
+    return math.inf if figure is None else figure
+
+
+def rank(c: Candidate, limits: Limits) -> tuple:
+    """Best first: the objective's figure (p50 by default), then p50, then the label."""
+    return (_or_inf(c.row.get(limits.column)), _or_inf(c.row.get("latency_p50_ms")), c.label)
+
+
+def group_limits(suites, flags: Limits, suite_limits: Mapping[str, Limits]) -> Limits:
+    """The limits applied to one (target, model, batch): its suite's declared defaults
+    (Suite(limits=...); the first suite by name that declares any) overridden by `flags`."""
+    declared = [suite_limits[s] for s in sorted({str(s) for s in suites if isinstance(s, str)}) if s in suite_limits]
+    return (declared[0] if declared else Limits()).override(flags)

@@ -1,6 +1,8 @@
 """Which (framework, mode) to ship: per model (and batch size) on a target, the fastest by
-p50 whose accuracy stays within the budget of the fp32 baseline of the same framework
-(in the metric's direction), among the cases whose timing can be trusted.
+p50 (or the best by the user's --objective: p99, size, energy) whose accuracy stays within the
+budget of the fp32 baseline of the same framework (in the metric's direction) and that meets
+the user's limits (harness/limits.py: p99, peak memory, size, energy), among the cases whose
+timing can be trusted. When no mode meets them, the answer says so and names the closest.
 
 The candidates are the current rows of the target (regress.current_rows: each mode as the
 newest run that measured it left it; a mode that errored last night is not a candidate
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Union
 
 import pandas as pd
 
-from harness.history.candidate import DEFAULT_MAX_DROP, Candidate, candidate, untrusted_timing  # noqa: F401 (re-exported)
+from harness.history.candidate import (DEFAULT_MAX_DROP, Candidate, as_limits, candidate, group_limits, rank,  # noqa: F401 (re-exported)
+                                       untrusted_timing)
 from harness.history.regress import current_rows
+from harness.limits import Limits
 from harness.metrics import row_higher_is_better
 from harness.stats import NOISE_THRESHOLD
 from harness.values import number
@@ -36,6 +40,15 @@ class Recommendation:
     candidates: list[Candidate] = field(default_factory=list)  # fastest first, ineligible last
     tie: float = 0.10  # a runner-up slower by no more than this (relative) is called a near tie
     noise: float = NOISE_THRESHOLD  # IQR/median at or above which a candidate's timing is flagged noisy
+    limits: Limits = field(default_factory=Limits)  # the limits applied (max_drop is their accuracy budget)
+
+    @property
+    def closest(self) -> Optional[Candidate]:
+        """With no choice: the mode nearest to meeting the limits (within the accuracy budget, its
+        timing trusted, the smallest relative excess over the limits it breaks), or None. A mode
+        with no reading for a limited figure is never the closest: how far it is cannot be told."""
+        over = [c for c in self.candidates if c.broke and math.isfinite(c.excess)]
+        return min(over, key=lambda c: (c.excess, len(c.broke), rank(c, self.limits))) if over else None
 
     def _near_tie(self, runner_up: dict[str, Any]) -> tuple[float, str]:
         """(relative p50 margin of the runner-up, '' or why the two cannot be told apart: within the
@@ -83,7 +96,15 @@ class Recommendation:
         """Lines that justify the answer: the choice, the runner-up, what was excluded and why."""
         if self.choice is None:
             untrusted = [c for c in self.candidates if c.untrusted]
-            if untrusted:
+            closest = self.closest
+            unread = [c for c in self.candidates if c.broke and not math.isfinite(c.excess)]
+            if closest is not None:
+                lines = [f"no mode meets: {self.limits.describe()}; closest: {_slashed(closest.row)} "
+                         f"({closest.why.removeprefix('over the limits: ')})"]
+            elif unread:
+                lines = [f"no mode meets: {self.limits.describe()}; none within the accuracy budget has the readings to "
+                         f"judge ({unread[0].why.removeprefix('over the limits: ')})"]
+            elif untrusted:
                 lines = [f"no mode of {self.model} on {self.target} has a trusted timing within {self.max_drop:g} "
                          f"accuracy points of fp32 ({len(untrusted)} excluded for their timing; see below)"]
             else:
@@ -157,23 +178,36 @@ def _timing_flags(row: dict[str, Any], noise: float) -> str:
     return f" [timing noisy: IQR/median {iqr:.2f}]" if iqr >= noise else ""
 
 
-def recommend(rows: pd.DataFrame, max_drop: float = DEFAULT_MAX_DROP, noise: float = NOISE_THRESHOLD) -> list[Recommendation]:
+def recommend(rows: pd.DataFrame, limits: Union[Limits, float, None] = None, noise: float = NOISE_THRESHOLD,
+              suite_limits: Optional[Mapping[str, Limits]] = None) -> list[Recommendation]:
     """One recommendation per (target, model, batch size) in `rows` (history rows; newest per case is used).
-    `noise` is the IQR/median at which a candidate's timing is flagged (the gates' noise threshold)."""
+    `limits`: the command line's (Limits, or an accuracy budget in points; None: the defaults), over
+    each suite's own in `suite_limits` (suite name -> Limits). `noise` is the IQR/median at which a
+    candidate's timing is flagged (the gates' noise threshold)."""
+    flags, declared = as_limits(limits), dict(suite_limits or {})
     latest = current_rows(rows)
     out = []
     if latest.empty:
         return out
     for (target, model, batch), group in latest.groupby(["target", "model", "batch_size"], sort=True):
-        cands = [candidate(row, max_drop) for row in group.to_dict("records")]
-        cands.sort(key=lambda c: (not c.eligible, number(c.row.get("latency_p50_ms")) or math.inf, c.label))
+        applied = group_limits(group["suite"] if "suite" in group else (), flags, declared)
+        cands = [candidate(row, applied) for row in group.to_dict("records")]
+        cands.sort(key=lambda c: (not c.eligible, *rank(c, applied)))
         choice = cands[0] if cands and cands[0].eligible else None
-        out.append(Recommendation(str(target), str(model), int(batch), max_drop, choice, cands, noise=noise))
+        out.append(Recommendation(str(target), str(model), int(batch), applied.accuracy_drop, choice, cands, noise=noise,
+                                  limits=applied))
     return out
 
 
-def for_target(db, target: str, max_drop: float = DEFAULT_MAX_DROP, noise: float = NOISE_THRESHOLD) -> list[Recommendation]:
-    return recommend(db.results(target=target), max_drop, noise)
+def for_target(db, target: str, limits: Union[Limits, float, None] = None, noise: float = NOISE_THRESHOLD) -> list[Recommendation]:
+    return recommend(db.results(target=target), limits, noise)
+
+
+def limits_suffix(limits: Limits) -> str:
+    """', p99 <= 3 ms, size <= 0.50x fp32, minimising size': the limits past the accuracy budget
+    and a non-default objective, for the lines that name the budget."""
+    rest = limits.describe(accuracy=False)
+    return (f", {rest}" if rest else "") + (f", minimising {limits.goal}" if limits.goal != "p50" else "")
 
 
 def format_recommendations(recs: list[Recommendation]) -> str:
@@ -181,6 +215,7 @@ def format_recommendations(recs: list[Recommendation]) -> str:
         return "(no results for this target in the database)"
     blocks = []
     for rec in recs:
-        head = f"{rec.model} (batch {rec.batch_size}) on {rec.target}, budget {rec.max_drop:g} accuracy points: {rec.answer}"
+        head = (f"{rec.model} (batch {rec.batch_size}) on {rec.target}, budget {rec.max_drop:g} accuracy points"
+                f"{limits_suffix(rec.limits)}: {rec.answer}")
         blocks.append("\n".join([head] + [f"    {line}" for line in rec.evidence()]))
     return "\n".join(blocks)

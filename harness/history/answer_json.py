@@ -1,0 +1,93 @@
+"""The answer for machines: `quantbench recommend --json` and `quantbench report --json`.
+
+One JSON document (FORMAT, below, is its version) that CI reads instead of the answer's wording:
+
+    {"format": 1, "kind": "quantbench.recommendation", "source": {...}, "limits": {<the flags>},
+     "recommendations": [{"target", "model", "batch_size", "answer": "onnxruntime/static-int8",
+                          "limits": {<applied: the suite's defaults under the flags>},
+                          "choice": <case> | null, "runner_up": <case> | null,
+                          "no_mode_meets": null | {"limits": "...", "closest": <case> | null},
+                          "excluded": [{<case identity>, "reason": "...", "broke": ["max_p99_ms"]}],
+                          "headline": "..."}],
+     "fleet": [{"model", "batch_size", "devices", "answer", "kind"}]}
+
+A <case> is its identity (case_id, framework, mode, recipe, run_id) and its evidence: p50/p99,
+speedup with its interval and that interval's true confidence level, rounds, accuracy with its
+interval and its delta vs fp32, size, peak memory, energy, and the flags (noisy, throttled,
+valid). A figure the row does not have is null, never 0.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from harness.history.candidate import Candidate
+from harness.history.recommend import Recommendation, recipe_slug
+from harness.limits import Limits
+from harness.values import number, plain
+
+FORMAT = 1  # 1: the first version (issue 22)
+KIND = "quantbench.recommendation"
+
+_FIGURES = ("latency_p50_ms", "latency_p99_ms", "iqr_over_median", "n_runs", "speedup", "speedup_ci_low",
+            "speedup_ci_high", "speedup_ci_level", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "accuracy_delta",
+            "size_bytes", "size_ratio", "peak_rss_mb", "energy_mj_per_inf")
+
+
+def _flag(value: Any) -> Optional[bool]:
+    value = plain(value)
+    return None if value is None else bool(value)
+
+
+def identity(row: dict[str, Any]) -> dict[str, Any]:
+    return {"case_id": row.get("case_id"), "framework": row.get("framework"), "mode": row.get("mode"),
+            "recipe": plain(row.get("recipe")), "recipe_slug": recipe_slug(row) or None, "run_id": plain(row.get("run_id"))}
+
+
+def case(c: Optional[Candidate], noise: float) -> Optional[dict[str, Any]]:
+    """A candidate's identity and evidence (None for None)."""
+    if c is None:
+        return None
+    row = c.row
+    evidence: dict[str, Any] = {name: number(row.get(name)) for name in _FIGURES}
+    for name in ("n_runs", "size_bytes"):
+        evidence[name] = None if evidence[name] is None else int(evidence[name])
+    rounds = number(row.get("rounds"))  # runner processes (each paired with an fp32 one); none recorded: one
+    rounds = rounds if rounds is not None else number(row.get("speedup_rounds"))
+    evidence["rounds"] = int(rounds) if rounds is not None else 1
+    iqr = evidence["iqr_over_median"]
+    evidence["flags"] = {"noisy": None if iqr is None else iqr >= noise, "throttled": _flag(row.get("throttled")),
+                         "valid": _flag(row.get("valid")), "rounds_disagree": _flag(row.get("rounds_disagree"))}
+    return {**identity(row), "eligible": c.eligible, "why": c.why, "evidence": evidence}
+
+
+def recommendation(rec: Recommendation) -> dict[str, Any]:
+    others = [c for c in rec.candidates if c.eligible and c is not rec.choice]
+    closest = rec.closest if rec.choice is None else None
+    return {
+        "target": rec.target, "model": rec.model, "batch_size": rec.batch_size,
+        "answer": rec.answer,
+        "objective": rec.limits.goal,
+        "limits": rec.limits.as_dict(resolved=True),
+        "choice": case(rec.choice, rec.noise),
+        "runner_up": case(others[0] if others else None, rec.noise),
+        "no_mode_meets": None if rec.choice is not None else {
+            "limits": rec.limits.describe(), "closest": case(closest, rec.noise)},
+        "excluded": [{**identity(c.row), "status": c.row.get("status"), "reason": c.why, "broke": list(c.broke),
+                      "untrusted_timing": c.untrusted} for c in rec.candidates if not c.eligible],
+        "headline": rec.headline(),
+    }
+
+
+def document(recs: list[Recommendation], fleet: list = (), flags: Limits = Limits(),
+             source: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The whole answer: every (target, model, batch)'s recommendation, the fleet's, and the
+    command-line limits (`flags`) each recommendation's own `limits` applied over its suite's."""
+    return {
+        "format": FORMAT,
+        "kind": KIND,
+        "source": source or {},
+        "limits": flags.as_dict(),
+        "recommendations": [recommendation(rec) for rec in recs],
+        "fleet": [{"model": f.model, "batch_size": f.batch_size, "devices": list(f.devices), "answer": f.answer,
+                   "kind": f.kind, "headline": f.headline()} for f in fleet],
+    }

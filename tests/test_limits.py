@@ -1,0 +1,185 @@
+"""The user's limits (issue 22): `quantbench recommend --max-p99-ms ... --max-size-ratio ... --objective ...
+--json` on a real run of the digits onnxruntime cases. Every limit is derived from the run's own rows, so
+the premises hold on any machine: the fastest eligible case is excluded by one limit, impossible limits
+leave no mode and name the closest, --objective size picks the smallest eligible case."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from harness.history.db import HistoryDB
+from harness.limits import Limits
+from tests.history_support import derive_run, quantbench, run_pytest
+
+MODES = ("fp32", "fp16", "dynamic-int8", "static-int8")
+SUITE = """from harness import Suite
+from harness.models import digits_cnn
+
+suite = Suite(model=digits_cnn, frameworks=("onnxruntime",), modes={modes!r},
+              budgets={{"dynamic-int8": 1.0, "static-int8": 1.0}}, name="digits"{extra})
+test_case = suite.pytest_cases()
+"""
+
+
+def write_suite(folder, extra: str = "", name: str = "test_digits_limits.py"):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(SUITE.format(modes=MODES, extra=extra))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("limits-run")
+    proc = run_pytest([write_suite(base / "suite")], base, "plain", "--qb-results-db=off")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return base / "plain"
+
+
+def _rows(run_dir) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text())["row"] for p in (run_dir / "cases").glob("*.json")}
+
+
+def _eligible(rows: dict[str, dict], max_drop: float = 1.0) -> dict[str, dict]:
+    """What the candidate rule keeps before the limits, read from the rows themselves: ok, within the accuracy
+    budget of fp32 (fp32 always), timing trusted (not throttled, minimums met)."""
+    return {cid: r for cid, r in rows.items() if r["status"] == "ok" and r.get("latency_p50_ms") is not None
+            and (r["mode"] == "fp32" or (r.get("accuracy_delta") is not None and -100 * r["accuracy_delta"] <= max_drop + 1e-9))
+            and r.get("valid") is not False and r.get("throttled") is not True}
+
+
+def _ratio(r: dict) -> float:
+    return 1.0 if r["mode"] == "fp32" else r["size_ratio"]
+
+
+def _recommend_json(url: str, *flags: str) -> dict:
+    proc = quantbench("recommend", "--target", "local", "--results-db", url, "--json", *flags)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _db(run_dir, tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    HistoryDB(url).append_run_dir(run_dir)
+    return url
+
+
+def _excluding_the_fastest(run_dir, tmp_path):
+    """(run, p99 limit X, size-ratio limit Y) such that the fastest eligible case breaks exactly one of them
+    and another eligible case meets both. From the real rows when they allow it (some other case is smaller,
+    or has a lower p99); else from a labelled copy whose fastest case's size was doubled by the test."""
+    rows = _rows(run_dir)
+    eligible = _eligible(rows)
+    fastest = min(eligible.values(), key=lambda r: r["latency_p50_ms"])
+    others = [r for r in eligible.values() if r is not fastest]
+    assert others, f"the run has one eligible case only: {sorted(eligible)}"
+    if any(_ratio(r) < _ratio(fastest) for r in others):
+        y = _ratio(fastest) * 0.999
+        x = max(r["latency_p99_ms"] for r in others if _ratio(r) <= y)  # keeps every case the size allows
+        return run_dir, x, y, fastest, "max_size_ratio"
+    if any(r["latency_p99_ms"] < fastest["latency_p99_ms"] for r in others):
+        x = fastest["latency_p99_ms"] * 0.999
+        y = max(_ratio(r) for r in others if r["latency_p99_ms"] <= x)
+        return run_dir, x, y, fastest, "max_p99_ms"
+    fp32 = next(r for r in rows.values() if r["mode"] == "fp32")
+    doubled = {fastest["case_id"]: {"size_bytes": 2 * fp32["size_bytes"], "size_ratio": 2.0}}
+    copy = derive_run(run_dir, tmp_path / "derived", "bigger-fastest", columns=doubled,
+                      label=f"{fastest['case_id']}: size set to twice fp32's (it was the smallest and lowest p99)")
+    y = 1.5
+    x = max(r["latency_p99_ms"] for r in others)
+    return copy, x, y, {**fastest, **doubled[fastest["case_id"]]}, "max_size_ratio"
+
+
+def test_limits_exclude_the_fastest_and_the_choice_meets_every_limit(run, tmp_path):
+    run_dir, x, y, fastest, broken = _excluding_the_fastest(run, tmp_path)
+    rows = _rows(run_dir)
+    meets = {cid: r for cid, r in _eligible(rows).items() if r["latency_p99_ms"] <= x and _ratio(r) <= y}
+    expected = min(meets.values(), key=lambda r: r["latency_p50_ms"])
+    doc = _recommend_json(_db(run_dir, tmp_path), "--max-p99-ms", repr(x), "--max-size-ratio", repr(y))
+    assert doc["format"] == 1 and doc["kind"] == "quantbench.recommendation"
+    assert doc["limits"]["max_p99_ms"] == x and doc["limits"]["max_size_ratio"] == y
+    [rec] = doc["recommendations"]
+    assert rec["limits"] == {**Limits(max_p99_ms=x, max_size_ratio=y).as_dict(resolved=True)}
+    choice = rec["choice"]
+    assert choice["case_id"] == expected["case_id"] != fastest["case_id"]
+    assert (choice["framework"], choice["mode"], choice["recipe"]) == (expected["framework"], expected["mode"], expected["recipe"])
+    assert choice["evidence"]["latency_p99_ms"] <= x and (choice["evidence"]["size_ratio"] or 1.0) <= y
+    assert choice["evidence"]["accuracy"] == pytest.approx(expected["accuracy"])
+    assert set(choice["evidence"]["flags"]) == {"noisy", "throttled", "valid", "rounds_disagree"}
+    assert rec["answer"] == f"onnxruntime/{expected['mode']}"
+    out = {e["case_id"]: e for e in rec["excluded"]}
+    assert broken in out[fastest["case_id"]]["broke"], out[fastest["case_id"]]
+    short = "p99" if broken == "max_p99_ms" else "size"
+    assert f"{short} " in out[fastest["case_id"]]["reason"] and " > " in out[fastest["case_id"]]["reason"]
+    # every case left out for a limit really breaks it, and the others that meet both were eligible runners-up
+    for cid, e in out.items():
+        if "max_p99_ms" in e["broke"]:
+            assert rows[cid]["latency_p99_ms"] > x
+        if "max_size_ratio" in e["broke"]:
+            assert _ratio(rows[cid]) > y
+    if len(meets) > 1:
+        assert rec["runner_up"]["case_id"] in meets and rec["runner_up"]["case_id"] != expected["case_id"]
+
+
+def test_impossible_limits_say_no_mode_meets_and_name_the_closest(run, tmp_path):
+    rows = _rows(run)
+    eligible = _eligible(rows)
+    x = 0.5 * min(r["latency_p99_ms"] for r in rows.values() if r.get("latency_p99_ms") is not None)
+    closest = min(eligible.values(), key=lambda r: r["latency_p99_ms"])  # one limit: the smallest relative excess
+    url = _db(run, tmp_path)
+    doc = _recommend_json(url, "--max-p99-ms", repr(x))
+    [rec] = doc["recommendations"]
+    assert rec["answer"] == "none" and rec["choice"] is None
+    assert rec["no_mode_meets"]["closest"]["case_id"] == closest["case_id"]
+    assert all("max_p99_ms" in e["broke"] for e in rec["excluded"] if e["case_id"] in eligible)
+    text = quantbench("recommend", "--target", "local", "--results-db", url, "--max-p99-ms", repr(x))
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.splitlines()[0].endswith(f"p99 <= {x:.3g} ms: none")
+    assert f"no mode meets: within 1 accuracy points, p99 <= {x:.3g} ms; closest: onnxruntime/{closest['mode']}" in text.stdout
+    assert f"(p99 {closest['latency_p99_ms']:.3g} ms > {x:.3g} ms)" in text.stdout
+
+
+def test_objective_size_picks_the_smallest_eligible(run, tmp_path):
+    eligible = _eligible(_rows(run))
+    smallest = min(eligible.values(), key=lambda r: (r["size_bytes"], r["latency_p50_ms"]))
+    doc = _recommend_json(_db(run, tmp_path), "--objective", "size")
+    [rec] = doc["recommendations"]
+    assert rec["objective"] == "size" and rec["choice"]["case_id"] == smallest["case_id"]
+    assert rec["choice"]["evidence"]["size_bytes"] == min(r["size_bytes"] for r in eligible.values())
+
+
+def test_an_energy_limit_excludes_rows_without_an_energy_reading(run, tmp_path):
+    """Whatever this machine measures: a row with an energy reading is judged by it (a limit far above any
+    reading lets it through), a row without one is out with "no energy reading", never silently in."""
+    eligible = _eligible(_rows(run))
+    doc = _recommend_json(_db(run, tmp_path), "--max-energy-mj", "1e9")
+    [rec] = doc["recommendations"]
+    out = {e["case_id"]: e for e in rec["excluded"]}
+    for cid, r in eligible.items():
+        if r.get("energy_mj_per_inf") is None or math.isnan(r["energy_mj_per_inf"]):
+            assert out[cid]["broke"] == ["max_energy_mj"] and out[cid]["reason"].startswith("over the limits: no energy reading")
+        else:
+            assert cid not in out
+    read = [r for r in eligible.values() if r.get("energy_mj_per_inf") is not None and not math.isnan(r["energy_mj_per_inf"])]
+    assert (rec["choice"] is None) == (not read)
+
+
+def test_bad_limits_are_refused_naming_the_flag(tmp_path):
+    proc = quantbench("recommend", "--results-db", f"sqlite:///{tmp_path / 'h.sqlite'}", "--max-p99-ms", "-1")
+    assert proc.returncode == 2 and "--max-p99-ms must be a non-negative number" in proc.stderr
+
+
+def test_limits_override_field_by_field():
+    suite = Limits(max_p99_ms=3.0, max_size_ratio=0.5, objective="size")
+    flags = Limits(max_p99_ms=2.0, max_accuracy_drop=0.5)
+    applied = suite.override(flags)
+    assert applied == Limits(max_accuracy_drop=0.5, max_p99_ms=2.0, max_size_ratio=0.5, objective="size")
+    assert Limits.from_dict(applied.as_dict()) == applied
+    assert Limits().as_dict(resolved=True)["max_accuracy_drop"] == 1.0 and Limits().goal == "p50"
+    assert Limits(objective="latency").validate() and Limits(max_energy_mj=float("nan")).validate()
+    row = {"mode": "static-int8", "latency_p99_ms": 4.1, "size_bytes": 3 * 2 ** 20, "size_ratio": 0.3, "peak_rss_mb": None}
+    assert [t for _, _, t in Limits(max_p99_ms=3.0).broken(row)] == ["p99 4.1 ms > 3 ms"]
+    assert [t for _, _, t in Limits(max_size_mb=2.0).broken(row)] == ["size 3 MB > 2 MB"]
+    assert Limits(max_memory_mb=100.0).broken(row)[0][2].startswith("no peak memory reading")
