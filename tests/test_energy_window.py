@@ -133,10 +133,26 @@ def test_throttled_is_unknown_when_a_probe_that_sees_more_could_not_tell(tmp_pat
 
 
 def test_throttle_reasons_reach_the_row_and_false_needs_every_probe(tmp_path):
-    root, _ = pi_whose_vcgencmd_fails(tmp_path)
+    root, broken = pi_whose_vcgencmd_fails(tmp_path)
     row, _ = measure_one_case(tmp_path, "pi5", "raspberry-pi-5", {"vcgencmd": vcgencmd("raspberry-pi-5"), "root": str(root)})
     assert row["throttled"] is True and "vcgencmd: under-voltage (active)" in row["throttle_reasons"]
+    # the recorded Pi 4 (throttled=0x50000: throttled since boot) and a cooling device without statistics:
+    # neither can see the window itself, so the row does not say "not throttled"
     row, _ = measure_one_case(tmp_path, "pi4", "raspberry-pi-4", {"vcgencmd": vcgencmd("raspberry-pi-4"), "root": str(root)})
+    assert row["throttled"] is None and row["throttle_reasons"] is None
+    assert "vcgencmd: could not tell (under-voltage, throttled had occurred before the window began" in row["throttle_note"]
+    assert "cooling: could not tell (cur_state of cooling_device0:cpufreq-cpu0 was 0 at both ends" in row["throttle_note"]
+    # a Pi with nothing since boot and a cooling device with kernel statistics sees the whole window: False
+    fresh = tmp_path / "vcgencmd-fresh"
+    fresh.mkdir()
+    shutil.copy(SENSORS / "raspberry-pi-4" / "measure_temp.txt", fresh / "measure_temp.txt")
+    (fresh / "get_throttled.txt").write_text("throttled=0x0\n")
+    stats = root / "sys/class/thermal/cooling_device0/stats"
+    stats.mkdir()
+    (stats / "time_in_state_ms").write_text("state0\t5301820\nstate1\t0\nstate2\t0\nstate3\t0\n")
+    (stats / "total_trans").write_text("0\n")
+    seeing = [broken[0], broken[1], str(fresh)]
+    row, _ = measure_one_case(tmp_path, "pi4-seeing", "raspberry-pi-4", {"vcgencmd": seeing, "root": str(root)})
     assert row["throttled"] is False and row["throttle_reasons"] is None and row["throttle_note"] is None
     row, _ = measure_one_case(tmp_path, "plain", "generic-linux", {"root": str(root)})
     assert row["throttled"] is None and row["throttle_note"] == "no probe of profile generic-linux can see throttling"

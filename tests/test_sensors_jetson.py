@@ -90,10 +90,36 @@ def test_cooling_devices_capping_clocks(tmp_path):
     device(1, "cpufreq-cpu0", 0)
     (probe,) = find_cooling(str(tmp_path), {})
     before = probe.snapshot()
-    assert probe.throttled(before, before) == []
+    # cur_state 0 at both ends, no kernel statistics: capping in between cannot be ruled out
+    assert probe.throttled(before, before) is None
+    assert "no stats/time_in_state_ms" in probe.unknown(before, before)
     (tmp_path / "sys/class/thermal/cooling_device1/cur_state").write_text("2\n")
     assert probe.throttled(before, probe.snapshot()) == ["thermal: cooling_device1:cpufreq-cpu0 capping clocks (cooling state 2)"]
     assert find_cooling(str(SENSORS / "jetson-orin-nano"), {}) == []  # only a fan there
+
+
+def test_cooling_statistics_show_capping_between_the_window_ends(tmp_path):
+    """cur_state is 0 at both ends, and the kernel's statistics (CONFIG_THERMAL_STATISTICS, in the
+    format of drivers/thermal/thermal_sysfs.c) show the device spent time capping in between."""
+    d = tmp_path / "sys/class/thermal/cooling_device0"
+    (d / "stats").mkdir(parents=True)
+    (d / "type").write_text("cpufreq-cpu0\n")
+    (d / "cur_state").write_text("0\n")
+    (d / "max_state").write_text("2\n")
+
+    def stats(ms: tuple, transitions: int) -> None:
+        (d / "stats/time_in_state_ms").write_text("".join(f"state{i}\t{t}\n" for i, t in enumerate(ms)))
+        (d / "stats/total_trans").write_text(f"{transitions}\n")
+
+    stats((812340, 5120, 0), 6)
+    (probe,) = find_cooling(str(tmp_path), {})
+    before = probe.snapshot()
+    stats((813100, 5120, 0), 6)  # time passed in state 0 only
+    assert probe.throttled(before, probe.snapshot()) == []  # it can see the whole window: not throttled
+    stats((813400, 5360, 0), 8)  # capped for 240 ms and back, between the two reads
+    assert probe.throttled(before, probe.snapshot()) == [
+        "thermal: cooling_device0:cpufreq-cpu0 capped clocks during the window (240 ms above cooling state 0, "
+        "2 state change(s))"]
 
 
 def test_orin_case_from_sysfs(tmp_path):

@@ -34,14 +34,30 @@ def test_temp_and_throttled_lines():
 
 @pytest.mark.parametrize("before, after, expected", [
     (0x0, 0x0, []),
-    (0x50000, 0x50000, []),  # happened since boot, before this case: not this case's
+    # happened since boot, before this case: the sticky bits would hide another occurrence during it
+    (0x50000, 0x50000, None),
     (0x0, 0x50000, ["vcgencmd: under-voltage (occurred during the case)", "vcgencmd: throttled (occurred during the case)"]),
     (0x50005, 0x50005, ["vcgencmd: under-voltage (active)", "vcgencmd: throttled (active)"]),
     (0x0, 0x80008, ["vcgencmd: soft temperature limit (active)"]),
+    # throttling had occurred before, under-voltage is new: what it can see, it says
+    (0x40000, 0x50000, ["vcgencmd: under-voltage (occurred during the case)"]),
+    (0x50000, 0x50004, ["vcgencmd: throttled (active)"]),
     (None, 0x5, None),
 ])
 def test_throttle_bits(before, after, expected):
     assert throttle_reasons(before, after) == expected
+
+
+def test_a_condition_set_before_the_window_is_unknown_not_false_and_says_what_it_saw():
+    from harness.runner.sensors_pi import VcgencmdProbe
+
+    probe = VcgencmdProbe(vcgencmd("raspberry-pi-4"))  # get_throttled replays throttled=0x50000
+    before, after = probe.snapshot(), probe.snapshot()
+    assert before["get_throttled"] == "0x50000"
+    assert probe.throttled(before, after) is None
+    assert probe.unknown(before, after) == (
+        "under-voltage, throttled had occurred before the window began (get_throttled 0x50000 at its start: "
+        "since-boot bits set, none active at either end), so one during the window would not show")
 
 
 def test_a_pi4_has_no_pmic_and_says_so():
@@ -82,7 +98,9 @@ def test_pi4_case_has_empty_power_columns_with_the_reason(tmp_path):
     assert row["status"] == "ok", row["reason"]
     assert row["power_source"].startswith("none: no power sensor on raspberry-pi-4")
     assert row["power_mean_w"] is None and row["idle_power_w"] is None and row["energy_mj_per_inf"] is None
-    assert row["throttled"] is False  # 0x50000: throttled since boot, not during the case
+    # 0x50000: throttled since boot, before the case; whether again during it, the sticky bits cannot say
+    assert row["throttled"] is None and row["throttle_reasons"] is None
+    assert row["throttle_note"].startswith("vcgencmd: could not tell (under-voltage, throttled had occurred before the window began")
     assert row["temp_before_c"] == 48.7
 
 

@@ -37,6 +37,12 @@ CLOCK_EVENT_REASONS = {
 # The reasons that mean the clocks were held down by power or heat (idle and
 # application clocks are not throttling).
 THROTTLING = ("sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown")
+# The clock-event reasons are what holds the clocks *now*: read at the window's ends, they miss
+# a slowdown in between. NVML also keeps, per performance policy, the total time the GPU ran
+# below its requested clocks for that reason (nvmlDeviceGetViolationStatus, nanoseconds,
+# cumulative): the difference across the window is the throttling inside it.
+VIOLATION_POLICIES = {"NVML_PERF_POLICY_POWER": "power", "NVML_PERF_POLICY_THERMAL": "thermal",
+                      "NVML_PERF_POLICY_BOARD_LIMIT": "board_limit", "NVML_PERF_POLICY_RELIABILITY": "reliability"}
 
 _state: Dict[str, Any] = {}
 
@@ -207,6 +213,16 @@ class NvmlProbe(Probe):
         getter = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
         return _optional(pynvml, lambda: getter(h))
 
+    def _violations(self) -> Dict[str, int]:
+        """Cumulative ns below the requested clocks per throttling policy (those this GPU reports)."""
+        pynvml, h, out = self._nvml, self._handle, {}
+        for constant, name in VIOLATION_POLICIES.items():
+            if hasattr(pynvml, constant):
+                status = _optional(pynvml, lambda: pynvml.nvmlDeviceGetViolationStatus(h, getattr(pynvml, constant)))
+                if status is not None:
+                    out[name] = int(status.violationTime)
+        return out
+
     def snapshot(self) -> Dict[str, object]:
         if self.error:
             return {"unavailable": self.error}
@@ -222,6 +238,7 @@ class NvmlProbe(Probe):
             "power_w": power / 1000.0 if power is not None else None,
             "clock_event_reasons": reasons,
             "throttled": None if reasons is None else any(r in THROTTLING for r in reasons),
+            "violation_ns": self._violations(),
             "process_mem_mb": self._process_mb(),
             "device_mem_used_mb": self._used_mb(),
             "device_mem_used_at_start_mb": self.used_at_start_mb,
@@ -229,12 +246,27 @@ class NvmlProbe(Probe):
 
 
     def throttled(self, before: Dict[str, object], after: Dict[str, object]) -> Optional[List[str]]:
-        """The power and thermal clock-event reasons active at the start or end of the window."""
+        """The power and thermal clock-event reasons active at the start or end of the window,
+        and the violation time each throttling policy gained inside it. Without violation
+        counters a window with no reason at either end cannot be called unthrottled: None."""
         seen = [(when, snap.get("clock_event_reasons")) for when, snap in (("start", before), ("end", after))]
-        if all(reasons is None for _, reasons in seen):
+        start, end = before.get("violation_ns") or {}, after.get("violation_ns") or {}
+        counted = sorted(set(start) & set(end))
+        if all(reasons is None for _, reasons in seen) and not counted:
             return None
-        return [f"nvml: {reason} at the {when} of the window" for when, reasons in seen
+        said = [f"nvml: {reason} at the {when} of the window" for when, reasons in seen
                 for reason in (reasons or []) if reason in THROTTLING]
+        said += [f"nvml: {policy} violation for {(end[policy] - start[policy]) / 1e6:.3g} ms during the window"
+                 for policy in counted if end[policy] > start[policy]]
+        if not said and not counted:
+            return None
+        return said
+
+    def unknown(self, before: Dict[str, object], after: Dict[str, object]) -> str:
+        if any(snap.get("clock_event_reasons") is not None for snap in (before, after)):
+            return ("clock-event reasons are read only at the window's ends (no power or thermal reason at either), and "
+                    "this GPU reports no violation counters (nvmlDeviceGetViolationStatus) to show a slowdown in between")
+        return super().unknown(before, after)
 
 
 def nvml_probes(root: str, settings: dict) -> List[Probe]:

@@ -9,7 +9,10 @@ voltage but no current, so USB/HAT loads and the PMIC's own losses are not in th
 Pi 3/4 have no power sensor at all (their firmware answers pmic_read_adc with an error).
 
 Every Pi: `vcgencmd measure_temp` (temp=55.8'C) and `vcgencmd get_throttled`
-(throttled=0x50000): bits 0-3 are conditions now, bits 16-19 the same since boot.
+(throttled=0x50000): bits 0-3 are conditions now, bits 16-19 the same since boot. The
+since-boot bits stay set until reboot, so a window that starts with one set cannot see that
+condition happen again inside it: the probe then says "unknown" (what it saw: it happened before
+the window) rather than "not throttled".
 """
 from __future__ import annotations
 
@@ -64,7 +67,9 @@ def parse_throttled(text: str) -> Optional[int]:
 def throttle_reasons(before: Optional[int], after: Optional[int]) -> Optional[List[str]]:
     """Why the Pi throttled during a window bracketed by two get_throttled values
     ([] = it did not; None = unknown). A condition counts when it is active at either end
-    or its since-boot bit became set in between."""
+    or its since-boot bit became set in between. A since-boot bit already set at the start
+    cannot show another occurrence during the window: unless some condition was seen, the
+    answer is then None (`blind_spots` says which and why)."""
     if before is None or after is None:
         return None
     reasons = []
@@ -73,7 +78,16 @@ def throttle_reasons(before: Optional[int], after: Optional[int]) -> Optional[Li
             reasons.append(f"vcgencmd: {what} (active)")
         elif after & (1 << (bit + 16)) and not before & (1 << (bit + 16)):
             reasons.append(f"vcgencmd: {what} (occurred during the case)")
+    if not reasons and blind_spots(before, after):
+        return None
     return reasons
+
+
+def blind_spots(before: int, after: int) -> List[str]:
+    """Conditions get_throttled cannot rule out for the window: their since-boot bit was set
+    before it began (sticky until reboot) and they were not active at either end."""
+    return [what for bit, what in THROTTLE_BITS.items()
+            if before & (1 << (bit + 16)) and not (before | after) & (1 << bit)]
 
 
 class PmicPower(Sensor):
@@ -122,8 +136,21 @@ class VcgencmdProbe(Probe):
         return snap
 
     def throttled(self, before: Dict[str, object], after: Dict[str, object]) -> Optional[List[str]]:
-        as_int = lambda snap: None if snap.get("get_throttled") is None else int(str(snap["get_throttled"]), 16)  # noqa: E731
-        return throttle_reasons(as_int(before), as_int(after))
+        return throttle_reasons(_bits(before), _bits(after))
+
+    def unknown(self, before: Dict[str, object], after: Dict[str, object]) -> str:
+        """What it saw when it cannot tell: a condition that had already occurred before the
+        window (its sticky since-boot bit hides another occurrence during it)."""
+        start, end = _bits(before), _bits(after)
+        if start is None or end is None:
+            return super().unknown(before, after)
+        return (f"{', '.join(blind_spots(start, end))} had occurred before the window began "
+                f"(get_throttled {before['get_throttled']} at its start: since-boot bits set, none active at "
+                f"either end), so one during the window would not show")
+
+
+def _bits(snap: Dict[str, object]) -> Optional[int]:
+    return None if snap.get("get_throttled") is None else int(str(snap["get_throttled"]), 16)
 
 
 def _vcgencmd(settings: dict) -> Optional[List[str]]:
