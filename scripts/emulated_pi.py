@@ -267,7 +267,8 @@ def main(argv: List[str]) -> int:
                               ("status", "is it running, and where")):
         p = sub.add_parser(action, help=help_text)
         p.add_argument("--userland", default="bookworm", choices=sorted(USERLANDS),
-                       help="bookworm: Debian 12, Python 3.11 (Raspberry Pi OS's base); bullseye: Debian 11, Python 3.9")
+                       help="bookworm: Debian 12, Python 3.11 (Raspberry Pi OS's base); bullseye: Debian 11, Python 3.9; "
+                            "trixie: Debian 13, Python 3.13, numpy-only ExecuTorch runtime, no torch")
         p.add_argument("--dir", default=None, help="where the device lives (default: .cache/emulated-pi/USERLAND in the repo)")
         if action == "build":
             p.add_argument("--force", action="store_true", help="build again even if a build is cached")

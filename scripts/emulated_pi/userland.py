@@ -55,6 +55,9 @@ USERLANDS = {
     "bullseye": Userland("bullseye", "3.9", (2, 31), {
         "/opt/quantbench-venv": "requirements/emulated-pi/bullseye.txt",
     }),
+    "trixie": Userland("trixie", "3.13", (2, 41), {
+        "/opt/quantbench-venv": "requirements/emulated-pi/trixie.txt",
+    }),
 }
 MAIN_VENV, OLD_VENV = "/opt/quantbench-venv", "/opt/quantbench-venv-old"
 
