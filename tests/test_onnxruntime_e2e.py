@@ -4,6 +4,7 @@ import json
 import re
 import textwrap
 
+import numpy as np
 import pytest
 
 from harness.quantize import UNAVAILABLE
@@ -22,7 +23,7 @@ test_case = suite.pytest_cases()
 USER_SUITES = """
 from pathlib import Path
 from harness import Suite
-from harness.models import onnx_model
+from harness.models import onnx_model, torch_model
 
 HERE = Path(__file__).parent
 fragile = Suite(name="fragile", model=onnx_model("fragile-logreg", HERE / "fragile.onnx", data=HERE / "digits_flat.npz"),
@@ -31,6 +32,23 @@ wrong_shape = Suite(name="wrong-shape", model=onnx_model("logreg-wrong-shape", H
 nan = Suite(name="nan", model=onnx_model("nan-model", HERE / "nan.onnx", data=HERE / "digits_flat.npz"))
 garbage = Suite(name="garbage", model=onnx_model("not-onnx", HERE / "garbage.onnx", data=HERE / "digits_flat.npz"))
 test_fragile = fragile.pytest_cases()
+
+
+def linear():  # the logistic regression as a torch module: several torch recipes per mode (defect 1 of issue 22)
+    import numpy as np
+    import torch
+
+    weights = np.load(HERE / "logreg_weights.npz")
+    layer = torch.nn.Linear(64, 10)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(weights["W"].T.copy()))
+        layer.bias.copy_(torch.from_numpy(weights["b"]))
+    return torch.nn.Sequential(layer)
+
+
+torch_logreg = Suite(name="torch-logreg", model=torch_model("logreg-torch", linear, data=HERE / "digits_flat.npz"),
+                     frameworks=("torch",), modes=("fp32", "dynamic-int8"), budgets={"dynamic-int8": 1.0})
+test_torch_logreg = torch_logreg.pytest_cases()
 test_wrong_shape = wrong_shape.pytest_cases()
 test_nan = nan.pytest_cases()
 test_garbage = garbage.pytest_cases()
@@ -46,6 +64,11 @@ def suite_dir(tmp_path_factory):
     onnx_models.write_npz(d / "digits_flat.npz", x_eval, y_eval, x_calib)
     onnx_models.write_npz(d / "digits_images.npz", x_eval.reshape(-1, 1, 8, 8), y_eval, x_calib.reshape(-1, 1, 8, 8))
     onnx_models.logistic_regression(d / "logreg.onnx")
+    import onnx
+    from onnx import numpy_helper
+
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(d / "logreg.onnx")).graph.initializer}
+    np.savez(d / "logreg_weights.npz", W=weights["W"], b=weights["B"])
     onnx_models.logistic_regression(d / "fragile.onnx", outlier=500.0)
     onnx_models.nan_model(d / "nan.onnx")
     (d / "garbage.onnx").write_bytes(b"this is not a protobuf")
@@ -227,22 +250,41 @@ def test_static_op_set_is_weighted_ops_only_in_attention_graphs(tmp_path):
     assert static_op_types(attention) == ["MatMul"]
 
 
-def test_the_run_ends_with_the_answer_and_the_dashboard(first_run):
-    """The last words of a run: one headline per model and target, from the same recommend() as
-    `quantbench recommend` (over this run's rows), then the dashboard's path."""
-    from harness.history.answer import answer_lines
+def test_the_run_ends_with_the_answer_and_the_dashboard(first_run, tmp_path):
+    """The last words of a run: one headline per model and target, the same as `quantbench recommend`
+    prints from the results database on the same rows (every recipe of a mode a candidate on both
+    sides: issue 22, defect 1), then the dashboard's path."""
+    import subprocess
+    import sys
+
+    from harness.history.db import HistoryDB
+    from harness.history.recommend import recommend
 
     run, _ = first_run
-    expected = answer_lines(run.results)
-    assert any(line.startswith("digits-cnn on local: ship onnxruntime ") for line in expected), expected
-    tail = run.output.split("quantbench: which mode to ship (fastest within 1 accuracy points of its fp32)")[1]
-    for line in expected:
-        assert line in tail, line
+    title = "quantbench: which mode to ship (fastest within 1 accuracy points of its fp32)"
+    tail = run.output.split(title)[1]
+    printed = [line for line in tail.splitlines() if re.match(r"^\S+ on local: ", line)]
+    assert any(line.startswith("digits-cnn on local: ") for line in printed), tail[-3000:]
+    assert any(line.startswith("logreg-torch on local: ") for line in printed), tail[-3000:]
+    url = f"sqlite:///{tmp_path / 'history.sqlite'}"  # this run's rows alone (the module's later runs share its results dir)
+    HistoryDB(url).append_run_dir(run.run_dir)
+    cli = subprocess.run([sys.executable, "-m", "harness.cli", "recommend", "--target", "local", "--results-db", url],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    from_db = [line.split("answer: ", 1)[1] for line in cli.stdout.splitlines() if line.startswith("    answer: ")]
+    assert sorted(printed) == sorted(from_db), (printed, cli.stdout)
+    # both sides see every recipe of a (framework, mode): the torch model's five ok rows are all candidates
+    ok = run.results[(run.results["model"] == "logreg-torch") & (run.results["status"] == "ok")]
+    assert len(ok) >= 4 and ok.groupby("mode")["recipe"].nunique().max() >= 2, ok[["case_id", "recipe"]]
+    every = run.results[run.results["model"] == "logreg-torch"]
+    for rows in (run.results, HistoryDB(url).results(target="local")):
+        [rec] = [r for r in recommend(rows) if r.model == "logreg-torch"]
+        assert sorted(c.row["case_id"] for c in rec.candidates) == sorted(every["case_id"])
     index = re.search(r"^dashboard: (\S+index\.html) \(rebuilt in [0-9.]+ s\)$", tail, re.M)
     assert index and (run.run_dir.parent / "dashboard" / "index.html").samefile(index.group(1)), tail[-2000:]
     page = (run.run_dir.parent / "dashboard" / "target-local.html").read_text()
     assert "fragile-logreg" in page and "digits-cnn" in page
-    assert tail.index("dashboard: ") > max(tail.index(line) for line in expected)
+    assert tail.index("dashboard: ") > max(tail.index(line) for line in printed)
     from harness.history.answer import dashboard_dir
 
     assert dashboard_dir(None, run.run_dir.parent) == run.run_dir.parent / "dashboard"  # where it goes by default

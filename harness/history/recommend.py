@@ -217,5 +217,5 @@ def format_recommendations(recs: list[Recommendation]) -> str:
     for rec in recs:
         head = (f"{rec.model} (batch {rec.batch_size}) on {rec.target}, budget {rec.max_drop:g} accuracy points"
                 f"{limits_suffix(rec.limits)}: {rec.answer}")
-        blocks.append("\n".join([head] + [f"    {line}" for line in rec.evidence()]))
+        blocks.append("\n".join([head] + [f"    {line}" for line in rec.evidence()] + [f"    answer: {rec.headline()}"]))
     return "\n".join(blocks)

@@ -126,6 +126,17 @@ def latest_per_key(df: pd.DataFrame) -> pd.DataFrame:
     return df[keep.values]
 
 
+def _run_order(df: pd.DataFrame) -> pd.Series:
+    """Rows without `run_started_at` (one run read back by harness.store.Run, or rows handed in
+    oldest run first): the order of each row's run, by where that run first appears. Every row of
+    one run shares it, so every recipe of a (framework, mode) stays a candidate; row position alone
+    kept only the last recipe of each."""
+    if "run_id" not in df:
+        return pd.Series(0, index=df.index)
+    first = {run: i for i, run in reversed(list(enumerate(df["run_id"].astype(str))))}
+    return df["run_id"].astype(str).map(first)
+
+
 def current_rows(df: pd.DataFrame) -> pd.DataFrame:
     """What a target looks like now: for each (target, model, batch, framework, mode), the rows
     of the newest run that measured it (all its recipes). A recipe renamed or dropped since then
@@ -133,7 +144,7 @@ def current_rows(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
     group = ["target", "model", "batch_size", "framework", "mode"]
-    order = df["run_started_at"].astype("datetime64[ns]") if "run_started_at" in df else pd.Series(range(len(df)), index=df.index)
+    order = df["run_started_at"].astype("datetime64[ns]") if "run_started_at" in df else _run_order(df)
     newest = df.assign(_t=order).groupby(group, dropna=False)["_t"].transform("max")
     current = df[(order == newest).values]
     return latest_per_key(current)
