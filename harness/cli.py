@@ -52,11 +52,30 @@ def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.report import comparison_table
-    from harness.store import load_run, resolve_run
+    from harness.store import Run, resolve_run
 
+    try:
+        flags = cli_history.limits_from_args(args, "report")
+    except cli_history.LimitsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     run_dir = resolve_run(args.run, settings.results_dir(args.results_dir))
+    run = Run(run_dir)
+    if args.json:
+        import json
+
+        from harness.finish import FinishOptions, run_limits
+        from harness.fleet.recommend import recommend_fleet
+        from harness.history.answer_json import document
+        from harness.history.recommend import recommend
+
+        flags, declared = run_limits(run, FinishOptions(limits=flags))
+        recs = recommend(run.rows, flags, suite_limits=declared)
+        print(json.dumps(document(recs, recommend_fleet(recs), flags, {"run_id": run.run_id, "run_dir": str(run_dir)}),
+                         indent=1))
+        return 0
     print(f"run {run_dir.name} ({run_dir})")
-    print(comparison_table(load_run(run_dir)))
+    print(comparison_table(run.rows))
     return 0
 
 
@@ -72,6 +91,11 @@ def _add_report(sub) -> None:
     p.add_argument("run", nargs="?", default="latest", help="run id, run directory, or 'latest' (default)")
     p.add_argument("--results-dir", "--qb-results-dir", default=None,
                    help=f"where results/<run-id>/ live (default: ${settings.RESULTS_ENV} or ./results)")
+    p.add_argument("--json", action="store_true",
+                   help="print which mode to ship from this run's rows as JSON (as quantbench recommend --json)")
+    p.add_argument("--max-accuracy-drop", type=float, default=None,
+                   help="with --json: accuracy budget vs fp32 in points (default: the suite's Limits, else 1.0)")
+    cli_history.add_limit_options(p)
 
 
 # name -> (add the subparser, handler). A handler gets the parsed args and the unparsed rest.

@@ -21,6 +21,7 @@ import pandas as pd
 from harness import settings
 from harness.history.gate import Block, HistoryGate, resolve_baseline
 from harness.history.gates import Gates
+from harness.limits import Limits
 from harness.store import Run
 
 
@@ -34,6 +35,9 @@ class FinishOptions:
     tags: tuple[str, ...] = ()  # labels of this run in the database
     thresholds: Mapping[str, Optional[float]] = field(default_factory=dict)  # Gates field -> value (None: default)
     max_accuracy_drop: Optional[float] = None  # points, for the answer and the dashboard (None: recommend's default)
+    # the command line's limits for the answer (over each suite's declared ones, and over the flags run.json
+    # recorded, field by field); None: those recorded
+    limits: Optional[Limits] = None
     dashboard: Optional[str] = None  # where the dashboard is rebuilt; 'off' skips it; None: <results_dir>/dashboard
     targets: Optional[str] = None  # the title's "on ..." (None: the placements in run.json)
     profile: Optional[str] = None  # the title's profile (None: the one in run.json's options)
@@ -80,11 +84,22 @@ def _title(run: Run, options: FinishOptions) -> str:
     return f"quantbench: run {run.run_id} on {targets}, {profile} profile"
 
 
+def run_limits(run: Run, options: FinishOptions) -> tuple[Limits, dict[str, Limits]]:
+    """(the command line's limits, suite -> its declared Limits): the flags run.json recorded, each
+    one `options` sets (its limits and max_accuracy_drop) overriding; the suites' from run.json."""
+    record = run.manifest.get("limits") or {}
+    flags = Limits.from_dict(record.get("flags")).override(options.limits)
+    flags = flags.override(Limits(max_accuracy_drop=options.max_accuracy_drop))
+    declared = {suite: Limits.from_dict(values) for suite, values in (record.get("declared") or {}).items()}
+    return flags, declared
+
+
 def _report(run: Run, options: FinishOptions) -> Block:
     from harness.report import budget_lines, comparison_table
 
     df = run.rows
-    lines = [comparison_table(df, max_drop=options.max_accuracy_drop)]  # the device table's + is the answer's choice
+    flags, declared = run_limits(run, options)
+    lines = [comparison_table(df, max_drop=flags, suite_limits=declared)]  # the device table's + is the answer's choice
     for name, board in sorted((run.manifest.get("targets") or {}).items()):
         lines += outage_lines(name, board.get("outages") or [])
     over = budget_lines(df)
@@ -107,24 +122,38 @@ def open_gate(run: Run, options: FinishOptions) -> HistoryGate:
     return HistoryGate(options.results_db, options.results_dir, options.thresholds, options.tags, preset=preset)
 
 
-def _answer(summary: RunSummary, gate: HistoryGate, options: FinishOptions) -> list[Block]:
+def _answer_title(limits: set) -> str:
+    """'which mode to ship (fastest within 1 accuracy points of its fp32)', or with the limits applied."""
+    if len(limits) != 1:
+        return "quantbench: which mode to ship (within each suite's limits, as each line says)"
+    (one,) = limits
+    best = {"p50": "fastest", "p99": "lowest p99", "size": "smallest", "energy": "least energy"}[one.goal]
+    rest = one.describe(accuracy=False)
+    return (f"quantbench: which mode to ship ({best} within {one.accuracy_drop:g} accuracy points of its fp32"
+            + (f", {rest}" if rest else "") + ")")
+
+
+def _answer(summary: RunSummary, gate: HistoryGate, options: FinishOptions, run: Run) -> list[Block]:
     """Which mode to ship per model and target (from this run's rows, through the same
     recommend() as `quantbench recommend`), then the rebuilt dashboard's path."""
     from harness.history.answer import answer_lines, dashboard_dir, write_dashboard
-    from harness.history.recommend import DEFAULT_MAX_DROP
+
+    from harness.history.recommend import group_limits
 
     rows = summary.rows
-    drop = DEFAULT_MAX_DROP if options.max_accuracy_drop is None else options.max_accuracy_drop
+    flags, declared = run_limits(run, options)
+    drop = flags.accuracy_drop
     gates = Gates().override(options.thresholds)
+    suites = set(rows["suite"].dropna()) if "suite" in rows and len(rows) else set()
+    applied = {group_limits([s], flags, declared) for s in suites} or {flags}
     try:
-        summary.answer = answer_lines(rows, drop, gates)
+        summary.answer = answer_lines(rows, flags, gates, declared)
     except Exception as exc:  # the rows and the history are written; never turn the summary into a crash
         summary.answer = [f"answer NOT computed: {type(exc).__name__}: {exc} (try `quantbench recommend --target "
                           f"{rows['target'].iloc[0] if len(rows) else '<target>'}`)"]
     blocks: list[Block] = []
     if summary.answer:
-        blocks.append((f"quantbench: which mode to ship (fastest within {drop:g} accuracy points of its fp32)",
-                       list(summary.answer)))
+        blocks.append((_answer_title(applied), list(summary.answer)))
     out = dashboard_dir(options.dashboard, Path(options.results_dir))
     if out is None:
         return blocks
@@ -149,7 +178,7 @@ def finish_run(run: Run, options: Optional[FinishOptions] = None, gate: Optional
     history, summary.verdicts = gate.record(run)
     summary.recorded = gate.recorded
     summary.blocks += history
-    summary.blocks += _answer(summary, gate, options)
+    summary.blocks += _answer(summary, gate, options, run)
     return summary
 
 

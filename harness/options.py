@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from harness import profiles, settings
+from harness.limits import Limits
 from harness.suite import Timing
 
 
@@ -25,6 +26,7 @@ class SessionOptions:
     rounds: Optional[int] = None  # runner processes per case, paired with fp32 ones (default: suite, then profile)
     case_budget_s: Optional[float] = None  # default: the profile's (harness/profiles.py)
     eval_samples: Optional[int] = None  # every case scores a seeded subset of this many samples (default: the suites')
+    limits: Limits = field(default_factory=Limits)  # the command line's limits for the answer (over each suite's)
 
     def budget_s(self, case_timeout_s: float) -> float:
         """Seconds a case may take in the runner: the profile's budget (or --case-budget), and

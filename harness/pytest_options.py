@@ -14,6 +14,8 @@ spelling (then it is that plugin's option, as it should be).
 """
 from __future__ import annotations
 
+from harness.limits import FLAGS as LIMIT_FLAGS
+
 # old spelling -> new spelling (deprecated in 0.2, removed in the release after)
 RENAMED = {
     "--profile": "--qb-profile",
@@ -75,7 +77,11 @@ OWN = ("--target", "--min-runs", "--min-duration", "--max-duration", "--warmup-r
        "--memory-threshold", "--energy-threshold", "--noise-threshold", "--noise-k", "--max-accuracy-drop")
 
 
+# The user's limits for the answer (harness/limits.py): new, so --qb- from the start.
+LIMITS = tuple("--qb-" + flag[2:] for flag, _, _ in LIMIT_FLAGS.values())  # --qb-max-p99-ms, ..., --qb-objective
+
+
 def used(args) -> bool:
     """Whether a command line names any quantbench option (the plugin then acts)."""
-    names = set(RENAMED.values()) | set(OWN)
+    names = set(RENAMED.values()) | set(OWN) | set(LIMITS)
     return any(str(a).partition("=")[0] in names for a in args)

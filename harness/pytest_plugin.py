@@ -233,6 +233,7 @@ def _options(config: pytest.Config) -> SessionOptions:
         case_budget_s=config.getoption("--case-budget"),
         eval_samples=config.getoption("--eval-samples"),
         rounds=config.getoption("--qb-rounds"),
+        limits=pytest_gates.limits(config),
     )
 
 

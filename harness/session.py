@@ -120,6 +120,8 @@ class BenchSession(RunnerJobs):
         on that same board if it has not been, and record its row."""
         if case.case_id in self._done:
             return self._done[case.case_id]
+        if case.suite not in self.suites:
+            self.store.write_suite_limits(case.suite, case.limits)  # run.json's limits.declared
         self.suites.add(case.suite)
         if case.mode == BASELINE_MODE and self.fleet:
             recorded = self.store.read_case(case.case_id)  # another worker measured it as a baseline

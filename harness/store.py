@@ -24,6 +24,7 @@ import pandas as pd
 
 from harness import report
 from harness.fleet.shared import SharedRun
+from harness.limits import Limits
 
 # The format of the files this module writes (run.json and cases/<id>.json carry it as
 # "format"), as pyperf's _JSON_VERSION. Files without it are read as version 0.
@@ -79,6 +80,7 @@ def run_manifest(run_id: str, command: list[str], started_at: str, finished: boo
     boards = {**SharedRun(run_dir).boards(), **(boards or {})}
     rows = Run(run_dir).case_rows if rows is None else rows
     suites = {row.get("suite") for row in rows}
+    declared = Run(run_dir).declared_limits
     single = len(placements) == 1 and not placements[0].pool
     name = placements[0].name if single else ",".join(p.label for p in placements)
     target = dict(boards.get(name) or {"name": name}) if single else {"name": name}
@@ -94,7 +96,20 @@ def run_manifest(run_id: str, command: list[str], started_at: str, finished: boo
         "targets": boards,
         "placements": [{"name": p.name, "pool": p.pool, "boards": [b.name for b in p.boards]} for p in placements],
         "options": {k: str(v) for k, v in asdict(options).items()},
+        "limits": limits_record(declared, getattr(options, "limits", None), suites),
     }
+
+
+def limits_record(declared: Mapping[str, Mapping[str, Any]], flags: Optional[Limits],
+                  suites: Any = ()) -> dict[str, Any]:
+    """run.json's "limits": each suite's declared Limits (Suite(limits=...)), the command line's
+    (`flags`) and the limits applied to each suite's answer (declared overridden by flags, defaults
+    filled in)."""
+    names = sorted({*declared, *(s for s in suites if isinstance(s, str) and s)})
+    flags = flags if isinstance(flags, Limits) else Limits()
+    return {"declared": {name: dict(declared[name]) for name in sorted(declared)}, "flags": flags.as_dict(),
+            "applied": {name: Limits.from_dict(declared.get(name)).override(flags).as_dict(resolved=True)
+                        for name in names}}
 
 
 class RunStore:
@@ -134,6 +149,13 @@ class RunStore:
         return {"format": JSON_VERSION, "row": dict(row), "latencies_ms": latencies_ms or [],
                 "power_trace": power_trace or [],
                 "round_sizes": round_sizes or []}  # latencies per round, in order (rounds > 1)
+
+    def write_suite_limits(self, suite: str, limits: Limits) -> None:
+        """limits/<suite>.json: the Limits a suite declared (run.json's limits.declared); any of the run's
+        processes may write it, always the same content."""
+        folder = self.dir / "limits"
+        folder.mkdir(exist_ok=True)
+        _write_json(folder / f"{suite}.json", limits.as_dict())
 
     def write_case(self, row: Mapping[str, Any], latencies_ms: Optional[list[float]] = None,
                    power_trace: Optional[list[tuple[float, float]]] = None, round_sizes: Optional[list[int]] = None) -> None:
@@ -203,6 +225,11 @@ class Run:
     def records(self) -> list[dict[str, Any]]:
         """Every cases/<case_id>.json, in file-name order."""
         return [_read_versioned(path) for path in sorted((self.dir / "cases").glob("*.json"))]
+
+    @property
+    def declared_limits(self) -> dict[str, dict[str, Any]]:
+        """suite -> the Limits fields it declared (limits/<suite>.json), for the suites that ran a case."""
+        return {path.stem: json.loads(path.read_text()) for path in sorted((self.dir / "limits").glob("*.json"))}
 
     @property
     def case_rows(self) -> list[dict[str, Any]]:

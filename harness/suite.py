@@ -16,6 +16,7 @@ from typing import Mapping, Optional, Sequence
 
 from harness.models.spec import ModelSpec
 from harness.history.gates import Gates
+from harness.limits import Limits
 from harness.profiles import ALL_PROFILES, PROFILES, QUICK
 from harness.quantize import Recipe, recipes_for, unavailable_reason
 from harness.vocabulary import BASELINE_MODE, FRAMEWORKS, KEEP_FLOAT_AUTO, KEPT_PRECISIONS, MODES
@@ -69,6 +70,7 @@ class Case:
     fail_over_budget: bool = False  # over its accuracy budget fails the case's test (default: shown, not failed)
     target: str = ""  # the --target entry (target or pool) it runs on, when the run names several
     kept_precision: str = "float32"  # `mixed`: what the float layers are kept in (float16: case ids end in -fp16)
+    limits: Limits = field(default_factory=Limits)  # the suite's limits for the answer (flags override them)
 
     @property
     def searches_float_layers(self) -> bool:
@@ -112,6 +114,9 @@ class Suite:
     # in every run (harness.profiles.EVAL_SEED); a profile not named scores the whole evaluation set
     eval_samples: Mapping[str, int] = field(default_factory=dict)
     fail_over_budget: bool = False  # True: a case over its accuracy budget fails its test (as --fail-over-budget)
+    # The deployment's limits for the answer (`which mode to ship`): p99, peak memory, size, energy, the
+    # accuracy budget and the objective (harness.limits.Limits); --qb-max-p99-ms etc. override them field by field
+    limits: Limits = field(default_factory=Limits)
     name: str = ""  # the `suite` column; default: the module's file name without test_
     source: str = field(default="", compare=False)  # the declaring file (filled in automatically)
 
@@ -172,6 +177,9 @@ class Suite:
                 self._fail("batch_sizes", f"batch sizes must be positive integers, not {batch!r}")
         if not isinstance(self.fail_over_budget, bool):
             self._fail("fail_over_budget", f"must be True or False, not {self.fail_over_budget!r}")
+        if not isinstance(self.limits, Limits) or self.limits.validate():
+            self._fail("limits", self.limits.validate() if isinstance(self.limits, Limits) else
+                       f"expected harness.Limits, got {type(self.limits).__name__}")
         if not isinstance(self.gates, Gates) or self.gates.validate():
             self._fail("gates", self.gates.validate() if isinstance(self.gates, Gates) else "expected harness.history.gates.Gates")
         problem = self.timing.validate()
@@ -201,7 +209,7 @@ class Suite:
                     # model does not have is left out; with none left, one n/a case says why.
                     recipes = [r for r in every if not r.source or r.source in self.model.sources]
                     common = dict(budget=budget, timing=self.timing, keep_float=self.keep_float, gates=self.gates,
-                                  kept_precision=self.kept_precision,
+                                  kept_precision=self.kept_precision, limits=self.limits,
                                   eval_samples=self.eval_samples, fail_over_budget=self.fail_over_budget)
                     if not recipes:
                         reason = unavailable_reason(fw, mode) if not every else (

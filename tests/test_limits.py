@@ -183,3 +183,81 @@ def test_limits_override_field_by_field():
     assert [t for _, _, t in Limits(max_p99_ms=3.0).broken(row)] == ["p99 4.1 ms > 3 ms"]
     assert [t for _, _, t in Limits(max_size_mb=2.0).broken(row)] == ["size 3 MB > 2 MB"]
     assert Limits(max_memory_mb=100.0).broken(row)[0][2].startswith("no peak memory reading")
+
+
+# -- Suite(limits=...): the suite's defaults, recorded in run.json, applied at the end of the run and by
+# `quantbench recommend` / `report --json`, and overridden by flags ------------------------------------------
+DECLARED = 'limits=Limits(objective="size", max_p99_ms=1e6, max_memory_mb=1e6)'
+OVERRIDE_P99 = 1e5  # --qb-max-p99-ms: tighter than the suite's, still far above any p99 of a digits case
+
+
+@pytest.fixture(scope="module")
+def declared_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("limits-declared")
+    suite = write_suite(base / "suite", extra=", " + DECLARED, name="test_digits_declared.py")
+    suite.write_text(suite.read_text().replace("from harness import Suite", "from harness import Limits, Suite"))
+    proc = run_pytest([suite], base, "declared", "--qb-results-db=off", f"--qb-max-p99-ms={OVERRIDE_P99!r}")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return base / "declared", proc.stdout
+
+
+def test_suite_limits_are_recorded_in_run_json_and_applied_at_the_end_of_the_run(declared_run):
+    run_dir, output = declared_run
+    record = json.loads((run_dir / "run.json").read_text())["limits"]
+    assert record["declared"] == {"digits": Limits(objective="size", max_p99_ms=1e6, max_memory_mb=1e6).as_dict()}
+    assert record["flags"] == Limits(max_p99_ms=OVERRIDE_P99).as_dict()
+    assert record["applied"] == {"digits": Limits(objective="size", max_p99_ms=OVERRIDE_P99, max_memory_mb=1e6)
+                                 .as_dict(resolved=True)}
+    eligible = _eligible(_rows(run_dir))
+    smallest = min(eligible.values(), key=lambda r: (r["size_bytes"], r["latency_p50_ms"]))
+    title = f"which mode to ship (smallest within 1 accuracy points of its fp32, p99 <= {OVERRIDE_P99:.3g} ms"
+    assert title in output, output[-3000:]
+    answer = output.split(title, 1)[1]
+    assert f"ship onnxruntime {smallest['mode']}" in answer.splitlines()[1], answer[:600]
+
+
+def test_flags_override_the_suite_limits_in_recommend_and_report(declared_run, tmp_path):
+    run_dir, _ = declared_run
+    eligible = _eligible(_rows(run_dir))
+    smallest = min(eligible.values(), key=lambda r: (r["size_bytes"], r["latency_p50_ms"]))
+    fastest = min(eligible.values(), key=lambda r: r["latency_p50_ms"])
+    url = _db(run_dir, tmp_path)
+    # the suite's objective (size) read back from the run in the database; the run's own flags are not
+    # carried over into `recommend`, which takes its own
+    [rec] = _recommend_json(url)["recommendations"]
+    assert rec["objective"] == "size" and rec["choice"]["case_id"] == smallest["case_id"]
+    assert rec["limits"]["max_p99_ms"] == 1e6 and rec["limits"]["max_memory_mb"] == 1e6
+    [rec] = _recommend_json(url, "--objective", "p50", "--max-memory-mb", "5e5")["recommendations"]
+    assert rec["objective"] == "p50" and rec["choice"]["case_id"] == fastest["case_id"]
+    assert rec["limits"]["max_memory_mb"] == 5e5 and rec["limits"]["max_p99_ms"] == 1e6
+    # report --json on the run directory: the run's own limits (suite's, under its recorded flags), then ours
+    proc = quantbench("report", str(run_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    [rec] = json.loads(proc.stdout)["recommendations"]
+    assert rec["choice"]["case_id"] == smallest["case_id"] and rec["limits"]["max_p99_ms"] == OVERRIDE_P99
+    proc = quantbench("report", str(run_dir), "--json", "--objective", "p50")
+    [rec] = json.loads(proc.stdout)["recommendations"]
+    assert rec["choice"]["case_id"] == fastest["case_id"] and rec["limits"]["objective"] == "p50"
+
+
+def test_finish_run_takes_limits_over_the_recorded_ones(declared_run):
+    from harness.finish import FinishOptions, finish_run
+    from harness.store import Run
+
+    run_dir, _ = declared_run
+    eligible = _eligible(_rows(run_dir))
+    fastest = min(eligible.values(), key=lambda r: r["latency_p50_ms"])
+    summary = finish_run(Run(run_dir), FinishOptions(results_dir=run_dir.parent, results_db="off", dashboard="off",
+                                                     limits=Limits(objective="p50")))
+    assert "which mode to ship (fastest within 1 accuracy points of its fp32, p99 <= 1e+05 ms, peak memory <= 1e+06 MB)" \
+        in summary.text()
+    [line] = summary.answer
+    assert f"ship onnxruntime {fastest['mode']}" in line
+
+
+def test_a_bad_suite_limit_is_refused_at_collection():
+    from harness import Suite, SuiteError
+    from harness.models import digits_cnn
+
+    with pytest.raises(SuiteError, match="suite field `limits`: objective 'speed' is not one of p50, p99, size, energy"):
+        Suite(model=digits_cnn, limits=Limits(objective="speed"))

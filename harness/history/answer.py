@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional, Union
 
 import pandas as pd
 
 from harness.history.gates import Gates
 from harness.history.recommend import DEFAULT_MAX_DROP, recommend
+from harness.limits import Limits
 
 
-def answer_lines(rows: pd.DataFrame, max_drop: float = DEFAULT_MAX_DROP, gates: Gates = Gates()) -> list[str]:
+def answer_lines(rows: pd.DataFrame, limits: Union[Limits, float] = DEFAULT_MAX_DROP, gates: Gates = Gates(),
+                 suite_limits: Optional[Mapping[str, Limits]] = None) -> list[str]:
     """One headline per (target, model, batch size) measured in `rows`, and per (model, batch)
-    for the fleet when the run spans several devices."""
+    for the fleet when the run spans several devices. `limits`: the command line's (or an accuracy
+    budget in points), over each suite's declared ones in `suite_limits`."""
     from harness.fleet.recommend import recommend_fleet
 
     if rows.empty or not (rows["status"] == "ok").any():
         return []
-    recs = recommend(rows, max_drop, gates.noise)
+    recs = recommend(rows, limits, gates.noise, suite_limits)
     return [rec.headline() for rec in recs] + [fleet.headline() for fleet in recommend_fleet(recs)]
 
 

@@ -7,10 +7,14 @@ from typing import Any, Optional
 
 import pytest
 
-from harness import settings
+from harness import pytest_options, settings
 from harness.finish import FinishOptions
 from harness.history import gate
 from harness.history.gates import Gates
+from harness.limits import FLAGS, OBJECTIVES, Limits
+
+# Limits field -> its pytest flag: quantbench recommend's spelling with the --qb- prefix (--qb-max-p99-ms, ...)
+LIMIT_OPTIONS = dict(zip(FLAGS, pytest_options.LIMITS))
 
 # command-line flag -> Gates field (None: the suite's value)
 THRESHOLD_OPTIONS = {
@@ -37,6 +41,11 @@ def add_options(group) -> None:
     group.addoption("--max-accuracy-drop", type=float, default=None,
                     help="accuracy budget in points for the recommendation printed at the end and the dashboard "
                          "(default 1.0, as quantbench recommend)")
+    for name, flag in LIMIT_OPTIONS.items():
+        _, kind, text = FLAGS[name]
+        group.addoption(flag, type=kind, default=None, dest=f"qb_limit_{name}",
+                        help=f"{text}; for the answer at the end of the run, over the suite's Limits(...)"
+                        .replace("%", "%%"), **({"choices": list(OBJECTIVES)} if name == "objective" else {}))
     group.addoption("--qb-dashboard", default=None,
                     help="where the dashboard is rebuilt at the end of the run (default <results-dir>/dashboard; "
                          "'off' skips it)")
@@ -46,12 +55,19 @@ def _overrides(config: pytest.Config) -> dict[str, Any]:
     return {name: config.getoption(flag) for flag, (name, _, _) in THRESHOLD_OPTIONS.items()}
 
 
+def limits(config: pytest.Config) -> Limits:
+    """The command line's limits (None: the suite's, else the default): --max-accuracy-drop and --qb-max-*."""
+    return Limits(max_accuracy_drop=config.getoption("--max-accuracy-drop"),
+                  **{name: config.getoption(f"qb_limit_{name}") for name in LIMIT_OPTIONS})
+
+
 def finish_options(config: pytest.Config, targets: Optional[str] = None, profile: Optional[str] = None,
                    failed_tests=frozenset()) -> FinishOptions:
     """The end-of-run options from pytest's (`targets`, `profile`: the summary's title)."""
     return FinishOptions(results_dir=settings.for_pytest(config).results_dir, results_db=config.getoption("--qb-results-db"),
                          baseline=config.getoption("--qb-baseline"), tags=tuple(config.getoption("--qb-tag") or []),
                          thresholds=_overrides(config), max_accuracy_drop=config.getoption("--max-accuracy-drop"),
+                         limits=limits(config),
                          dashboard=config.getoption("--qb-dashboard"), targets=targets, profile=profile,
                          failed_tests=frozenset(failed_tests))
 
@@ -62,6 +78,11 @@ def configure(config: pytest.Config, target_name) -> None:
     drop = config.getoption("--max-accuracy-drop")
     if drop is not None and not drop >= 0:
         raise pytest.UsageError(f"quantbench: --max-accuracy-drop must be a non-negative number of points, not {drop!r}")
+    problem = limits(config).validate()
+    if problem:
+        for name, flag in LIMIT_OPTIONS.items():
+            problem = problem.replace(f"limit {name} ", f"{flag} ")
+        raise pytest.UsageError(f"quantbench: {problem}")
     problem = Gates().override(_overrides(config)).validate()
     if problem:
         raise pytest.UsageError(f"quantbench: {problem.replace('gates.', 'threshold ')}")
