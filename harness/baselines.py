@@ -8,18 +8,25 @@ The fp32 artifact itself can be slower than the eager module it was saved from (
 unlifted module checks its input guards on every call; an exported LSTM runs its loop in the
 graph): the build measures both on the host (`notes.versus_eager`), and past
 SLOWER_THAN_EAGER the fp32 row, and every row compared with it, says so (`execution_note`).
+
+A speedup is only as trustworthy as both of its sides: `baseline_timing` carries whether the
+fp32 measurement the speedup divides by ran throttled or stopped at its time cap (its paired
+rounds beside the case, or its row with one round) into the row (`baseline_throttled`,
+`baseline_valid`, `baseline_timing_note`), where the candidate rule reads it.
 """
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from harness.fleet import Board, SharedRun
+from harness.power_columns import combined_throttling
 from harness.quantize import fp32_recipe
 from harness.result import Measured
 from harness.suite import Case
+from harness.values import plain
 from harness.vocabulary import BASELINE_MODE, STATUS_OK
 
 SLOWER_THAN_EAGER = 2.0  # an fp32 artifact this many times slower than its eager module gets a note
@@ -42,6 +49,32 @@ def execution_note(manifest: Mapping[str, Any]) -> Optional[str]:
     return (f"this {fmt} artifact ran {ratio:.1f}x slower than the eager module it was saved from "
             f"({measured['artifact_ms']:.3g} vs {measured['eager_ms']:.3g} ms per call at batch {measured.get('batch', 1)}, "
             f"on the build host): its latency is the format's as much as the model's")
+
+
+def baseline_timing(baseline: Optional[Mapping[str, Any]], rounds: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Whether the fp32 side of a row's speedup can be trusted: `rounds`, the runner results of
+    the baseline's paired rounds (the speedup is theirs), else the fp32 `baseline` row itself.
+    baseline_throttled: True if any of them ran throttled, False only if every one could tell it
+    did not; baseline_valid: False if any stopped at its time cap before its minimums."""
+    if rounds:
+        seen = [((done.get("power") or {}).get("throttled"), (done.get("power") or {}).get("throttle_reasons") or [],
+                 done.get("valid")) for done in rounds]
+        where = [f"round {i + 1}/{len(rounds)}" for i in range(len(rounds))]
+    elif baseline is not None and baseline.get("status") == STATUS_OK:
+        reasons = str(baseline.get("throttle_reasons") or "")
+        seen = [(plain(baseline.get("throttled")), [reasons] if reasons else [], plain(baseline.get("valid")))]
+        where = [f"row {baseline.get('case_id')}"]
+    else:
+        return {}
+    capped = [v is not None and not v for _, _, v in seen]  # valid false (or 0, as the database stores it)
+    throttled = combined_throttling([None if t is None else bool(t) for t, _, _ in seen])
+    valid = None if all(v is None for _, _, v in seen) else not any(capped)
+    notes = [f"{at} ran throttled" + (f" ({'; '.join(why)})" if why else "") for at, (t, why, _) in zip(where, seen) if t]
+    notes += [f"{at} stopped at its time cap before its minimums (valid=false)" for at, cap in zip(where, capped) if cap]
+    out: dict[str, Any] = {"baseline_throttled": throttled, "baseline_valid": valid}
+    if notes:
+        out["baseline_timing_note"] = "fp32 baseline " + ", ".join(notes)
+    return out
 
 
 def inherited_note(baseline: Optional[Mapping[str, Any]]) -> Optional[str]:

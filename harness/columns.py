@@ -16,6 +16,8 @@ _JSON_VERSION):
      order statistics of the paired ratios; before, a percentile bootstrap called [min, max] 95%)
   5  extras delegated_ops, delegation_complete (which operators a delegate took, how many partitions,
      which stayed on portable/reference kernels: ExecuTorch .pte, AOTI and LiteRT rows)
+  6  extras baseline_throttled, baseline_valid, baseline_timing_note: whether the fp32 side of a
+     row's speedup (its paired rounds, or its row) ran throttled or stopped at its time cap
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from harness.mixed_columns import Mixed
 from harness.power_columns import Power
 from harness.sections import Accuracy, Comparison, Fleet, Identity, Latency, Outcome, Provenance, SizeMemory
 
-COLUMNS_VERSION = 5
+COLUMNS_VERSION = 6
 
 # The core's order: the comparison table's groups.
 SECTIONS = (Identity, Outcome, Latency, Accuracy, SizeMemory, Power, Comparison, Provenance, Fleet, Device, Mixed)
@@ -45,7 +47,7 @@ EXTRAS: list[str] = [
     "rounds", "round_p50_ms", "rounds_disagree", "round_n_runs",
     COMPANIONS,
     "speedup_ci_low", "speedup_ci_high", "speedup_ci_level", "speedup_rounds", "baseline_round_p50_ms",
-    "baseline_case", "baseline_recipe", "execution_note",
+    "baseline_case", "baseline_recipe", "execution_note", "baseline_throttled", "baseline_valid", "baseline_timing_note",
     "size_note",
 ]
 assert sorted(c for c in EXTRAS if c != COMPANIONS) == sorted(c for s in SECTIONS for c in s.EXTRA), \

@@ -194,6 +194,8 @@ def compare(session, run: CaseRun) -> None:
     if run.paired:  # the speedup over paired rounds, with its interval, replaces the single ratio
         comparison = replace(comparison, **Comparison.paired(paired_speedup(run.rounds.baseline_p50s, run.rounds.case_p50s)))
     comparison = replace(comparison, **baselines.baseline_names(baseline))  # the speedup's other side, by name
+    if case.mode != BASELINE_MODE and comparison.speedup is not None:  # ... and whether its timing can be trusted
+        comparison = replace(comparison, **baselines.baseline_timing(baseline, run.rounds.baseline_results if run.paired else ()))
     execution = (baselines.execution_note(artifact.manifest) if case.mode == BASELINE_MODE
                  else baselines.inherited_note(baseline))
     if execution:  # an fp32 artifact far slower than its eager module: the row says so

@@ -7,6 +7,7 @@ import pandas as pd
 
 from harness import columns
 from harness.budget import loss as budget_loss, text as budget_verdict  # noqa: F401 (the one budget verdict)
+from harness.history.candidate import untrusted_baseline
 from harness.metrics import direction_text, row_higher_is_better
 from harness.rounds import speedup_text
 from harness.values import formatted, number
@@ -98,7 +99,8 @@ def comparison_table(df: pd.DataFrame, reason_width: int = 70, max_drop=None, su
             "recipe": "-" if pd.isna(r["recipe"]) else str(r["recipe"])[:48], "batch": r["batch_size"], "status": r["status"],
             "p50_ms": formatted(r["latency_p50_ms"], ".4f") + flags,
             "speedup": speedup_text(number(r["speedup"]), number(r.get("speedup_ci_low")), number(r.get("speedup_ci_high")),
-                                    r.get("rounds_disagree") is True, number(r.get("speedup_ci_level"))),
+                                    r.get("rounds_disagree") is True, number(r.get("speedup_ci_level")))
+            + ("!" if untrusted_baseline(r) else ""),
             "size": formatted(r["size_ratio"], ".2f"),
             "accuracy": formatted(r["accuracy"], ".4f"),
             "ci95": _interval(r.get("accuracy_ci_low"), r.get("accuracy_ci_high")),
@@ -111,7 +113,10 @@ def comparison_table(df: pd.DataFrame, reason_width: int = 70, max_drop=None, su
     for r in df.to_dict("records"):
         if isinstance(r.get("metric"), str):
             metrics.setdefault(r["metric"], direction_text(row_higher_is_better(r)))
-    legend = ("p50 flags: ~ noisy (IQR/median >= 0.10), ! minimums not met. size: artifact bytes / fp32. "
+    legend = ("p50 flags: ~ noisy (IQR/median >= 0.10), ! minimums not met. "
+              + ("speedup !: its fp32 baseline ran throttled or missed its minimums. "
+                 if any(untrusted_baseline(r) for r in df.to_dict("records")) else "")
+              + "size: artifact bytes / fp32. "
               "ci95: the accuracy's 95% interval over its n evaluation samples. "
               + ("speedup [low-high @level]: interval over paired rounds (--qb-rounds) of the median ratio, exact "
                  "order statistics at their true confidence (3 rounds: 75%, 5: 93.8%, 6 or more: at least 95%), "

@@ -108,11 +108,13 @@ def speedup_text(speedup: Optional[float], low: Optional[float], high: Optional[
 @dataclass
 class Rounds:
     """What the rounds of one case measured: the first round's runner outcome (its result and
-    the evaluation outputs), every round's result, and the paired baseline's p50 per round."""
+    the evaluation outputs), every round's result, and the paired baseline's p50 and result per
+    round (whether the baseline ran throttled or hit its time cap is the speedup's business too)."""
 
     first: Any = None
     results: list = field(default_factory=list)
     baseline_p50s: list = field(default_factory=list)
+    baseline_results: list = field(default_factory=list)  # the paired baseline's runner result per round
 
     @property
     def case_p50s(self) -> list[float]:
@@ -129,16 +131,17 @@ def run_rounds(case, artifact, timing, paired, run_job: Callable[..., Any], work
     rounds = max(1, timing.rounds or 1)
     done = Rounds()
 
-    def baseline_round(r: int) -> float:  # one fresh process of the fp32 baseline, timing only: its p50
+    def baseline_round(r: int) -> None:  # one fresh process of the fp32 baseline, timing only
         base, base_artifact = paired
         progress(f"round {r + 1}/{rounds}: fp32 baseline beside it")
         ran = run_job(base, base_artifact, timing, work_dir(case, r, baseline=True), evaluate=False)
-        return float(np.median(ran.result["latencies_ms"]))
+        done.baseline_p50s.append(float(np.median(ran.result["latencies_ms"])))
+        done.baseline_results.append(ran.result)
 
     for r in range(rounds):
         # ABBA: the fp32 baseline runs right before the case in even rounds, right after it in odd ones
         if paired and r % 2 == 0:
-            done.baseline_p50s.append(baseline_round(r))
+            baseline_round(r)
         where = f"round {r + 1}/{rounds}, " if rounds > 1 else ""
         progress(f"measuring on {device} ({where}up to {timing.max_duration_s:g} s)")
         # the evaluation pass runs once per artifact and batch: in the first round only
@@ -146,6 +149,6 @@ def run_rounds(case, artifact, timing, paired, run_job: Callable[..., Any], work
         done.first = done.first or ran
         done.results.append(ran.result)
         if paired and r % 2 == 1:
-            done.baseline_p50s.append(baseline_round(r))
+            baseline_round(r)
     return done
 

@@ -216,7 +216,8 @@ class Comparison(Section):
     NAME = "comparison"
     CORE = ("speedup",)
     EXTRA = ("speedup_ci_low", "speedup_ci_high", "speedup_ci_level", "speedup_rounds", "baseline_round_p50_ms",
-             "baseline_case", "baseline_recipe", "execution_note")
+             "baseline_case", "baseline_recipe", "execution_note", "baseline_throttled", "baseline_valid",
+             "baseline_timing_note")
 
     speedup: Any = None
     speedup_ci_low: Any = UNSET
@@ -227,6 +228,9 @@ class Comparison(Section):
     baseline_case: Any = UNSET
     baseline_recipe: Any = UNSET
     execution_note: Any = UNSET
+    baseline_throttled: Any = UNSET  # the fp32 side of the speedup (its paired rounds, or its row) ran throttled
+    baseline_valid: Any = UNSET  # ... met its timing minimums (False: stopped at its time cap)
+    baseline_timing_note: Any = UNSET  # which baseline round or row, and why
     paired_disagree: Any = UNSET  # the paired rounds' verdict: replaces the latency section's rounds_disagree
 
     def columns(self) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def untrusted_timing(row: dict[str, Any]) -> Optional[str]:
         took = f" after {int(runs)} runs in {seconds:.3g} s" if runs is not None and seconds is not None else ""
         return (f"timed loop stopped at its time cap{took}, before its minimum count and duration (valid=false); "
                 f"rerun with a longer --max-duration")
-    return None
+    return untrusted_baseline(row)  # its speedup's fp32 side
 
 
 def _judge(row: dict[str, Any], max_drop: float) -> tuple[bool, str]:
@@ -118,3 +118,13 @@ def group_limits(suites, flags: Limits, suite_limits: Mapping[str, Limits]) -> L
     (Suite(limits=...); the first suite by name that declares any) overridden by `flags`."""
     declared = [suite_limits[s] for s in sorted({str(s) for s in suites if isinstance(s, str)}) if s in suite_limits]
     return (declared[0] if declared else Limits()).override(flags)
+
+
+def untrusted_baseline(row: dict[str, Any]) -> Optional[str]:
+    """Why the fp32 side of a row's speedup cannot be trusted (the baseline rounds beside it, or
+    the fp32 row, ran throttled or stopped at its time cap: the ratio is not the device's), or None."""
+    throttled, valid = plain(row.get("baseline_throttled")), plain(row.get("baseline_valid"))
+    if throttled is True or throttled == 1 or valid is False or (valid is not None and valid == 0):
+        note = plain(row.get("baseline_timing_note")) or "its fp32 baseline's timing cannot be trusted"
+        return f"{note}: the speedup it divides by is not the device's normal speed"
+    return None
