@@ -10,6 +10,7 @@ its reconnect window.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -92,15 +93,18 @@ class Boards:
         prefer = [b.name for b in placement.boards if self.shared.has_baseline(b.name, baseline_id)]
         shown = []
 
-        def waiting(seconds: float) -> None:
+        def waiting(seconds: float, why: str = "") -> None:
             if not shown:
                 self.progress.start(case.case_id)
                 shown.append(True)
-            self.progress(f"waiting {seconds:.0f} s for a free board of {placement.label}")
+            self.progress(f"waiting {seconds:.0f} s for a free board of {placement.label}" + (f": {why}" if why else ""))
 
         while True:
             try:
-                lease = self.leases.acquire(placement, prefer, waiting)
+                lease = self.leases.acquire(placement, prefer, waiting, self.log)
+            except TargetError as exc:  # a labgrid lab: coordinator gone, every place held past the wait limit
+                self.log(f"[{case.case_id}] {exc}")
+                raise BoardUnusable(" ".join(str(exc).split())) from None
             finally:
                 if shown:
                     self.progress.finish()
@@ -144,6 +148,46 @@ class Boards:
                 self.leases.mark_gone(board.name, reason)
             self.log(f"[{row['case_id']}] board {board.name} {'left pool ' + board.pool if board.pool else 'is away'}: {reason}")
             return True
+
+    def revive(self, board: Board, row: dict[str, Any], held: Any) -> Optional[str]:
+        """A labgrid place with a power port whose board failed a case and does not answer
+        (after its reconnect window; a pool's board: one attempt): power-cycle it through
+        labgrid, wait for SSH (the lab's power_wait_s), run `targets check` on it. Returns the
+        row's note when the board is back (the case is then run once more), else None (the
+        board is handled as lost, with the reason in the run's log)."""
+        if held is None or row.get("status") != STATUS_ERROR or not (board.config.settings.get("labgrid") or {}).get("power"):
+            return None
+        try:
+            board.target.ready(self.progress, quick=bool(board.pool))
+            return None  # it answers: the case failed for another reason
+        except TargetError as exc:
+            reason = " ".join(str(exc).split())
+        started = time.time()
+        self.log(f"[{row['case_id']}] board {board.name} stopped answering; power-cycling labgrid place {held.place}: {reason}")
+        self.progress(f"power-cycling {held.place} through labgrid")
+        try:
+            held.power_cycle()
+            deadline = time.monotonic() + held.power_wait_s
+            while True:
+                try:
+                    board.target.ready(self.progress, quick=True)
+                    break
+                except TargetError as exc:
+                    if time.monotonic() > deadline:
+                        raise TargetError(f"SSH did not come back within {held.power_wait_s:g} s of the power cycle: {exc}") from None
+                    time.sleep(1.0)
+            board.target.facts()  # what `quantbench targets check` runs: the runner starts there again
+        except TargetError as exc:
+            self.log(f"[{row['case_id']}] power cycle of labgrid place {held.place} did not bring {board.name} back: "
+                     f"{' '.join(str(exc).split())}")
+            return None
+        back = time.time() - started
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+        board.power_cycles.append({"at": at, "place": held.place, "case": row["case_id"], "reason": reason,
+                                   "back_after_s": round(back, 1)})
+        self.log(f"[{row['case_id']}] labgrid place {held.place} power-cycled; SSH and targets check ok after {back:.0f} s")
+        return (f"power-cycled labgrid place {held.place} at {at} after the board stopped answering ({reason}); "
+                f"SSH and targets check ok after {back:.0f} s; the case ran again")
 
     def gone(self, board: Board) -> bool:
         """Whether a pool's board left the pool (it died measuring the fp32 baseline)."""

@@ -18,6 +18,8 @@ _JSON_VERSION):
      which stayed on portable/reference kernels: ExecuTorch .pte, AOTI and LiteRT rows)
   6  extras baseline_throttled, baseline_valid, baseline_timing_note: whether the fp32 side of a
      row's speedup (its paired rounds, or its row) ran throttled or stopped at its time cap
+  7  extras lab_place, lab_holder, power_cycled: a labgrid place's board, who held it at the
+     coordinator, and the power cycle after which the case ran again (targets/labgrid_place.py)
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from harness.mixed_columns import Mixed
 from harness.power_columns import Power
 from harness.sections import Accuracy, Comparison, Fleet, Identity, Latency, Outcome, Provenance, SizeMemory
 
-COLUMNS_VERSION = 6
+COLUMNS_VERSION = 7
 
 # The core's order: the comparison table's groups.
 SECTIONS = (Identity, Outcome, Latency, Accuracy, SizeMemory, Power, Comparison, Provenance, Fleet, Device, Mixed)
@@ -49,6 +51,7 @@ EXTRAS: list[str] = [
     "speedup_ci_low", "speedup_ci_high", "speedup_ci_level", "speedup_rounds", "baseline_round_p50_ms",
     "baseline_case", "baseline_recipe", "execution_note", "baseline_throttled", "baseline_valid", "baseline_timing_note",
     "size_note",
+    *Fleet.EXTRA,
 ]
 assert sorted(c for c in EXTRAS if c != COMPANIONS) == sorted(c for s in SECTIONS for c in s.EXTRA), \
     "every section's extra column has its place in EXTRAS"

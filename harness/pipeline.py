@@ -277,6 +277,10 @@ def died_row(session, case: Case, board, baseline: dict[str, Any]) -> dict[str, 
 def on_board(result: CaseResult, session, board) -> CaseResult:
     """Which board ran it (a pool's board: the row's target is the pool), and the lease's wait."""
     fleet = Fleet(pool=board.pool, board=board.name, worker=session.worker or None, lease_wait_s=round(session._waited, 3))
+    held = getattr(session, "_held", None)  # a labgrid place: which, and who held it
+    if held is not None:
+        fleet = replace(fleet, lab_place=held.place, lab_holder=held.holder,
+                        power_cycled=getattr(session, "_power_note", None) or UNSET)
     identity = replace(result.identity, target=board.pool) if board.pool else result.identity
     return result.with_(fleet=fleet, identity=identity)
 

@@ -291,11 +291,15 @@ class Fleet(Section):
 
     NAME = "fleet"
     CORE = ("pool", "board", "worker", "lease_wait_s")
+    EXTRA = ("lab_place", "lab_holder", "power_cycled")
 
     pool: Any = None
     board: Any = None
     worker: Any = None
     lease_wait_s: Any = None
+    lab_place: Any = UNSET  # the labgrid place the board is (targets/labgrid_place.py)
+    lab_holder: Any = UNSET  # who held it at the coordinator while the case ran: host/user+qb-<pid>-<start>
+    power_cycled: Any = UNSET  # the case was run again after the board was power-cycled through labgrid: when and why
 
 
 def field_names(section: type) -> set[str]:

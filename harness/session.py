@@ -49,7 +49,8 @@ class BenchSession(RunnerJobs):
         self.command = command or sys.argv
         self.worker = worker
         # Several boards or several processes: leases, per-board fp32 baselines, shared files.
-        self.fleet = bool(worker) or len(self.placements) > 1 or any(p.pool for p in self.placements)
+        self.fleet = (bool(worker) or len(self.placements) > 1 or any(p.pool for p in self.placements)
+                      or any(p.lab for p in self.placements))  # a labgrid place is leased per case, even alone
         self.run_id = options.run_id or new_run_id()
         cache_dir = Path(options.cache_dir)
         self.boards = Boards(self.placements, cache_dir, options.threads, self.fleet, self.progress)
@@ -74,6 +75,8 @@ class BenchSession(RunnerJobs):
         self._done: dict[str, dict[str, Any]] = {}  # case_id -> row
         self.suites: set[str] = set()
         self._waited = 0.0  # how long the case in progress waited for its board
+        self._held = None  # the labgrid place held for the case in progress (targets/labgrid_place.py)
+        self._power_note: Optional[str] = None  # set while a case runs again after a power cycle
         if not self.fleet or not (self.store.dir / "run.json").is_file():  # the last process rewrites it at the end
             self.store.write_manifest(self.command, self.started_at, False, self.placements, self.options,
                                       self.boards.facts())
@@ -138,7 +141,7 @@ class BenchSession(RunnerJobs):
         acquired = time.time()
         try:
             self._use(board)
-            self._waited = lease.waited_s
+            self._waited, self._held = lease.waited_s, lease.held
             if case.mode == BASELINE_MODE and case.recipe is not None:
                 measured = self._baseline_on(board, case)
             else:
@@ -148,9 +151,10 @@ class BenchSession(RunnerJobs):
                     measured = Measured(died_row(self, case, board, baseline), [], None)
                 else:
                     self.baselines.compared_with[case.case_id] = baseline
-                    measured = self._timed(case, baseline)
+                    measured = self._measure(case, baseline)
                     self.boards.lost(board, measured.row)
         finally:
+            self._held = None
             lease.release()
             self.store.log(f"[{case.case_id}] lease {board.name} {acquired:.3f}-{time.time():.3f} "
                            f"(waited {lease.waited_s:.2f} s, worker {self.worker or 'main'})")
@@ -168,8 +172,21 @@ class BenchSession(RunnerJobs):
         trace = power_trace(run.rounds.first.result) if run.rounds.first else []
         return Measured(row, run.latencies, None, trace, run.round_sizes)
 
+    def _measure(self, case: Case, baseline: Optional[dict[str, Any]]) -> Measured:
+        """Measure the case; once more if its board stopped answering and a power cycle
+        through labgrid brought it back (the row says so)."""
+        measured = self._timed(case, baseline)
+        note = self.boards.revive(self.board, measured.row, self._held)
+        if note:
+            self._power_note = note
+            try:
+                measured = self._timed(case, baseline)
+            finally:
+                self._power_note = None
+        return measured
+
     def _baseline_on(self, board: Board, fp32: Case) -> Measured:
-        return self.baselines.on(board, fp32, lambda case: self._timed(case, None), self.boards.lost,
+        return self.baselines.on(board, fp32, lambda case: self._measure(case, None), self.boards.lost,
                                  lambda measured: measured.row["case_id"] in self._done or self._record(measured))
 
     def _record(self, measured: Measured) -> dict[str, Any]:

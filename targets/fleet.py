@@ -12,6 +12,10 @@ pool's board found unusable during a run is marked gone in the run's directory
 to its other boards. A named target is never skipped: its own reconnect rules decide (ssh:
 the reconnect window, then one quick connect per case, failing at once while it is away).
 
+Boards of a labgrid lab (`--target=lab:...`, or an inventory entry of kind "labgrid") are the
+places the coordinator offers (targets/labgrid_place.py): a lease holds the run's lock file and
+the place at the coordinator, so separate runs exclude each other too.
+
 This is the targets' side of a fleet (where cases run and who holds a board), so it lives in
 targets/ with the adapters. The harness side, what the run's processes share, the xdist
 controller's display and the fleet's recommendation, is the harness/fleet/ package.
@@ -21,7 +25,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from harness.locks import FileLock
 from targets.base import TargetConfig, TargetError
@@ -37,10 +41,21 @@ class Placement:
     name: str  # the `target` column of its rows: the target's or the pool's name
     boards: tuple[TargetConfig, ...]  # the one target, or the pool's members in inventory order
     pool: Optional[str] = None  # the pool's name (the `pool` column), None for a single target
+    lab: Any = None  # targets.labgrid_place.LabSpec: the boards are labgrid places, held at its coordinator too
 
     @property
     def label(self) -> str:
-        return f"{POOL_PREFIX}{self.name}" if self.pool else self.name
+        return f"{POOL_PREFIX}{self.name}" if self.pool and not self.lab else self.name
+
+
+def lab_placement(name: str, spec, log: Callable[[str], None] = lambda line: None) -> Placement:
+    """The places a labgrid spec matches, as a placement (a pool unless it names one place)."""
+    from targets.labgrid_place import boards
+
+    found, left_out = boards(name, spec)
+    for note in left_out:
+        log(f"{name}: {note}; left out")
+    return Placement(name, tuple(found), pool=None if spec.place else name, lab=spec)
 
 
 def parse_placements(spec: str, inventory: Inventory) -> list[Placement]:
@@ -52,7 +67,13 @@ def parse_placements(spec: str, inventory: Inventory) -> list[Placement]:
     placements: list[Placement] = []
     for entry in entries:
         name = entry[len(POOL_PREFIX):] if entry.startswith(POOL_PREFIX) else entry
-        if name in inventory.pools:
+        if entry.startswith("lab:"):
+            from targets.labgrid_place import parse_spelling
+
+            placement = lab_placement(entry, parse_spelling(entry, inventory.lab_defaults))
+        elif name in inventory.labs:
+            placement = lab_placement(name, inventory.labs[name])
+        elif name in inventory.pools:
             pool = inventory.pools[name]
             placement = Placement(name, tuple(inventory.targets[m] for m in pool.targets), pool=name)
         elif entry.startswith(POOL_PREFIX):
@@ -85,10 +106,16 @@ class Lease:
     board: TargetConfig
     waited_s: float  # how long acquiring took (all boards busy)
     _lock: Optional[FileLock] = None  # None: nothing to share the board with (one target, one process)
+    held: Any = None  # targets.labgrid_place.Held: the labgrid place, acquired at the coordinator
 
     def release(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
+        try:
+            if self.held is not None:
+                held, self.held = self.held, None
+                held.release()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     def __enter__(self) -> "Lease":
         return self
@@ -123,9 +150,13 @@ class BoardLeases:
         return "; ".join(f"{b.name}: {self.gone(b.name)}" for b in placement.boards if self.gone(b.name))
 
     def acquire(self, placement: Placement, prefer: Sequence[str] = (),
-                waiting: Callable[[float], None] = lambda seconds: None) -> Lease:
+                waiting: Callable[[float, str], None] = lambda seconds, why: None,
+                log: Callable[[str], None] = lambda line: None) -> Lease:
         """The first free, usable board of the placement (boards in `prefer` first); waits
-        while all are busy. Raises AllBoardsGone when none is usable any more."""
+        while all are busy. Raises AllBoardsGone when none is usable any more; for labgrid
+        places, TargetError (LabBusy) when others hold them all past the wait limit."""
+        if placement.lab is not None:
+            return self._acquire_place(placement, prefer, waiting, log)
         order = sorted(placement.boards, key=lambda b: (b.name not in prefer, placement.boards.index(b)))
         started = time.monotonic()
         next_note = started + 1.0
@@ -144,7 +175,21 @@ class BoardLeases:
                     return Lease(board, time.monotonic() - started, lock)
             now = time.monotonic()
             if now >= next_note:
-                waiting(now - started)
+                waiting(now - started, "")
                 next_note = now + 1.0
             time.sleep(self.poll_s)
+
+    def _acquire_place(self, placement: Placement, prefer: Sequence[str], waiting, log) -> Lease:
+        from targets import labgrid_place
+
+        if not [b for b in placement.boards if not self.gone(b.name)]:
+            raise AllBoardsGone(f"every place of {placement.name} is gone ({self.gone_reasons(placement)})")
+
+        def board_lock(board: TargetConfig) -> Optional[FileLock]:
+            lock = FileLock(self.lock_dir / f"{board.name}.lock")
+            return lock if lock.acquire(block=False) else None
+
+        started = time.monotonic()
+        board, lock, held = labgrid_place.acquire(placement, board_lock, prefer, waiting, log, self.gone)
+        return Lease(board, time.monotonic() - started, lock, held)
 

@@ -3,11 +3,13 @@ the base directory (the pytest rootdir or the working directory, see harness/set
 
 `[targets.NAME]` declares one place to run; `[pools.NAME] targets = [...]` names a set of
 identical boards (same kind and profile), of which a run uses whichever is free
-(`--target=pool:NAME`, see targets/fleet.py)."""
+(`--target=pool:NAME`, see targets/fleet.py). `kind = "labgrid"` entries name a labgrid place
+or a pool of places by tags, with defaults in a `[labgrid]` table (targets/labgrid_place.py);
+they are kept as specs (`Inventory.labs`) and resolved at the coordinator when a run uses them."""
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -47,6 +49,8 @@ class Pool:
 class Inventory:
     targets: dict[str, TargetConfig]
     pools: dict[str, Pool]
+    labs: dict = field(default_factory=dict)  # name -> targets.labgrid_place.LabSpec (kind = "labgrid" entries)
+    lab_defaults: dict = field(default_factory=dict)  # the [labgrid] table: coordinator, wait_s, ssh fields, ...
 
 
 def inventory_path(explicit: Optional[str] = None, base: Optional[Path] = None) -> Optional[Path]:
@@ -134,16 +138,25 @@ def load_fleet(explicit: Optional[str] = None, base: Optional[Path] = None) -> I
         document = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise TargetError(f"inventory {path} is not valid TOML: {exc}") from exc
+    lab_defaults = document.get("labgrid", {})
+    if not isinstance(lab_defaults, dict):
+        raise TargetError(f"{path}: [labgrid] must be a table")
+    labs = {}
     for name, table in document.get("targets", {}).items():
         if not isinstance(table, dict):
             raise TargetError(f"{path}: [targets.{name}] must be a table")
+        if table.get("kind") == "labgrid":
+            from targets.labgrid_place import parse_spec  # labgrid itself is imported only when a run uses the place
+
+            labs[name] = parse_spec(table, lab_defaults, f"{path} [targets.{name}]")
+            continue
         targets[name] = parse_target(name, table, str(path))
     pools = {}
     for name, table in document.get("pools", {}).items():
         if not isinstance(table, dict):
             raise TargetError(f"{path}: [pools.{name}] must be a table")
         pools[name] = parse_pool(name, table, targets, str(path))
-    return Inventory(targets, pools)
+    return Inventory(targets, pools, labs, lab_defaults)
 
 
 def load_inventory(explicit: Optional[str] = None, base: Optional[Path] = None) -> dict[str, TargetConfig]:

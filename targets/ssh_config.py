@@ -52,7 +52,8 @@ class SshSettings:
 FIELDS = {f.name: f for f in fields(SshSettings)}
 OTHER_SETTINGS = ("sensors",  # non-connection tables an ssh target may also carry
                   "inputs_on_device", "cuda_provider_options",  # GPU profiles: targets.cuda.gpu_options
-                  "torch_format", "onnx_opset")  # older artifact formats (harness.quantize.base.ExportFormat)
+                  "torch_format", "onnx_opset",  # older artifact formats (harness.quantize.base.ExportFormat)
+                  "labgrid")  # a labgrid place's board: coordinator, place, power port (targets/labgrid_place.py)
 
 
 def parse_ssh_settings(settings: Mapping[str, Any], where: str) -> SshSettings:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -48,6 +48,7 @@ class Board:
     info: TargetInfo
     threads: int
     pool: Optional[str] = None  # the pool it was leased from, for this case
+    power_cycles: list = field(default_factory=list)  # each power cycle through labgrid: when, why, how long SSH took
 
     @property
     def name(self) -> str:
@@ -59,7 +60,7 @@ def board_facts(board: Board) -> dict[str, Any]:
     info = board.info
     return {"name": info.name, "kind": info.kind, "profile": info.profile, "threads": board.threads, "arch": info.arch,
             "device": info.device, "host": info.host, "facts": dict(info.facts), "settings": dict(board.config.settings),
-            "outages": board.target.outage_report()}
+            "outages": board.target.outage_report(), **({"power_cycles": board.power_cycles} if board.power_cycles else {})}
 
 
 class HostExclusive:

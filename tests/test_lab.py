@@ -1,0 +1,213 @@
+"""A shared lab on labgrid, on real components: labgrid-coordinator and labgrid-exporter on
+loopback, three sshd boards published as places with tags, real `pytest` runs of quantbench
+(with pytest-xdist) that hold places at the coordinator, and a power port driven by labgrid's
+own simplerest power driver (harness/testing/labgrid.py). Skipped only when labgrid is absent."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("labgrid", reason="labgrid is not installed (the `lab` extra)")
+
+from harness.testing.labgrid import Board, Lab  # noqa: E402
+from harness.testing.sshd import inventory_toml, make_sshd  # noqa: E402
+from tests.conftest import FAST_TIMING  # noqa: E402
+from tests.onnx_models import digits_flat, logistic_regression, write_npz  # noqa: E402
+from tests.test_fleet import leases, rows, running_on, write_suite  # noqa: E402
+
+BOARDS = ("dev-a", "dev-b", "dev-c")
+
+
+def _lab_inventory(where: Path, lab: Lab, sshds: dict, **entry) -> Path:
+    """[labgrid] defaults (one user key and one known_hosts file for every board) and a
+    `shelf` entry naming the tag pool."""
+    first = next(iter(sshds.values()))
+    known = where / "known_hosts"
+    known.write_text("".join(s.known_hosts.read_text() for s in sshds.values()))
+    for sshd in sshds.values():  # one user key opens every board, as in a lab
+        (sshd.dir / "authorized_keys").write_text(first.user_key.with_suffix(".pub").read_text())
+    defaults = {"coordinator": lab.address, "python": sys.executable, "identity_file": str(first.user_key),
+                "known_hosts": str(known), "ssh_config": "", "workdir": str(where / "work-{place}"), "threads": 1,
+                "connect_timeout_s": 5.0, "command_timeout_s": 20.0, "keepalive_s": 1.0, "retries": 2, "backoff_s": 0.2,
+                "reconnect_window_s": 0.0}
+    text = inventory_toml({"x": defaults}).replace('[targets."x"]', "[labgrid]").replace("[targets.x]", "[labgrid]")
+    text += inventory_toml({"shelf": {"kind": "labgrid", "tags": {"board": "shelf"}, **entry}})
+    path = where / "targets.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """Three sshd boards exported as places dev-a/b/c tagged board=shelf (dev-c also has a
+    power port), an inventory, and a suite on a small real ONNX model."""
+    sshds, started = {}, None
+    try:
+        for name in BOARDS:
+            sshds[name] = make_sshd(tmp_path / f"sshd-{name}")
+        started = Lab.start(tmp_path / "lab")
+        started.export({name: Board(sshd, {"board": "shelf"}, power=(name == "dev-c")) for name, sshd in sshds.items()})
+        _lab_inventory(tmp_path, started, sshds)
+        x_train, y_train, x_calib, x_eval, y_eval = digits_flat()
+        logistic_regression(tmp_path / "logreg.onnx")
+        write_npz(tmp_path / "data.npz", x_eval, y_eval, x_calib)
+        yield tmp_path, started, sshds
+    finally:
+        if started is not None:
+            started.stop()
+        for sshd in sshds.values():
+            sshd.stop()
+
+
+def command(where: Path, run_id: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", str(where / "test_shelf.py"), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
+            "-q", f"--rootdir={where}", f"--qb-inventory={where / 'targets.toml'}", f"--qb-results-dir={where / 'results'}",
+            f"--qb-run-id={run_id}", "--qb-results-db=off", *FAST_TIMING, *extra]
+
+
+def start(where: Path, run_id: str, *extra: str, env=None) -> subprocess.Popen:
+    return subprocess.Popen(command(where, run_id, *extra), cwd=where, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, **(env or {})})
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, output
+
+
+def acquired(lab: Lab) -> dict:
+    return {name: p.acquired for name, p in lab.places().items() if p.acquired}
+
+
+def test_two_runs_on_one_tag_pool_never_share_a_board(lab):
+    """Two runs (each with two xdist workers) started together on the pool: the spans during
+    which each held a board never overlap across the runs, every case ran once per run, and
+    no place is left acquired."""
+    where, started, _ = lab
+    write_suite(where, batches=(1, 2))
+    first = start(where, "one", "--target=shelf", "-n", "2", "--min-duration", "0.5")
+    second = start(where, "two", "--target=lab:board=shelf", "-n", "2", "--min-duration", "0.5")
+    results = {"one": finish(first), "two": finish(second)}
+    for run_id, (code, output) in results.items():
+        assert code == 0, output[-4000:]
+    held = defaultdict(list)  # board -> [(from, to, run)]
+    for run_id in results:
+        found = rows(where, run_id)
+        assert len(found) == 6 and all(r["status"] == "ok" for r in found.values()), [r["reason"] for r in found.values()]
+        for row in found.values():
+            assert row["lab_place"] == row["board"] in BOARDS and "+qb-" in row["lab_holder"]
+        for board, spans in leases(where, run_id).items():
+            held[board] += [(start_, end, run_id) for start_, end, _ in spans]
+    spans = sorted((s, e) for board in held for s, e, _ in held[board])
+    one = [(s, e) for b in held for s, e, r in held[b] if r == "one"]
+    two = [(s, e) for b in held for s, e, r in held[b] if r == "two"]
+    assert max(s for s, _ in one) > min(s for s, _ in two) and max(s for s, _ in two) > min(s for s, _ in one), \
+        "the premise: the two runs held boards during the same minutes"
+    for board, windows in held.items():
+        windows.sort()
+        for (s1, e1, r1), (s2, e2, r2) in zip(windows, windows[1:]):
+            assert s2 >= e1, f"{board}: run {r2} held it from {s2} while run {r1} held it until {e1}"
+    assert spans and not acquired(started)
+
+
+def test_coordinator_down_no_match_and_held_too_long_each_give_one_line(lab, tmp_path):
+    where, started, _ = lab
+    write_suite(where, modes=("fp32",))
+    dead = subprocess.run(command(where, "down", "--target=lab:board=shelf"), cwd=where, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "LG_COORDINATOR": "127.0.0.1:9"})
+    inventory = (where / "targets.toml").read_text()
+    (where / "nocoord.toml").write_text(inventory.replace(f'coordinator = "{started.address}"\n', ""))
+    down = subprocess.run(command(where, "down", "--target=lab:board=shelf", f"--qb-inventory={where / 'nocoord.toml'}"),
+                          cwd=where, capture_output=True, text=True, timeout=300, env={**os.environ, "LG_COORDINATOR": "127.0.0.1:9"})
+    assert down.returncode != 0
+    lines = [line for line in (down.stdout + down.stderr).splitlines() if "labgrid coordinator 127.0.0.1:9" in line]
+    assert len(lines) == 1 and "is not reachable" in lines[0], down.stdout + down.stderr
+    del dead
+
+    nomatch = subprocess.run(command(where, "nomatch", "--target=lab:board=nothing"), cwd=where, capture_output=True,
+                             text=True, timeout=300)
+    assert nomatch.returncode != 0
+    lines = [line for line in (nomatch.stdout + nomatch.stderr).splitlines() if "matches places tagged board=nothing" in line]
+    assert len(lines) == 1 and "dev-a [board=shelf]" in lines[0], nomatch.stdout + nomatch.stderr
+
+    from targets.labgrid_client import LabClient
+
+    other = LabClient(started.address)  # another user holds every place
+    try:
+        for name in BOARDS:
+            assert other.acquire(name) is None
+        (where / "targets.toml").write_text(inventory.replace('tags = { "board" = "shelf" }', 'tags = { "board" = "shelf" }\nwait_s = 3'))
+        proc = subprocess.run(command(where, "busy", "--target=shelf"), cwd=where, capture_output=True, text=True, timeout=300)
+    finally:
+        for name in BOARDS:
+            other.release(name)
+        other.close()
+    found = rows(where, "busy")
+    assert proc.returncode == 1 and len(found) == 1
+    reason = next(iter(found.values()))["reason"]
+    assert "no place free after waiting 3 s (the limit, wait_s = 3)" in reason and other.holder in reason, reason
+    assert f"labgrid-client -x {started.address} -p dev-a release-from {other.holder}" in reason
+    assert not acquired(started)
+
+
+def test_sigterm_releases_and_a_sigkilled_holder_is_cleared(lab):
+    where, started, _ = lab
+    write_suite(where, modes=("fp32", "dynamic-int8"))
+    proc = start(where, "term", "--target=lab:dev-a", "--min-duration", "3", "--max-duration", "5")
+    deadline = time.monotonic() + 300
+    while "dev-a" not in acquired(started):
+        assert proc.poll() is None and time.monotonic() < deadline, finish(proc)[1][-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    code, output = finish(proc, 120)
+    assert code != 0 and not acquired(started), output[-3000:]
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom targets.labgrid_client import LabClient\n"
+                               f"c = LabClient({started.address!r}); assert c.acquire('dev-a') is None\n"
+                               "print(c.holder, flush=True); time.sleep(600)"],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    name = holder.stdout.readline().strip()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert acquired(started) == {"dev-a": name}  # a killed run's lock stays at the coordinator
+    write_suite(where, modes=("fp32",))
+    proc = start(where, "after", "--target=lab:dev-a")
+    code, output = finish(proc)
+    assert code == 0, output[-3000:]
+    log = (where / "results" / "after" / "run.log").read_text()
+    assert f"labgrid place dev-a: released the acquisition of {name}, a quantbench process of this host that no longer runs" in log
+    assert not acquired(started)
+
+
+def test_a_board_that_stops_answering_is_power_cycled_through_labgrid_and_the_case_retried(lab):
+    """The place's sshd is killed mid-case; past the reconnect window quantbench cycles the
+    place's NetworkPowerPort (labgrid's simplerest driver against a small HTTP switch that
+    stops and starts that sshd), waits for SSH, checks the board, and runs the case again."""
+    where, started, sshds = lab
+    write_suite(where, modes=("fp32", "dynamic-int8"))
+    proc = start(where, "power", "--target=lab:dev-c", "--min-duration", "2", "--max-duration", "4")
+    deadline = time.monotonic() + 300
+    while not running_on(where / "work-dev-c"):
+        assert proc.poll() is None and time.monotonic() < deadline, finish(proc)[1][-3000:]
+        time.sleep(0.05)
+    sshds["dev-c"].kill()
+    code, output = finish(proc)
+    assert code == 0, output[-4000:]
+    found = rows(where, "power")
+    assert all(r["status"] == "ok" for r in found.values()), [r["reason"] for r in found.values()]
+    cycled = [r for r in found.values() if isinstance(r.get("power_cycled"), str)]
+    assert len(cycled) == 1 and "power-cycled labgrid place dev-c" in cycled[0]["power_cycled"], cycled
+    assert [e[2] for e in started.switch.events] == ["off", "on"]
+    manifest = json.loads((where / "results" / "power" / "run.json").read_text())
+    assert manifest["targets"]["lab:dev-c"]["power_cycles"][0]["place"] == "dev-c", manifest["targets"]
+    assert not acquired(started)
