@@ -87,13 +87,14 @@ def baseline_case(case: Case) -> Case:
     """The fp32 case a case is compared with: the fp32 recipe of the same source and execution
     format (tflite's keras and litert-torch rows each have their own, torch's TorchScript and
     compiled recipes theirs)."""
-    return replace(case, mode=BASELINE_MODE, recipe=fp32_recipe(case.framework, case.recipe), budget=None, na_reason="")
+    fp32 = fp32_recipe(case.framework, case.recipe)
+    return replace(case, mode=BASELINE_MODE, recipe=fp32, budget=None, na_reason=fp32.batch_reason(case.batch_size) or "")
 
 
 def fp32_of(case: Case) -> Optional[Case]:
     """The fp32 case this one is compared with (None for an fp32 or n/a case, or when the
     framework has no fp32 recipe for its source)."""
-    if case.recipe is None or case.mode == BASELINE_MODE:
+    if case.recipe is None or case.na_reason or case.mode == BASELINE_MODE:
         return None
     try:
         return baseline_case(case)

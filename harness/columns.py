@@ -20,6 +20,8 @@ _JSON_VERSION):
      row's speedup (its paired rounds, or its row) ran throttled or stopped at its time cap
   7  extras lab_place, lab_holder, power_cycled: a labgrid place's board, who held it at the
      coordinator, and the power cycle after which the case ran again (targets/labgrid_place.py)
+  8  extras execution ("deployed" or "reference": eager torch programs are reference numerics,
+     never a candidate) and deprecated (the deprecated API a recipe uses and the version that warned)
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from harness.mixed_columns import Mixed
 from harness.power_columns import Power
 from harness.sections import Accuracy, Comparison, Fleet, Identity, Latency, Outcome, Provenance, SizeMemory
 
-COLUMNS_VERSION = 7
+COLUMNS_VERSION = 8
 
 # The core's order: the comparison table's groups.
 SECTIONS = (Identity, Outcome, Latency, Accuracy, SizeMemory, Power, Comparison, Provenance, Fleet, Device, Mixed)
@@ -38,7 +40,7 @@ COLUMNS: list[str] = [name for section in SECTIONS for name in section.CORE]
 
 COMPANIONS = "*companions"  # where a metric's companion scores go
 EXTRAS: list[str] = [
-    "quantized_ops", "delegated_ops", "delegation_complete", "built_isa",
+    "quantized_ops", "delegated_ops", "delegation_complete", "built_isa", "execution", "deprecated",
     *Mixed.EXTRA,
     "batch_note",
     "power_coverage", "idle_power_note", "energy_mj_per_sample", "throttle_reasons", "throttle_note",

@@ -85,6 +85,8 @@ def case_result(session, case: Case) -> CaseResult:
                  recipe=case.recipe.name if case.recipe else None, target=info.name, target_kind=info.kind,
                  profile=info.profile, device=info.device, batch_size=case.batch_size, threads=session.threads),
         accuracy=Accuracy(metric=metric.name, higher_is_better=metric.higher_is_better, accuracy_budget=case.budget),
+        # deployed or reference numerics (an eager torch program): the answer's candidates are deployed rows
+        provenance=Provenance(execution=case.recipe.deployment if case.recipe else UNSET),
         power=Power(power_source=f"none: no power sensor is sampled on {info.kind} target {info.name} "
                                  f"(profile {info.profile})"))
 
@@ -115,10 +117,24 @@ def build(session, run: CaseRun) -> None:
                            # "xnnpack 12/14 ops in 2 partitions; portable: aten.view_copy x2"
                            **Provenance.delegation(notes),
                            # a compiled package's ISA, e.g. "avx512 avx512_vnni amx_tile (needs ...)"
-                           built_isa=notes.get("built_isa_summary") or UNSET),
+                           built_isa=notes.get("built_isa_summary") or UNSET,
+                           deprecated=deprecation(artifact.manifest) or UNSET),
         # kept_float, its precision, the search's outcome
         mixed=Mixed.from_manifest(artifact.manifest) if case.mode == "mixed" else result.mixed)
     session.store.log(f"[{case.case_id}] artifact {artifact.path} ({'built' if built else 'cached'})")
+
+
+def deprecation(manifest: dict) -> Optional[str]:
+    """The row's `deprecated`: the deprecation warnings its build recorded (first sentence of
+    each) and the library version that warned, e.g. "torch.ao.quantization is deprecated ...
+    (warned by torch 2.13.0+cpu)"; None when the build warned of nothing."""
+    warned = (manifest.get("notes") or {}).get("deprecation_warnings") or []
+    if not warned:
+        return None
+    first = [" ".join(str(w).split()).split(". ")[0].rstrip(".") for w in warned]
+    libraries = manifest.get("libraries") or {}
+    by = ", ".join(f"{name} {version}" for name, version in libraries.items())
+    return "; ".join(dict.fromkeys(first)) + (f" (warned by {by})" if by else "")
 
 
 def check(session, run: CaseRun) -> None:
@@ -215,7 +231,7 @@ def measure(session, case: Case, timing: Timing, baseline) -> CaseRun:
     """Walk the steps for one case on the board in use; the CaseRun has its row, every latency
     (round after round), the first round's outcome, and the latencies each round contributed."""
     run = CaseRun(case, timing, baseline, case_result(session, case))
-    if case.recipe is None:
+    if case.recipe is None or case.na_reason:  # no recipe, or one whose artifact cannot take this batch
         return run.stop(STATUS_NA, case.na_reason)
     reason = case.recipe.not_applicable_reason(case.model, session.target_info)
     if reason:

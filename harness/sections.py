@@ -254,7 +254,7 @@ class Provenance(Section):
 
     NAME = "provenance"
     CORE = ("runtime", "runtime_version", "python_version", "host", "artifact_key", "artifact_sha256")
-    EXTRA = ("quantized_ops", "delegated_ops", "delegation_complete", "built_isa")
+    EXTRA = ("quantized_ops", "delegated_ops", "delegation_complete", "built_isa", "execution", "deprecated")
 
     runtime: Any = None
     runtime_version: Any = None
@@ -267,6 +267,11 @@ class Provenance(Section):
     delegated_ops: Any = UNSET
     delegation_complete: Any = UNSET  # True when every operator went to the delegate
     built_isa: Any = UNSET  # compiled packages (AOTI): the vector ISA and the CPU flags its kernels need
+    # "deployed" (what a user of the framework ships: an onnxruntime session, a LiteRT interpreter,
+    # an AOTInductor package, an ExecuTorch program, TorchScript) or "reference" (an eager torch
+    # program: accuracy debugging, never a candidate of the answer); every row with a recipe
+    execution: Any = UNSET
+    deprecated: Any = UNSET  # an API the recipe uses is deprecated: which, and the library version that warned
 
     @classmethod
     def runner(cls, result: Mapping[str, Any]) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class Case:
     recipe: Optional[Recipe]  # None when no recipe exists (then na_reason says why)
     batch_size: int
     budget: Optional[float] = None  # max accuracy loss vs fp32, in points
-    na_reason: str = ""
+    na_reason: str = ""  # set: the case is n/a (no recipe, or its artifact cannot take this batch)
     timing: "Timing" = field(default_factory=lambda: Timing())  # the suite's measurement settings
     keep_float: tuple[str, ...] = ()  # the suite's layers for `mixed` (default: the model's; ("auto",): search)
     gates: Gates = field(default_factory=Gates)  # the suite's regression thresholds vs a baseline run
@@ -219,8 +219,9 @@ class Suite:
                                           profiles=self.profiles, **common))
                     for recipe in recipes:
                         profiles = tuple(p for p in self.profiles if p in recipe.profiles)
-                        if profiles:
-                            cases.append(Case(self.name, self.model, fw, mode, recipe, batch, profiles=profiles, **common))
+                        if profiles:  # a package compiled for another batch: n/a here, with the reason
+                            cases.append(Case(self.name, self.model, fw, mode, recipe, batch, profiles=profiles,
+                                              na_reason=recipe.batch_reason(batch) or "", **common))
         return cases
 
     def pytest_cases(self):

@@ -66,6 +66,18 @@ def test_each_speedup_names_a_baseline_run_the_same_way(rows, model):
     assert _manifest(rows[torchao["baseline_case"]])["notes"]["torch_load"]["format"] == "torch.export"
     qat = rows[f"{model}-onnxruntime-qat-int8-qdq-b1"]
     assert qat["baseline_case"] == f"{model}-onnxruntime-fp32-b1"
+    # the AOTInductor package against the AOTI fp32 package
+    aoti = rows[f"{model}-torch-dynamic-int8-pt2e-x86-aoti-b1"]
+    assert aoti["status"] == "ok", aoti["reason"]
+    assert aoti["baseline_case"] == f"{model}-torch-fp32-aoti-b1" and aoti["execution"] == "deployed"
+    # what each row is: the eager programs are reference numerics; the legacy torch.ao recipe is
+    # deployed TorchScript, labelled deprecated with the torch version that warned at its build
+    assert torchao["execution"] == rows[torchao["baseline_case"]]["execution"] == "reference"
+    assert ao["execution"] == baseline["execution"] == qat["execution"] == "deployed"
+    import torch
+
+    assert "torch.ao.quantization is deprecated" in ao["deprecated"] and f"torch {torch.__version__}" in ao["deprecated"]
+    assert "deprecated" not in aoti and "deprecated" not in qat
 
 
 def test_the_compiled_recipe_is_compared_with_fp32_compiled_alike():

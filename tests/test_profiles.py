@@ -126,6 +126,15 @@ def test_the_repository_suites_keep_alternatives_and_extra_shapes_for_nightly():
     assert "digits-cnn-torch-static-int8-pt2e-x86-inductor-b1" in nightly_only
     assert "digits-cnn-tflite-dynamic-int8-litert-torch-legacy-b1" in nightly_only
     assert "minilm-l6-s128-onnxruntime-fp32-b1" in nightly_only and "minilm-l6-s32-torch-fp32-b8" in nightly_only
+    # torch: the quick rows are deployed artifacts (AOTInductor packages, TorchScript); the eager
+    # programs are reference numerics, nightly-only (issue 21)
+    quick_torch = {c.case_id for c in quick if c.framework == "torch" and c.recipe is not None}
+    for mode in ("fp32", "static-int8", "dynamic-int8", "qat-int8", "mixed"):
+        slug = "aoti" if mode == "fp32" else "pt2e-x86-aoti"
+        assert f"digits-cnn-torch-{mode}-{slug}-b1" in quick_torch
+    assert all(not c.recipe.reference for c in quick if c.recipe is not None)
+    assert {"digits-cnn-torch-fp32-b1", "digits-cnn-torch-static-int8-pt2e-x86-b1",
+            "digits-cnn-torch-dynamic-int8-torchao-b1", "minilm-l6-s32-torch-mixed-pt2e-x86-b1"} <= nightly_only
 
 
 def rows(folder, run_id):

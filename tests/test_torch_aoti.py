@@ -2,7 +2,9 @@
 for real (compiled with the host's C++ compiler, cached in the shared cache), run by the real
 runner through a BenchSession, scored from the package itself, the int8 speedup against the AOTI
 fp32 row, the ISA they were built for in the row; and the faults: a target whose CPU lacks that
-ISA, a case batch the package was not compiled for, a build host without a C++ compiler."""
+ISA, a case batch the package was not compiled for, a build host without a C++ compiler.
+Beside them the eager PT2E program of the same mode: reference numerics (issue 21, item 4), in
+the row as such and never a candidate of the answer."""
 from __future__ import annotations
 
 import json
@@ -28,12 +30,13 @@ pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "am
                                 reason="the AOTI recipes build x86 CPU packages")
 FP32 = "digits-cnn-torch-fp32-aoti-b1"
 INT8 = "digits-cnn-torch-static-int8-pt2e-x86-aoti-b1"
+EAGER = "digits-cnn-torch-static-int8-pt2e-x86-b1"  # the same quantizer's q/dq graph, run eagerly
 
 
-def _cases():
+def _cases(batch: int = 1):
     suite = Suite(model=digits_cnn, frameworks=("torch",), modes=("fp32", "static-int8"), name="digits-cnn",
-                  budgets={"static-int8": 1.0})
-    return {c.case_id: c for c in suite.cases() if c.recipe is not None and c.recipe.execution == "aoti"}
+                  budgets={"static-int8": 1.0}, batch_sizes=(batch,))
+    return {c.case_id: c for c in suite.cases() if c.recipe is not None and c.recipe.execution in ("aoti", "")}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,7 @@ def run(tmp_path_factory):
     session = BenchSession(TargetConfig(name="local", kind="local"), options)
     cases = _cases()
     try:
-        rows = {case_id: session.run_case(cases[case_id]) for case_id in (FP32, INT8)}
+        rows = {case_id: session.run_case(cases[case_id]) for case_id in (FP32, INT8, EAGER)}
     finally:
         session.close()
     return session, rows
@@ -69,6 +72,49 @@ def test_packages_run_in_the_runner_and_int8_is_compared_with_the_aoti_fp32(run)
     manifest = json.loads((CACHE / "artifacts" / int8["artifact_key"] / "manifest.json").read_text())
     assert manifest["notes"]["torch_load"]["format"] == "aoti"
     assert manifest["notes"]["fused_int8_kernels"], "the int8 package must call oneDNN's int8 kernels"
+
+
+def test_eager_rows_are_reference_numerics_never_a_candidate_and_packages_are_deployed(run):
+    from harness.history.candidate import candidate
+    from harness.history.recommend import recommend
+    from harness.profiles import QUICK
+    from harness.quantize import RECIPES
+
+    session, rows = run
+    eager = rows[EAGER]
+    assert eager["status"] == "ok", eager["reason"]
+    assert eager["execution"] == "reference" and rows[FP32]["execution"] == rows[INT8]["execution"] == "deployed"
+    judged = candidate(eager, 100.0)  # whatever its accuracy and speed
+    assert not judged.eligible and "reference numerics, not a deployment format" in judged.why
+    assert candidate(rows[INT8], 100.0).eligible
+    import pandas as pd
+
+    [answer] = recommend(pd.DataFrame([rows[FP32], rows[INT8], eager]), 100.0)
+    assert answer.choice.row["case_id"] in (FP32, INT8)
+    assert any(line.startswith("excluded torch/static-int8 (pt2e-x86): reference numerics") for line in answer.evidence())
+    # the registry: eager torch programs are nightly-only references, the AOTI packages the quick torch rows
+    for recipe in RECIPES["torch"]:
+        if recipe.execution == "":
+            assert recipe.reference and QUICK not in recipe.profiles, recipe.name
+        if recipe.execution == "aoti" and recipe.slug != "torchao-aoti":
+            assert not recipe.reference and QUICK in recipe.profiles, recipe.name
+
+
+def test_a_case_batch_the_package_was_not_compiled_for_is_na_at_collection(tmp_path):
+    cases = _cases(batch=8)
+    case = cases["digits-cnn-torch-static-int8-pt2e-x86-aoti-b8"]
+    assert "static input shapes for batch 1" in case.na_reason and "runs batch 8" in case.na_reason
+    assert cases["digits-cnn-torch-static-int8-pt2e-x86-b8"].na_reason == ""  # the eager program takes any batch
+    options = SessionOptions(results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", run_id="batch8")
+    session = BenchSession(TargetConfig(name="local", kind="local"), options)
+    try:
+        row = session.run_case(case)
+    finally:
+        session.close()
+    assert row["status"] == "n/a" and row["reason"] == case.na_reason
+    assert not list((tmp_path / "cache").rglob("manifest.json")), "nothing is built for a case that cannot run"
+    assert not (session.store.dir / "work").exists() or not any((session.store.dir / "work").iterdir()), \
+        "no runner (neither the case's nor its fp32 baseline's) ran"
 
 
 def test_accuracy_is_the_package_own(run):

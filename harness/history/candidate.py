@@ -2,7 +2,9 @@
 and the device table's `+` (harness/report_devices.py), so the mark beside the table and the
 answer under it cannot disagree on the same rows.
 
-A row is a candidate when it is ok with a latency, its accuracy is scored and within the budget
+A row is a candidate when it is a deployed artifact (not `execution="reference"`: an eager torch
+program is how accuracy is debugged, not what ships, and never a speedup headline), it is ok
+with a latency, its accuracy is scored and within the budget
 (points, in the metric's direction) of its framework's fp32 (fp32 itself always is), its
 timing can be trusted: not throttled, and its timed loop met its minimums (`valid`), it meets
 every one of the user's limits (harness/limits.py: p99, peak memory, size, energy; a row with no
@@ -50,7 +52,13 @@ def untrusted_timing(row: dict[str, Any]) -> Optional[str]:
     return untrusted_baseline(row)  # its speedup's fp32 side
 
 
+REFERENCE = "reference"  # the row's `execution` for reference numerics (harness.sections.Provenance)
+
+
 def _judge(row: dict[str, Any], max_drop: float) -> tuple[bool, str]:
+    if plain(row.get("execution")) == REFERENCE:
+        return False, (f"reference numerics, not a deployment format ({row.get('recipe')} runs eagerly; "
+                       "its deployed form is another row)")
     if row.get("status") != "ok":
         return False, f"status {row.get('status')}: {row.get('reason') or 'no reason recorded'}"
     if number(row.get("latency_p50_ms")) is None:

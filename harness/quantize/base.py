@@ -59,12 +59,31 @@ class Recipe:
     # target). A speedup compares like with like: a case's baseline is the fp32 recipe of the same
     # source AND execution (fp32 TorchScript for a TorchScript recipe, compiled for a compiled one).
     execution: str = ""
+    # Reference numerics (an eager PT2E q/dq graph, a torchao tensor subclass run eagerly): how
+    # accuracy is debugged, not what a user ships. The row's `execution` column says "reference"
+    # (else "deployed"); such a row is never a candidate of the answer (harness/history/candidate.py).
+    reference: bool = False
+    # Batch sizes the artifact can run (compiled packages with static shapes); None = any. A case
+    # of another batch is n/a at collection, with batch_reason's line, before anything is built.
+    batches: Optional[tuple[int, ...]] = None
     # Returns a reason when the built artifact cannot run on this target at this batch size (what
     # only the artifact tells, e.g. the shapes of its int8 matmuls), else None; the case is then n/a.
     artifact_check: Optional[Callable[[Artifact, "TargetInfo", int], Optional[str]]] = None
     # What of the build host decides the bytes, part of the cache key (compiled packages: the ISA
     # the kernels are compiled for), so a shared cache never hands one host's build to another.
     host_key: Optional[Callable[[], Mapping[str, Any]]] = None
+
+    @property
+    def deployment(self) -> str:
+        """The row's `execution`: "reference" or "deployed" (docs/architecture.md, vocabulary)."""
+        return "reference" if self.reference else "deployed"
+
+    def batch_reason(self, batch_size: int) -> Optional[str]:
+        """Why this recipe's artifact cannot run batches of `batch_size`, or None."""
+        if self.batches is None or batch_size in self.batches:
+            return None
+        return (f"{self.name} makes an artifact with static input shapes for batch "
+                f"{' or '.join(map(str, self.batches))} and this case runs batch {batch_size}")
 
     def artifact_reason(self, artifact: Artifact, target: "TargetInfo", batch_size: int) -> Optional[str]:
         return self.artifact_check(artifact, target, batch_size) if self.artifact_check else None

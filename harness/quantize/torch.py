@@ -274,7 +274,18 @@ def _pt2e_name(quantizer: str, extra: str = "") -> str:
 
 AO_X86 = "torch.ao.quantize_dynamic(Linear,qint8,x86)"
 AO_QNNPACK = "torch.ao.quantize_dynamic(Linear,qint8,qnnpack)"
-FP32 = Recipe("torch", "fp32", "torch.export(eager)", "fp32", build_fp32, {}, LIBS)
+
+
+def reference(recipe: Recipe) -> Recipe:
+    """An eagerly run program (torch.export graph, PT2E q/dq pairs, torchao tensor subclasses):
+    reference numerics, how accuracy is debugged and what the sensitivity probes use, not what a
+    PyTorch user ships (that is an AOTInductor package, torch_aoti.py, or an ExecuTorch program).
+    Its row says execution "reference", it is never a candidate of the answer, and it runs in
+    the nightly profile only."""
+    return replace(recipe, reference=True, profiles=NIGHTLY_ONLY)
+
+
+FP32 = reference(Recipe("torch", "fp32", "torch.export(eager)", "fp32", build_fp32, {}, LIBS))
 # The same fp32 model in the other execution formats, the baselines of the recipes that run so.
 FP32_TORCHSCRIPT = Recipe("torch", "fp32", "torch.jit.script, else trace (TorchScript)", "torchscript", build_fp32_torchscript,
                           {"format": "torchscript"}, LIBS, execution="torchscript")
@@ -285,29 +296,33 @@ RECIPES: tuple[Recipe, ...] = (
     FP32,
     FP32_TORCHSCRIPT,
     FP32_INDUCTOR,
-    Recipe("torch", "bf16", "torch.export(.to(bfloat16), fp32 io)", "bf16", build_half("bfloat16"), {"io": "float32"}, LIBS),
-    Recipe("torch", "fp16", "torch.export(.to(float16), fp32 io)", "fp16", build_half("float16"), {"io": "float32"}, LIBS,
-           half_applicable),
+    reference(Recipe("torch", "bf16", "torch.export(.to(bfloat16), fp32 io)", "bf16", build_half("bfloat16"),
+                     {"io": "float32"}, LIBS)),
+    reference(Recipe("torch", "fp16", "torch.export(.to(float16), fp32 io)", "fp16", build_half("float16"),
+                     {"io": "float32"}, LIBS, half_applicable)),
+    # torch.ao through TorchScript: deployed (torch.jit.load runs it), deprecated (the row's `deprecated`)
     Recipe("torch", "dynamic-int8", AO_X86, "ao-x86", build_ao_dynamic("x86", AO_X86), {"engine": "x86"}, LIBS,
            engine_applicable("x86"), execution="torchscript"),
     Recipe("torch", "dynamic-int8", AO_QNNPACK, "ao-qnnpack", build_ao_dynamic("qnnpack", AO_QNNPACK), {"engine": "qnnpack"},
            LIBS, engine_applicable("qnnpack"), execution="torchscript"),
-    Recipe("torch", "dynamic-int8", "torchao.quantize_(Int8DynamicActivationInt8WeightConfig)", "torchao",
-           build_torchao_dynamic, {"revision": 2}, PT2E_LIBS,  # revision 2: the manifest records int8_matmuls
-           artifact_check=torch_cuda.int_mm_reason),
-    Recipe("torch", "static-int8", _pt2e_name("x86") + ", eager", "pt2e-x86", build_pt2e("x86"),
-           {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("x86")),
+    reference(Recipe("torch", "dynamic-int8", "torchao.quantize_(Int8DynamicActivationInt8WeightConfig)", "torchao",
+                     build_torchao_dynamic, {"revision": 2}, PT2E_LIBS,  # revision 2: the manifest records int8_matmuls
+                     artifact_check=torch_cuda.int_mm_reason)),
+    reference(Recipe("torch", "static-int8", _pt2e_name("x86") + ", eager", "pt2e-x86", build_pt2e("x86"),
+                     {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("x86"))),
     Recipe("torch", "static-int8", _pt2e_name("x86") + ", torch.compile on target", "pt2e-x86-inductor",
            build_pt2e("x86", compile="inductor"), {"calibration_batch": 16, "compile": "inductor"}, PT2E_LIBS,
            quantizer_applicable("x86"), profiles=NIGHTLY_ONLY, execution="inductor"),  # compiles on the target
-    Recipe("torch", "static-int8", _pt2e_name("arm") + ", eager", "pt2e-arm", build_pt2e("arm"),
-           {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("arm")),
-    qat_torch.torch_recipe(qat_torch.QATConfig(quantizer="x86")),
-    qat_torch.torch_recipe(qat_torch.QATConfig(quantizer="arm")),
-    Recipe("torch", "mixed", _pt2e_name("x86", ", keep_float layers None") + ", eager", "pt2e-x86", build_pt2e("x86", mixed=True),
-           {"calibration_batch": 16, "quantizer": "x86"}, PT2E_LIBS, quantizer_applicable("x86")),
-    Recipe("torch", "mixed", _pt2e_name("arm", ", keep_float layers None") + ", eager", "pt2e-arm", build_pt2e("arm", mixed=True),
-           {"calibration_batch": 16, "quantizer": "arm"}, PT2E_LIBS, quantizer_applicable("arm")),
+    reference(Recipe("torch", "static-int8", _pt2e_name("arm") + ", eager", "pt2e-arm", build_pt2e("arm"),
+                     {"calibration_batch": 16}, PT2E_LIBS, quantizer_applicable("arm"))),
+    reference(qat_torch.torch_recipe(qat_torch.QATConfig(quantizer="x86"))),
+    reference(qat_torch.torch_recipe(qat_torch.QATConfig(quantizer="arm"))),
+    reference(Recipe("torch", "mixed", _pt2e_name("x86", ", keep_float layers None") + ", eager", "pt2e-x86",
+                     build_pt2e("x86", mixed=True), {"calibration_batch": 16, "quantizer": "x86"}, PT2E_LIBS,
+                     quantizer_applicable("x86"))),
+    reference(Recipe("torch", "mixed", _pt2e_name("arm", ", keep_float layers None") + ", eager", "pt2e-arm",
+                     build_pt2e("arm", mixed=True), {"calibration_batch": 16, "quantizer": "arm"}, PT2E_LIBS,
+                     quantizer_applicable("arm"))),
 )
 
 

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from harness.artifacts import BuiltModel
 from harness.models.spec import ModelSpec
-from harness.profiles import NIGHTLY_ONLY
+from harness.profiles import ALL_PROFILES, NIGHTLY_ONLY
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 from harness.quantize.pt2e_torch import arch_family, quantizer_applicable
 from harness.quantize.qat_torch import QATConfig
-from harness.quantize.torch import PT2E_LIBS, cpu_flags
+from harness.quantize.torch import PT2E_LIBS, cpu_flags, half_applicable
 
 if TYPE_CHECKING:
     from harness.artifacts import Artifact
@@ -252,14 +252,19 @@ def build_fp32(ctx: BuildContext, out: Path) -> BuiltModel:
     return save_aoti(fp32_copy(ctx), ctx, out, what="fp32 (AOTI)")
 
 
-def build_bf16(ctx: BuildContext, out: Path) -> BuiltModel:
-    import torch
+def build_half(dtype_name: str):
+    """The module in bfloat16 or float16 with float32 inputs and outputs (the casts in the graph)."""
+    def build(ctx: BuildContext, out: Path) -> BuiltModel:
+        import torch
 
-    from harness.quantize.torch import _cast_wrapper
-    from harness.quantize.torch_export import fp32_copy
+        from harness.quantize.torch import _cast_wrapper
+        from harness.quantize.torch_export import fp32_copy
 
-    return save_aoti(_cast_wrapper(fp32_copy(ctx), torch.bfloat16), ctx, out, what="bf16 (AOTI)", tolerance=None,
-                     notes={"compute_dtype": "bfloat16", "io_dtype": "float32"})
+        return save_aoti(_cast_wrapper(fp32_copy(ctx), getattr(torch, dtype_name)), ctx, out,
+                         what=f"{dtype_name} (AOTI)", tolerance=None,
+                         notes={"compute_dtype": dtype_name, "io_dtype": "float32"})
+
+    return build
 
 
 def build_static(mixed: bool = False):
@@ -344,11 +349,13 @@ REVISION = {"aoti": 4}  # 4: static batch, no_grad freezing, fused_int8_kernels 
 
 
 def aoti_recipe(mode: str, quantize: str, slug: str, build, params: dict, libraries: tuple[str, ...],
-                applicable=None) -> Recipe:
-    """An AOTI recipe: nightly only for now, compiler checked first, the ISA in its key and its check."""
+                applicable=None, profiles: tuple[str, ...] = ALL_PROFILES) -> Recipe:
+    """An AOTI recipe: the deployed torch rows of the quick profile (a second recipe of a mode is
+    nightly-only), compiler checked first, the ISA in its key and its check, batch AOTI_BATCH only
+    (a case of another batch is n/a at collection)."""
     return Recipe("torch", mode, _name(quantize), slug, compiled(build), dict(params, **REVISION), libraries,
-                  aoti_applicable(applicable), profiles=NIGHTLY_ONLY, execution=EXECUTION, artifact_check=package_reason,
-                  host_key=isa_key)
+                  aoti_applicable(applicable), profiles=profiles, execution=EXECUTION, artifact_check=package_reason,
+                  host_key=isa_key, batches=(AOTI_BATCH,))
 
 
 FP32 = aoti_recipe("fp32", "torch.export", "aoti", build_fp32, {}, LIBS)
@@ -356,7 +363,10 @@ MIXED = aoti_recipe("mixed", PT2E.format(", keep_float layers None"), "pt2e-x86-
                     {"calibration_batch": 16, "quantizer": "x86"}, PT2E_LIBS, X86_INT8)
 RECIPES: tuple[Recipe, ...] = (
     FP32,
-    aoti_recipe("bf16", "torch.export(.to(bfloat16), fp32 io)", "aoti", build_bf16, {"io": "float32"}, LIBS, bf16_applicable),
+    aoti_recipe("bf16", "torch.export(.to(bfloat16), fp32 io)", "aoti", build_half("bfloat16"), {"io": "float32"}, LIBS,
+                bf16_applicable),
+    aoti_recipe("fp16", "torch.export(.to(float16), fp32 io)", "aoti", build_half("float16"), {"io": "float32"}, LIBS,
+                half_applicable),
     aoti_recipe("static-int8", PT2E.format(""), "pt2e-x86-aoti", build_static(), {"calibration_batch": 16}, PT2E_LIBS,
                 X86_INT8),
     aoti_recipe("qat-int8", f"torchao.pt2e.prepare_qat_pt2e(X86InductorQuantizer,{QAT.epochs}ep,lr={QAT.learning_rate:g})"
@@ -364,6 +374,6 @@ RECIPES: tuple[Recipe, ...] = (
     aoti_recipe("dynamic-int8", PT2E.format(", is_dynamic"), "pt2e-x86-aoti", build_pt2e_dynamic, {"calibration_batch": 16},
                 PT2E_LIBS, X86_INT8),
     aoti_recipe("dynamic-int8", "torchao.quantize_(Int8DynamicActivationInt8WeightConfig)", "torchao-aoti",
-                build_torchao_dynamic, {}, PT2E_LIBS),
+                build_torchao_dynamic, {}, PT2E_LIBS, profiles=NIGHTLY_ONLY),  # the PT2E dynamic one is quick's
     MIXED,
 )
