@@ -22,6 +22,8 @@ _JSON_VERSION):
      coordinator, and the power cycle after which the case ran again (targets/labgrid_place.py)
   8  extras execution ("deployed" or "reference": eager torch programs are reference numerics,
      never a candidate) and deprecated (the deprecated API a recipe uses and the version that warned)
+  9  extras energy_above_idle_mj_per_inf (window power minus the idle power read just before it),
+     energy_round_mj and energy_above_idle_round_mj (each round's figure: the energy gate's spread)
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from harness.mixed_columns import Mixed
 from harness.power_columns import Power
 from harness.sections import Accuracy, Comparison, Fleet, Identity, Latency, Outcome, Provenance, SizeMemory
 
-COLUMNS_VERSION = 8
+COLUMNS_VERSION = 9
 
 # The core's order: the comparison table's groups.
 SECTIONS = (Identity, Outcome, Latency, Accuracy, SizeMemory, Power, Comparison, Provenance, Fleet, Device, Mixed)
@@ -47,7 +49,7 @@ EXTRAS: list[str] = [
     *[c for c in Device.EXTRA if c.startswith("gpu_")],
     "gpu_mem_source", "gpu_mem_peak_allocated_mb",
     "providers_requested", "providers_used", "node_placement", "host_device_copies_timed",
-    "power_window_note",
+    "power_window_note", "energy_above_idle_mj_per_inf", "energy_round_mj", "energy_above_idle_round_mj",
     "rounds", "round_p50_ms", "rounds_disagree", "round_n_runs",
     COMPANIONS,
     "speedup_ci_low", "speedup_ci_high", "speedup_ci_level", "speedup_rounds", "baseline_round_p50_ms",

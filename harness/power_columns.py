@@ -5,11 +5,20 @@ A figure that was not measured stays None and a text column says why: `power_sou
 ("none: ..." for the window), `idle_power_note` (the idle wait), `throttle_note` (which probe
 could not tell). Energy is per call of the batch (`energy_mj_per_inf`, like the latencies)
 and per sample (`energy_mj_per_sample`, like `throughput_ips`).
+
+The board's power includes whatever else runs on it. The runner reads idle power just before
+the window (`idle_power_w`), so `energy_above_idle_mj_per_inf` = (mean window power - idle
+power) x window / calls is the energy the inferences added, other processes' steady load taken
+out. Over rounds (several windows) both energies are the median of the rounds' figures, and
+every round's figure is kept (`energy_round_mj`, `energy_above_idle_round_mj`): the regression
+gate judges energy against the spread of these readings, and not at all from one window.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
 
 from harness.sections import UNSET, Section
 
@@ -22,7 +31,7 @@ class Power(Section):
     CORE = ("power_source", "idle_power_w", "power_mean_w", "energy_mj_per_inf", "throttled", "temp_before_c",
             "temp_after_c")
     EXTRA = ("power_coverage", "idle_power_note", "energy_mj_per_sample", "throttle_reasons", "throttle_note",
-             "power_window_note")
+             "power_window_note", "energy_above_idle_mj_per_inf", "energy_round_mj", "energy_above_idle_round_mj")
 
     power_source: Any = None  # what measured it, or "none: why"
     idle_power_w: Any = None
@@ -37,6 +46,9 @@ class Power(Section):
     throttle_reasons: Any = UNSET
     throttle_note: Any = UNSET
     power_window_note: Any = UNSET  # the timed loop was extended for the energy figure
+    energy_above_idle_mj_per_inf: Any = UNSET  # (window power - idle power) x window / calls
+    energy_round_mj: Any = UNSET  # energy_mj_per_inf of each round (window), space-separated
+    energy_above_idle_round_mj: Any = UNSET  # energy_above_idle_mj_per_inf of each round
     reasons: tuple = field(default=(), repr=False)  # this window's throttle reasons, for merging rounds
     knows_throttling: bool = field(default=False, repr=False)  # the probes said whether it throttled
     throttling_from_rounds: bool = field(default=False, repr=False)  # only a later round's probes did
@@ -54,8 +66,14 @@ class Power(Section):
         n_runs, batch = result.get("n_runs") or 0, int(result.get("batch_size") or 1)
         if mean is not None and n_runs:
             # mean power over the timed window x the window / timed calls (one inference = one call of the batch)
-            values["energy_mj_per_inf"] = 1000.0 * mean * power.get("window_s", result["duration_s"]) / n_runs
+            window_s = power.get("window_s", result["duration_s"])
+            values["energy_mj_per_inf"] = 1000.0 * mean * window_s / n_runs
             values["energy_mj_per_sample"] = values["energy_mj_per_inf"] / batch
+            values["energy_round_mj"] = f"{values['energy_mj_per_inf']:.6g}"
+            idle = power.get("idle_power_w")
+            if idle is not None:  # what the inferences added to the board's power just before the window
+                values["energy_above_idle_mj_per_inf"] = 1000.0 * (mean - idle) * window_s / n_runs
+                values["energy_above_idle_round_mj"] = f"{values['energy_above_idle_mj_per_inf']:.6g}"
         if "throttled" in power:
             values.update(throttled=None if power["throttled"] is None else bool(power["throttled"]),
                           throttle_reasons="; ".join(power.get("throttle_reasons") or []) or None,
@@ -71,9 +89,10 @@ class Power(Section):
 
     @classmethod
     def merge(cls, rounds: Sequence["Power"]) -> "Power":
-        """Several windows (rounds) of one case: the first round's power and temperatures;
-        throttled in any round is throttled (combined_throttling), with every round's reasons."""
-        first = rounds[0]
+        """Several windows (rounds) of one case: the first round's power and temperatures, the
+        median energies with every round's figure (merge_energy); throttled in any round is
+        throttled (combined_throttling), with every round's reasons."""
+        first = merge_energy(rounds)
         if len(rounds) == 1 or not any(done.knows_throttling for done in rounds):
             return first
         reasons = list(dict.fromkeys(why for done in rounds for why in done.reasons))
@@ -81,6 +100,25 @@ class Power(Section):
                                                              for done in rounds]),
                        throttle_reasons="; ".join(reasons) or None, knows_throttling=True,
                        throttling_from_rounds=not first.knows_throttling)
+
+
+def merge_energy(rounds: Sequence[Power]) -> Power:
+    """The first round's section with each energy as the median over the rounds that measured it
+    and every such round's figure listed (a figure only some rounds have is not a spread)."""
+    first = rounds[0]
+    if len(rounds) == 1:
+        return first
+    changes: dict[str, Any] = {}
+    for column, listed in (("energy_mj_per_inf", "energy_round_mj"),
+                           ("energy_above_idle_mj_per_inf", "energy_above_idle_round_mj")):
+        figures = [getattr(done, column) for done in rounds]
+        if any(f is UNSET or f is None for f in figures):
+            continue
+        changes[column] = float(np.median(figures))
+        changes[listed] = " ".join(f"{f:.6g}" for f in figures)
+    if "energy_mj_per_inf" in changes:  # the same rounds, per sample
+        changes["energy_mj_per_sample"] = float(np.median([done.energy_mj_per_sample for done in rounds]))
+    return replace(first, **changes)
 
 
 def power_trace(result: Mapping[str, Any]) -> list[tuple[float, float]]:

@@ -17,8 +17,8 @@ class Gates:
     size: float = 0.10  # relative artifact size change that counts
     memory: float = 0.10  # relative peak RSS change that counts
     energy: float = 0.10  # relative energy-per-inference change that counts
-    noise: float = 0.10  # IQR/median at or above which a case's timing (latency, energy) counts as noisy
-    noise_k: float = 1.0  # a noisy case's timing threshold widens by noise_k x the larger IQR/median of the two sides
+    noise: float = 0.10  # IQR/median at or above which a case's latency counts as noisy
+    noise_k: float = 1.0  # a noisy latency's threshold widens by noise_k x the larger IQR/median of the two sides; energy's by noise_k x its readings' spread
 
     def validate(self) -> Optional[str]:
         for f in fields(self):

@@ -8,10 +8,13 @@ latencies on a side, 99% confidence intervals of the mean that do not overlap) A
 change above the threshold. Consecutive latencies are not independent, so the p-value alone overstates
 certainty; the relative threshold is what keeps the gate from firing on tiny shifts.
 Accuracy is judged by its absolute drop in points (in the metric's direction); size, peak
-memory and energy by relative change. Noise widens the timing gate instead of switching it
-off: when either side is noisy (IQR/median >= gates.noise), latency and energy must move by
-more than threshold + gates.noise_k x the larger IQR/median; a change beyond the plain
-threshold but inside that margin is recorded as `noisy`, not judged either way.
+memory by relative change. Noise widens the latency gate instead of switching it off: when
+either side is noisy (IQR/median >= gates.noise), latency must move by more than threshold +
+gates.noise_k x the larger IQR/median; a change beyond the plain threshold but inside that margin
+is recorded as `noisy`, not judged either way.
+
+Energy is judged on its own evidence (harness.history.verdicts.judge_energy): above idle, against
+the spread of its own per-window readings, and not from a single window (`not judged`).
 
 The key includes how the case was run, not only what it is: `threads`, the `profile` (quick,
 nightly: rounds, timing minimums) and the evaluation subset (`eval_samples`: a quick run
@@ -29,23 +32,14 @@ import numpy as np
 import pandas as pd
 
 from harness.history.gates import Gates
+from harness.history.verdicts import (IMPROVEMENT, NOISY, REGRESSION, SAME, UNJUDGED, Quantity,  # noqa: F401 (theirs)
+                                      judge_energy, verdict as _verdict)
 from harness.metrics import row_higher_is_better
 from harness.values import number, plain
 
 SETTINGS = ("threads", "profile", "eval_samples")  # how the case ran: a baseline must match them too
 KEY = ("model", "framework", "mode", "recipe", "target", "batch_size") + SETTINGS
-REGRESSION, IMPROVEMENT, SAME, NOISY = "regression", "improvement", "same", "noisy"
 VERDICT_COLUMNS = ["case_id", "baseline_run_id", "quantity", "old", "new", "change", "p_value", "method", "verdict", "detail"]
-
-
-@dataclass(frozen=True)
-class Quantity:
-    column: str  # the result column
-    gate: str  # the Gates field holding its threshold
-    relative: bool  # change as new/old - 1 (else: absolute, in points)
-    lower_is_better: bool
-    timing: bool  # derived from the timed window: its margin widens when the case is noisy
-    unit: str
 
 
 QUANTITIES: tuple[Quantity, ...] = (
@@ -54,7 +48,6 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity("size_bytes", "size", True, True, False, "B"),
     Quantity("peak_rss_mb", "memory", True, True, False, "MB"),
     Quantity("gpu_mem_mb", "memory", True, True, False, "MB"),
-    Quantity("energy_mj_per_inf", "energy", True, True, True, "mJ"),
 )
 
 
@@ -200,23 +193,6 @@ def mean_ci(confidence: float, latencies: Optional[np.ndarray] = None,
     return mean - half, mean + half
 
 
-def _verdict(q: Quantity, old: float, new: float, threshold: float) -> tuple[str, float]:
-    if q.relative:
-        change = new / old - 1.0 if old else math.inf
-        worse = change if q.lower_is_better else -change
-        better = (old / new - 1.0 if new else math.inf) if q.lower_is_better else (new / old - 1.0)
-    else:
-        change = 100.0 * (new - old)  # points
-        worse = -change if not q.lower_is_better else change
-        better = -worse
-    eps = 1e-12
-    if worse > threshold + eps:
-        return REGRESSION, change
-    if better > threshold + eps:
-        return IMPROVEMENT, change
-    return SAME, change
-
-
 def _noise(row: Mapping[str, Any], latencies: Optional[np.ndarray]) -> Optional[float]:
     value = number(row.get("iqr_over_median"))
     if value is None and latencies is not None and len(latencies):
@@ -261,7 +237,8 @@ def judge_case(new: Mapping[str, Any], old: Mapping[str, Any], gates: Gates,
             if not record.pop("significant"):
                 record["verdict"] = SAME
         out.append(record)
-    return out
+    energy = judge_energy(new, old, gates)
+    return out + ([energy] if energy else [])
 
 
 def _significance(new, old, new_lat, old_lat, gates: Gates, margin: str) -> dict[str, Any]:
@@ -312,7 +289,7 @@ def _fmt(q: str, value: Optional[float]) -> str:
         return f"{value:.4g} ms"
     if q.endswith("_mb"):
         return f"{value:.1f} MB"
-    if q == "energy_mj_per_inf":
+    if q.startswith("energy_"):
         return f"{value:.4g} mJ"
     return f"{value:.4g}"
 
