@@ -116,7 +116,9 @@ def add_dashboard(sub) -> None:
     p = sub.add_parser("dashboard", help="render the static dashboard (HTML + PNG) from the results database")
     _db_options(p)
     p.add_argument("--out", default=None, help="output folder (default: <results-dir>/dashboard)")
-    p.add_argument("--max-accuracy-drop", type=float, default=1.0, help="accuracy budget in points for the recommendation")
+    p.add_argument("--max-accuracy-drop", type=float, default=None,
+                   help="accuracy budget in points for the recommendation (default: the suite's Limits, else 1.0)")
+    add_limit_options(p)
     p.add_argument("--latency-threshold", type=float, default=None, help="relative step that counts in trends (default 0.10)")
     p.add_argument("--noise-threshold", type=float, default=None,
                    help="IQR/median at which a case's timing counts as noisy (default 0.10, as the gates)")
@@ -127,9 +129,14 @@ def cmd_dashboard(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.history.dashboard import build
     from harness.history.gates import Gates
 
+    try:
+        limits = limits_from_args(args, "dashboard")
+    except LimitsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else _results_dir(args) / "dashboard"
     gates = Gates().override({"latency": args.latency_threshold, "noise": args.noise_threshold})
-    index = build(_open(args), out, args.max_accuracy_drop, gates)
+    index = build(_open(args), out, limits, gates)
     print(f"dashboard: {index} (open it in a browser; it needs no network)")
     return 0
 
@@ -179,24 +186,6 @@ class LimitsError(ValueError):
     pass
 
 
-def suite_limits_in(db, rows) -> dict:
-    """suite -> the Limits its newest run declared (run.json's limits.declared), for the suites in `rows`."""
-    from harness.limits import Limits
-
-    from harness.history.regress import current_rows
-
-    found: dict = {}
-    current = current_rows(rows)
-    if current.empty or "run_id" not in current:
-        return found
-    order = current.sort_values("run_started_at", ascending=False) if "run_started_at" in current else current
-    for run_id in dict.fromkeys(order["run_id"]):  # the runs the answer's rows come from, newest first
-        declared = (db.manifest(str(run_id)).get("limits") or {}).get("declared") or {}
-        for suite, values in declared.items():
-            found.setdefault(suite, Limits.from_dict(values))
-    return found
-
-
 @_user_errors
 def cmd_recommend(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.fleet.recommend import format_fleet, recommend_fleet
@@ -217,7 +206,7 @@ def cmd_recommend(args: argparse.Namespace, rest: list[str]) -> int:
               f"(targets with results: {', '.join(known) or 'none'})", file=sys.stderr)
         return 2
     rows = db.results(target=wanted)
-    recs = recommend(rows, flags, Gates().override({"noise": args.noise_threshold}).noise, suite_limits_in(db, rows))
+    recs = recommend(rows, flags, Gates().override({"noise": args.noise_threshold}).noise, db.declared_limits(rows))
     fleet = recommend_fleet(recs)
     if args.json:
         from harness.history.answer_json import document

@@ -142,7 +142,6 @@ def _answer(summary: RunSummary, gate: HistoryGate, options: FinishOptions, run:
 
     rows = summary.rows
     flags, declared = run_limits(run, options)
-    drop = flags.accuracy_drop
     gates = Gates().override(options.thresholds)
     suites = set(rows["suite"].dropna()) if "suite" in rows and len(rows) else set()
     applied = {group_limits([s], flags, declared) for s in suites} or {flags}
@@ -160,7 +159,7 @@ def _answer(summary: RunSummary, gate: HistoryGate, options: FinishOptions, run:
     if not gate.recorded:
         return blocks + [(None, [f"dashboard: not rebuilt ({gate.error or 'this run is not in a results database'})"])]
     try:
-        index, seconds = write_dashboard(gate.db, out, drop, gates)
+        index, seconds = write_dashboard(gate.db, out, flags, gates)  # its answers under the same limits
     except Exception as exc:  # the run and its history are safe; the site can be rebuilt later
         return blocks + [(None, [f"dashboard: NOT rebuilt: {type(exc).__name__}: {exc} (retry with `quantbench dashboard`)"])]
     summary.dashboard = index

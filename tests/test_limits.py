@@ -261,3 +261,16 @@ def test_a_bad_suite_limit_is_refused_at_collection():
 
     with pytest.raises(SuiteError, match="suite field `limits`: objective 'speed' is not one of p50, p99, size, energy"):
         Suite(model=digits_cnn, limits=Limits(objective="speed"))
+
+
+def test_the_dashboard_applies_the_suite_limits_as_recommend_does(declared_run, tmp_path):
+    from harness.history.dashboard import build
+
+    run_dir, _ = declared_run
+    eligible = _eligible(_rows(run_dir))
+    smallest = min(eligible.values(), key=lambda r: (r["size_bytes"], r["latency_p50_ms"]))
+    url = _db(run_dir, tmp_path)
+    build(HistoryDB(url), tmp_path / "site")
+    page = (tmp_path / "site" / "target-local.html").read_text()
+    assert f'data-recommended="onnxruntime/{smallest["mode"]}"' in page
+    assert "p99 &lt;= 1e+06 ms, peak memory &lt;= 1e+06 MB, minimising size" in page

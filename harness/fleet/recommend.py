@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from harness.history.recommend import Candidate, Recommendation
+from harness.history.recommend import Candidate, Recommendation, limits_suffix
 from harness.history.regress import current_rows
 from harness.values import number
 
@@ -66,19 +66,24 @@ class FleetRecommendation:
             return "none"
         return "fastest on every device" if self.choice.everywhere_fastest else "best trade-off"
 
+    @property
+    def _limits(self) -> str:
+        """', p99 <= 3 ms, ...': the devices' limits past the accuracy budget (one suite: the same on each)."""
+        return limits_suffix(self.per_device[self.devices[0]].limits) if self.devices else ""
+
     def headline(self) -> str:
         """The fleet's answer in one line, beside each device's `Recommendation.headline`."""
         batch = "" if self.batch_size == 1 else f" (batch {self.batch_size})"
         where = f"{self.model}{batch} on the fleet ({', '.join(self.devices)})"
         if self.choice is None:
-            return f"{where}: no mode is within {self.max_drop:g} accuracy points on every device"
+            return f"{where}: no mode is within {self.max_drop:g} accuracy points{self._limits} on every device"
         worst = max(self.choice.slowdown.items(), key=lambda kv: kv[1])
         tail = "" if self.choice.everywhere_fastest else f"; at most {worst[1]:.2f}x its own fastest (on {worst[0]})"
         return f"{where}: ship {self.choice.label} ({self.kind}){tail}"
 
     def evidence(self) -> list[str]:
         if self.choice is None:
-            lines = [f"no (framework, mode) of {self.model} is within {self.max_drop:g} accuracy points of fp32 on every "
+            lines = [f"no (framework, mode) of {self.model} is within {self.max_drop:g} accuracy points of fp32{self._limits} on every "
                      f"device ({', '.join(self.devices)})"]
             for label, where in sorted(self.missing.items()):
                 lines.append(f"{label}: not eligible on {', '.join(where)}")

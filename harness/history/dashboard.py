@@ -12,15 +12,16 @@ import html
 import math
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import pandas as pd
 
 from harness.history import plots, trend_svg
 from harness.history.gates import Gates
-from harness.history.recommend import DEFAULT_MAX_DROP, Recommendation, recommend
+from harness.history.recommend import DEFAULT_MAX_DROP, Recommendation, as_limits, limits_suffix, recommend
 from harness.history.regress import IMPROVEMENT, KEY, REGRESSION, case_key, current_rows, format_change, format_p
 from harness.history.stepdetect import detect_steps
+from harness.limits import Limits
 from harness.metrics import direction_text, row_higher_is_better
 from harness.values import formatted, number
 
@@ -90,7 +91,7 @@ def _rec_block(rec: Recommendation) -> str:
     items = "".join(f"<li>{_e(line)}</li>" for line in rec.evidence())
     return (f"<div class=\"{cls}\" data-model=\"{_e(rec.model)}\" data-batch=\"{rec.batch_size}\" "
             f"data-recommended=\"{_e(rec.answer)}\"><b>Recommended for {_e(rec.model)} (batch {rec.batch_size}) "
-            f"within {rec.max_drop:g} accuracy points: {_e(rec.answer)}</b><ul>{items}</ul></div>")
+            f"within {rec.max_drop:g} accuracy points{_e(limits_suffix(rec.limits))}: {_e(rec.answer)}</b><ul>{items}</ul></div>")
 
 
 def _latest_table(rows: pd.DataFrame) -> str:
@@ -170,11 +171,11 @@ def _heatmap(model: str, batch: int, cells: pd.DataFrame, devices: list[str]) ->
     return (f"<table class=\"heatmap\" data-model=\"{_e(model)}\" data-batch=\"{batch}\">{head}{''.join(body)}</table>")
 
 
-def _fleet_section(history: pd.DataFrame, max_drop: float, noise: float) -> str:
+def _fleet_section(history: pd.DataFrame, max_drop, noise: float, declared) -> str:
     """The index's view across devices: per model, a device-by-mode heatmap and the mode for the fleet."""
     from harness.fleet.recommend import heatmap_cells, recommend_fleet
 
-    recs = recommend(history, max_drop, noise)
+    recs = recommend(history, max_drop, noise, declared)
     fleet = {(f.model, f.batch_size): f for f in recommend_fleet(recs)}
     parts = ["<h2 id=\"fleet\">Across devices</h2><p class=\"meta\">Colour: speedup vs each device's own fp32 "
              "(green faster, red slower, white 1x); text: accuracy points vs that fp32 (* over the budget). The newest "
@@ -189,7 +190,7 @@ def _fleet_section(history: pd.DataFrame, max_drop: float, noise: float) -> str:
             cls = "rec" if rec.choice else "rec none"
             items = "".join(f"<li>{_e(line)}</li>" for line in rec.evidence())
             parts.append(f"<div class=\"{cls}\" data-fleet-model=\"{_e(model)}\" data-recommended=\"{_e(rec.answer)}\">"
-                         f"<b>For the fleet ({_e(', '.join(rec.devices))}) within {max_drop:g} accuracy points: "
+                         f"<b>For the fleet ({_e(', '.join(rec.devices))}) within {rec.max_drop:g} accuracy points: "
                          f"{_e(rec.answer)}{' (' + _e(rec.kind) + ')' if rec.choice else ''}</b><ul>{items}</ul></div>")
     return "".join(parts)
 
@@ -218,13 +219,13 @@ def _sensitivity_section(rows: pd.DataFrame, img: Path, name: str, out: Path) ->
             f"number of layers each search kept float, dashed: fp32 less the budget.</figcaption></figure>{table}")
 
 
-def _target_page(db, target: str, out: Path, max_drop: float, gates: Gates) -> tuple[str, list[tuple[Recommendation, str]], dict]:
+def _target_page(db, target: str, out: Path, max_drop, gates: Gates) -> tuple[str, list[tuple[Recommendation, str]], dict]:
     history = db.results(target=target)
     runs = db.runs(target=target)  # runs across devices included
     verdicts = db.comparisons(run_id=list(runs["run_id"])) if len(runs) else pd.DataFrame()
     if len(verdicts):  # a run across devices judged every target's cases: keep this target's
         verdicts = verdicts[verdicts["case_id"].isin(set(history["case_id"]))]
-    recs = recommend(history, max_drop, gates.noise)
+    recs = recommend(history, max_drop, gates.noise, db.declared_limits(history))  # Suite(limits=...) as the answer
     thumbs = []  # (recommendation, its Pareto plot) for the index
     latest = current_rows(history)
     latest_run = runs.iloc[0]
@@ -279,8 +280,9 @@ def _target_page(db, target: str, out: Path, max_drop: float, gates: Gates) -> t
     return page, thumbs, info
 
 
-def build(db, out_dir: Path, max_drop: float = DEFAULT_MAX_DROP, gates: Gates = Gates()) -> Path:
-    """Render the site into out_dir; returns the index page."""
+def build(db, out_dir: Path, max_drop: Union[Limits, float] = DEFAULT_MAX_DROP, gates: Gates = Gates()) -> Path:
+    """Render the site into out_dir; returns the index page. `max_drop`: the command line's limits
+    (harness.limits.Limits, or an accuracy budget in points), over each suite's declared ones."""
     from harness.history.db import display_url
 
     out = Path(out_dir)
@@ -297,9 +299,11 @@ def build(db, out_dir: Path, max_drop: float = DEFAULT_MAX_DROP, gates: Gates = 
         sections.append(f"<h2><a href=\"{page}\">{_e(target)}</a></h2><p class=\"meta\">{_e(info['kind'])} / "
                         f"{_e(info['profile'])} / {_e(info['device'])}; {info['runs']} run(s), latest "
                         f"{_e(info['latest'])} at {_e(info['started'])} UTC</p>"
-                        + _table(["model", "batch", f"recommended (budget {max_drop:g} pts)", "the answer", "trade-off"], rows))
+                        + _table(["model", "batch", f"recommended (budget {as_limits(max_drop).accuracy_drop:g} pts)",
+                                  "the answer", "trade-off"], rows))
     if len(targets) > 1:
-        sections.insert(0, _fleet_section(db.results(target=targets), max_drop, gates.noise))
+        history = db.results(target=targets)
+        sections.insert(0, _fleet_section(history, max_drop, gates.noise, db.declared_limits(history)))
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = (f"<h1>quantbench dashboard</h1><p class=\"meta\">{len(all_runs)} run(s) from {_e(display_url(db.url))}, "
             f"generated {generated}. Each target page shows the accuracy/latency trade-off, the recommended mode, "

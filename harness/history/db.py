@@ -349,6 +349,22 @@ class HistoryDB:
             raise HistoryError(f"no run {run_id!r} in {display_url(self.url)}; `quantbench history` lists the runs")
         return json.loads(text)
 
+    def declared_limits(self, rows: pd.DataFrame) -> dict[str, Any]:
+        """suite -> the Limits the newest run among `rows` declared for it (run.json's limits.declared)."""
+        from harness.limits import Limits
+
+        found: dict[str, Any] = {}
+        wanted = set(rows["suite"].dropna()) if "suite" in rows else set()
+        query = (sa.select(runs.c.manifest).where(runs.c.run_id.in_([str(r) for r in rows.get("run_id", pd.Series()).unique()]))
+                 .order_by(runs.c.started_at.desc(), runs.c.id.desc()))  # newest first: a suite's newest declaration wins
+        with self.engine.connect() as conn:
+            for text in conn.execute(query).scalars():
+                for suite, values in ((json.loads(text or "{}").get("limits") or {}).get("declared") or {}).items():
+                    found.setdefault(suite, Limits.from_dict(values))
+                if wanted <= set(found):
+                    break
+        return found
+
 
 def current_version(conn: sa.Connection) -> int:
     if not sa.inspect(conn).has_table(schema_version.name):
