@@ -90,6 +90,19 @@ def device_facts(config: TargetConfig, cache_dir: Path) -> dict:
         target.close()
 
 
+def executorch_line(facts: Mapping[str, Any]) -> str:
+    """The ExecuTorch runtime the runner uses on the device and the program formats it reads."""
+    if "executorch" not in facts:
+        return "not reported"
+    found = facts.get("executorch") or {}
+    if not found:
+        return "none (pip install executorch, or executorch-numpy-runtime on Python >= 3.12)"
+    others = [f"{o['runtime']} {o['version']}" for o in found.get("installed") or [] if o["runtime"] != found["runtime"]]
+    return (f"{found['runtime']} {found['version']} (ExecuTorch {found.get('executorch_version') or '?'}), reads programs "
+            f"{', '.join(found.get('programs') or []) or 'of an unknown format'}"
+            + (f"; also installed: {', '.join(others)}" if others else ""))
+
+
 def format_facts(config: TargetConfig, facts: Mapping[str, Any]) -> str:
     runtimes = ", ".join(f"{name} {version}" for name, version in facts.get("runtimes", {}).items())
     memory = facts.get("memory") or {}
@@ -101,6 +114,9 @@ def format_facts(config: TargetConfig, facts: Mapping[str, Any]) -> str:
         ("os", f"{facts['os_release']}, {facts.get('os')}" if facts.get("os_release") else facts.get("os")),
         ("python", f"{facts.get('python')} {facts.get('python_version')}"),
         ("runtimes", runtimes or "none found"),
+        ("executorch", executorch_line(facts)),
+        ("footprint", ", ".join(f"{name} {mb:g} MB" for name, mb in (facts.get("footprint_mb") or {}).items())
+         or "not reported"),
         ("memory", f"{memory.get('available_mb', '?')} MB available of {memory.get('total_mb', '?')} MB"),
         ("disk", f"{facts.get('free_disk_mb')} MB free in {facts.get('workdir')}"),
         ("power", "; ".join(sensors.get("power") or []) or f"none: {sensors.get('power_none')}"),

@@ -24,6 +24,7 @@ _JSON_VERSION):
      never a candidate) and deprecated (the deprecated API a recipe uses and the version that warned)
   9  extras energy_above_idle_mj_per_inf (window power minus the idle power read just before it),
      energy_round_mj and energy_above_idle_round_mj (each round's figure: the energy gate's spread)
+  10 extra runtime_footprint_mb (MB on disk of the runtime that ran the case)
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from harness.mixed_columns import Mixed
 from harness.power_columns import Power
 from harness.sections import Accuracy, Comparison, Fleet, Identity, Latency, Outcome, Provenance, SizeMemory
 
-COLUMNS_VERSION = 9
+COLUMNS_VERSION = 10
 
 # The core's order: the comparison table's groups.
 SECTIONS = (Identity, Outcome, Latency, Accuracy, SizeMemory, Power, Comparison, Provenance, Fleet, Device, Mixed)
@@ -43,6 +44,7 @@ COLUMNS: list[str] = [name for section in SECTIONS for name in section.CORE]
 COMPANIONS = "*companions"  # where a metric's companion scores go
 EXTRAS: list[str] = [
     "quantized_ops", "delegated_ops", "delegation_complete", "built_isa", "execution", "deprecated",
+    "runtime_footprint_mb",
     *Mixed.EXTRA,
     "batch_note",
     "power_coverage", "idle_power_note", "energy_mj_per_sample", "throttle_reasons", "throttle_note",

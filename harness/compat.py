@@ -75,6 +75,10 @@ def describe(artifact_dir: Path, manifest: Mapping[str, Any]) -> str:
     needs = [f"{lib} {_version(manifest, lib)}" for lib in manifest.get("runtime_requires") or []
              if (manifest.get("libraries") or {}).get(lib)]
     extra = f"; it needs {', '.join(needs)}" if needs else ""
+    if path.suffix == ".pte":
+        written = ((manifest.get("notes") or {}).get("executorch_program") or {})
+        ident = pte_program(path) or written.get("identifier") or "of an unknown format"
+        return f"this .pte is ExecuTorch program {ident}, written by executorch {_version(manifest, 'executorch')}{extra}"
     if framework == "torch" and path.suffix == ".pt2":
         schema = pt2_schema(path)
         written = f" (torch.export schema {schema[0]}.{schema[1]})" if schema else ""
@@ -88,6 +92,35 @@ def describe(artifact_dir: Path, manifest: Mapping[str, Any]) -> str:
         return "this .onnx"
     libraries = ", ".join(f"{k} {v}" for k, v in (manifest.get("libraries") or {}).items())
     return f"this {path.suffix or 'artifact'} was written with {libraries or 'unknown libraries'}"
+
+
+def pte_program(path: Path) -> Optional[str]:
+    from harness.quantize.executorch_program import program_version
+
+    return program_version(path)
+
+
+def pte_problem(artifact_dir: Path, manifest: Mapping[str, Any], facts: Mapping[str, Any], target: str) -> Optional[str]:
+    """Why the device cannot run this ExecuTorch program: no ExecuTorch runtime, or one that
+    reads another program format (runner.facts' "executorch"; None when the device did not say).
+    The recipe's artifact check (torch_executorch.program_reason) makes the case n/a with it."""
+    if "runtimes" not in facts:
+        return None  # the local machine's facts: the runner itself says what is missing
+    found = facts.get("executorch") or {}
+    written = _version(manifest, "executorch")
+    if not found:
+        return (f"{describe(artifact_dir, manifest)}; target {target} has no ExecuTorch runtime: install the bindings "
+                f"(pip install executorch=={written.split('+')[0]}, which brings torch) or executorch-numpy-runtime "
+                "(numpy only, Python >= 3.12) on the device")
+    ident = pte_program(Path(artifact_dir) / str(manifest.get("file", "")))
+    reads = list(found.get("programs") or [])
+    if ident and reads and ident not in reads:
+        return (f"{describe(artifact_dir, manifest)}; target {target} has {found.get('runtime')} {found.get('version')} "
+                f"(ExecuTorch {found.get('executorch_version') or '?'}), which reads program format {', '.join(reads)} "
+                f"and cannot load it. Install the runtime of the release that wrote it on the device "
+                f"(pip install executorch=={written.split('+')[0]}), or build the programs on a host with the "
+                f"device's executorch release")
+    return None
 
 
 def load_problem(artifact_dir: Path, manifest: Mapping[str, Any], facts: Mapping[str, Any], target: str) -> Optional[str]:

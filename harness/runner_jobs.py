@@ -18,6 +18,15 @@ from harness.vocabulary import BASELINE_MODE, STATUS_OK
 from targets import RunnerJob
 
 
+def runner_backend(case: Case, artifact) -> str:
+    """The runner backend of a case: its framework's, or the runtime its artifact names when
+    the runner has a backend of that name (a torch recipe's .pte runs on "executorch")."""
+    from harness.runner.__main__ import BACKENDS
+
+    runtime = artifact.manifest.get("runtime")
+    return runtime if runtime != case.framework and runtime in BACKENDS else case.framework
+
+
 class RunnerJobs:
     def _work_dir(self, case: Case, r: int, baseline: bool = False) -> Path:
         # per board in a fleet: one fp32 case may run on several boards at once
@@ -38,7 +47,7 @@ class RunnerJobs:
         paths on the device). Public: benchmarks time extra runner processes with it."""
         sensing = dict(self.target_config.settings.get("sensors", {}))  # the inventory's [targets.X.sensors]
         return RunnerConfig(
-            framework=case.framework,
+            framework=runner_backend(case, artifact),
             threads=self.threads,
             batch_size=case.batch_size,
             warmup_runs=timing.warmup_runs,

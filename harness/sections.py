@@ -254,7 +254,8 @@ class Provenance(Section):
 
     NAME = "provenance"
     CORE = ("runtime", "runtime_version", "python_version", "host", "artifact_key", "artifact_sha256")
-    EXTRA = ("quantized_ops", "delegated_ops", "delegation_complete", "built_isa", "execution", "deprecated")
+    EXTRA = ("quantized_ops", "delegated_ops", "delegation_complete", "built_isa", "execution", "deprecated",
+             "runtime_footprint_mb")
 
     runtime: Any = None
     runtime_version: Any = None
@@ -272,13 +273,16 @@ class Provenance(Section):
     # program: accuracy debugging, never a candidate of the answer); every row with a recipe
     execution: Any = UNSET
     deprecated: Any = UNSET  # an API the recipe uses is deprecated: which, and the library version that warned
+    runtime_footprint_mb: Any = UNSET  # MB on disk of the runtime that ran the case (its installed distribution)
 
     @classmethod
     def runner(cls, result: Mapping[str, Any]) -> dict[str, Any]:
         """Fields from the runner's result."""
         system = result.get("system", {})
+        footprint = (result.get("runtime_details") or {}).get("runtime_footprint_mb")
         return dict(runtime=result["runtime"], runtime_version=result["runtime_version"],
-                    python_version=system.get("python_version"), host=system.get("host"))
+                    python_version=system.get("python_version"), host=system.get("host"),
+                    **({"runtime_footprint_mb": footprint} if footprint is not None else {}))
 
     @classmethod
     def delegation(cls, notes: Mapping[str, Any]) -> dict[str, Any]:

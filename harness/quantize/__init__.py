@@ -11,11 +11,13 @@ from harness.quantize import onnxruntime_tensorrt as _onnxruntime_tensorrt
 from harness.quantize import tflite as _tflite
 from harness.quantize import torch as _torch
 from harness.quantize import torch_aoti as _torch_aoti
+from harness.quantize import torch_executorch as _torch_executorch
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 
 RECIPES: dict[str, tuple[Recipe, ...]] = {
     "onnxruntime": _onnxruntime.RECIPES + _onnxruntime_tensorrt.registered(),  # TensorRT ones where onnxruntime-gpu is
-    "torch": _torch.RECIPES + _torch_aoti.RECIPES,  # AOTInductor packages: execution "aoti"
+    # AOTInductor packages (execution "aoti") and ExecuTorch programs with XNNPACK ("executorch")
+    "torch": _torch.RECIPES + _torch_aoti.RECIPES + _torch_executorch.RECIPES,
     "tflite": _tflite.RECIPES,  # two sources: keras and litert-torch (Recipe.source)
 }
 

@@ -28,7 +28,12 @@ QUANTIZERS: dict[str, tuple[str, str, str]] = {
             "get_default_x86_inductor_quantization_config"),
     "arm": ("torchao.quantization.pt2e.quantizer.arm_inductor_quantizer", "ArmInductorQuantizer",
             "get_default_arm_inductor_quantization_config"),
+    # ExecuTorch's XNNPACK delegate (torch_executorch.py): symmetric int8, per-channel weights
+    "xnnpack": ("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "XNNPACKQuantizer",
+                "get_symmetric_quantization_config"),
 }
+# quantizer name -> extra arguments of its config function (beside is_qat)
+CONFIG_ARGS: dict[str, dict] = {"xnnpack": {"is_per_channel": True}}
 # The ops the converted graph needs registered before torch.export.load can read it (torch itself).
 RUNTIME_REQUIRES = ("torch.ao.quantization.fx._decomposed",)
 # quantizer name -> the target architectures whose int8 kernels it annotates for
@@ -58,7 +63,8 @@ def quantizer_applicable(name: str) -> Callable[[ModelSpec, "TargetInfo"], Optio
 def make_quantizer(name: str, is_qat: bool = False, keep_float: Iterable[str] = ()):
     module_name, class_name, config_name = QUANTIZERS[name]
     module = importlib.import_module(module_name)
-    quantizer = getattr(module, class_name)().set_global(getattr(module, config_name)(is_qat=is_qat))
+    config = getattr(module, config_name)(is_qat=is_qat, **CONFIG_ARGS.get(name, {}))
+    quantizer = getattr(module, class_name)().set_global(config)
     for layer in keep_float:
         quantizer.set_module_name_qconfig(layer, None)  # None: leave this module in float
     return quantizer

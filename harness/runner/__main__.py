@@ -26,7 +26,7 @@ from dataclasses import replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from . import measure, sensors, system  # noqa: E402
+from . import footprint, measure, sensors, system  # noqa: E402
 from .protocol import FormatError, RunnerConfig, RunnerResult  # noqa: E402
 
 # framework -> backend module inside this package (each imports only its own runtime)
@@ -34,9 +34,12 @@ BACKENDS = {
     "onnxruntime": "backend_onnxruntime",
     "torch": "backend_torch",
     "tflite": "backend_tflite",  # ai_edge_litert, else tflite_runtime, else tensorflow.lite
+    # a torch recipe's .pte program (manifest runtime "executorch"): the ExecuTorch bindings,
+    # else executorch-numpy-runtime (executorch_runtime.py)
+    "executorch": "backend_executorch",
 }
 
-RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "tflite": "ai_edge_litert", "torch": "torch"}
+RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "tflite": "ai_edge_litert", "torch": "torch", "executorch": "executorch"}
 
 
 class RunnerError(Exception):
@@ -170,6 +173,8 @@ def run(config: RunnerConfig, phases: Phases = PHASES) -> RunnerResult:
     if hasattr(session, "post_details"):  # facts that need an extra probing run, after every figure
         details.update(session.post_details())
         phases.mark("post_details")
+    # MB on disk of the runtime that ran the case (its installed files; after every figure)
+    details["runtime_footprint_mb"] = footprint.runtime_mb(session.runtime.split(".")[0])
     return RunnerResult(
         status="ok",
         reason="",

@@ -3,7 +3,8 @@ to know about a device before a long run, as one JSON object on stdout.
 
 Architecture, OS, Python, numpy and each runtime with its version (or "missing"), memory,
 free disk in the work directory, the power sensors and probes the profile finds, the CPU
-clock governor, and with `--gpu INDEX` the GPU as the device reports it (gpu_facts.py:
+clock governor, the ExecuTorch runtime the runner would use and the program formats it reads
+(executorch_runtime.py), the installed size of each runtime (footprint.py), and with `--gpu INDEX` the GPU as the device reports it (gpu_facts.py:
 NVML, the CUDA driver API, or the Tegra SoC in the device tree). Runtimes are looked up, not imported (importing TensorFlow on a Pi takes
 seconds), so a runtime that is installed but broken shows up in the first case instead.
 Standard library only, Python 3.8+ (the runner ships to devices).
@@ -19,7 +20,7 @@ import re
 import sys
 from typing import Dict, List, Optional
 
-from . import gpu_facts, sensors, system
+from . import executorch_runtime, footprint, gpu_facts, sensors, system
 
 # module -> distributions that provide it (the first one installed gives the version)
 DISTRIBUTIONS = {
@@ -153,7 +154,13 @@ def collect(workdir: str, profile: str, root: str, settings: dict, gpu: Optional
     )
     facts["runtimes"] = {"numpy": version_of("numpy")}
     facts["runtimes"].update({fw: version_of(module) for fw, module in runtime_modules().items()})
+    # an ExecuTorch-only device (numpy runtime, no bindings) still says it has a runtime
+    numpy_runtime = executorch_runtime.describe(executorch_runtime.NUMPY_RUNTIME)
+    if numpy_runtime:
+        facts["runtimes"][executorch_runtime.NUMPY_RUNTIME] = numpy_runtime["version"]
     facts["formats"] = formats()
+    facts["executorch"] = executorch_runtime.facts()  # the runtime the runner uses, the program formats it reads
+    facts["footprint_mb"] = footprint.footprints()  # MB on disk of each runtime installed
     facts["sensors"] = sensor_facts(profile, root, settings)
     if gpu is not None:
         facts["gpu"] = gpu_facts.describe_gpu(root, gpu)
