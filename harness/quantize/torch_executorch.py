@@ -77,15 +77,11 @@ def fp16_applicable(spec: ModelSpec, target: "TargetInfo") -> Optional[str]:
 
 
 def program_reason(artifact: "Artifact", target: "TargetInfo", batch_size: int) -> Optional[str]:
-    """Why this program cannot run this case, before anything is shipped: another batch than it
-    was lowered for, a device without an ExecuTorch runtime, or one that reads another program
-    format (harness/compat.py); None when it can."""
+    """Why this program cannot run on the target, before anything is shipped: a device without
+    an ExecuTorch runtime, or one that reads another program format (harness/compat.py); None
+    when it can. (Another batch than PTE_BATCH is n/a at collection: Recipe.batches.)"""
     from harness.compat import pte_problem
 
-    batch = (artifact.manifest.get("notes") or {}).get("pte_batch")
-    if batch is not None and batch != batch_size:
-        return (f"this ExecuTorch program was lowered for batch {batch} (static shapes) and the case runs batch "
-                f"{batch_size}")
     return pte_problem(artifact.path, artifact.manifest, target.facts or {}, target.name)
 
 
@@ -240,7 +236,8 @@ def pte_recipe(mode: str, quantize: str, slug: str, build, params: dict, librari
                applicable=None, profiles=QUICK) -> Recipe:
     extra = {} if profiles is None else {"profiles": profiles}
     return Recipe("torch", mode, _name(quantize), slug, build, dict(params, pte_batch=PTE_BATCH, **REVISION), libraries,
-                  cpu_only(applicable), execution=EXECUTION, artifact_check=program_reason, **extra)
+                  cpu_only(applicable), execution=EXECUTION, artifact_check=program_reason, batches=(PTE_BATCH,),
+                  **extra)
 
 
 FP32 = pte_recipe("fp32", "torch.export", "pte", build_fp32, {}, LIBS)
