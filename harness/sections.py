@@ -277,12 +277,14 @@ class Provenance(Section):
 
     @classmethod
     def runner(cls, result: Mapping[str, Any]) -> dict[str, Any]:
-        """Fields from the runner's result."""
+        """Fields from the runner's result; a delegation the runtime reported on the device (LiteRT:
+        which operators its XNNPACK delegate took there) replaces the build host's."""
         system = result.get("system", {})
         footprint = (result.get("runtime_details") or {}).get("runtime_footprint_mb")
         return dict(runtime=result["runtime"], runtime_version=result["runtime_version"],
                     python_version=system.get("python_version"), host=system.get("host"),
-                    **({"runtime_footprint_mb": footprint} if footprint is not None else {}))
+                    **({"runtime_footprint_mb": footprint} if footprint is not None else {}),
+                    **cls.delegation(result.get("runtime_details") or {}))
 
     @classmethod
     def delegation(cls, notes: Mapping[str, Any]) -> dict[str, Any]:

@@ -72,6 +72,10 @@ def test_packages_run_in_the_runner_and_int8_is_compared_with_the_aoti_fp32(run)
     manifest = json.loads((CACHE / "artifacts" / int8["artifact_key"] / "manifest.json").read_text())
     assert manifest["notes"]["torch_load"]["format"] == "aoti"
     assert manifest["notes"]["fused_int8_kernels"], "the int8 package must call oneDNN's int8 kernels"
+    # the row says which heavy calls became int8 kernels (the fp32 package has nothing to say)
+    assert int8["delegated_ops"] == manifest["notes"]["delegation"]["summary"].strip()
+    assert int8["delegated_ops"].startswith("inductor int8 ") and isinstance(int8["delegation_complete"], bool)
+    assert "delegated_ops" not in fp32
 
 
 def test_eager_rows_are_reference_numerics_never_a_candidate_and_packages_are_deployed(run):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from harness.artifacts import BuiltModel
 from harness.models.spec import ModelSpec
 from harness.profiles import ALL_PROFILES, NIGHTLY_ONLY
+from harness.quantize import aoti_kernels
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 from harness.quantize.pt2e_torch import arch_family, quantizer_applicable
 from harness.quantize.qat_torch import QATConfig
@@ -166,11 +167,13 @@ def export_static(module, ctx: BuildContext, what: str, batch: int):
 
 
 def save_aoti(module, ctx: BuildContext, out: Path, *, what: str, notes: Optional[dict] = None,
-              tolerance: Optional[float] = 1e-4, runtime_requires: tuple[str, ...] = ()) -> BuiltModel:
+              tolerance: Optional[float] = 1e-4, runtime_requires: tuple[str, ...] = (), int8: bool = False) -> BuiltModel:
     """torch.export (batch AOTI_BATCH) -> AOTInductor package (freezing on) as model.pt2, loaded
     back with aoti_load_package and compared with the module sample by sample (fp32: within
     `tolerance`; int8 and bf16: Inductor's fused kernels round differently from the eager
-    reference, so the difference is recorded, and the row's accuracy is the package's own)."""
+    reference, so the difference is recorded, and the row's accuracy is the package's own).
+    `int8`: an int8 recipe, whose manifest says which heavy calls Inductor fused into int8
+    kernels and which stayed float (notes["delegation"], aoti_kernels.py)."""
     import torch
     import torch._inductor.config as inductor_config
 
@@ -203,6 +206,7 @@ def save_aoti(module, ctx: BuildContext, out: Path, *, what: str, notes: Optiona
     want = [torch.cat(parts) for parts in zip(*want)]
     got = [torch.cat(parts) for parts in zip(*got)]
     worst = max(float((w.float() - g.float()).abs().max()) for w, g in zip(want, got))
+    calls = aoti_kernels.census(path)
     agree = [float((w.argmax(-1) == g.argmax(-1)).float().mean()) for w, g in zip(want, got) if w.dim() > 1]
     scale = max(1.0, max(float(w.float().abs().max()) for w in want))
     if tolerance is not None and worst > tolerance * scale:
@@ -212,25 +216,11 @@ def save_aoti(module, ctx: BuildContext, out: Path, *, what: str, notes: Optiona
                  built_isa_summary=isa_summary(isa), aoti_batch=AOTI_BATCH, vs_module_max_abs_diff=worst,
                  vs_module_top1_agreement=agree[0] if agree else None,
                  compile="torch._inductor.aoti_compile_and_package(freezing=True)",
-                 fused_int8_kernels=int8_kernels(path))
+                 fused_int8_kernels=aoti_kernels.int8_kernels(calls), kernel_calls=dict(sorted(calls.items())))
+    if int8:
+        facts["delegation"] = aoti_kernels.delegation(calls)
     return BuiltModel(path.name, _tensor_specs(ctx.dataset.input_names, feed), _tensor_specs(_output_names(len(got)), got),
                       "torch", tuple(runtime_requires), facts)
-
-
-def int8_kernels(path: Path) -> dict[str, int]:
-    """oneDNN int8 calls in the package's generated C++ (qconv/qlinear), by name: a PT2E row
-    with none ran its q/dq pairs around float kernels."""
-    import re
-    import zipfile
-
-    found: dict[str, int] = {}
-    with zipfile.ZipFile(path) as archive:
-        for name in archive.namelist():
-            if name.endswith("wrapper.cpp"):
-                text = archive.read(name).decode("utf-8", "replace")
-                for call in re.findall(r"aoti_torch_cpu_(_?q(?:conv|linear)\w*?)\(", text):
-                    found[call] = found.get(call, 0) + 1
-    return found
 
 
 def _lowering(what: str, ctx: BuildContext, module, **kw) -> BuiltModel:
@@ -273,7 +263,7 @@ def build_static(mixed: bool = False):
 
         converted, notes = pt2e_convert(ctx, "x86", mixed, recipe=MIXED if mixed else None)
         return save_aoti(converted, ctx, out, what=("mixed" if mixed else "static-int8") + " (AOTI)", notes=notes,
-                         tolerance=None)
+                         tolerance=None, int8=True)
 
     return build
 
@@ -283,7 +273,7 @@ def build_qat(config: QATConfig):
         from harness.quantize.qat_torch import qat_convert
 
         converted, facts = qat_convert(ctx, config)
-        return save_aoti(converted, ctx, out, what="qat-int8 (AOTI)", notes=facts, tolerance=None)
+        return save_aoti(converted, ctx, out, what="qat-int8 (AOTI)", notes=facts, tolerance=None, int8=True)
 
     return build
 
@@ -306,7 +296,7 @@ def build_pt2e_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
     if not any(p == "int8" for p in layers.values()):
         raise NotApplicable(f"X86InductorQuantizer(is_dynamic=True) quantizes Linear layers and quantized none of "
                             f"{ctx.spec.name} (layers: {layers})")
-    return save_aoti(converted, ctx, out, what="dynamic-int8 (PT2E, AOTI)", tolerance=None,
+    return save_aoti(converted, ctx, out, what="dynamic-int8 (PT2E, AOTI)", tolerance=None, int8=True,
                      notes={"layers": layers, "calibration_samples": samples, "dropped_float_copies": dropped})
 
 
@@ -323,7 +313,8 @@ def build_torchao_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
     if not layers:
         raise NotApplicable(f"model {ctx.spec.name} has no nn.Linear layer: torchao's Int8DynamicActivationInt8WeightConfig "
                             "quantizes nn.Linear layers")
-    return _lowering("torchao int8 dynamic", ctx, module, out=out, tolerance=None, notes={"quantized_layers": layers})
+    return _lowering("torchao int8 dynamic", ctx, module, out=out, tolerance=None, notes={"quantized_layers": layers},
+                     int8=True)
 
 
 def compiled(build):
@@ -345,7 +336,7 @@ def _name(quantize: str) -> str:
 X86_INT8 = quantizer_applicable("x86")
 QAT = QATConfig(quantizer="x86")
 PT2E = "torchao.pt2e.prepare_pt2e(X86InductorQuantizer{})+convert_pt2e"
-REVISION = {"aoti": 4}  # 4: static batch, no_grad freezing, fused_int8_kernels in the manifest
+REVISION = {"aoti": 5}  # 4: static batch, no_grad freezing, fused_int8_kernels; 5: kernel_calls, delegation
 
 
 def aoti_recipe(mode: str, quantize: str, slug: str, build, params: dict, libraries: tuple[str, ...],

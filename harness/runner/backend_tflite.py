@@ -99,6 +99,43 @@ def _quant(detail: dict) -> Optional[Tuple[float, int]]:
     return (float(scale), int(zero_point)) if scale else None
 
 
+def delegation(ops: List[dict], requested: bool = True) -> Dict[str, Any]:
+    """Which operators XNNPACK took on this interpreter and which run on builtin kernels, as
+    {"summary", "complete"} (the row's delegated_ops / delegation_complete). Once tensors are
+    allocated, each delegated partition is a DELEGATE node appended after the model's nodes; its
+    members are the nodes reached walking back from its outputs to its inputs."""
+    nodes = [op for op in ops if op["op_name"] != "DELEGATE"]
+    producer = {}
+    for op in nodes:
+        for tensor in op["outputs"]:
+            producer[int(tensor)] = op
+    taken = set()
+    partitions = [op for op in ops if op["op_name"] == "DELEGATE"]
+    for part in partitions:
+        stop = set(int(t) for t in part["inputs"])
+        frontier = [int(t) for t in part["outputs"]]
+        while frontier:
+            tensor = frontier.pop()
+            op = producer.get(tensor)
+            if tensor in stop or op is None or op["index"] in taken:
+                continue
+            taken.add(op["index"])
+            frontier.extend(int(t) for t in op["inputs"] if int(t) >= 0)
+    rest = {}
+    for op in nodes:
+        if op["index"] not in taken:
+            rest[op["op_name"]] = rest.get(op["op_name"], 0) + 1
+    listing = ", ".join("%s x%d" % kv for kv in sorted(rest.items(), key=lambda kv: (-kv[1], kv[0])))
+    if not requested:
+        return {"summary": "xnnpack not requested: %d ops on builtin kernels (%s)" % (len(nodes), listing),
+                "complete": False}
+    summary = "xnnpack %d/%d ops in %d partition%s" % (len(taken), len(nodes), len(partitions),
+                                                       "" if len(partitions) == 1 else "s")
+    if rest:
+        summary += "; builtin kernels: " + listing
+    return {"summary": summary, "complete": bool(partitions) and not rest}
+
+
 class Backend:
     runtime = _RUNTIME
     runtime_version = _VERSION
@@ -133,6 +170,13 @@ class Backend:
             "timed": "quantize integer inputs, set_tensor of each input, invoke(), get_tensor of each output, "
                      "dequantize integer outputs",
         }
+        self._hoist_delegation()
+
+    def _hoist_delegation(self) -> None:
+        """details["delegation"]: what XNNPACK took on this device (the row's delegated_ops)."""
+        found = self.details["xnnpack"].pop("delegation", None)
+        if found:
+            self.details["delegation"] = found
 
     # -- setup ------------------------------------------------------------------------------
     @staticmethod
@@ -167,7 +211,8 @@ class Backend:
         are allocated (XNNPACK is the only default delegate of the builtin op resolver)."""
         facts = {"requested": self.xnnpack_requested}
         try:
-            ops = [op["op_name"] for op in self.interpreter._get_ops_details()]
+            details = self.interpreter._get_ops_details()
+            ops = [op["op_name"] for op in details]
         except Exception as exc:  # a private API; older interpreters may lack it
             facts["applied"] = None
             facts["why_unknown"] = "%s: %s" % (type(exc).__name__, exc)
@@ -175,6 +220,7 @@ class Backend:
         delegated = ops.count("DELEGATE")
         facts["applied"] = delegated > 0
         facts["delegated_partitions"] = delegated  # subgraphs XNNPACK runs; the rest run on builtin kernels
+        facts["delegation"] = delegation(details, self.xnnpack_requested)
         return facts
 
     # -- the measured path ----------------------------------------------------------------------
@@ -207,6 +253,7 @@ class Backend:
         if resized:
             self.interpreter.allocate_tensors()
             self.details["xnnpack"] = self._xnnpack()
+            self._hoist_delegation()
         return _Feed(tuple((d["index"],) + self._convert(n, feed[n], d) for n, d in self._inputs))
 
     def _position(self, detail: dict) -> int:
