@@ -25,6 +25,8 @@ _JSON_VERSION):
   9  extras energy_above_idle_mj_per_inf (window power minus the idle power read just before it),
      energy_round_mj and energy_above_idle_round_mj (each round's figure: the energy gate's spread)
   10 extra runtime_footprint_mb (MB on disk of the runtime that ran the case)
+ 11  extra race: the race of the finalists a row was one of (harness/race.py's record as JSON: the
+     per-round p50s of every finalist, cap, why it stopped), added after the run's cases
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from harness.mixed_columns import Mixed
 from harness.power_columns import Power
 from harness.sections import Accuracy, Comparison, Fleet, Identity, Latency, Outcome, Provenance, SizeMemory
 
-COLUMNS_VERSION = 10
+COLUMNS_VERSION = 11
 
 # The core's order: the comparison table's groups.
 SECTIONS = (Identity, Outcome, Latency, Accuracy, SizeMemory, Power, Comparison, Provenance, Fleet, Device, Mixed)
@@ -55,7 +57,7 @@ EXTRAS: list[str] = [
     "rounds", "round_p50_ms", "rounds_disagree", "round_n_runs",
     COMPANIONS,
     "speedup_ci_low", "speedup_ci_high", "speedup_ci_level", "speedup_rounds", "baseline_round_p50_ms",
-    "baseline_case", "baseline_recipe", "execution_note", "baseline_throttled", "baseline_valid", "baseline_timing_note",
+    "baseline_case", "baseline_recipe", "execution_note", "baseline_throttled", "baseline_valid", "baseline_timing_note", "race",
     "size_note",
     *Fleet.EXTRA,
 ]

@@ -56,6 +56,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="fresh runner processes per case, each beside a fresh fp32 baseline process (ABBA): the "
                          "speedup gets a bootstrap interval over rounds and a flag when they disagree; the evaluation "
                          "runs once (default: the suite's Timing.rounds, else the profile's: quick 1, nightly 3)")
+    group.addoption("--qb-no-race", action="store_true", default=False,
+                    help="no race of the finalists at the end of the run: the answer then ranks p50s timed in "
+                         "separate processes and says so (harness/race.py)")
+    group.addoption("--qb-race-cap", type=float, default=None,
+                    help="seconds the race of the finalists may take per model and target (default: the profile's, "
+                         "quick 30, nightly 120; 0: no race)")
     group.addoption("--qb-profile", default=None, choices=list(profiles.PROFILES),
                     help="how much of the declared matrix to run: "
                          + "; ".join(f"{p.name}: {p.help}" for p in profiles.PROFILES.values())
@@ -118,6 +124,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_BUDGET_FAILED] = set()
     if config.getoption("--eval-samples") is not None and config.getoption("--eval-samples") < 2:
         raise pytest.UsageError(f"--eval-samples must be at least 2, not {config.getoption('--eval-samples')}")
+    if config.getoption("--qb-race-cap") is not None and not config.getoption("--qb-race-cap") >= 0:
+        raise pytest.UsageError(f"--qb-race-cap must be a non-negative number of seconds, not {config.getoption('--qb-race-cap')}")
     if config.getoption("--qb-rounds") is not None and config.getoption("--qb-rounds") < 1:
         raise pytest.UsageError(f"--qb-rounds must be at least 1, not {config.getoption('--qb-rounds')}")
     # One run id for the whole run: an xdist worker takes the controller's.
@@ -310,6 +318,17 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         bench.close(finalize=False)
 
 
+def _race(session: BenchSession, config: pytest.Config, exitstatus) -> None:
+    """The race of the finalists before the answer (not after an interrupt, nor with --qb-no-race)."""
+    if config.getoption("--qb-no-race") or exitstatus == pytest.ExitCode.INTERRUPTED:
+        return
+    try:
+        session.race(config.getoption("--max-accuracy-drop"), config.getoption("--qb-race-cap"))
+    except Exception as exc:  # noqa: BLE001 - the rows are written; the answer then says it was not raced
+        session.store.log(f"race of the finalists NOT run: {type(exc).__name__}: {exc}")
+        sys.stderr.write(f"quantbench: race of the finalists not run: {type(exc).__name__}: {exc}\n")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     if _worker_id(config):
@@ -319,6 +338,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         display.stop()
     session: Optional[BenchSession] = config.stash.get(_SESSION, None)
     if session is not None:
+        _race(session, config, exitstatus)
         store, run = session.store, session.close()
     elif _is_controller(config) and is_run_dir(_run_dir(config)):
         # run.json (every board the workers opened) and the tidy report, once, by the controller

@@ -217,7 +217,7 @@ class Comparison(Section):
     CORE = ("speedup",)
     EXTRA = ("speedup_ci_low", "speedup_ci_high", "speedup_ci_level", "speedup_rounds", "baseline_round_p50_ms",
              "baseline_case", "baseline_recipe", "execution_note", "baseline_throttled", "baseline_valid",
-             "baseline_timing_note")
+             "baseline_timing_note", "race")
 
     speedup: Any = None
     speedup_ci_low: Any = UNSET

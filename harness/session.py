@@ -73,6 +73,7 @@ class BenchSession(RunnerJobs):
         self.baselines = Baselines(self.shared if self.fleet else None)
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._done: dict[str, dict[str, Any]] = {}  # case_id -> row
+        self.measured_cases: dict[str, tuple[Case, Any]] = {}  # case_id -> (case, its artifact): what a race reruns
         self.suites: set[str] = set()
         self._waited = 0.0  # how long the case in progress waited for its board
         self._held = None  # the labgrid place held for the case in progress (targets/labgrid_place.py)
@@ -95,6 +96,17 @@ class BenchSession(RunnerJobs):
     @property
     def rows(self) -> list[dict[str, Any]]:
         return list(self._done.values())
+
+    def race(self, limits: Any = None, cap_s: Optional[float] = None) -> list:
+        """The race of the finalists of each (target, model, batch) this session measured, before the
+        answer (harness/race_run.py); stored in the run. A fleet has none yet."""
+        from harness.race_run import run_races
+
+        return run_races(self, limits, cap_s)
+
+    def annotate(self, case_id: str, **columns: Any) -> None:
+        """Add columns to a recorded row (its case file and this session's copy)."""
+        self._done[case_id] = self.store.update_row(case_id, columns)
 
     def close(self, finalize: bool = True) -> Optional[Run]:
         """Release the targets; `finalize` (the run's last process): run.json and the report,
@@ -168,6 +180,8 @@ class BenchSession(RunnerJobs):
         finally:
             self.progress.finish()
         row = pipeline.on_board(run.result, self, self.board).to_row()  # the row, made once
+        if run.artifact is not None and row.get("status") == "ok":
+            self.measured_cases[case.case_id] = (case, run.artifact)
         # evaluation outputs: kept for an fp32 measurement (what the board's other cases are scored against)
         trace = power_trace(run.rounds.first.result) if run.rounds.first else []
         return Measured(row, run.latencies, None, trace, run.round_sizes)

@@ -180,6 +180,14 @@ class RunStore:
         finally:
             tmp.unlink()
 
+    def update_row(self, case_id: str, columns: Mapping[str, Any]) -> dict[str, Any]:
+        """Add or replace columns of a recorded case's row (its latencies and trace unchanged);
+        returns the row now on disk."""
+        record = _read_versioned(self.cases_dir / f"{case_id}.json")
+        record["row"] = {**record["row"], **dict(columns)}
+        _write_json(self.cases_dir / f"{case_id}.json", {**record, "format": JSON_VERSION})
+        return record["row"]
+
     def read_record(self, case_id: str) -> Optional[dict[str, Any]]:
         """A case's file as written (by any process of the run), or None."""
         try:

@@ -22,7 +22,8 @@ os.environ.setdefault(settings.CACHE_ENV, str(settings.cache_dir(base=REPO_ROOT)
 # No dashboard rebuild at the end of each run (matplotlib and every plot: seconds per run, over
 # dozens of runs); the test of the run's last words asks for it (tests/test_onnxruntime_e2e.py).
 FAST_TIMING = ("--min-runs", "20", "--min-duration", "0.1", "--max-duration", "2", "--warmup-runs", "2",
-               "--case-budget", "600", "--qb-dashboard=off")
+               "--case-budget", "600", "--qb-dashboard=off",
+               "--qb-race-cap", "0")  # no race of the finalists unless a test asks (tests/test_race.py, the e2e run)
 
 
 @dataclass

@@ -99,7 +99,8 @@ def first_run(suite_dir, tmp_path_factory):
         return SuiteRun(proc.returncode, proc.stdout + proc.stderr, results / run_id)
 
     # the dashboard where a run rebuilds it by default (FAST_TIMING turns it off for the other runs)
-    return run("first", f"--qb-dashboard={results / 'dashboard'}"), run
+    # and the race of the finalists before the answer (FAST_TIMING turns it off for the other runs)
+    return run("first", f"--qb-dashboard={results / 'dashboard'}", "--qb-race-cap=10"), run
 
 
 def test_every_mode_has_a_row_with_the_right_status(first_run):
@@ -276,6 +277,15 @@ def test_the_run_ends_with_the_answer_and_the_dashboard(first_run, tmp_path):
     # both sides see every recipe of a (framework, mode): the torch model's five ok rows are all candidates
     ok = run.results[(run.results["model"] == "logreg-torch") & (run.results["status"] == "ok")]
     assert len(ok) >= 4 and ok.groupby("mode")["recipe"].nunique().max() >= 2, ok[["case_id", "recipe"]]
+    # the races of the finalists: stored in the run, and the answer the run printed is theirs
+    from harness import race as race_
+    from harness.history.recommend import label
+
+    rows = {r["case_id"]: r for r in run.results.to_dict("records")}
+    for race in race_.read(run.run_dir):
+        [line] = [p for p in printed if p.startswith(f"{race.model} on local: ")]
+        names = {c: label(rows[c]) for c in race.finalists}
+        assert line.startswith(f"{race.model} on local: {race_.describe(race, names)}"), (line, race)
     every = run.results[run.results["model"] == "logreg-torch"]
     for rows in (run.results, HistoryDB(url).results(target="local")):
         [rec] = [r for r in recommend(rows) if r.model == "logreg-torch"]

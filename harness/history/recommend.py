@@ -12,6 +12,11 @@ time cap before its minimums (`valid` false), is excluded with that reason; a no
 (IQR/median >= the noise threshold) stays a candidate, flagged in the answer and its evidence,
 and a runner-up within the noise is called a near tie. `quantbench recommend`, the answer at
 the end of a run and the dashboard all call `recommend()`, so they always agree.
+
+Where the run raced its finalists (harness/race.py: the `race` column of their rows), the race's
+leader among the finalists eligible now is the choice and its verdict the headline ("ship X: 1.32x
+faster than Y [...]" or "a tie: X or Y, within N%"); without one, the headline says the p50s come
+from separate processes and a single-round speedup has no between-process interval.
 """
 from __future__ import annotations
 
@@ -26,8 +31,14 @@ from harness.history.candidate import (DEFAULT_MAX_DROP, Candidate, as_limits, c
 from harness.history.regress import current_rows
 from harness.limits import Limits
 from harness.metrics import row_higher_is_better
+from harness.race import Race, describe
+from harness.rounds import level_text
 from harness.stats import NOISE_THRESHOLD
 from harness.values import number
+
+
+ONE_PAIR = "one process pair: no between-process interval"
+NOT_RACED = "p50s from separate processes, not raced"
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,7 @@ class Recommendation:
     tie: float = 0.10  # a runner-up slower by no more than this (relative) is called a near tie
     noise: float = NOISE_THRESHOLD  # IQR/median at or above which a candidate's timing is flagged noisy
     limits: Limits = field(default_factory=Limits)  # the limits applied (max_drop is their accuracy budget)
+    race: Optional[Race] = None  # the race of the eligible finalists (harness/race.py) that decided the choice
 
     @property
     def closest(self) -> Optional[Candidate]:
@@ -76,17 +88,21 @@ class Recommendation:
         if self.choice is None:
             return f"{where}: nothing to ship: {self.evidence()[0]}"
         r = self.choice.row
-        if r["mode"] == "fp32":
-            what = f"ship {label(r)}: no quantized mode within {self.max_drop:g} accuracy points is faster"
-        else:
-            what = f"ship {label(r)}: {_gains(r)}"
-        what += _timing_flags(r, self.noise)
         others = [c for c in self.candidates if c.eligible and c is not self.choice]
-        if others:
-            o = others[0].row
-            margin, near = self._near_tie(o)
-            what += (f"; runner-up {label(o)}" + (f": {_gains(o)}" if o["mode"] != "fp32" else "")
-                     + f" ({margin:+.0%} p50{', ' + near if near else ''})")
+        if self.race is not None:  # the finalists raced: its verdict is the answer
+            names = {c.row["case_id"]: label(c.row) for c in self.candidates}
+            what = describe(self.race, names) + ("" if r["mode"] == "fp32" else f"; {label(r)}: {_gains(r)}")
+        else:
+            if r["mode"] == "fp32":
+                what = f"ship {label(r)}: no quantized mode within {self.max_drop:g} accuracy points is faster"
+            else:
+                what = f"ship {label(r)}: {_gains(r)}"
+            what += _timing_flags(r, self.noise)
+            if others:
+                o = others[0].row
+                margin, near = self._near_tie(o)
+                what += (f"; runner-up {label(o)}" + (f": {_gains(o)}" if o["mode"] != "fp32" else "")
+                         + f" ({margin:+.0%} p50{', ' + near if near else ''}; {NOT_RACED})")
         excluded = [c for c in self.candidates if not c.eligible and c.untrusted]
         if excluded:
             what += f"; {len(excluded)} excluded for untrusted timing ({', '.join(label(c.row) for c in excluded)})"
@@ -121,16 +137,43 @@ class Recommendation:
                      + (f" (noisy: >= {self.noise:g})" if iqr is not None and iqr >= self.noise else "")
                      + f"; run {r['run_id']}"]
             others = [c for c in self.candidates if c.eligible and c is not self.choice]
-            if others:
+            if self.race is not None:
+                lines.append(race_evidence(self.race, {c.row["case_id"]: _slashed(c.row) for c in self.candidates}))
+            elif others:
                 o = others[0].row
                 margin, near = self._near_tie(o)
                 tie = f"; {near} on this evidence" if near else ""
                 lines.append(f"runner-up {_slashed(o)}: p50 {o['latency_p50_ms']:.4g} ms "
-                             f"({margin:+.1%} slower{tie}); {others[0].why}")
+                             f"({margin:+.1%} slower{tie}; {NOT_RACED}); {others[0].why}")
         for c in self.candidates:
             if not c.eligible:
                 lines.append(f"excluded {_slashed(c.row)}: {c.why}")
         return lines
+
+
+def race_evidence(race: Race, names: dict[str, str]) -> str:
+    """The race in the evidence: its verdict, then every finalist's p50 per round."""
+    per = "; ".join(f"{names.get(c, c)}: " + " ".join(f"{row[i]:.4g}" for row in race.p50_ms) + " ms"
+                    for i, c in enumerate(race.finalists))
+    return (f"race of the finalists ({race.stopped}, {race.seconds:.1f} s of {race.cap_s:g} s, run {race.run_id}): "
+            f"{describe(race, names)}; p50 per round: {per}")
+
+
+def _raced(group: pd.DataFrame, cands: list[Candidate], limits: Limits) -> Optional[Race]:
+    """The race stored with the group's rows (their `race` column) among the finalists eligible
+    now, when it covers the best eligible candidate (p50 objective only): rows of the race's own
+    run, two finalists or more."""
+    if limits.goal != "p50" or "race" not in group or not cands or not cands[0].eligible:
+        return None
+    eligible = {c.row["case_id"]: c.row for c in cands if c.eligible}
+    for text in group["race"].dropna().unique():
+        race = Race.from_json(text)
+        if race is None:
+            continue
+        here = [c for c in race.finalists if c in eligible and eligible[c].get("run_id") == race.run_id]
+        if len(here) >= 2 and cands[0].row["case_id"] in here:
+            return race.among(here)
+    return None
 
 
 def recipe_slug(row: dict[str, Any]) -> str:
@@ -156,12 +199,20 @@ def label(row: dict[str, Any]) -> str:
 
 
 def _gains(row: dict[str, Any]) -> str:
-    """'1.52x faster than tflite fp32, -0.20 pts, 0.30 of the size' from the row's own comparisons."""
+    """'1.52x faster than tflite fp32 (one process pair: no between-process interval), -0.20 pts, 0.30
+    of the size', or over paired rounds '1.55x [1.50-1.61 @75%] faster than ...', from the row's own
+    comparisons."""
     parts = []
     speedup = number(row.get("speedup"))
     if speedup is not None and speedup > 0:
-        parts.append(f"{speedup:.2f}x faster than {row['framework']} fp32" if speedup >= 1
-                     else f"{1 / speedup:.2f}x slower than {row['framework']} fp32")
+        low, high, level = (number(row.get(c)) for c in ("speedup_ci_low", "speedup_ci_high", "speedup_ci_level"))
+        if low is not None and high is not None:  # over paired rounds: the interval at its true level
+            at = f" @{level_text(level)}" if level is not None else ""
+            parts.append(f"{speedup:.2f}x [{low:.2f}-{high:.2f}{at}] faster than {row['framework']} fp32" if speedup >= 1
+                         else f"{1 / speedup:.2f}x [{1 / high:.2f}-{1 / low:.2f}{at}] slower than {row['framework']} fp32")
+        else:
+            parts.append((f"{speedup:.2f}x faster than {row['framework']} fp32" if speedup >= 1
+                          else f"{1 / speedup:.2f}x slower than {row['framework']} fp32") + f" ({ONE_PAIR})")
     delta = number(row.get("accuracy_delta"))
     if delta is not None:
         parts.append(f"{100 * delta:+.2f} pts" + ("" if row_higher_is_better(row) else " (lower is better)"))
@@ -193,9 +244,13 @@ def recommend(rows: pd.DataFrame, limits: Union[Limits, float, None] = None, noi
         applied = group_limits(group["suite"] if "suite" in group else (), flags, declared)
         cands = [candidate(row, applied) for row in group.to_dict("records")]
         cands.sort(key=lambda c: (not c.eligible, *rank(c, applied)))
+        race = _raced(group, cands, applied)
+        if race is not None:  # the race's leader first: paired rounds decide, not separately timed p50s
+            leader = race.verdict().leader
+            cands.sort(key=lambda c: (not c.eligible, c.row["case_id"] != leader))  # stable: the rest keep their rank
         choice = cands[0] if cands and cands[0].eligible else None
         out.append(Recommendation(str(target), str(model), int(batch), applied.accuracy_drop, choice, cands, noise=noise,
-                                  limits=applied))
+                                  limits=applied, race=race))
     return out
 
 
