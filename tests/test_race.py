@@ -129,6 +129,11 @@ def test_stored_races_are_what_recommend_answers_with(session, monkeypatch):
     assert "interleaved round" in rec.headline() and "race of the finalists" in "\n".join(rec.evidence())
     for case_id in race.finalists:
         assert Race.from_json(df[df["case_id"] == case_id]["race"].iloc[0]) == race
+    from harness.history.answer_json import recommendation
+
+    doc = recommendation(rec)  # quantbench recommend --json: the race beside the choice
+    assert doc["race"]["leader"] == rec.choice.row["case_id"] and doc["race"]["rounds"] == len(race.p50_ms)
+    assert doc["race"]["verdict"] == ("winner" if race.verdict().winner else "tie")
     # the same rows without the race column: p50s of separate processes, and the answer says so
     plain = recommend(df.drop(columns=["race"]), 100.0)
     [bare] = [r for r in plain if r.model == "tiny"]

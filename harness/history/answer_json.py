@@ -8,6 +8,7 @@ One JSON document (FORMAT, below, is its version) that CI reads instead of the a
                           "choice": <case> | null, "runner_up": <case> | null,
                           "no_mode_meets": null | {"limits": "...", "closest": <case> | null},
                           "excluded": [{<case identity>, "reason": "...", "broke": ["max_p99_ms"]}],
+                          "race": null | {"verdict": "winner"|"tie", "leader", "versus": [...], "rounds", ...},
                           "headline": "..."}],
      "fleet": [{"model", "batch_size", "devices", "answer", "kind"}]}
 
@@ -74,8 +75,24 @@ def recommendation(rec: Recommendation) -> dict[str, Any]:
             "limits": rec.limits.describe(), "closest": case(closest, rec.noise)},
         "excluded": [{**identity(c.row), "status": c.row.get("status"), "reason": c.why, "broke": list(c.broke),
                       "untrusted_timing": c.untrusted} for c in rec.candidates if not c.eligible],
+        "race": race(rec),
         "headline": rec.headline(),
     }
+
+
+def race(rec: Recommendation) -> Optional[dict[str, Any]]:
+    """The race of the finalists that decided the choice (harness/race.py), or None: its verdict
+    ('winner' or 'tie'), the leader, each other finalist's median paired ratio (its p50 / the
+    leader's) with the interval and its true level, and the per-round p50s."""
+    if rec.race is None:
+        return None
+    v = rec.race.verdict()
+    return {"verdict": "winner" if v.winner else "tie", "leader": v.leader, "tied": [o.case_id for o in v.tied],
+            "versus": [{"case_id": o.case_id, "ratio": o.ratio, "ci_low": o.interval.low if o.interval else None,
+                        "ci_high": o.interval.high if o.interval else None,
+                        "ci_level": o.interval.level if o.interval else None, "separated": o.separated} for o in v.others],
+            "rounds": v.rounds, "finalists": list(rec.race.finalists), "p50_ms": [list(r) for r in rec.race.p50_ms],
+            "stopped": rec.race.stopped, "seconds": rec.race.seconds, "cap_s": rec.race.cap_s, "run_id": rec.race.run_id}
 
 
 def document(recs: list[Recommendation], fleet: list = (), flags: Limits = Limits(),
