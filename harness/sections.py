@@ -231,6 +231,7 @@ class Comparison(Section):
     baseline_throttled: Any = UNSET  # the fp32 side of the speedup (its paired rounds, or its row) ran throttled
     baseline_valid: Any = UNSET  # ... met its timing minimums (False: stopped at its time cap)
     baseline_timing_note: Any = UNSET  # which baseline round or row, and why
+    race: Any = UNSET  # the race of the finalists this case was one of (harness/race.py: JSON, written after the run's cases)
     paired_disagree: Any = UNSET  # the paired rounds' verdict: replaces the latency section's rounds_disagree
 
     def columns(self) -> dict[str, Any]:
