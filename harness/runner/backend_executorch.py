@@ -90,11 +90,16 @@ class Backend:
             "runtime_reads": reads,
             "executorch_version": _USED["executorch_version"],
             "delegates": have,
-            "num_threads": _portable._threadpool_get_thread_count() if self.bindings else None,
+            "num_threads": self._thread_count(),
             "threads_note": None if self.bindings else (
                 "executorch-numpy-runtime does not set XNNPACK's thread pool: its default (one thread per core)"),
             "runtime_env": os.environ.get(executorch_runtime.CHOICE_ENV) or None,
         }
+
+    def _thread_count(self):
+        """The bindings' thread pool size (executorch 1.0.x has no getter: None there)."""
+        getter = getattr(_portable, "_threadpool_get_thread_count", None) if self.bindings else None
+        return getter() if getter else None
 
     def prepare(self, feed: Dict[str, np.ndarray]) -> List[Any]:
         """The inputs in the program's dtypes and the standard memory layout, once, outside the timed region."""
