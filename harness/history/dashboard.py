@@ -1,6 +1,8 @@
 """The static dashboard: index.html (targets, models, the recommended mode of each) and one
 page per target (Pareto plot with the recommendation marked, size/memory/energy bars, the
-latest verdicts against the baseline, trend plots per case with step-detected regressions).
+evidence behind the answer: each case's latencies per round, its power trace, the candidates
+with their intervals (evidence_svg), the latest verdicts against the baseline, trend plots per
+case with step-detected regressions).
 
 Everything is local files (HTML, inline CSS, PNGs under img/): open index.html from disk
 or serve the folder; nothing is fetched from the network.
@@ -16,7 +18,7 @@ from typing import Any, Optional, Union
 
 import pandas as pd
 
-from harness.history import plots, trend_svg
+from harness.history import evidence_svg, plots, trend_svg
 from harness.history.gates import Gates
 from harness.history.recommend import DEFAULT_MAX_DROP, Recommendation, as_limits, limits_suffix, recommend
 from harness.history.regress import IMPROVEMENT, KEY, REGRESSION, case_key, current_rows, format_change, format_p
@@ -219,6 +221,61 @@ def _sensitivity_section(rows: pd.DataFrame, img: Path, name: str, out: Path) ->
             f"number of layers each search kept float, dashed: fp32 less the budget.</figcaption></figure>{table}")
 
 
+def _labels(rows: list[dict]) -> list[str]:
+    """'framework mode', with the recipe where two rows share both."""
+    plain = [f"{r['framework']} {r['mode']}" for r in rows]
+    return [p if plain.count(p) == 1 else f"{p} ({str(r.get('recipe') or '')[:24]})" for p, r in zip(plain, rows)]
+
+
+def _evidence_section(db, rows: pd.DataFrame, rec: Recommendation, img: Path, name: str, out: Path) -> str:
+    """What the answer rests on, drawn from what is stored: each case's latencies per round
+    (a process at the slow level stands apart), the power trace of each timed window, and the
+    candidates with their intervals."""
+    ok = [r for r in rows.to_dict("records") if r.get("status") == "ok" and number(r.get("result_pk")) is not None]
+    ok.sort(key=lambda r: (r["framework"], r["mode"] != "fp32", r["mode"], str(r.get("recipe"))))
+    if not ok:
+        return ""
+    labels = dict(zip((r["case_id"] for r in ok), _labels(ok)))
+    arrays = db.latency_arrays([int(r["result_pk"]) for r in ok])
+    cases = [(labels[r["case_id"]], evidence_svg.split_rounds(arrays[int(r["result_pk"])], r.get("round_n_runs")))
+             for r in ok if int(r["result_pk"]) in arrays]
+    parts = ["<h3>Evidence</h3>"]
+    if cases:
+        svg, apart = evidence_svg.latency_rounds(cases, f"{rec.model}, batch {rec.batch_size}: latencies per round",
+                                                 img / f"rounds-{name}.svg")
+        rounds = sum(len(r) for _, r in cases)
+        parts.append(f"<figure data-evidence=\"latency-rounds\" data-cases=\"{len(cases)}\" data-rounds=\"{rounds}\" "
+                     f"data-apart=\"{len(apart)}\"><img src=\"{svg.relative_to(out).as_posix()}\" alt=\"latency "
+                     f"distribution per round of each case\"><figcaption>Each case's latencies in each round (one runner "
+                     f"process per round), newest run. "
+                     + (f"Rounds apart from their case (another speed level): {_e('; '.join(apart))}." if apart else
+                        "No round stands apart from its case.") + "</figcaption></figure>")
+    traces = db.power(run_id=sorted({r["run_id"] for r in ok}))
+    for r in ok:
+        trace = traces[(traces["run_id"] == r["run_id"]) & (traces["case_id"] == r["case_id"])]
+        if not len(trace):
+            continue
+        svg = evidence_svg.power_trace(list(zip(trace["t_s"], trace["power_w"])), number(r.get("idle_power_w")),
+                                       f"{r['case_id']}: power over its timed window", img / f"power-{slug(r['case_id'])}.svg")
+        parts.append(f"<figure data-evidence=\"power-trace\" data-case=\"{_e(r['case_id'])}\" data-samples=\"{len(trace)}\">"
+                     f"<img src=\"{svg.relative_to(out).as_posix()}\" alt=\"power trace of {_e(r['case_id'])}\">"
+                     f"<figcaption>{_e(labels[r['case_id']])}: {len(trace)} power samples over the timed window "
+                     f"({_e(r.get('power_source'))}), the idle power read before it dashed.</figcaption></figure>")
+    eligible = [c for c in rec.candidates if c.eligible]
+    if eligible:
+        chosen = (rec.choice.row.get("case_id"), rec.choice.row.get("run_id")) if rec.choice else None
+        entries = [evidence_svg.candidate_entry(c.row, f"{c.row['framework']} {c.row['mode']}",
+                                                (c.row.get("case_id"), c.row.get("run_id")) == chosen) for c in eligible]
+        svg = evidence_svg.candidates(entries, f"{rec.model}, batch {rec.batch_size}: the answer's candidates",
+                                      img / f"candidates-{name}.svg")
+        parts.append(f"<figure data-evidence=\"candidates\" data-candidates=\"{len(entries)}\"><img "
+                     f"src=\"{svg.relative_to(out).as_posix()}\" alt=\"the answer's candidates with their intervals\">"
+                     f"<figcaption>The modes the candidate rule let through, fastest first: speedup vs fp32 with its "
+                     f"interval over paired rounds at its stated level, accuracy with its 95% interval; green: the "
+                     f"answer.</figcaption></figure>")
+    return "".join(parts)
+
+
 def _target_page(db, target: str, out: Path, max_drop, gates: Gates) -> tuple[str, list[tuple[Recommendation, str]], dict]:
     history = db.results(target=target)
     runs = db.runs(target=target)  # runs across devices included
@@ -254,7 +311,8 @@ def _target_page(db, target: str, out: Path, max_drop, gates: Gates) -> tuple[st
                  f"framework's fp32.</figcaption></figure>",
                  f"<figure><img src=\"{bar.relative_to(out).as_posix()}\" alt=\"size, memory and energy of "
                  f"{_e(rec.model)} on {_e(target)}\"></figure>",
-                 "<h3>Newest result of each case</h3>", _latest_table(rows), _sensitivity_section(rows, img, name, out),
+                 "<h3>Newest result of each case</h3>", _latest_table(rows), _evidence_section(db, rows, rec, img, name, out),
+                 _sensitivity_section(rows, img, name, out),
                  "<h3>Trends</h3>", "<div class=\"grid\">"]
         gate_bad = verdicts[(verdicts["verdict"] == REGRESSION) & (verdicts["quantity"] == "latency_p50_ms")] \
             if len(verdicts) else pd.DataFrame(columns=["case_id", "run_id"])
