@@ -24,6 +24,11 @@ from targets.fleet import BoardLeases, BoardUnusable, Lease, Placement
 HOST_KINDS = ("local", "cuda")  # targets that run on this host: they share its CPU with builds
 
 
+def _powered(config: TargetConfig, held: Any) -> bool:
+    """A labgrid place held for the case, with a power port."""
+    return held is not None and bool((config.settings.get("labgrid") or {}).get("power"))
+
+
 class Boards:
     """The boards this process opened, by name, and the run's leases on them."""
 
@@ -115,6 +120,11 @@ class Boards:
                 board.target.ready(self.progress, quick=bool(placement.pool))
             except TargetError as exc:
                 reason = " ".join(str(exc).split())
+                note = self._power_cycle(lease.board, lease.held, reason, case.case_id) if _powered(lease.board, lease.held) else None
+                if note:  # a labgrid place brought back by its power port
+                    lease.power_note, board = note, self.opened[lease.board.name]
+                    board.pool = placement.pool
+                    return lease, board
                 if placement.pool:
                     self.leases.mark_gone(lease.board.name, reason)  # before releasing: nobody else tries it
                 lease.release()
@@ -151,43 +161,47 @@ class Boards:
 
     def revive(self, board: Board, row: dict[str, Any], held: Any) -> Optional[str]:
         """A labgrid place with a power port whose board failed a case and does not answer
-        (after its reconnect window; a pool's board: one attempt): power-cycle it through
-        labgrid, wait for SSH (the lab's power_wait_s), run `targets check` on it. Returns the
-        row's note when the board is back (the case is then run once more), else None (the
-        board is handled as lost, with the reason in the run's log)."""
-        if held is None or row.get("status") != STATUS_ERROR or not (board.config.settings.get("labgrid") or {}).get("power"):
+        (after its reconnect window; a pool's board: one attempt): power-cycled (`_power_cycle`).
+        Returns the row's note when the board is back (the case is then run once more), else
+        None (the board is handled as lost, with the reason in the run's log)."""
+        if not _powered(board.config, held) or row.get("status") != STATUS_ERROR:
             return None
         try:
             board.target.ready(self.progress, quick=bool(board.pool))
             return None  # it answers: the case failed for another reason
         except TargetError as exc:
-            reason = " ".join(str(exc).split())
+            return self._power_cycle(board.config, held, " ".join(str(exc).split()), row["case_id"])
+
+    def _power_cycle(self, config: TargetConfig, held: Any, reason: str, case_id: str) -> Optional[str]:
+        """Cycle the place's power through labgrid, wait for SSH (the lab's power_wait_s), open
+        the board again and run the `targets check` probe (runner.facts). The note, or None."""
         started = time.time()
-        self.log(f"[{row['case_id']}] board {board.name} stopped answering; power-cycling labgrid place {held.place}: {reason}")
+        self.log(f"[{case_id}] board {config.name} stopped answering; power-cycling labgrid place {held.place}: {reason}")
         self.progress(f"power-cycling {held.place} through labgrid")
         try:
             held.power_cycle()
             deadline = time.monotonic() + held.power_wait_s
             while True:
                 try:
+                    board = self.open(config)  # connects (and runs runner.facts) if it never answered before
                     board.target.ready(self.progress, quick=True)
+                    board.target.facts()  # what `quantbench targets check` runs: the runner starts there again
                     break
                 except TargetError as exc:
                     if time.monotonic() > deadline:
                         raise TargetError(f"SSH did not come back within {held.power_wait_s:g} s of the power cycle: {exc}") from None
                     time.sleep(1.0)
-            board.target.facts()  # what `quantbench targets check` runs: the runner starts there again
         except TargetError as exc:
-            self.log(f"[{row['case_id']}] power cycle of labgrid place {held.place} did not bring {board.name} back: "
+            self.log(f"[{case_id}] power cycle of labgrid place {held.place} did not bring {config.name} back: "
                      f"{' '.join(str(exc).split())}")
             return None
         back = time.time() - started
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
-        board.power_cycles.append({"at": at, "place": held.place, "case": row["case_id"], "reason": reason,
+        board.power_cycles.append({"at": at, "place": held.place, "case": case_id, "reason": reason,
                                    "back_after_s": round(back, 1)})
-        self.log(f"[{row['case_id']}] labgrid place {held.place} power-cycled; SSH and targets check ok after {back:.0f} s")
+        self.log(f"[{case_id}] labgrid place {held.place} power-cycled; SSH and targets check ok after {back:.0f} s")
         return (f"power-cycled labgrid place {held.place} at {at} after the board stopped answering ({reason}); "
-                f"SSH and targets check ok after {back:.0f} s; the case ran again")
+                f"SSH and targets check ok after {back:.0f} s; the case ran after it")
 
     def gone(self, board: Board) -> bool:
         """Whether a pool's board left the pool (it died measuring the fp32 baseline)."""

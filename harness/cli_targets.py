@@ -1,6 +1,8 @@
-"""`quantbench targets`: list the inventory (targets and pools); `targets check NAME`: connect
-and print what a user needs before a long run (`check pool:NAME` checks every board of the
-pool and says which are usable); `targets clean NAME`: empty an ssh device's upload cache.
+"""`quantbench targets`: list the inventory (targets and pools, and the places of a labgrid
+coordinator: targets/labgrid_listing.py); `targets check NAME`: connect and print what a user
+needs before a long run (`check pool:NAME` checks every board of the pool and says which are
+usable; `check lab:...` each matching place, acquired for the check); `targets clean NAME`:
+empty an ssh device's upload cache.
 Registered in harness.cli.COMMANDS."""
 from __future__ import annotations
 
@@ -147,8 +149,13 @@ def check_boards(boards: list[TargetConfig], cache_dir: Path) -> dict[str, tuple
         return dict(zip([b.name for b in boards], pool.map(one, boards)))
 
 
-def check_pool(name: str, boards: list[TargetConfig], cache_dir: Path, as_json: bool) -> int:
-    results = check_boards(boards, cache_dir)
+def check_pool(name: str, boards: list[TargetConfig], cache_dir: Path, as_json: bool, lab=None) -> int:
+    if lab is not None:  # labgrid places: each acquired at the coordinator while it is checked
+        from targets.labgrid_listing import check_places
+
+        results = check_places(boards, lab, lambda board: device_facts(board, cache_dir))
+    else:
+        results = check_boards(boards, cache_dir)
     if as_json:
         print(json.dumps({b: {"usable": facts is not None, "facts": facts, "reason": why or None}
                           for b, (facts, why) in results.items()}, indent=1))
@@ -173,6 +180,14 @@ def cmd_targets(args: argparse.Namespace, rest: list[str]) -> int:
     inventory = fleet.targets
     if args.action == "list":
         print(list_targets(inventory, fleet.pools))
+        from targets.labgrid_listing import coordinators
+
+        if coordinators(fleet.labs, fleet.lab_defaults):  # a labgrid lab in the inventory or $LG_COORDINATOR
+            from targets.labgrid_listing import list_places
+
+            text, ok = list_places(fleet.labs, fleet.lab_defaults)
+            print("\n" + text)
+            return 0 if ok else 1
         return 0
     if not args.name:
         print(f"quantbench targets {args.action}: name a target or pool:NAME; known: {', '.join(sorted(inventory))}"
@@ -186,9 +201,9 @@ def cmd_targets(args: argparse.Namespace, rest: list[str]) -> int:
     except TargetError as exc:
         print(f"quantbench targets {args.action}: {exc}", file=sys.stderr)
         return 2
-    if placement.pool:
+    if placement.pool or (placement.lab and args.action == "check"):
         if args.action == "check":
-            return check_pool(placement.name, list(placement.boards), _cache_dir(args), args.json)
+            return check_pool(placement.name, list(placement.boards), _cache_dir(args), args.json, placement.lab)
         return max(clean_target(board, args) for board in placement.boards)
     config = placement.boards[0]
     try:

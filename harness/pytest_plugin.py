@@ -38,7 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("quantbench")
     group.addoption("--target", default="local",
                     help="where to run: a target from the inventory (default: local), several (a,b: every case on "
-                         "each), or a pool of identical boards (pool:NAME: every case once, on a free board)")
+                         "each), a pool of identical boards (pool:NAME: every case once, on a free board), or labgrid "
+                         "places (lab:PLACE, lab:key=value+key=value: held at the coordinator across runs)")
     # defaults relative to the rootdir (when pytest found its configuration) or the working directory: harness/settings.py
     group.addoption("--qb-inventory", default=None,
                     help=f"target inventory file (default: ${settings.INVENTORY_ENV} or <rootdir>/targets.toml)")

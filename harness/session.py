@@ -153,7 +153,7 @@ class BenchSession(RunnerJobs):
         acquired = time.time()
         try:
             self._use(board)
-            self._waited, self._held = lease.waited_s, lease.held
+            self._waited, self._held, self._power_note = lease.waited_s, lease.held, lease.power_note
             if case.mode == BASELINE_MODE and case.recipe is not None:
                 measured = self._baseline_on(board, case)
             else:
@@ -166,7 +166,7 @@ class BenchSession(RunnerJobs):
                     measured = self._measure(case, baseline)
                     self.boards.lost(board, measured.row)
         finally:
-            self._held = None
+            self._held = self._power_note = None
             lease.release()
             self.store.log(f"[{case.case_id}] lease {board.name} {acquired:.3f}-{time.time():.3f} "
                            f"(waited {lease.waited_s:.2f} s, worker {self.worker or 'main'})")
@@ -192,11 +192,11 @@ class BenchSession(RunnerJobs):
         measured = self._timed(case, baseline)
         note = self.boards.revive(self.board, measured.row, self._held)
         if note:
-            self._power_note = note
+            before, self._power_note = self._power_note, note
             try:
                 measured = self._timed(case, baseline)
             finally:
-                self._power_note = None
+                self._power_note = before
         return measured
 
     def _baseline_on(self, board: Board, fp32: Case) -> Measured:

@@ -48,13 +48,16 @@ class Placement:
         return f"{POOL_PREFIX}{self.name}" if self.pool and not self.lab else self.name
 
 
-def lab_placement(name: str, spec, log: Callable[[str], None] = lambda line: None) -> Placement:
-    """The places a labgrid spec matches, as a placement (a pool unless it names one place)."""
+def lab_placement(name: str, spec) -> Placement:
+    """The places a labgrid spec matches, as a placement (a pool unless it names one place); a
+    matching place that cannot be used (no NetworkService) is left out with a line on stderr."""
+    import sys
+
     from targets.labgrid_place import boards
 
     found, left_out = boards(name, spec)
     for note in left_out:
-        log(f"{name}: {note}; left out")
+        print(f"quantbench: {name}: {note}; left out", file=sys.stderr)
     return Placement(name, tuple(found), pool=None if spec.place else name, lab=spec)
 
 
@@ -107,6 +110,7 @@ class Lease:
     waited_s: float  # how long acquiring took (all boards busy)
     _lock: Optional[FileLock] = None  # None: nothing to share the board with (one target, one process)
     held: Any = None  # targets.labgrid_place.Held: the labgrid place, acquired at the coordinator
+    power_note: Optional[str] = None  # the place was power-cycled through labgrid before the case could run
 
     def release(self) -> None:
         try:

@@ -123,8 +123,6 @@ def test_two_runs_on_one_tag_pool_never_share_a_board(lab):
 def test_coordinator_down_no_match_and_held_too_long_each_give_one_line(lab, tmp_path):
     where, started, _ = lab
     write_suite(where, modes=("fp32",))
-    dead = subprocess.run(command(where, "down", "--target=lab:board=shelf"), cwd=where, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "LG_COORDINATOR": "127.0.0.1:9"})
     inventory = (where / "targets.toml").read_text()
     (where / "nocoord.toml").write_text(inventory.replace(f'coordinator = "{started.address}"\n', ""))
     down = subprocess.run(command(where, "down", "--target=lab:board=shelf", f"--qb-inventory={where / 'nocoord.toml'}"),
@@ -132,13 +130,22 @@ def test_coordinator_down_no_match_and_held_too_long_each_give_one_line(lab, tmp
     assert down.returncode != 0
     lines = [line for line in (down.stdout + down.stderr).splitlines() if "labgrid coordinator 127.0.0.1:9" in line]
     assert len(lines) == 1 and "is not reachable" in lines[0], down.stdout + down.stderr
-    del dead
 
     nomatch = subprocess.run(command(where, "nomatch", "--target=lab:board=nothing"), cwd=where, capture_output=True,
                              text=True, timeout=300)
     assert nomatch.returncode != 0
     lines = [line for line in (nomatch.stdout + nomatch.stderr).splitlines() if "matches places tagged board=nothing" in line]
     assert len(lines) == 1 and "dev-a [board=shelf]" in lines[0], nomatch.stdout + nomatch.stderr
+
+    from labgrid.remote.generated import labgrid_coordinator_pb2 as pb2
+
+    started.admin(("AddPlace", pb2.AddPlaceRequest(name="bare")),  # a place whose exporter publishes nothing
+                  ("SetPlaceTags", pb2.SetPlaceTagsRequest(placename="bare", tags={"board": "bare"})))
+    bare = subprocess.run(command(where, "bare", "--target=lab:board=bare"), cwd=where, capture_output=True, text=True,
+                          timeout=300)
+    assert bare.returncode != 0
+    lines = [line for line in (bare.stdout + bare.stderr).splitlines() if "place bare has no NetworkService" in line]
+    assert len(lines) == 1, bare.stdout + bare.stderr
 
     from targets.labgrid_client import LabClient
 
@@ -210,4 +217,58 @@ def test_a_board_that_stops_answering_is_power_cycled_through_labgrid_and_the_ca
     assert [e[2] for e in started.switch.events] == ["off", "on"]
     manifest = json.loads((where / "results" / "power" / "run.json").read_text())
     assert manifest["targets"]["lab:dev-c"]["power_cycles"][0]["place"] == "dev-c", manifest["targets"]
+    assert not acquired(started)
+
+
+def test_targets_lists_places_with_their_holders_and_checks_a_tag_pool(lab):
+    import re
+
+    where, started, _ = lab
+    cli = [sys.executable, "-m", "harness.cli", "targets"]
+    inventory = ["--inventory", str(where / "targets.toml")]
+    from targets.labgrid_client import LabClient
+
+    other = LabClient(started.address)
+    try:
+        assert other.acquire("dev-b") is None
+        listed = subprocess.run(cli + inventory, capture_output=True, text=True, timeout=120)
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert f"labgrid {started.address}: 3 place(s)" in listed.stdout, listed.stdout
+        assert re.search(r"^dev-a\s+board=shelf\s+free\s+\S+@127\.0\.0\.1:\d+\s+-\s+shelf$", listed.stdout, re.M), listed.stdout
+        assert re.search(rf"^dev-b\s+board=shelf\s+held by {re.escape(other.holder)} for \d+ s\s", listed.stdout, re.M)
+        assert re.search(r"^dev-c\s+.*NetworkPowerPort\s+shelf$", listed.stdout, re.M), listed.stdout
+        check = subprocess.run(cli + ["check", "lab:board=shelf"] + inventory, capture_output=True, text=True, timeout=300)
+    finally:
+        other.release("dev-b")
+        other.close()
+    assert check.returncode == 1, check.stdout + check.stderr  # dev-b was held: reported, not checked
+    assert re.search(r"^dev-a: usable$", check.stdout, re.M) and re.search(r"^dev-c: usable$", check.stdout, re.M), check.stdout
+    assert re.search(rf"^dev-b: NOT usable: labgrid place dev-b not checked: held by {re.escape(other.holder)}", check.stdout, re.M)
+    assert check.stdout.count("  runtimes ") == 2
+    assert not acquired(started)  # the check released what it acquired
+    down = subprocess.run(cli + inventory, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "LG_COORDINATOR": "127.0.0.1:9"})
+    assert down.returncode == 0  # the inventory names its own coordinator; LG_COORDINATOR is not consulted
+
+
+def test_a_power_port_that_fails_to_cycle_is_said_and_the_board_handled_as_lost(lab):
+    """As above, but the power switch itself is gone: the cycle's failure is in run.log, the
+    interrupted case is an error (the finished ones stay), and the place is released."""
+    where, started, sshds = lab
+    write_suite(where, modes=("fp32", "dynamic-int8"))
+    proc = start(where, "nopower", "--target=lab:dev-c", "--min-duration", "2", "--max-duration", "4")
+    deadline = time.monotonic() + 300
+    while not running_on(where / "work-dev-c"):
+        assert proc.poll() is None and time.monotonic() < deadline, finish(proc)[1][-3000:]
+        time.sleep(0.05)
+    started.switch.close()
+    sshds["dev-c"].kill()
+    code, output = finish(proc)
+    assert code == 1, output[-4000:]
+    found = rows(where, "nopower")
+    assert len(found) == 2 and [r["status"] for r in found.values()].count("error") >= 1, output[-3000:]
+    assert not any(isinstance(r.get("power_cycled"), str) for r in found.values())
+    log = (where / "results" / "nopower" / "run.log").read_text()
+    assert "power cycle of labgrid place dev-c did not bring lab:dev-c back: power cycle of place dev-c through its " \
+           "NetworkPowerPort (simplerest http://127.0.0.1:" in log, log[-3000:]
     assert not acquired(started)
