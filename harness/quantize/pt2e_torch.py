@@ -66,7 +66,11 @@ def make_quantizer(name: str, is_qat: bool = False, keep_float: Iterable[str] = 
     config = getattr(module, config_name)(is_qat=is_qat, **CONFIG_ARGS.get(name, {}))
     quantizer = getattr(module, class_name)().set_global(config)
     for layer in keep_float:
-        quantizer.set_module_name_qconfig(layer, None)  # None: leave this module in float
+        if hasattr(quantizer, "set_module_name_qconfig"):
+            quantizer.set_module_name_qconfig(layer, None)  # None: leave this module in float
+        else:  # XNNPACKQuantizer.set_module_name refuses None ("not supported yet"), but its
+            # global config skips the named modules and a None config annotates nothing
+            quantizer.module_name_config[layer] = None
     return quantizer
 
 
