@@ -272,3 +272,77 @@ def test_a_power_port_that_fails_to_cycle_is_said_and_the_board_handled_as_lost(
     assert "power cycle of labgrid place dev-c did not bring lab:dev-c back: power cycle of place dev-c through its " \
            "NetworkPowerPort (simplerest http://127.0.0.1:" in log, log[-3000:]
     assert not acquired(started)
+
+
+class _PiPower:
+    """The emulated Pi behind a proxy, as its power switch sees it: off stops the device (its sshd
+    and every process of its sessions), on starts it again on the same port and lets the link carry
+    traffic again (a board whose network hung comes back with the board)."""
+
+    def __init__(self, device, proxy) -> None:
+        self.device, self.proxy = device, proxy
+        self.address, self.port = "127.0.0.1", proxy.port
+
+    def stop(self) -> None:
+        self.device.stop()
+
+    def start(self) -> None:
+        self.device.start()
+        self.proxy.frozen.clear()
+        self.proxy.cut()  # the connections frozen before the cycle belong to the old boot
+
+
+def test_the_emulated_pi_power_cycled_through_labgrid_after_its_link_goes_silent(tmp_path):
+    """The issue's end-to-end case: an emulated Raspberry Pi 5 published as a labgrid place with
+    a power port; its link goes silent (a proxy freezes) mid-case, past the reconnect window;
+    quantbench power-cycles the place through labgrid, waits for SSH, checks the board, and the
+    interrupted case runs again, ok, with the row saying it was power-cycled."""
+    from harness.testing.sshd import Proxy
+    from tests import emulated_pi
+
+    device = emulated_pi.start(tmp_path / "pi")
+    module = emulated_pi.script()
+    proxy = Proxy(device.port)
+    started = proc = None
+    try:
+        started = Lab.start(tmp_path / "lab")
+        started.export({"pi5-a": Board(_PiPower(device, proxy), {"board": "rpi5"}, power=True, username=module.USER)})
+        known = tmp_path / "known_hosts"
+        known.write_text(device.known_hosts.read_text().replace(f"]:{device.port} ", f"]:{proxy.port} "))
+        defaults = {"coordinator": started.address, "python": f"{module.MAIN_VENV}/bin/python",
+                    "identity_file": str(device.user_key), "known_hosts": str(known), "ssh_config": "",
+                    "workdir": "~/.cache/quantbench", "profile": "raspberry-pi-5", "threads": 1, "case_timeout_s": 1800.0,
+                    "connect_timeout_s": 10.0, "command_timeout_s": 300.0, "keepalive_s": 2.0, "retries": 1,
+                    "backoff_s": 0.5, "reconnect_window_s": 5.0, "power_wait_s": 300.0}
+        (tmp_path / "targets.toml").write_text(
+            inventory_toml({"x": defaults}).replace('[targets."x"]', "[labgrid]").replace("[targets.x]", "[labgrid]"))
+        x_train, y_train, x_calib, x_eval, y_eval = digits_flat()
+        logistic_regression(tmp_path / "logreg.onnx")
+        write_npz(tmp_path / "data.npz", x_eval, y_eval, x_calib)
+        write_suite(tmp_path, modes=("fp32", "dynamic-int8"))
+        proc = start(tmp_path, "pi", "--target=lab:board=rpi5", "--min-runs", "3", "--min-duration", "0",
+                     "--max-duration", "1", "--warmup-runs", "1")
+        deadline = time.monotonic() + 900
+        while not running_on(device.home() / ".cache" / "quantbench"):  # a runner is working on the Pi
+            assert proc.poll() is None and time.monotonic() < deadline, finish(proc)[1][-3000:]
+            time.sleep(0.1)
+        proxy.freeze()
+        code, output = finish(proc, 1500)
+        assert code == 0, output[-4000:]
+        found = rows(tmp_path, "pi")
+        assert all(r["status"] == "ok" for r in found.values()), [r["reason"] for r in found.values()]
+        cycled = [r for r in found.values() if isinstance(r.get("power_cycled"), str)]
+        assert len(cycled) == 1 and "power-cycled labgrid place pi5-a" in cycled[0]["power_cycled"], cycled
+        assert cycled[0]["profile"] == "raspberry-pi-5" and cycled[0]["lab_place"] == "pi5-a"
+        assert [e[2] for e in started.switch.events] == ["off", "on"]
+        manifest = json.loads((tmp_path / "results" / "pi" / "run.json").read_text())
+        assert manifest["targets"]["pi5-a"]["power_cycles"][0]["place"] == "pi5-a"
+        assert not acquired(started)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if started is not None:
+            started.stop()
+        proxy.close()
+        emulated_pi.stop(device)

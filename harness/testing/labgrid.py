@@ -49,10 +49,12 @@ def _wait(predicate, timeout_s: float, what: str, proc: Optional[subprocess.Pope
 
 class PowerSwitch:
     """An HTTP power switch on loopback: GET /<board>/0 turns a board off, /<board>/1 on,
-    /<board> reads 1 or 0 (labgrid's simplerest protocol). `boards`: name -> Sshd."""
+    /<board> reads 1 or 0 (labgrid's simplerest protocol). `boards`: name -> anything with
+    stop() and start() (an Sshd, the emulated Pi's Device)."""
 
     def __init__(self, boards: Mapping) -> None:
         self.boards = dict(boards)
+        self.on = {name: True for name in self.boards}
         self.events: list[tuple[float, str, str]] = []  # (time, board, "on"/"off")
         switch = self
 
@@ -66,10 +68,11 @@ class PowerSwitch:
                 if len(parts) > 1 and parts[1] in ("0", "1"):
                     if parts[1] == "0":
                         sshd.stop()
-                    elif sshd.proc is None:
+                    elif not switch.on[parts[0]]:
                         sshd.start()
+                    switch.on[parts[0]] = parts[1] == "1"
                     switch.events.append((time.time(), parts[0], "on" if parts[1] == "1" else "off"))
-                body = b"1" if sshd.proc is not None else b"0"
+                body = b"1" if switch.on[parts[0]] else b"0"
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -92,11 +95,16 @@ class PowerSwitch:
 
 @dataclass
 class Board:
-    """A board to publish: an sshd (harness.testing.sshd), the place's tags, whether it has a power port."""
+    """A board to publish: an sshd (harness.testing.sshd, or anything with address, port, stop()
+    and start()), the place's tags, whether it has a power port; `username`, `address` and `port`
+    override what its NetworkService says (a proxy in front of it, another account)."""
 
     sshd: object
     tags: Mapping[str, str] = field(default_factory=dict)
     power: bool = False
+    username: Optional[str] = None
+    address: Optional[str] = None
+    port: Optional[int] = None
 
 
 @dataclass
@@ -149,7 +157,8 @@ class Lab:
         import getpass
 
         for board, spec in boards.items():
-            group = {"NetworkService": {"address": spec.sshd.address, "username": getpass.getuser(), "port": spec.sshd.port}}
+            group = {"NetworkService": {"address": spec.address or spec.sshd.address, "username": spec.username or getpass.getuser(),
+                                        "port": spec.port or spec.sshd.port}}
             if spec.power:
                 group["NetworkPowerPort"] = {"model": "simplerest", "host": self.switch.url(board), "index": 0}
             resources[board] = group

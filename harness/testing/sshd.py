@@ -184,7 +184,7 @@ class Proxy:
                     if not data:
                         return
                     peers[sock].sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a socket cut() closed while this pump was frozen
             return
         finally:
             if not self.frozen.is_set():
