@@ -42,7 +42,7 @@ def list_places(labs: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[s
             finally:
                 lab.close()
         except LabError as exc:
-            blocks.append(f"labgrid {address}: {exc}")
+            blocks.append(str(exc))  # names the coordinator
             ok = False
             continue
         rows = [("place", "tags", "state", "ssh", "power", "inventory")]
