@@ -52,8 +52,9 @@ test_torch = torch_arm.pytest_cases()
 test_others = others.pytest_cases()
 """
 # torchao's row is version skew, not ARM (tested on its own below); tflite's static-int8 rows are
-# covered on x86; each emulated torch case costs about a minute of emulated `import torch`.
-SUBSET_FILTER = ("-k", "not torchao and not (tflite and static)")
+# covered on x86; the ExecuTorch programs (-pte) have their own module on two devices
+# (test_emulated_pi_executorch.py); each emulated torch case costs about a minute of emulated `import torch`.
+SUBSET_FILTER = ("-k", "not torchao and not (tflite and static) and not pte")
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +95,11 @@ def test_targets_check_reports_the_device(pi, inventory):
     assert "(aarch64)" in out and "Raspberry Pi 5" in out
     assert "Debian GNU/Linux 12 (bookworm)" in out
     assert "python    /opt/quantbench-venv/bin/python 3.11." in out
-    for runtime in ("numpy 2.4.6", "onnxruntime 1.32.0", "tflite 2.3.0", "torch 2.9.1"):
+    for runtime in ("numpy 2.4.6", "onnxruntime 1.32.0", "tflite 2.3.0", "torch 2.9.1", "executorch 1.0.1"):
         assert runtime in out, out
+    # the ExecuTorch bindings made for the device's torch, the program format they read, and what each runtime weighs
+    assert "executorch executorch 1.0.1 (ExecuTorch 1.0.1), reads programs ET12" in out, out
+    assert "footprint torch " in out and ", executorch " in out, out
     facts = json.loads(subprocess.run(cli + ["--json"], capture_output=True, text=True, timeout=600).stdout)
     assert facts["machine"] == "aarch64"
     assert "asimdhp" in facts["cpu_flags"].split()  # the Pi 5's cpuinfo, not the host's x86 flags
@@ -107,6 +111,7 @@ def test_targets_check_reports_the_device(pi, inventory):
     old = subprocess.run(cli[:-3] + ["emulated-pi-old", "--inventory", str(inventory)], capture_output=True, text=True, timeout=600)
     assert old.returncode == 0, old.stderr
     assert "onnxruntime 1.16.3, tflite missing, torch 2.4.1" in old.stdout
+    assert "executorch none (pip install executorch" in old.stdout, old.stdout
     assert 'torch 2.4.1 reads .pt2 schema 5.' in old.stdout and 'set torch_format = "torchscript" for emulated-pi-old' in old.stdout
     assert "onnxruntime 1.16.3 reads ONNX IR versions up to 9" in old.stdout and "set onnx_opset = 18" in old.stdout
 
@@ -128,9 +133,10 @@ def test_digits_suite_runs_on_the_pi(digits_run):
     assert all("vcgencmd" in str(s) for s in ok["power_source"])
 
 
-def row(df, framework, mode, recipe_part):
-    hits = df[(df["framework"] == framework) & (df["mode"] == mode) & df["case_id"].str.contains(recipe_part, regex=False)]
-    assert len(hits) == 1, (framework, mode, recipe_part, sorted(df["case_id"]))
+def row(df, framework, mode, slug):
+    """The row of the recipe whose case id ends in that slug (other formats of a mode end otherwise: -aoti, -pte)."""
+    hits = df[(df["framework"] == framework) & (df["mode"] == mode) & df["case_id"].str.endswith(f"-{slug}-b1")]
+    assert len(hits) == 1, (framework, mode, slug, sorted(df["case_id"]))
     return hits.iloc[0]
 
 
@@ -140,7 +146,7 @@ def test_arm_only_recipes_run_and_x86_ones_are_na(digits_run):
         r = row(df, "torch", mode, slug)
         assert r["status"] == "ok", (r["case_id"], r["reason"])
     assert "qnnpack" in row(df, "torch", "dynamic-int8", "ao-qnnpack")["recipe"]
-    for mode, slug in (("static-int8", "pt2e-x86-b"), ("dynamic-int8", "ao-x86")):
+    for mode, slug in (("static-int8", "pt2e-x86"), ("dynamic-int8", "ao-x86")):
         r = row(df, "torch", mode, slug)
         assert r["status"] == "n/a" and "aarch64" in r["reason"], (r["case_id"], r["reason"])
     litert = df[(df["framework"] == "tflite") & (df["status"] == "ok")]

@@ -37,7 +37,9 @@ def test_runner_on_python_39(bullseye, tmp_path):
         bench.close()
     assert facts["python_version"].startswith("3.9.") and facts["machine"] == "aarch64"
     assert facts["os_release"] == "Debian GNU/Linux 11 (bullseye)"
-    assert facts["runtimes"] == {"numpy": "2.0.2", "onnxruntime": "1.19.2", "tflite": "2.1.0", "torch": "missing"}
+    assert facts["runtimes"] == {"numpy": "2.0.2", "onnxruntime": "1.19.2", "tflite": "2.1.0", "torch": "missing",
+                                 "executorch": "missing"}
+    assert facts["executorch"] == {}  # no ExecuTorch runtime (the numpy one needs Python >= 3.12)
     assert {r["framework"] for r in rows} == {"onnxruntime", "tflite"}
     for row in rows:
         assert row["status"] == "ok", (row["case_id"], row["reason"])
