@@ -294,6 +294,8 @@ def test_the_run_ends_with_the_answer_and_the_dashboard(first_run, tmp_path):
     assert index and (run.run_dir.parent / "dashboard" / "index.html").samefile(index.group(1)), tail[-2000:]
     page = (run.run_dir.parent / "dashboard" / "target-local.html").read_text()
     assert "fragile-logreg" in page and "digits-cnn" in page
+    if race_.read(run.run_dir):  # the dashboard shows the races' rounds in the evidence
+        assert "race of the finalists (" in page and "interleaved round" in page
     assert tail.index("dashboard: ") > max(tail.index(line) for line in printed)
     from harness.history.answer import dashboard_dir
 
