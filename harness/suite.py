@@ -110,6 +110,9 @@ class Suite:
     timing: Timing = field(default_factory=Timing)  # measurement settings
     gates: Gates = field(default_factory=Gates)  # regression thresholds vs a --baseline run (flags override)
     profiles: tuple[str, ...] = ALL_PROFILES  # run profiles that include this suite; ("nightly",) keeps it out of the quick default
+    # recipe executions (e.g. "executorch") this suite runs only in the nightly profile: for this
+    # model their builds cost more than the quick job affords
+    nightly_executions: tuple[str, ...] = ()
     # profile -> how many evaluation samples a case scores there: a seeded random subset, the same
     # in every run (harness.profiles.EVAL_SEED); a profile not named scores the whole evaluation set
     eval_samples: Mapping[str, int] = field(default_factory=dict)
@@ -125,7 +128,7 @@ class Suite:
         object.__setattr__(self, "source", source)
         if not self.name:
             object.__setattr__(self, "name", Path(source).stem.removeprefix("test_"))
-        for attr in ("frameworks", "modes", "batch_sizes", "keep_float", "profiles"):
+        for attr in ("frameworks", "modes", "batch_sizes", "keep_float", "profiles", "nightly_executions"):
             value = getattr(self, attr)
             if isinstance(value, (str, int)):
                 value = (value,)
@@ -218,7 +221,8 @@ class Suite:
                         cases.append(Case(self.name, self.model, fw, mode, None, batch, na_reason=reason,
                                           profiles=self.profiles, **common))
                     for recipe in recipes:
-                        profiles = tuple(p for p in self.profiles if p in recipe.profiles)
+                        profiles = tuple(p for p in self.profiles if p in recipe.profiles and
+                                         (p != QUICK or recipe.execution not in self.nightly_executions))
                         if profiles:  # a package compiled for another batch: n/a here, with the reason
                             cases.append(Case(self.name, self.model, fw, mode, recipe, batch, profiles=profiles,
                                               na_reason=recipe.batch_reason(batch) or "", **common))

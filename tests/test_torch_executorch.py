@@ -253,3 +253,18 @@ def test_targets_check_names_the_executorch_runtime_and_each_runtime_footprint(t
     assert f"executorch {sizes['executorch']:g} MB" in text and f"torch {sizes['torch']:g} MB" in text
     bare = format_facts(TargetConfig(name="pi", kind="local"), dict(facts, executorch={}))
     assert "none (pip install executorch, or executorch-numpy-runtime on Python >= 3.12)" in bare
+
+
+def test_a_suite_can_keep_the_programs_to_the_nightly_profile():
+    """quick: fp32, static and dynamic int8 programs (QAT, mixed nightly); a suite whose model takes
+    minutes to lower (MiniLM) keeps its ExecuTorch cases nightly with `nightly_executions`."""
+    from harness.profiles import QUICK
+
+    quick = {c.mode for c in _cases().values() if QUICK in c.profiles}
+    assert quick == {"fp32", "static-int8", "dynamic-int8"}
+    suite = Suite(model=digits_cnn, frameworks=("torch",), modes=("fp32", "static-int8"), name="digits-cnn",
+                  nightly_executions=("executorch",))
+    pte = [c for c in suite.cases() if c.recipe is not None and c.recipe.execution == "executorch"]
+    assert pte and all(QUICK not in c.profiles and "nightly" in c.profiles for c in pte)
+    others = [c for c in suite.cases() if c.recipe is not None and c.recipe.execution != "executorch"]
+    assert any(QUICK in c.profiles for c in others)

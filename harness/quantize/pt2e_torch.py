@@ -65,12 +65,52 @@ def make_quantizer(name: str, is_qat: bool = False, keep_float: Iterable[str] = 
     module = importlib.import_module(module_name)
     config = getattr(module, config_name)(is_qat=is_qat, **CONFIG_ARGS.get(name, {}))
     quantizer = getattr(module, class_name)().set_global(config)
+    if name == "xnnpack":
+        xnnpack_float_only(quantizer)
     for layer in keep_float:
         if hasattr(quantizer, "set_module_name_qconfig"):
             quantizer.set_module_name_qconfig(layer, None)  # None: leave this module in float
         else:  # XNNPACKQuantizer.set_module_name refuses None ("not supported yet"), but its
             # global config skips the named modules and a None config annotates nothing
             quantizer.module_name_config[layer] = None
+    return quantizer
+
+
+def float_output(node) -> bool:
+    """Whether a graph node computes floats (or says nothing of its dtype)."""
+    value = node.meta.get("val")
+    dtype = getattr(value, "dtype", None)
+    return dtype is None or dtype.is_floating_point
+
+
+def xnnpack_float_only(quantizer):
+    """XNNPACKQuantizer, kept to float arithmetic: it annotates only float nodes, and its
+    transform_for_annotation (executorch 1.4.1) turns the scalar of every add/mul into a float32
+    tensor attribute, integer index arithmetic included (MiniLM's position ids: arange + offset
+    became float and the prepared graph failed, "tensors used as indices must be long"); here
+    integer add/mul nodes get their scalars back."""
+    import torch
+
+    original = quantizer.transform_for_annotation
+    arithmetic = (torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor)
+
+    def transform(model):
+        integer = {n: n.args for n in model.graph.nodes
+                   if n.op == "call_function" and n.target in arithmetic and not float_output(n)}
+        model = original(model)
+        for node, args in integer.items():
+            made = [a for a in node.args if isinstance(a, torch.fx.Node) and a not in args]
+            node.args = args
+            for attr in made:
+                if not attr.users:
+                    model.graph.erase_node(attr)
+                    if hasattr(model, str(attr.target)):
+                        delattr(model, str(attr.target))
+        model.recompile()
+        return model
+
+    quantizer.transform_for_annotation = transform
+    quantizer.set_filter_function(float_output)
     return quantizer
 
 

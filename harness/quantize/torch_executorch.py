@@ -204,11 +204,12 @@ def build_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
     from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xnn
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from harness.quantize.pt2e_torch import calibrate, capture, layer_precision
+    from harness.quantize.pt2e_torch import calibrate, capture, layer_precision, xnnpack_float_only
     from harness.quantize.torch_export import drop_unused_state, fp32_copy
 
     config = xnn.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
-    prepared = prepare_pt2e(capture(fp32_copy(ctx), ctx), xnn.XNNPACKQuantizer().set_global(config))
+    quantizer = xnnpack_float_only(xnn.XNNPACKQuantizer().set_global(config))
+    prepared = prepare_pt2e(capture(fp32_copy(ctx), ctx), quantizer)
     samples = calibrate(prepared, ctx)
     converted = convert_pt2e(prepared)
     dropped = drop_unused_state(converted)
