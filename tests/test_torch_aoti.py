@@ -168,3 +168,42 @@ def test_a_build_host_without_a_compiler_gets_one_line_naming_what_to_install(tm
     assert "\n" not in message and not list((tmp_path / "artifacts").glob("*/manifest.json"))
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))
     assert "$CXX=" in torch_aoti.compiler_missing()
+
+
+def test_a_user_model_with_an_op_inductor_cannot_lower_gets_a_row_naming_it_and_the_run_goes_on(tmp_path):
+    """A user's model (torch_model()) whose torch.sparse.mm Inductor leaves to AOTInductor's proxy
+    executor, where the package fails (torch 2.13): its AOTI row is n/a naming the op; the next
+    case of the same run (the TorchScript fp32 of the same model) still runs."""
+    from tests.user_models import sparse_head
+
+    suite = Suite(model=sparse_head, frameworks=("torch",), modes=("fp32",), name="lowering")
+    cases = {c.case_id: c for c in suite.cases()}
+    options = SessionOptions(results_dir=tmp_path / "results", cache_dir=CACHE, min_runs=5, min_duration_s=0.05,
+                             max_duration_s=1.0, warmup_runs=1, threads=1, run_id="lowering")
+    session = BenchSession(TargetConfig(name="local", kind="local"), options)
+    try:
+        aoti = session.run_case(cases["digits-sparse-head-torch-fp32-aoti-b1"])
+        after = session.run_case(cases["digits-sparse-head-torch-fp32-torchscript-b1"])
+    finally:
+        session.close()
+    assert aoti["status"] == "n/a", aoti["reason"]
+    assert "aten::_sparse_addmm" in aoti["reason"] and "Inductor" in aoti["reason"]
+    assert "\n" not in aoti["reason"]
+    assert after["status"] == "ok", after["reason"]
+
+
+def test_a_user_model_calling_its_own_custom_op_is_na_naming_it(tmp_path):
+    """The package would call the model's torch.library op by name on the target, where the
+    runner loads none of the model's code: n/a at build, naming the op, not a failed runner."""
+    from tests.user_models import custom_op_mlp
+
+    [case] = [c for c in Suite(model=custom_op_mlp, frameworks=("torch",), modes=("fp32",), name="custom").cases()
+              if c.case_id == "digits-custom-op-torch-fp32-aoti-b1"]
+    options = SessionOptions(results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", run_id="custom")
+    session = BenchSession(TargetConfig(name="local", kind="local"), options)
+    try:
+        row = session.run_case(case)
+    finally:
+        session.close()
+    assert row["status"] == "n/a" and "quantbench_user::soft_clip" in row["reason"], row["reason"]
+    assert not list((tmp_path / "cache").rglob("manifest.json"))

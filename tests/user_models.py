@@ -92,3 +92,70 @@ def build_mobilenet():
 
 lstm = torch_model("digits-lstm", build_lstm, data=digits_sequences)
 mobilenet = torch_model("digits-mobilenet", build_mobilenet, data=digits_data)
+
+
+def build_sparse_head():
+    """An MLP whose head multiplies a sparsified hidden layer (torch.sparse.mm): Inductor has no
+    lowering for the sparse matmul and leaves aten::_sparse_addmm to AOTInductor's proxy
+    executor, where it fails (torch 2.13): the AOTI row must name it."""
+    import torch
+
+    class SparseHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hidden = torch.nn.Linear(64, 32)
+            self.head = torch.nn.Parameter(torch.randn(32, 10) * 0.1)
+
+        def forward(self, x):
+            h = torch.relu(self.hidden(x.flatten(1)))
+            return torch.sparse.mm(h.to_sparse(), self.head)
+
+    torch.manual_seed(0)
+    return _trained(SparseHead(), digits_data())
+
+
+sparse_head = torch_model("digits-sparse-head", build_sparse_head, data=digits_data)
+
+
+@functools.lru_cache(maxsize=None)
+def soft_clip_op():
+    """The model's own operator, `quantbench_user::soft_clip` (torch.library.custom_op, registered
+    once per process): AOTInductor calls it by name through the dispatcher."""
+    import torch
+
+    @torch.library.custom_op("quantbench_user::soft_clip", mutates_args=(), schema="(Tensor x) -> Tensor")
+    def soft_clip(x):
+        return torch.tanh(x / 3) * 3
+
+    @soft_clip.register_fake
+    def _(x):
+        return torch.empty_like(x)
+
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (1 - torch.tanh(x / 3) ** 2)
+
+    soft_clip.register_autograd(backward, setup_context=lambda ctx, inputs, output: ctx.save_for_backward(inputs[0]))
+
+    return torch.ops.quantbench_user.soft_clip
+
+
+def build_custom_op_mlp():
+    import torch
+
+    clip = soft_clip_op()
+
+    class ClippedMLP(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hidden = torch.nn.Linear(64, 32)
+            self.head = torch.nn.Linear(32, 10)
+
+        def forward(self, x):
+            return self.head(clip(torch.relu(self.hidden(x.flatten(1)))))
+
+    torch.manual_seed(0)
+    return _trained(ClippedMLP(), digits_data())
+
+
+custom_op_mlp = torch_model("digits-custom-op", build_custom_op_mlp, data=digits_data)

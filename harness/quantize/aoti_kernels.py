@@ -70,3 +70,75 @@ def delegation(calls: Counter) -> Optional[dict[str, Any]]:
     if floating:
         summary += f"; float: {_listing(floating)}"
     return {"summary": summary, "complete": done == total}
+
+
+# -- what Inductor did not lower ----------------------------------------------------------------
+def proxy_ops(path: Path) -> list[tuple[str, bool]]:
+    """Ops the package runs through AOTInductor's proxy executor (no compiled kernel and no C shim:
+    the op is looked up in the dispatcher when the package runs), from the `*.wrapper.json` beside
+    the generated wrapper: (op name, whether it is a torch.library custom op), in graph order."""
+    import json
+
+    found: list[tuple[str, bool]] = []
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if name.endswith("wrapper.json"):
+                for node in json.loads(archive.read(name)).get("nodes", []):
+                    inner = node.get("node") or {}
+                    found.append((str(inner.get("target")), bool((inner.get("metadata") or {}).get("torch_library_custom_op"))))
+    return found
+
+
+def custom_op_reason(what: str, proxied: list[tuple[str, bool]]) -> Optional[str]:
+    """Why a package calling the model's own torch.library ops cannot run on a target, or None:
+    the package calls them by name through the dispatcher, and the runner has none of the
+    model's code to register them."""
+    custom = sorted({op for op, is_custom in proxied if is_custom})
+    if not custom:
+        return None
+    return (f"{what}: the package calls the model's custom op{'s' if len(custom) > 1 else ''} {', '.join(custom)} by name "
+            "(AOTInductor's proxy executor, no compiled kernel), and the runner on a target loads no model code to "
+            "register it; give the op a lowering (torch.library + an Inductor decomposition) or run it through "
+            "ExecuTorch/ONNX")
+
+
+def unlowered_ops(program) -> list[str]:
+    """The exported program's operators Inductor has neither a lowering nor a decomposition for,
+    and those producing a non-strided (sparse, ...) tensor, which its kernels cannot address."""
+    import torch
+    from torch._inductor.decomposition import select_decomp_table
+    from torch._inductor.lowering import lowerings
+
+    decompositions = select_decomp_table()
+    found: dict[str, None] = {}
+    for node in program.run_decompositions(decompositions).graph_module.graph.nodes:
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        layout = getattr(node.meta.get("val"), "layout", torch.strided)
+        name = node.target._schema.name + ("" if node.target._overloadname == "default" else f".{node.target._overloadname}")
+        if node.target not in lowerings and node.target not in decompositions:
+            found[f"{name} (no Inductor lowering)"] = None
+        elif layout != torch.strided:
+            found[f"{name} (makes a {str(layout).replace('torch.', '')} tensor)"] = None
+    return list(found)
+
+
+def lowering_reason(what: str, exc: BaseException, proxied: Optional[list[tuple[str, bool]]] = None,
+                    program=None) -> str:
+    """The row's reason when Inductor could not lower an operator of the model: compiling failed
+    (the op named in Inductor's LoweringException, else the program's ops it has no lowering
+    for), or the compiled package failed at its first call on an op it left to the proxy
+    executor (those ops named)."""
+    text = str(exc).strip()
+    first = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".strip()
+    if proxied:
+        ops = ", ".join(sorted({op for op, _ in proxied}))
+        return (f"{what}: Inductor did not lower {ops} (left to AOTInductor's proxy executor, no compiled kernel), "
+                f"and the package failed when called ({first[:200]})")
+    target = re.search(r"target: ([\w.:]+)", text)
+    try:
+        suspects = [target.group(1)] if target else (unlowered_ops(program) if program is not None else [])
+    except Exception:  # noqa: BLE001 - naming the op is best effort; the failure itself is the reason
+        suspects = []
+    where = f"the operator{'s' if len(suspects) > 1 else ''} {', '.join(suspects)}" if suspects else "an operator of the model"
+    return f"{what}: Inductor could not lower {where} to an AOTInductor package ({first[:200]})"

@@ -193,16 +193,26 @@ def save_aoti(module, ctx: BuildContext, out: Path, *, what: str, notes: Optiona
     ctx.progress(f"compiling the AOTInductor package ({isa['vec_isa']})")
     # Freezing applies only with gradients off (compile_fx): without no_grad the q/dq pairs stay
     # float convolutions with elementwise quantization instead of oneDNN int8 kernels.
-    with torch.no_grad(), inductor_config.patch(freezing=True):
-        torch._inductor.aoti_compile_and_package(program, package_path=str(path))
-    loaded = torch._inductor.aoti_load_package(str(path))
+    try:
+        with torch.no_grad(), inductor_config.patch(freezing=True):
+            torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+    except Exception as exc:  # noqa: BLE001 - an operator Inductor cannot lower: the row names it
+        raise NotApplicable(aoti_kernels.lowering_reason(what, exc, program=program)) from exc
+    proxied = aoti_kernels.proxy_ops(path)  # ops the package would look up in the dispatcher at run time
+    custom = aoti_kernels.custom_op_reason(what, proxied)
+    if custom:
+        raise NotApplicable(custom)
     feed = example_inputs(ctx, 8)
     want, got = [], []
-    with torch.inference_mode():
-        for i in range(0, 8, AOTI_BATCH):
-            part = tuple(x[i:i + AOTI_BATCH] for x in feed)
-            want.append(_flat_outputs(module(*part)))
-            got.append([o.clone() for o in _flat_outputs(loaded(*part))])
+    try:
+        loaded = torch._inductor.aoti_load_package(str(path))
+        with torch.inference_mode():
+            for i in range(0, 8, AOTI_BATCH):
+                part = tuple(x[i:i + AOTI_BATCH] for x in feed)
+                want.append(_flat_outputs(module(*part)))
+                got.append([o.clone() for o in _flat_outputs(loaded(*part))])
+    except Exception as exc:  # noqa: BLE001 - e.g. a proxy-executed op that fails in the package
+        raise NotApplicable(aoti_kernels.lowering_reason(what, exc, proxied)) from exc
     want = [torch.cat(parts) for parts in zip(*want)]
     got = [torch.cat(parts) for parts in zip(*got)]
     worst = max(float((w.float() - g.float()).abs().max()) for w, g in zip(want, got))
@@ -216,7 +226,8 @@ def save_aoti(module, ctx: BuildContext, out: Path, *, what: str, notes: Optiona
                  built_isa_summary=isa_summary(isa), aoti_batch=AOTI_BATCH, vs_module_max_abs_diff=worst,
                  vs_module_top1_agreement=agree[0] if agree else None,
                  compile="torch._inductor.aoti_compile_and_package(freezing=True)",
-                 fused_int8_kernels=aoti_kernels.int8_kernels(calls), kernel_calls=dict(sorted(calls.items())))
+                 fused_int8_kernels=aoti_kernels.int8_kernels(calls), kernel_calls=dict(sorted(calls.items())),
+                 proxy_ops=[op for op, _ in proxied])
     if int8:
         facts["delegation"] = aoti_kernels.delegation(calls)
     return BuiltModel(path.name, _tensor_specs(ctx.dataset.input_names, feed), _tensor_specs(_output_names(len(got)), got),
