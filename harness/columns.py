@@ -27,6 +27,8 @@ _JSON_VERSION):
   10 extra runtime_footprint_mb (MB on disk of the runtime that ran the case)
  11  extra race: the race of the finalists a row was one of (harness/race.py's record as JSON: the
      per-round p50s of every finalist, cap, why it stopped), added after the run's cases
+ 12  extra cold_start_ms: a fresh runner process's time to its first result (importing the runtime,
+     loading the artifact, the first call: phases_s.runtime_import + init_ms + first_ms)
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from harness.mixed_columns import Mixed
 from harness.power_columns import Power
 from harness.sections import Accuracy, Comparison, Fleet, Identity, Latency, Outcome, Provenance, SizeMemory
 
-COLUMNS_VERSION = 11
+COLUMNS_VERSION = 12
 
 # The core's order: the comparison table's groups.
 SECTIONS = (Identity, Outcome, Latency, Accuracy, SizeMemory, Power, Comparison, Provenance, Fleet, Device, Mixed)
@@ -48,7 +50,7 @@ EXTRAS: list[str] = [
     "quantized_ops", "delegated_ops", "delegation_complete", "built_isa", "execution", "deprecated",
     "runtime_footprint_mb",
     *Mixed.EXTRA,
-    "batch_note",
+    "cold_start_ms", "batch_note",
     "power_coverage", "idle_power_note", "energy_mj_per_sample", "throttle_reasons", "throttle_note",
     *[c for c in Device.EXTRA if c.startswith("gpu_")],
     "gpu_mem_source", "gpu_mem_peak_allocated_mb",

@@ -110,10 +110,10 @@ class Latency(Section):
     CORE = ("init_ms", "first_ms", "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_p50_ms",
             "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms", "n_runs", "duration_s",
             "iqr_over_median", "noisy", "valid", "throughput_ips")
-    EXTRA = ("batch_note", "rounds", "round_p50_ms", "rounds_disagree", "round_n_runs")
+    EXTRA = ("cold_start_ms", "batch_note", "rounds", "round_p50_ms", "rounds_disagree", "round_n_runs")
 
-    init_ms: Any = None
-    first_ms: Any = None
+    init_ms: Any = None  # loading the artifact into its runtime (the runtime already imported)
+    first_ms: Any = None  # the first call, right after the load (on-target compilation lands here)
     latency_mean_ms: Any = None
     latency_std_ms: Any = None
     latency_min_ms: Any = None
@@ -128,6 +128,8 @@ class Latency(Section):
     noisy: Any = None
     valid: Any = None
     throughput_ips: Any = None
+    # a fresh process's time to its first result: importing the runtime + init_ms + first_ms
+    cold_start_ms: Any = UNSET
     batch_note: Any = UNSET  # the data could not fill one batch: it was repeated
     rounds: Any = UNSET
     round_p50_ms: Any = UNSET
@@ -140,8 +142,10 @@ class Latency(Section):
     def from_result(cls, result: Mapping[str, Any]) -> "Latency":
         """One runner process's timed loop (its result.json)."""
         batch = int(result["batch_size"])
+        imported = (result.get("phases_s") or {}).get("runtime_import")
+        cold = (1000.0 * imported + result["init_ms"] + result["first_ms"]) if imported is not None else UNSET
         return cls(**latency_stats(result["latencies_ms"], batch), init_ms=result["init_ms"],
-                   first_ms=result["first_ms"], n_runs=result["n_runs"], duration_s=result["duration_s"],
+                   first_ms=result["first_ms"], cold_start_ms=cold, n_runs=result["n_runs"], duration_s=result["duration_s"],
                    valid=bool(result["valid"]), batch_note=result.get("timed_batch_note") or UNSET,
                    latencies=tuple(result["latencies_ms"]), batch_size=batch)
 

@@ -66,6 +66,9 @@ def test_packages_run_in_the_runner_and_int8_is_compared_with_the_aoti_fp32(run)
         result = json.loads((session.store.dir / "work" / row["case_id"] / "result.json").read_text())
         assert result["runtime_details"]["format"] == "aoti"
         assert row["init_ms"] > 0 and row["first_ms"] > 0
+        # a fresh process's time to its first result: importing torch, loading the package, the first call
+        assert row["cold_start_ms"] == pytest.approx(1000 * result["phases_s"]["runtime_import"] + row["init_ms"]
+                                                     + row["first_ms"])
     assert fp32["accuracy"] >= 0.95 and int8["accuracy"] >= fp32["accuracy"] - 0.01
     assert int8["baseline_case"] == FP32
     assert int8["speedup"] == pytest.approx(fp32["latency_p50_ms"] / int8["latency_p50_ms"])
