@@ -54,7 +54,11 @@ test_others = others.pytest_cases()
 # torchao's row is version skew, not ARM (tested on its own below); tflite's static-int8 rows are
 # covered on x86; the ExecuTorch programs (-pte) have their own module on two devices
 # (test_emulated_pi_executorch.py); each emulated torch case costs about a minute of emulated `import torch`.
-SUBSET_FILTER = ("-k", "not torchao and not (tflite and static) and not pte")
+# The ARM-only torch recipes are reference rows (eager PT2E q/dq, eager fp16), out of the quick profile:
+# the subset runs in the nightly one, with one round and no race (not the figures' run), minus
+# torch.compile on the device (-inductor).
+SUBSET_FILTER = ("-k", "not torchao and not (tflite and static) and not pte and not inductor",
+                 "--qb-profile", "nightly", "--qb-rounds", "1", "--qb-no-race")
 
 
 @pytest.fixture(scope="module")
