@@ -108,6 +108,10 @@ def test_the_delegate_took_the_int8_operators(run):
     assert mixed["kept_float"] and all(mixed["layers"][name] == "float" for name in mixed["kept_float"])
     assert "int8" in mixed["layers"].values() and mixed["delegation"]["complete"]
     assert rows[MIXED]["kept_float"]
+    # which heavy ops read int8 activations: the row's quantized_ops
+    assert rows[INT8]["quantized_ops"] == "aten.convolution 2/2, aten.linear 2/2"
+    assert rows[DYNAMIC]["quantized_ops"] == "aten.convolution 0/2, aten.linear 2/2"  # dynamic: Linear only
+    assert "quantized_ops" not in rows[FP32]  # an extra column: only rows with something to say
     # int8 weights: the program is a fraction of the fp32 one
     assert rows[INT8]["size_bytes"] < 0.5 * rows[FP32]["size_bytes"]
 

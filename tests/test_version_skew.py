@@ -9,6 +9,7 @@ import pytest
 from harness import Suite
 from harness.compat import ir_for_opset, newest_opset_for_ir, onnx_versions, pt2_schema
 from harness.models import digits_cnn
+from harness.quantize.executorch_program import program_version
 from harness import settings
 from harness.session import BenchSession, SessionOptions
 from targets.base import TargetError
@@ -30,7 +31,7 @@ def run(tmp_path, name, **settings):
 
 def artifact_file(row) -> Path:
     folder = CACHE / "artifacts" / row["artifact_key"]
-    return next(p for p in folder.iterdir() if p.suffix in (".onnx", ".pt", ".pt2"))
+    return next(p for p in folder.iterdir() if p.suffix in (".onnx", ".pt", ".pt2", ".pte"))
 
 
 def test_older_formats_compute_what_the_default_ones_do(tmp_path):
@@ -49,6 +50,9 @@ def test_older_formats_compute_what_the_default_ones_do(tmp_path):
         assert row["accuracy"] == default[case_id]["accuracy"], case_id
         assert row["artifact_key"] != default[case_id]["artifact_key"]  # the setting is part of the key
         path = artifact_file(row)
+        if path.suffix == ".pte":  # an ExecuTorch program needs no torch on the device: the same program
+            assert program_version(path) == program_version(artifact_file(default[case_id])) == "ET12"
+            continue
         if row["framework"] == "onnxruntime":
             assert onnx_versions(path) == (ir_for_opset(17), 17) == (8, 17)
             assert row["recipe"].endswith("as opset 17, IR 8 (target's onnx_opset)")

@@ -42,6 +42,8 @@ def delegation(graph_module, int8: bool = False) -> dict[str, Any]:
     delegated: Counter = Counter()
     portable: Counter = Counter()
     partitions: Counter = Counter()
+    heavy_int8: Counter = Counter()  # heavy op -> how many read dequantized (int8) activations
+    heavy_all: Counter = Counter()
     for node in graph_module.graph.nodes:
         if node.op != "call_function":
             continue
@@ -53,8 +55,10 @@ def delegation(graph_module, int8: bool = False) -> dict[str, Any]:
             for inner in lowered.original_module.graph.nodes:
                 if inner.op == "call_function" and op_name(inner.target) not in PLUMBING:
                     delegated[op_name(inner.target)] += 1
+                    _count_heavy(inner, heavy_all, heavy_int8)
         elif name not in PLUMBING:
             portable[name] += 1
+            _count_heavy(node, heavy_all, heavy_int8)
     total = sum(delegated.values()) + sum(portable.values())
     backend = ", ".join(sorted(partitions)) or "xnnpack"
     summary = (f"{backend} {sum(delegated.values())}/{total} ops in {sum(partitions.values())} "
@@ -65,9 +69,21 @@ def delegation(graph_module, int8: bool = False) -> dict[str, Any]:
     if int8 and heavy_outside:
         summary += f"; not delegated, so not int8: {_counted(heavy_outside)}"
     quantize_ops = sum(v for k, v in delegated.items() if "quantize" in k)
-    return {"summary": summary, "complete": not portable, "backend": backend, "partitions": sum(partitions.values()),
+    # which heavy ops compute in int8 (their activation comes from a dequantize), e.g. "aten.linear 36/36, aten.bmm 0/12"
+    int8_ops = ", ".join(f"{op} {heavy_int8[op]}/{n}" for op, n in sorted(heavy_all.items()))
+    return {"summary": summary, "int8_ops": int8_ops if int8 else "", "complete": not portable, "backend": backend, "partitions": sum(partitions.values()),
             "delegated": dict(delegated), "portable": dict(portable), "heavy_not_delegated": dict(heavy_outside),
             "delegated_quantize_ops": quantize_ops}
+
+
+def _count_heavy(node, found: Counter, int8: Counter) -> None:
+    name = op_name(node.target)
+    if not name.startswith(HEAVY):
+        return
+    found[name] += 1
+    source = node.args[0] if node.args else None
+    if getattr(source, "op", "") == "call_function" and "dequantize" in op_name(source.target):
+        int8[name] += 1
 
 
 def program_version(path: Path) -> Optional[str]:

@@ -152,6 +152,8 @@ def save_pte(module, ctx: BuildContext, out: Path, *, what: str, notes: Optional
     if tolerance is not None and worst > tolerance * scale:
         raise LoweringFailed(f"the ExecuTorch program of {ctx.spec.name} ({what}) differs from the module it was lowered "
                              f"from by {worst:.3g} (max abs)")
+    if found["int8_ops"]:
+        notes = dict(notes or {}, quantized_ops=found["int8_ops"])  # the row's quantized_ops
     facts = dict(notes or {}, delegation=found, pte_batch=PTE_BATCH, vs_module_max_abs_diff=worst,
                  vs_module_top1_agreement=agree[0] if agree else None,
                  executorch_program={"identifier": program_version(path), "executorch": importlib.metadata.version("executorch")},
@@ -227,7 +229,7 @@ def _name(quantize: str) -> str:
 
 QAT = QATConfig(quantizer="xnnpack")
 PT2E = "torchao.pt2e.prepare_pt2e(XNNPACKQuantizer(per_channel{}))+convert_pt2e"
-REVISION = {"executorch": 1}
+REVISION = {"executorch": 2}  # 2: int8 heavy ops counted (quantized_ops), float-only XNNPACKQuantizer
 # The quick profile runs fp32, static and dynamic int8 (what the main job needs to answer); the
 # other modes add about 5-15 s of lowering each, cold, and run nightly (README "ExecuTorch").
 QUICK = None  # every profile (Recipe's default)
