@@ -3,8 +3,8 @@
 For digits-cnn and MiniLM (128 tokens) at batch 1, each deployed torch recipe that applies here
 (AOTInductor packages, ExecuTorch .pte programs with XNNPACK; the quick profile's unless --all):
 the runner's p50 (a fresh runner process, as the local target runs a case) beside the p50 of a
-bare loop in this process over the same artifact file (`torch._inductor.aoti_load_package(path)`
-called on torch tensors; `executorch.runtime.Runtime.get().load_program(path).load_method("forward")
+bare loop in this process over the same artifact file (`torch._inductor.aoti_load_package(path)
+.loader.boxed_run(tensors)`, the compiled model without the Python wrapper's per-call spec parsing; `executorch.runtime.Runtime.get().load_program(path).load_method("forward")
 .execute(tensors)`), outputs turned into numpy arrays in both (the runner's timed call returns host
 arrays). Rounds interleave: every recipe's runner process, then its bare loop, recipe after
 recipe, round after round, so drift spreads over all of them. Then each int8 recipe's speedup
@@ -69,13 +69,9 @@ class Bare:
         else:
             import torch._inductor
 
-            package = torch._inductor.aoti_load_package(path)
+            loader = torch._inductor.aoti_load_package(path).loader  # the compiled model's C++ runner
 
-            def call():
-                out = package(*self.tensors)
-                return [o.numpy() for o in (out if isinstance(out, (list, tuple)) else [out])]
-
-            self.call = call
+            self.call = lambda: [o.numpy() for o in loader.boxed_run(list(self.tensors))]  # noqa: E731
 
     def p50(self, seconds: float, warmup: int = 20) -> float:
         import torch

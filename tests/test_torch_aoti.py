@@ -210,3 +210,17 @@ def test_a_user_model_calling_its_own_custom_op_is_na_naming_it(tmp_path):
         session.close()
     assert row["status"] == "n/a" and "quantbench_user::soft_clip" in row["reason"], row["reason"]
     assert not list((tmp_path / "cache").rglob("manifest.json"))
+
+
+def test_the_runner_loads_a_package_without_importing_inductor(run):
+    """Loading is the package's C++ loader: importing torch._inductor (seconds) is no part of init_ms."""
+    import subprocess
+    import sys
+
+    session, rows = run
+    folder = CACHE / "artifacts" / rows[INT8]["artifact_key"]
+    code = ("import json, sys; from harness.runner.backend_torch import Backend; "
+            f"b = Backend({str(folder / 'model.pt2')!r}, json.load(open({str(folder / 'manifest.json')!r})), 1, {{}}); "
+            "print('inductor' if 'torch._inductor' in sys.modules else 'no inductor')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "no inductor", out.stdout + out.stderr

@@ -4,8 +4,9 @@ manifest lists in runtime_requires, e.g. torchao).
 The manifest's notes["torch_load"] says how the artifact loads:
   format            "torch.export" (.pt2, torch.export.load(...).module())
                     or "torchscript" (.pt, torch.jit.load)
-                    or "aoti" (an AOTInductor package, torch._inductor.aoti_load_package: compiled
-                    kernels, loaded in init_ms; CPU only)
+                    or "aoti" (an AOTInductor package through its C++ loader, as
+                    torch._inductor.aoti_load_package loads it, without importing Inductor:
+                    compiled kernels, loaded in init_ms; CPU only)
   quantized_engine  torch.backends.quantized.engine to set before loading (packed int8 weights)
   compile           "inductor": torch.compile(freezing=True) on this machine; the compilation
                     happens in the first call, so it is part of first_ms, never of the timed loop
@@ -53,6 +54,24 @@ def _set_engine(engine: str) -> None:
     torch.backends.quantized.engine = engine
 
 
+class AOTIPackage:
+    """An AOTInductor package through its C++ loader, torch._C._aoti.AOTIModelPackageLoader, as
+    torch._inductor.aoti_load_package loads it, without importing torch._inductor (Inductor,
+    sympy: seconds of a fresh process, which init_ms would count). A call runs the compiled model
+    on the positional tensors (boxed_run) and rebuilds the outputs with the package's own output
+    spec, read once at load (aoti_load_package's callable parses it at every call)."""
+
+    def __init__(self, path: str) -> None:
+        import torch.utils._pytree as pytree
+
+        self.loader = torch._C._aoti.AOTIModelPackageLoader(path, "model", False, 1, -1)
+        self._unflatten = pytree.tree_unflatten
+        self._out_spec = pytree.treespec_loads(self.loader.get_call_spec()[1])
+
+    def __call__(self, *tensors):
+        return self._unflatten(self.loader.boxed_run(list(tensors)), self._out_spec)
+
+
 def _load(model_path: str, how: Dict[str, Any], device: str = "cpu"):
     fmt = how.get("format") or "torch.export"
     if fmt == "torch.export":
@@ -68,9 +87,7 @@ def _load(model_path: str, how: Dict[str, Any], device: str = "cpu"):
     if fmt == "aoti":
         if device != "cpu":
             raise RuntimeError("this AOTInductor package was compiled for the CPU and cannot run on " + device)
-        from torch._inductor import aoti_load_package  # (`import torch._inductor` would make torch a local here)
-
-        return aoti_load_package(model_path)
+        return AOTIPackage(model_path)
     raise RuntimeError(f"unknown torch artifact format {fmt!r} in the manifest (known: torch.export, torchscript, aoti)")
 
 
