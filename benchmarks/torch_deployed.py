@@ -56,14 +56,18 @@ def runner_p50(target, artifact, inputs: Path, threads: int, seconds: float, wor
 class Bare:
     """The artifact loaded once in this process, called in a plain loop."""
 
-    def __init__(self, artifact, feed: dict[str, np.ndarray]) -> None:
+    def __init__(self, artifact, feed: dict[str, np.ndarray], threads: int) -> None:
         import torch
 
         path = str(artifact.model_file)
         self.tensors = [torch.from_numpy(np.ascontiguousarray(feed[t["name"]])) for t in artifact.manifest["inputs"]]
         if artifact.manifest.get("runtime") == "executorch":
+            from executorch.extension.pybindings import portable_lib
             from executorch.runtime import Runtime
 
+            # XNNPACK's thread pool at the runner's thread count (backend_executorch does the same): its
+            # default, one thread per core, would also compete with torch's kernels in this process
+            portable_lib._unsafe_reset_threadpool(threads)
             method = Runtime.get().load_program(path).load_method("forward")
             self.call = lambda: [o.numpy() for o in method.execute(self.tensors)]  # noqa: E731
         else:
@@ -128,7 +132,7 @@ def main() -> None:
                 continue
             if built:
                 print(f"  built {spec.name} {recipe.mode} {recipe.slug} in {time.perf_counter() - started:.0f} s", flush=True)
-            cases.append((spec.name, recipe, artifact, Bare(artifact, sample), inputs))
+            cases.append((spec.name, recipe, artifact, Bare(artifact, sample, args.threads), inputs))
 
     runner: dict[int, list[float]] = {i: [] for i in range(len(cases))}
     bare: dict[int, list[float]] = {i: [] for i in range(len(cases))}
