@@ -28,11 +28,11 @@ SUITE = textwrap.dedent("""
     test_typo = typo.pytest_cases()
     test_half = half.pytest_cases()
 """)
-AUTO_ROWS = {"torch": "sensitive-mlp-torch-mixed-pt2e-x86-auto-b1",
+AUTO_ROWS = {"torch": "sensitive-mlp-torch-mixed-pt2e-x86-aoti-auto-b1",  # the deployed AOTI package (issue 21)
              "onnxruntime": "sensitive-mlp-onnxruntime-mixed-qdq-mixed-auto-b1",
              "tflite": "sensitive-mlp-tflite-mixed-litert-torch-auto-b1"}
 
-STATIC_ROWS = {"torch": "sensitive-mlp-torch-static-int8-pt2e-x86-b1",
+STATIC_ROWS = {"torch": "sensitive-mlp-torch-static-int8-pt2e-x86-aoti-b1",
                "onnxruntime": "sensitive-mlp-onnxruntime-static-int8-qdq-b1",
                "tflite": "sensitive-mlp-tflite-static-int8-litert-torch-b1"}
 
