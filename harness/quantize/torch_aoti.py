@@ -26,6 +26,7 @@ from harness.models.spec import ModelSpec
 from harness.profiles import ALL_PROFILES, NIGHTLY_ONLY
 from harness.quantize import aoti_kernels
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
+from harness.quantize.pt2e_builds import PT2EBuilds
 from harness.quantize.pt2e_torch import arch_family, quantizer_applicable
 from harness.quantize.qat_torch import QATConfig
 from harness.quantize.torch import PT2E_LIBS, cpu_flags, half_applicable
@@ -268,27 +269,6 @@ def build_half(dtype_name: str):
     return build
 
 
-def build_static(mixed: bool = False):
-    def build(ctx: BuildContext, out: Path) -> BuiltModel:
-        from harness.quantize.torch import pt2e_convert
-
-        converted, notes = pt2e_convert(ctx, "x86", mixed, recipe=MIXED if mixed else None)
-        return save_aoti(converted, ctx, out, what=("mixed" if mixed else "static-int8") + " (AOTI)", notes=notes,
-                         tolerance=None, int8=True)
-
-    return build
-
-
-def build_qat(config: QATConfig):
-    def build(ctx: BuildContext, out: Path) -> BuiltModel:
-        from harness.quantize.qat_torch import qat_convert
-
-        converted, facts = qat_convert(ctx, config)
-        return save_aoti(converted, ctx, out, what="qat-int8 (AOTI)", notes=facts, tolerance=None, int8=True)
-
-    return build
-
-
 def build_pt2e_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
     """X86InductorQuantizer with is_dynamic=True: int8 weights, activations quantized per call
     (Linear layers only)."""
@@ -345,6 +325,8 @@ def _name(quantize: str) -> str:
 
 
 X86_INT8 = quantizer_applicable("x86")
+# static-int8, mixed and qat-int8: PT2E with X86InductorQuantizer, compiled to a package (MIXED is defined below)
+PT2E_BUILDS = PT2EBuilds("x86", save_aoti, "AOTI", lambda: MIXED)
 QAT = QATConfig(quantizer="x86")
 PT2E = "torchao.pt2e.prepare_pt2e(X86InductorQuantizer{})+convert_pt2e"
 REVISION = {"aoti": 5}  # 4: static batch, no_grad freezing, fused_int8_kernels; 5: kernel_calls, delegation
@@ -361,7 +343,7 @@ def aoti_recipe(mode: str, quantize: str, slug: str, build, params: dict, librar
 
 
 FP32 = aoti_recipe("fp32", "torch.export", "aoti", build_fp32, {}, LIBS)
-MIXED = aoti_recipe("mixed", PT2E.format(", keep_float layers None"), "pt2e-x86-aoti", build_static(mixed=True),
+MIXED = aoti_recipe("mixed", PT2E.format(", keep_float layers None"), "pt2e-x86-aoti", PT2E_BUILDS.static(mixed=True),
                     {"calibration_batch": 16, "quantizer": "x86"}, PT2E_LIBS, X86_INT8)
 RECIPES: tuple[Recipe, ...] = (
     FP32,
@@ -369,10 +351,10 @@ RECIPES: tuple[Recipe, ...] = (
                 bf16_applicable),
     aoti_recipe("fp16", "torch.export(.to(float16), fp32 io)", "aoti", build_half("float16"), {"io": "float32"}, LIBS,
                 half_applicable),
-    aoti_recipe("static-int8", PT2E.format(""), "pt2e-x86-aoti", build_static(), {"calibration_batch": 16}, PT2E_LIBS,
+    aoti_recipe("static-int8", PT2E.format(""), "pt2e-x86-aoti", PT2E_BUILDS.static(), {"calibration_batch": 16}, PT2E_LIBS,
                 X86_INT8),
     aoti_recipe("qat-int8", f"torchao.pt2e.prepare_qat_pt2e(X86InductorQuantizer,{QAT.epochs}ep,lr={QAT.learning_rate:g})"
-                "+convert_pt2e", "pt2e-x86-aoti", build_qat(QAT), QAT.params(), PT2E_LIBS, X86_INT8),
+                "+convert_pt2e", "pt2e-x86-aoti", PT2E_BUILDS.qat(QAT), QAT.params(), PT2E_LIBS, X86_INT8),
     aoti_recipe("dynamic-int8", PT2E.format(", is_dynamic"), "pt2e-x86-aoti", build_pt2e_dynamic, {"calibration_batch": 16},
                 PT2E_LIBS, X86_INT8),
     aoti_recipe("dynamic-int8", "torchao.quantize_(Int8DynamicActivationInt8WeightConfig)", "torchao-aoti",

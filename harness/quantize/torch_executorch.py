@@ -25,6 +25,7 @@ from harness.artifacts import BuiltModel
 from harness.models.spec import ModelSpec
 from harness.profiles import NIGHTLY_ONLY
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
+from harness.quantize.pt2e_builds import PT2EBuilds
 from harness.quantize.pt2e_torch import arch_family
 from harness.quantize.qat_torch import QATConfig
 from harness.quantize.torch import cpu_flags
@@ -179,27 +180,6 @@ def build_fp16(ctx: BuildContext, out: Path) -> BuiltModel:
                     notes={"compute_dtype": "float16", "io_dtype": "float32"})
 
 
-def build_static(mixed: bool = False):
-    def build(ctx: BuildContext, out: Path) -> BuiltModel:
-        from harness.quantize.torch import pt2e_convert
-
-        converted, notes = pt2e_convert(ctx, "xnnpack", mixed, recipe=MIXED if mixed else None)
-        return save_pte(converted, ctx, out, what=("mixed" if mixed else "static-int8") + " (ExecuTorch)", notes=notes,
-                        tolerance=None, int8=True)
-
-    return build
-
-
-def build_qat(config: QATConfig):
-    def build(ctx: BuildContext, out: Path) -> BuiltModel:
-        from harness.quantize.qat_torch import qat_convert
-
-        converted, facts = qat_convert(ctx, config)
-        return save_pte(converted, ctx, out, what="qat-int8 (ExecuTorch)", notes=facts, tolerance=None, int8=True)
-
-    return build
-
-
 def build_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
     """XNNPACKQuantizer's dynamic config: int8 per-channel weights, activations quantized per
     call (Linear layers only)."""
@@ -227,6 +207,8 @@ def _name(quantize: str) -> str:
     return f"{quantize} -> to_edge_transform_and_lower(XnnpackPartitioner) (ExecuTorch .pte)"
 
 
+# static-int8, mixed and qat-int8: PT2E with XNNPACKQuantizer, written as a .pte (MIXED is defined below)
+PT2E_BUILDS = PT2EBuilds("xnnpack", save_pte, "ExecuTorch", lambda: MIXED)
 QAT = QATConfig(quantizer="xnnpack")
 PT2E = "torchao.pt2e.prepare_pt2e(XNNPACKQuantizer(per_channel{}))+convert_pt2e"
 REVISION = {"executorch": 2}  # 2: int8 heavy ops counted (quantized_ops), float-only XNNPACKQuantizer
@@ -244,18 +226,18 @@ def pte_recipe(mode: str, quantize: str, slug: str, build, params: dict, librari
 
 
 FP32 = pte_recipe("fp32", "torch.export", "pte", build_fp32, {}, LIBS)
-MIXED = pte_recipe("mixed", PT2E.format(", keep_float layers None"), "pt2e-xnnpack-pte", build_static(mixed=True),
+MIXED = pte_recipe("mixed", PT2E.format(", keep_float layers None"), "pt2e-xnnpack-pte", PT2E_BUILDS.static(mixed=True),
                    {"calibration_batch": 16, "quantizer": "xnnpack"}, PT2E_LIBS, profiles=NIGHTLY_ONLY)
 RECIPES: tuple[Recipe, ...] = (
     FP32,
     pte_recipe("fp16", "torch.export(.to(float16), fp32 io)", "pte", build_fp16, {"io": "float32"}, LIBS, fp16_applicable,
                profiles=NIGHTLY_ONLY),
-    pte_recipe("static-int8", PT2E.format(""), "pt2e-xnnpack-pte", build_static(), {"calibration_batch": 16,
+    pte_recipe("static-int8", PT2E.format(""), "pt2e-xnnpack-pte", PT2E_BUILDS.static(), {"calibration_batch": 16,
                "quantizer": "xnnpack"}, PT2E_LIBS),
     pte_recipe("dynamic-int8", PT2E.format(", is_dynamic"), "pt2e-xnnpack-pte", build_dynamic, {"calibration_batch": 16},
                PT2E_LIBS),
     pte_recipe("qat-int8", f"torchao.pt2e.prepare_qat_pt2e(XNNPACKQuantizer(per_channel),{QAT.epochs}ep,"
-               f"lr={QAT.learning_rate:g})+convert_pt2e", "pt2e-xnnpack-pte", build_qat(QAT), QAT.params(), PT2E_LIBS,
+               f"lr={QAT.learning_rate:g})+convert_pt2e", "pt2e-xnnpack-pte", PT2E_BUILDS.qat(QAT), QAT.params(), PT2E_LIBS,
                profiles=NIGHTLY_ONLY),
     MIXED,
 )
