@@ -20,8 +20,9 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from harness.testing.checkout_run import timed_run
 
 REPO = Path(__file__).resolve().parent.parent
 TITLE = "quantbench: which mode to ship"
@@ -59,15 +60,9 @@ def answers(stdout: str) -> dict[str, str]:
 
 
 def run(code: Path, work: Path, run_id: str, cache: Path, extra: list[str]) -> tuple[float, int, dict[str, str]]:
-    cmd = [sys.executable, "-m", "harness.cli", "run", f"--cache-dir={cache}", f"--results-dir={work / 'results'}",
-           f"--run-id={run_id}", "--results-db=off", "--qb-dashboard=off", *extra]
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    env.pop("QUANTBENCH_CACHE", None)
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=code, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    (work / f"{run_id}.log").write_text(proc.stdout + proc.stderr)
-    return wall, proc.returncode, answers(proc.stdout)
+    done = timed_run(code, [f"--cache-dir={cache}", f"--results-dir={work / 'results'}", f"--run-id={run_id}",
+                            "--results-db=off", "--qb-dashboard=off", *extra], work / f"{run_id}.log")
+    return done.wall_s, done.returncode, answers(done.stdout)
 
 
 def stable(seen: list[str]) -> tuple[bool, str]:

@@ -18,10 +18,10 @@ import argparse
 import os
 import resource
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from harness.testing.checkout_run import timed_run
 
 REPO = Path(__file__).resolve().parent.parent
 GOALS = {"cold": 300.0, "warm": 120.0}
@@ -36,15 +36,9 @@ def cpu_s() -> float:
 
 
 def run(code: Path, work: Path, run_id: str, extra: list[str]) -> tuple[float, int, str]:
-    cmd = [sys.executable, "-m", "harness.cli", "run", f"--cache-dir={work / 'cache'}", f"--results-dir={work / 'results'}",
-           f"--run-id={run_id}", f"--results-db=sqlite:///{work / 'history.sqlite'}", *extra]
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    env.pop("QUANTBENCH_CACHE", None)
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=code, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    (work / f"{run_id}.log").write_text(proc.stdout + proc.stderr)
-    return wall, proc.returncode, proc.stdout
+    done = timed_run(code, [f"--cache-dir={work / 'cache'}", f"--results-dir={work / 'results'}", f"--run-id={run_id}",
+                            f"--results-db=sqlite:///{work / 'history.sqlite'}", *extra], work / f"{run_id}.log")
+    return done.wall_s, done.returncode, done.stdout
 
 
 def summary_line(stdout: str) -> str:

@@ -10,6 +10,8 @@ imports from `tests/`).
   library only: `scripts/emulated_pi.py` loads it under the system Python).
 - `harness.testing.import_graph`: quantbench's import graph and module sizes, read with `ast`
   (tests/test_architecture.py checks them, benchmarks/import_graph.py prints them).
+- `harness.testing.checkout_run`: `quantbench run` in a checkout (a fresh clone or this tree),
+  timed, as the benchmarks that time or repeat the main job run it.
 
 Nothing here is imported by the harness itself; each module is imported on its own.
 """
