@@ -14,20 +14,17 @@ Emulation is 30-400x slower than a Pi: nothing here looks at a timing figure.
 from __future__ import annotations
 
 import importlib.metadata
-import json
-from pathlib import Path
 
 import pytest
 
 from harness import Suite
 from harness import settings
-from harness.artifacts import Artifact
 from harness.models import digits_cnn
 from harness.quantize import torch_executorch
 from harness.quantize.executorch_program import program_version
 from harness.session import BenchSession, SessionOptions
 from targets.inventory import parse_target
-from tests import emulated_pi
+from tests import case_files, emulated_pi
 
 CACHE = settings.cache_dir()
 MODES = ("fp32", "static-int8", "dynamic-int8")
@@ -119,19 +116,6 @@ def test_a_device_without_executorch_says_so_before_anything_is_shipped(bookworm
     assert "uploaded artifact" not in log
 
 
-def newer_copy(row, folder: Path, identifier: bytes) -> Artifact:
-    """The host's program with its format identifier (bytes 4-8) rewritten, as a later ExecuTorch
-    release that changed its program format would write it."""
-    source = CACHE / "artifacts" / row["artifact_key"]
-    folder.mkdir(parents=True, exist_ok=True)
-    data = bytearray((source / "model.pte").read_bytes())
-    data[4:8] = identifier
-    (folder / "model.pte").write_bytes(bytes(data))
-    manifest = json.loads((source / "manifest.json").read_text())
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return Artifact(folder, manifest)
-
-
 def test_a_program_newer_than_the_device_runtime_is_na_naming_both(bookworm, host_rows, tmp_path):
     """What the device's runtime reads comes from the device (its executorch 1.0.1's schema); the
     host's program format is one of them, a newer one is refused before the run with both versions."""
@@ -143,10 +127,10 @@ def test_a_program_newer_than_the_device_runtime_is_na_naming_both(bookworm, hos
     found = info.facts["executorch"]
     assert (found["runtime"], found["version"], found["programs"]) == ("executorch", "1.0.1", ["ET12"]), found
     row = host_rows["fp32"]
-    same = Artifact(CACHE / "artifacts" / row["artifact_key"], json.loads((CACHE / "artifacts" / row["artifact_key"] / "manifest.json").read_text()))
+    same = case_files.artifact(row)
     assert program_version(same.model_file) == "ET12"
     assert torch_executorch.FP32.artifact_reason(same, info, 1) is None
-    newer = newer_copy(row, tmp_path / "newer", b"ET13")
+    newer = case_files.newer_program_copy(row, tmp_path / "newer", b"ET13")
     reason = torch_executorch.FP32.artifact_reason(newer, info, 1)
     written = importlib.metadata.version("executorch").split("+")[0]
     assert reason and "ExecuTorch program ET13" in reason and f"written by executorch {written}" in reason, reason

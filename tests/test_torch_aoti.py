@@ -24,6 +24,7 @@ from harness.session import BenchSession, SessionOptions
 from harness.suite import Suite
 from targets import TargetConfig
 from targets.base import TargetInfo
+from tests import case_files
 
 CACHE = settings.cache_dir()
 pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
@@ -53,6 +54,17 @@ def run(tmp_path_factory):
     return session, rows
 
 
+def _run_alone(case, tmp_path, run_id: str) -> tuple[BenchSession, dict]:
+    """(the closed session, the row) of one case run in a session of its own, with an empty
+    artifact cache under tmp_path: whatever it builds is built for it."""
+    options = SessionOptions(results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", run_id=run_id)
+    session = BenchSession(TargetConfig(name="local", kind="local"), options)
+    try:
+        return session, session.run_case(case)
+    finally:
+        session.close()
+
+
 def _context(cache_dir=CACHE) -> BuildContext:
     return BuildContext(digits_cnn, load_data(), ArtifactCache(cache_dir / "artifacts"), CACHE / "models")
 
@@ -72,7 +84,7 @@ def test_packages_run_in_the_runner_and_int8_is_compared_with_the_aoti_fp32(run)
     assert fp32["accuracy"] >= 0.95 and int8["accuracy"] >= fp32["accuracy"] - 0.01
     assert int8["baseline_case"] == FP32
     assert int8["speedup"] == pytest.approx(fp32["latency_p50_ms"] / int8["latency_p50_ms"])
-    manifest = json.loads((CACHE / "artifacts" / int8["artifact_key"] / "manifest.json").read_text())
+    manifest = case_files.artifact(int8).manifest
     assert manifest["notes"]["torch_load"]["format"] == "aoti"
     assert manifest["notes"]["fused_int8_kernels"], "the int8 package must call oneDNN's int8 kernels"
     # the row says which heavy calls became int8 kernels (the fp32 package has nothing to say)
@@ -112,12 +124,7 @@ def test_a_case_batch_the_package_was_not_compiled_for_is_na_at_collection(tmp_p
     case = cases["digits-cnn-torch-static-int8-pt2e-x86-aoti-b8"]
     assert "static input shapes for batch 1" in case.na_reason and "runs batch 8" in case.na_reason
     assert cases["digits-cnn-torch-static-int8-pt2e-x86-b8"].na_reason == ""  # the eager program takes any batch
-    options = SessionOptions(results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", run_id="batch8")
-    session = BenchSession(TargetConfig(name="local", kind="local"), options)
-    try:
-        row = session.run_case(case)
-    finally:
-        session.close()
+    session, row = _run_alone(case, tmp_path, "batch8")
     assert row["status"] == "n/a" and row["reason"] == case.na_reason
     assert not list((tmp_path / "cache").rglob("manifest.json")), "nothing is built for a case that cannot run"
     assert not (session.store.dir / "work").exists() or not any((session.store.dir / "work").iterdir()), \
@@ -130,11 +137,8 @@ def test_accuracy_is_the_package_own(run):
 
     session, rows = run
     for case_id in (FP32, INT8):
-        work = session.store.dir / "work" / case_id
-        config = json.loads((work / "config.json").read_text())
-        inputs = dict(np.load(config["inputs"]))["input"]
-        got = dict(np.load(work / "outputs.npz"))["output"]
-        package = torch._inductor.aoti_load_package(str(CACHE / "artifacts" / rows[case_id]["artifact_key"] / "model.pt2"))
+        inputs, got = case_files.runner_io(session, case_id)
+        package = torch._inductor.aoti_load_package(str(case_files.artifact(rows[case_id]).model_file))
         want = np.concatenate([package(torch.from_numpy(inputs[i:i + 1])).numpy() for i in range(len(inputs))])
         assert got.shape == want.shape and np.allclose(got, want, atol=1e-5)
 
@@ -202,12 +206,7 @@ def test_a_user_model_calling_its_own_custom_op_is_na_naming_it(tmp_path):
 
     [case] = [c for c in Suite(model=custom_op_mlp, frameworks=("torch",), modes=("fp32",), name="custom").cases()
               if c.case_id == "digits-custom-op-torch-fp32-aoti-b1"]
-    options = SessionOptions(results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", run_id="custom")
-    session = BenchSession(TargetConfig(name="local", kind="local"), options)
-    try:
-        row = session.run_case(case)
-    finally:
-        session.close()
+    _, row = _run_alone(case, tmp_path, "custom")
     assert row["status"] == "n/a" and "quantbench_user::soft_clip" in row["reason"], row["reason"]
     assert not list((tmp_path / "cache").rglob("manifest.json"))
 
@@ -218,7 +217,7 @@ def test_the_runner_loads_a_package_without_importing_inductor(run):
     import sys
 
     session, rows = run
-    folder = CACHE / "artifacts" / rows[INT8]["artifact_key"]
+    folder = case_files.artifact(rows[INT8]).path
     code = ("import json, sys; from harness.runner.backend_torch import Backend; "
             f"b = Backend({str(folder / 'model.pt2')!r}, json.load(open({str(folder / 'manifest.json')!r})), 1, {{}}); "
             "print('inductor' if 'torch._inductor' in sys.modules else 'no inductor')")

@@ -29,6 +29,7 @@ from harness.suite import Suite
 from targets import TargetConfig
 from targets.base import TargetInfo
 from targets.local import runner_env
+from tests import case_files
 
 CACHE = settings.cache_dir()
 FP32 = "digits-cnn-torch-fp32-pte-b1"
@@ -61,7 +62,7 @@ def run(tmp_path_factory):
 
 
 def _manifest(row) -> dict:
-    return json.loads((CACHE / "artifacts" / row["artifact_key"] / "manifest.json").read_text())
+    return case_files.artifact(row).manifest
 
 
 def test_programs_run_in_the_runner_and_int8_is_compared_with_the_pte_fp32(run):
@@ -123,11 +124,8 @@ def test_accuracy_is_the_program_own(run):
 
     session, rows = run
     for case_id in (FP32, INT8):
-        work = session.store.dir / "work" / case_id
-        config = json.loads((work / "config.json").read_text())
-        inputs = dict(np.load(config["inputs"]))["input"]
-        got = dict(np.load(work / "outputs.npz"))["output"]
-        method = Runtime.get().load_program(CACHE / "artifacts" / rows[case_id]["artifact_key"] / "model.pte").load_method("forward")
+        inputs, got = case_files.runner_io(session, case_id)
+        method = Runtime.get().load_program(case_files.artifact(rows[case_id]).model_file).load_method("forward")
         want = np.concatenate([method.execute([torch.from_numpy(inputs[i:i + 1].copy())])[0].numpy()
                                for i in range(len(inputs))])
         assert got.shape == want.shape and np.allclose(got, want, atol=1e-5)
@@ -138,27 +136,15 @@ def _target(**facts) -> TargetInfo:
                       device="Cortex-A76", host="pi", facts=facts)
 
 
-def _newer_copy(row, folder: Path, identifier: bytes = b"ET99") -> Artifact:
-    """The program with its format identifier rewritten newer, as a later ExecuTorch would write it."""
-    source = CACHE / "artifacts" / row["artifact_key"]
-    folder.mkdir(parents=True, exist_ok=True)
-    data = bytearray((source / "model.pte").read_bytes())
-    data[4:8] = identifier
-    (folder / "model.pte").write_bytes(bytes(data))
-    manifest = json.loads((source / "manifest.json").read_text())
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return Artifact(folder, manifest)
-
-
 def test_a_program_format_the_device_runtime_does_not_read_is_na_before_the_run(run, tmp_path):
     _, rows = run
     numpy_runtime = {"runtime": "executorch-numpy-runtime", "version": "1.4.0", "executorch_version": "1.3.1",
                      "programs": ["ET12"]}
     target = _target(runtimes={"executorch": "missing", "executorch-numpy-runtime": "1.4.0"}, executorch=numpy_runtime)
-    same = Artifact(CACHE / "artifacts" / rows[FP32]["artifact_key"], _manifest(rows[FP32]))
+    same = case_files.artifact(rows[FP32])
     assert program_version(same.model_file) == "ET12"
     assert torch_executorch.FP32.artifact_reason(same, target, 1) is None
-    newer = _newer_copy(rows[FP32], tmp_path / "newer")
+    newer = case_files.newer_program_copy(rows[FP32], tmp_path / "newer", b"ET99")
     reason = torch_executorch.FP32.artifact_reason(newer, target, 1)
     assert reason and "ET99" in reason and "ET12" in reason and "executorch-numpy-runtime 1.4.0" in reason
     assert "ExecuTorch 1.3.1" in reason and "pip install executorch==1.4.1" in reason and "target pi" in reason
@@ -168,7 +154,7 @@ def test_a_program_format_the_device_runtime_does_not_read_is_na_before_the_run(
 def test_the_runner_refuses_a_newer_program_with_the_versions(run, tmp_path):
     """The runner's own check (a device whose facts were not read): the line names both formats."""
     session, rows = run
-    newer = _newer_copy(rows[FP32], tmp_path / "newer")
+    newer = case_files.newer_program_copy(rows[FP32], tmp_path / "newer", b"ET99")
     result = _run_runner(session, rows[FP32], newer, tmp_path / "work")
     assert result["status"] == "error"
     assert "program format ET99" in result["reason"] and "reads ET12" in result["reason"], result["reason"]
@@ -176,7 +162,7 @@ def test_the_runner_refuses_a_newer_program_with_the_versions(run, tmp_path):
 
 def test_a_device_without_an_executorch_runtime(run, tmp_path):
     session, rows = run
-    same = Artifact(CACHE / "artifacts" / rows[FP32]["artifact_key"], _manifest(rows[FP32]))
+    same = case_files.artifact(rows[FP32])
     bare = _target(runtimes={"executorch": "missing", "torch": "missing"}, executorch={})
     reason = torch_executorch.FP32.artifact_reason(same, bare, 1)
     assert reason and "has no ExecuTorch runtime" in reason and "pip install executorch==1.4.1" in reason
