@@ -51,5 +51,18 @@ def start(directory: Path, userland: str = "bookworm", **fields):
     return device
 
 
+def device_fixture(folder: str, userland: str = "bookworm"):
+    """A module-scoped fixture: a device started on a fresh tmp folder named `folder`, stopped
+    after the module's tests (assign it to the fixture's name: `pi = device_fixture("emulated-pi")`)."""
+
+    @pytest.fixture(scope="module")
+    def device(tmp_path_factory):
+        started = start(tmp_path_factory.mktemp(folder), userland)
+        yield started
+        stop(started)
+
+    return device
+
+
 def stop(device) -> None:
     device.remove()  # sshd by pid, then the device's own layer (the build stays for the next session)

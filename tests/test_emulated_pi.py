@@ -61,11 +61,7 @@ SUBSET_FILTER = ("-k", "not torchao and not (tflite and static) and not pte and 
                  "--qb-profile", "nightly", "--qb-rounds", "1", "--qb-no-race")
 
 
-@pytest.fixture(scope="module")
-def pi(tmp_path_factory):
-    device = emulated_pi.start(tmp_path_factory.mktemp("emulated-pi"))
-    yield device
-    emulated_pi.stop(device)
+pi = emulated_pi.device_fixture("emulated-pi")
 
 
 @pytest.fixture(scope="module")

@@ -58,18 +58,8 @@ def host_rows(tmp_path_factory):
     return rows
 
 
-@pytest.fixture(scope="module")
-def bookworm(tmp_path_factory):
-    device = emulated_pi.start(tmp_path_factory.mktemp("emulated-pi"))
-    yield device
-    emulated_pi.stop(device)
-
-
-@pytest.fixture(scope="module")
-def trixie(tmp_path_factory):
-    device = emulated_pi.start(tmp_path_factory.mktemp("emulated-pi-trixie"), "trixie")
-    yield device
-    emulated_pi.stop(device)
+bookworm = emulated_pi.device_fixture("emulated-pi")
+trixie = emulated_pi.device_fixture("emulated-pi-trixie", "trixie")
 
 
 def check_rows(rows: dict, host_rows: dict, python: str, runtime: str, runtime_version: str) -> None:
