@@ -1,5 +1,5 @@
-"""Small real ONNX models for tests: a logistic regression trained on the digits, a
-quantization-fragile twin of it, and a model that produces NaN."""
+"""Small real ONNX models for tests: a logistic regression trained on the digits (also as a
+suite's model, with its data), a quantization-fragile twin of it, and a model that produces NaN."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,6 +49,16 @@ def logistic_regression(path: Path, outlier: float = 0.0) -> Path:
     weight = clf.coef_.T.copy()
     weight[0, :] = outlier or weight[0, :]
     return gemm_model(path, weight, clf.intercept_)
+
+
+def logreg_spec(folder: Path):
+    """The logistic regression as a suite's model: logreg.onnx beside its data.npz in `folder`."""
+    from harness.models import onnx_model
+
+    _, _, x_calib, x_eval, y_eval = digits_flat()
+    logistic_regression(folder / "logreg.onnx")
+    write_npz(folder / "data.npz", x_eval, y_eval, x_calib)
+    return onnx_model("logreg", folder / "logreg.onnx", data=folder / "data.npz")
 
 
 def nan_model(path: Path, features: int = 64) -> Path:

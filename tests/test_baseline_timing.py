@@ -19,7 +19,6 @@ import pytest
 from harness import Suite, Timing
 from harness.baselines import baseline_timing
 from harness.history.candidate import candidate
-from harness.models import onnx_model
 from harness import settings
 from harness.report import comparison_table, frame
 from harness.session import BenchSession, SessionOptions
@@ -43,10 +42,7 @@ runpy.run_path(sys.argv[0].replace("pick.py", "vcgencmd.py"), run_name="__main__
 @pytest.fixture(scope="module")
 def logreg(tmp_path_factory):
     folder = tmp_path_factory.mktemp("logreg")
-    x_train, y_train, x_calib, x_eval, y_eval = onnx_models.digits_flat()
-    onnx_models.logistic_regression(folder / "logreg.onnx")
-    onnx_models.write_npz(folder / "data.npz", x_eval, y_eval, x_calib)
-    return onnx_model("logreg", folder / "logreg.onnx", data=folder / "data.npz")
+    return onnx_models.logreg_spec(folder)
 
 
 @pytest.fixture(scope="module")

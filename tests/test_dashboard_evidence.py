@@ -16,7 +16,6 @@ from harness import Suite, Timing, settings
 from harness.history import dashboard
 from harness.history.db import HistoryDB
 from harness.history.recommend import recommend
-from harness.models import onnx_model
 from harness.session import BenchSession, SessionOptions
 from harness.store import read_run_dir
 from targets.inventory import parse_target
@@ -29,10 +28,7 @@ DYNAMIC = "logreg-onnxruntime-dynamic-int8-dyn-b1"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("evidence")
-    x_train, y_train, x_calib, x_eval, y_eval = onnx_models.digits_flat()
-    onnx_models.logistic_regression(root / "logreg.onnx")
-    onnx_models.write_npz(root / "data.npz", x_eval, y_eval, x_calib)
-    model = onnx_model("logreg", root / "logreg.onnx", data=root / "data.npz")
+    model = onnx_models.logreg_spec(root)
     (root / "meter.py").write_text("print('power=2.5W')\n")
     config = parse_target("local", {"kind": "local", "profile": "generic-linux", "sensors": {
         "idle_s": 0.2, "meter_command": [sys.executable, str(root / "meter.py")], "meter_interval_s": 0.1}}, "test")

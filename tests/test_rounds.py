@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from harness import Suite, Timing
-from harness.models import onnx_model
 from harness.rounds import DISAGREE, paired_speedup, round_columns, speedup_text
 from harness import settings
 from harness.session import BenchSession, SessionOptions
@@ -111,10 +110,7 @@ def test_rounds_disagree_means_the_same_on_every_row(figures):
 @pytest.fixture(scope="module")
 def logreg(tmp_path_factory):
     folder = tmp_path_factory.mktemp("logreg")
-    x_train, y_train, x_calib, x_eval, y_eval = onnx_models.digits_flat()
-    onnx_models.logistic_regression(folder / "logreg.onnx")
-    onnx_models.write_npz(folder / "data.npz", x_eval, y_eval, x_calib)
-    return onnx_model("logreg", folder / "logreg.onnx", data=folder / "data.npz")
+    return onnx_models.logreg_spec(folder)
 
 
 @pytest.fixture(scope="module")
