@@ -6,16 +6,20 @@ the runner's p50 (a fresh runner process, as the local target runs a case) besid
 bare loop in this process over the same artifact file (`torch._inductor.aoti_load_package(path)
 .loader.boxed_run(tensors)`, the compiled model without the Python wrapper's per-call spec parsing; `executorch.runtime.Runtime.get().load_program(path).load_method("forward")
 .execute(tensors)`), outputs turned into numpy arrays in both (the runner's timed call returns host
-arrays). Rounds interleave: every recipe's runner process, then its bare loop, recipe after
+arrays). The AOTI loop runs in torch.inference_mode(), which the runner's torch backend enters once
+per process; the ExecuTorch loop does not, as the runner's ExecuTorch backend and ExecuTorch's own
+example do not (inside it, the bindings' output tensors cost less to make: ~2% of digits' 13 us
+call). Rounds interleave: every recipe's runner process, then its bare loop, recipe after
 recipe, round after round, so drift spreads over all of them. Then each int8 recipe's speedup
 over its format's fp32 (runner p50s of the same round) beside the same speedup from the bare
 loops. Goals: runner/bare within 0.97-1.03, speedups agree within 10%.
 
-    .venv/bin/python benchmarks/torch_deployed.py [--rounds 3] [--seconds 1] [--threads 1] [--all] [-k SLUG]
+    .venv/bin/python benchmarks/torch_deployed.py [--rounds 3] [--seconds 1] [--threads 1] [--all] [-k SLUG] [--models digits-cnn]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
@@ -61,7 +65,8 @@ class Bare:
 
         path = str(artifact.model_file)
         self.tensors = [torch.from_numpy(np.ascontiguousarray(feed[t["name"]])) for t in artifact.manifest["inputs"]]
-        if artifact.manifest.get("runtime") == "executorch":
+        self.executorch = artifact.manifest.get("runtime") == "executorch"
+        if self.executorch:
             from executorch.extension.pybindings import portable_lib
             from executorch.runtime import Runtime
 
@@ -80,7 +85,7 @@ class Bare:
     def p50(self, seconds: float, warmup: int = 20) -> float:
         import torch
 
-        with torch.inference_mode():
+        with contextlib.nullcontext() if self.executorch else torch.inference_mode():
             for _ in range(warmup):
                 self.call()
             times, start = [], time.perf_counter()
@@ -100,6 +105,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=system.physical_cores())
     parser.add_argument("--all", action="store_true", help="the nightly recipes too")
     parser.add_argument("-k", dest="only", default="", help="only recipes whose slug contains this")
+    parser.add_argument("--models", default="digits-cnn,minilm-l6-s128",
+                        help="comma-separated model names (a busy machine: digits-cnn alone)")
     args = parser.parse_args()
 
     import torch
@@ -113,7 +120,7 @@ def main() -> None:
           f"{args.threads} thread(s), {args.rounds} round(s) of ~{args.seconds:g} s per measurement", flush=True)
 
     cases = []  # (model, recipe, artifact, bare, inputs file)
-    for spec in (digits_cnn, minilm_l6_s128):
+    for spec in (s for s in (digits_cnn, minilm_l6_s128) if s.name in args.models.split(",")):
         dataset = resolve_data(spec.data)
         ctx = BuildContext(spec, dataset, cache, settings.cache_dir() / "models")
         inputs = work / f"{spec.name}.npz"

@@ -136,6 +136,25 @@ def _target(**facts) -> TargetInfo:
                       device="Cortex-A76", host="pi", facts=facts)
 
 
+def test_the_runner_runs_a_program_without_importing_the_export_toolchain(run):
+    """The runner's bindings are their C++ extension: importing executorch.exir (the export
+    toolchain, which executorch.runtime's Python wrapper pulls in: seconds of every .pte case's
+    fresh process) is no part of it, and XNNPACK is still registered and runs the delegate."""
+    _, rows = run
+    folder = CACHE / "artifacts" / rows[INT8]["artifact_key"]
+    code = ("import json, sys, numpy as np; from harness.runner.backend_executorch import Backend; "
+            f"b = Backend({str(folder / 'model.pte')!r}, json.load(open({str(folder / 'manifest.json')!r})), 1, {{}}); "
+            "out = b.run(b.prepare({'input': np.zeros((1, 1, 8, 8), np.float32)})); "
+            "print(json.dumps({'output': [type(out[0]).__name__, list(out[0].shape)], 'delegates': b.details['delegates'], "
+            "'threads': b.details['num_threads'], 'imported': [m for m in ('executorch.exir', 'executorch.runtime', "
+            "'torch._inductor') if m in sys.modules]}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["imported"] == [], seen
+    assert "XnnpackBackend" in seen["delegates"] and seen["threads"] == 1 and seen["output"] == ["ndarray", [1, 10]]
+
+
 def test_a_program_format_the_device_runtime_does_not_read_is_na_before_the_run(run, tmp_path):
     _, rows = run
     numpy_runtime = {"runtime": "executorch-numpy-runtime", "version": "1.4.0", "executorch_version": "1.3.1",

@@ -1,7 +1,13 @@
 """ExecuTorch backend for the runner: a `.pte` program (XNNPACK delegate, portable kernels for
-the rest), run with the official bindings (`executorch.runtime.Runtime`, which import torch) or,
-where they are not installed, with `executorch-numpy-runtime` (numpy only, Python >= 3.12).
-executorch_runtime.py says which is used (QUANTBENCH_EXECUTORCH_RUNTIME=numpy|bindings picks one).
+the rest), run with the official bindings or, where they are not installed, with
+`executorch-numpy-runtime` (numpy only, Python >= 3.12). executorch_runtime.py says which is
+used (QUANTBENCH_EXECUTORCH_RUNTIME=numpy|bindings picks one).
+
+The bindings are their C++ extension, executorch.extension.pybindings._portable_lib, imported
+after torch (it links libtorch): the same program and method objects that
+`executorch.runtime.Runtime` wraps (Method.execute(inputs) is `method(inputs)`), without the
+Python wrapper `portable_lib`, whose import of executorch.exir (the export toolchain) took
+seconds of every .pte case's fresh runner process.
 
 A timed call is the method call with host arrays in and host arrays out (docs/architecture.md,
 "What one timed call is"): prepare() makes the inputs once (torch tensors sharing the numpy
@@ -30,9 +36,8 @@ if _USED is None:
                       "executorch-numpy-runtime (pip install executorch-numpy-runtime: numpy only, Python >= 3.12) "
                       "is installed", name="executorch (or executorch-numpy-runtime)")
 if _USED["runtime"] == executorch_runtime.BINDINGS:
-    import torch
-    from executorch.extension.pybindings import portable_lib as _portable
-    from executorch.runtime import Runtime as _Runtime
+    import torch  # first: the extension links libtorch and returns torch tensors
+    from executorch.extension.pybindings import _portable_lib as _portable
 else:
     import executorch_numpy_runtime as _numpy_runtime
 
@@ -67,15 +72,16 @@ class Backend:
         wanted = DELEGATES.get(str(backend)) if backend else None
         if self.bindings:
             _portable._unsafe_reset_threadpool(int(threads))
-            self.runtime_handle = _Runtime.get()
-            have = list(self.runtime_handle.backend_registry.registered_backend_names)
+            have = list(_portable._get_registered_backend_names())
         else:
             have = list(_numpy_runtime.runtime_info()["backends"])
         if wanted and wanted not in have:
             raise RuntimeError(f"this .pte delegates to {wanted} and {self.runtime} {self.runtime_version} here has "
                                f"only {', '.join(have) or 'no delegate'}: install a build of it with {wanted}")
         if self.bindings:
-            self.program = self.runtime_handle.load_program(model_path)
+            # as executorch.runtime.Runtime.load_program(path) loads it (its default verification)
+            self.program = _portable._load_program(model_path, enable_etdump=False, debug_buffer_size=0,
+                                                   program_verification=_portable.Verification.InternalConsistency)
         else:
             self.program = _numpy_runtime.Runtime.get().load_program(model_path)
         self.method = self.program.load_method("forward")
@@ -110,5 +116,5 @@ class Backend:
 
     def run(self, prepared: List[Any]) -> List[np.ndarray]:
         if self.bindings:
-            return [o.numpy() for o in self.method.execute(prepared)]
+            return [o.numpy() for o in self.method(prepared)]
         return self.method(prepared)
