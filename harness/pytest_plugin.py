@@ -324,7 +324,7 @@ def _race(session: BenchSession, config: pytest.Config, exitstatus) -> None:
     if config.getoption("--qb-no-race") or exitstatus == pytest.ExitCode.INTERRUPTED:
         return
     try:
-        session.race(config.getoption("--max-accuracy-drop"), config.getoption("--qb-race-cap"))
+        session.race(None, config.getoption("--qb-race-cap"))  # the session's limits, as the answer's
     except Exception as exc:  # noqa: BLE001 - the rows are written; the answer then says it was not raced
         session.store.log(f"race of the finalists NOT run: {type(exc).__name__}: {exc}")
         sys.stderr.write(f"quantbench: race of the finalists not run: {type(exc).__name__}: {exc}\n")

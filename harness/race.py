@@ -3,14 +3,17 @@ measurement rather than by p50s timed in separate processes minutes apart.
 
 A machine runs a fresh process at one of a few speed levels (the same artifact at 15 or 21 us
 from one process to the next), so two rows' p50s can disagree with the truth in sign. After the
-cases of a (target, model, batch) ran, the eligible candidates whose p50 is within MARGIN of the
-best one's (at most MAX_FINALISTS) race: each round runs every finalist once in a fresh runner
+cases of a (target, model, batch) ran, the eligible candidates whose p50 (p99 when that is the
+objective) is within MARGIN of the best one's (at most MAX_FINALISTS) race: each round runs every finalist once in a fresh runner
 process, in order in even rounds and in reverse order in odd ones (ABBA, as harness/rounds.py
-pairs a case with its fp32 baseline), on the same artifacts. After each round:
+pairs a case with its fp32 baseline), on the same artifacts. Each round records each finalist's
+figure of the objective (`statistic`: its p50, or its p99 when the answer minimises p99; the
+race is for latency objectives only: a size is exact and needs none, and energy is not raced,
+see harness/history/margins.py). After each round:
 
-    leader     the finalist with the lowest median (over rounds) of its p50 relative to the
+    leader     the finalist with the lowest median (over rounds) of its figure relative to the
                round's geometric mean
-    ratio      per round, another finalist's p50 / the leader's; its median over the rounds and
+    ratio      per round, another finalist's figure / the leader's; its median over the rounds and
                the exact order-statistic interval of that median (harness.intervals.median_interval,
                at its true level)
     separated  the interval, at a level of at least MIN_LEVEL (6 rounds or more), lies above 1 + TIE:
@@ -42,7 +45,9 @@ from harness.rounds import level_text, log_median
 # The record's format (finalists.json and the `race` column carry it as "format"):
 #   1: target, model, batch_size, run_id, finalists (case ids), p50_ms (per round, per finalist),
 #      cap_s, seconds, stopped
-FORMAT = 1
+#   2: p50_ms renamed per_round_ms, and `statistic` (p50 or p99: what per_round_ms holds); a
+#      format-1 record reads as statistic p50
+FORMAT = 2
 FILE = "finalists.json"
 MARGIN = 0.5  # candidates with a p50 within 1.5x the best's race (processes differ by that much here)
 MAX_FINALISTS = 3
@@ -51,6 +56,15 @@ TIE = 0.03  # two finalists whose ratio's interval lies within 3% of 1 are the s
 MAX_ROUNDS = 40
 CAPS = {"quick": 30.0, "nightly": 120.0}  # seconds of racing per (target, model, batch), per profile
 DEFAULT_CAP = 30.0
+# objective -> the percentile of a round's latencies the race compares (harness/limits.py OBJECTIVES);
+# the objectives not here are not raced
+STATISTICS = {"p50": 50.0, "p99": 99.0}
+
+
+def figure(latencies_ms: Sequence[float], statistic: str) -> float:
+    """A round's figure of one finalist: the percentile `statistic` names of its timed latencies, as
+    harness.stats.latency_stats computes the row's (numpy's linear interpolation)."""
+    return float(np.percentile(np.asarray(latencies_ms, dtype=float), STATISTICS[statistic]))
 
 
 def cap_for(profile: str, cap_s: Optional[float] = None) -> float:
@@ -109,55 +123,57 @@ class Verdict:
         return bool(self.others) and all(o.separated or o.same for o in self.others)
 
 
-def verdict(finalists: Sequence[str], p50_ms: Sequence[Sequence[float]]) -> Optional[Verdict]:
-    """The leader and every other finalist against it, from per-round p50s (a row per round, a
-    column per finalist); None without a round or with fewer than two finalists."""
-    if len(finalists) < 2 or not p50_ms:
+def verdict(finalists: Sequence[str], per_round_ms: Sequence[Sequence[float]]) -> Optional[Verdict]:
+    """The leader and every other finalist against it, from per-round figures (p50s or p99s: a row
+    per round, a column per finalist); None without a round or with fewer than two finalists."""
+    if len(finalists) < 2 or not per_round_ms:
         return None
-    logs = np.log(np.asarray(p50_ms, dtype=float))
+    logs = np.log(np.asarray(per_round_ms, dtype=float))
     relative = logs - logs.mean(axis=1, keepdims=True)  # each round against its own geometric mean
     lead = int(np.argmin(np.median(relative, axis=0)))
     others = []
     for j, case_id in enumerate(finalists):
         if j == lead:
             continue
-        ratios = [row[j] / row[lead] for row in p50_ms]
+        ratios = [row[j] / row[lead] for row in per_round_ms]
         others.append(Versus(case_id, log_median(ratios), median_interval(ratios, MIN_LEVEL)))
     others.sort(key=lambda o: o.ratio)
-    return Verdict(finalists[lead], tuple(others), len(p50_ms))
+    return Verdict(finalists[lead], tuple(others), len(per_round_ms))
 
 
 @dataclass(frozen=True)
 class Race:
-    """What one race measured: the finalists (case ids, in round 0's order), each round's p50 of
-    each, the cap, how long it took and why it stopped."""
+    """What one race measured: the finalists (case ids, in round 0's order), each round's figure of
+    each (`statistic`: p50 or p99, in ms), the cap, how long it took and why it stopped."""
 
     target: str
     model: str
     batch_size: int
     run_id: str
     finalists: tuple[str, ...]
-    p50_ms: tuple[tuple[float, ...], ...]
+    per_round_ms: tuple[tuple[float, ...], ...]
     cap_s: float
     seconds: float
     stopped: str  # separated | same | cap | rounds | failed: <why>
+    statistic: str = "p50"  # what per_round_ms holds: each round's p50 or p99 (STATISTICS)
 
     @property
     def key(self) -> tuple[str, str, int]:
         return self.target, self.model, int(self.batch_size)
 
     def verdict(self) -> Optional[Verdict]:
-        return verdict(self.finalists, self.p50_ms)
+        return verdict(self.finalists, self.per_round_ms)
 
     def among(self, case_ids: Sequence[str]) -> "Race":
         """The same rounds, only the finalists in `case_ids` (those eligible under the limits in force)."""
         keep = [i for i, c in enumerate(self.finalists) if c in set(case_ids)]
         return Race(self.target, self.model, self.batch_size, self.run_id, tuple(self.finalists[i] for i in keep),
-                    tuple(tuple(row[i] for i in keep) for row in self.p50_ms), self.cap_s, self.seconds, self.stopped)
+                    tuple(tuple(row[i] for i in keep) for row in self.per_round_ms), self.cap_s, self.seconds, self.stopped,
+                    self.statistic)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["finalists"], out["p50_ms"] = list(self.finalists), [list(r) for r in self.p50_ms]
+        out["finalists"], out["per_round_ms"] = list(self.finalists), [list(r) for r in self.per_round_ms]
         return {"format": FORMAT, **out}
 
     def to_json(self) -> str:
@@ -168,9 +184,10 @@ class Race:
         if int(data.get("format") or 0) > FORMAT:
             raise ValueError(f"a race record of format {data['format']}, newer than this quantbench reads ({FORMAT}); "
                              "upgrade quantbench")
+        rounds = data["per_round_ms"] if "per_round_ms" in data else data["p50_ms"]  # format 1: p50s
         return cls(str(data["target"]), str(data["model"]), int(data["batch_size"]), str(data["run_id"]),
-                   tuple(data["finalists"]), tuple(tuple(float(v) for v in r) for r in data["p50_ms"]),
-                   float(data["cap_s"]), float(data["seconds"]), str(data["stopped"]))
+                   tuple(data["finalists"]), tuple(tuple(float(v) for v in r) for r in rounds),
+                   float(data["cap_s"]), float(data["seconds"]), str(data["stopped"]), str(data.get("statistic") or "p50"))
 
     @classmethod
     def from_json(cls, text: Any) -> Optional["Race"]:
@@ -182,7 +199,8 @@ class Race:
 
 def describe(race: Race, names: dict[str, str]) -> str:
     """'ship X: 1.32x faster than Y [1.20-1.45 @93.8%, 6 interleaved rounds]' or 'a tie: X or Y, within
-    4% [0.98-1.04 @96.9%, 12 interleaved rounds, stopped at the 25 s cap]' (`names`: case id -> label)."""
+    4% [0.98-1.04 @96.9%, 12 interleaved rounds, stopped at the 25 s cap]' (`names`: case id -> label);
+    a race of p99s says so: 'ship X: p99 1.32x lower than Y [...]', 'a tie: X or Y, p99 within 4% [...]'."""
     v = race.verdict()
     if v is None:
         return ""
@@ -192,11 +210,13 @@ def describe(race: Race, names: dict[str, str]) -> str:
     rounds = f"{v.rounds} interleaved round{'s' if v.rounds != 1 else ''}{capped}]"
     if v.winner is not None:
         near = v.others[0]
-        return f"ship {name(v.leader)}: {near.ratio:.2f}x faster than {name(near.case_id)} {near.bracket() or '['}{rounds}"
+        how = f"{near.ratio:.2f}x faster than" if race.statistic == "p50" else f"{race.statistic} {near.ratio:.2f}x lower than"
+        return f"ship {name(v.leader)}: {how} {name(near.case_id)} {near.bracket() or '['}{rounds}"
     tied = v.tied
     widest = max(tied, key=lambda o: o.within)
     within = "an unknown margin" if not math.isfinite(widest.within) else f"{math.ceil(100 * widest.within - 1e-9):.0f}%"
-    return (f"a tie: {' or '.join(name(c) for c in (v.leader, *(o.case_id for o in tied)))}, within {within} "
+    on = "" if race.statistic == "p50" else f" {race.statistic}"
+    return (f"a tie: {' or '.join(name(c) for c in (v.leader, *(o.case_id for o in tied)))},{on} within {within} "
             f"{widest.bracket() or '['}{rounds}")
 
 

@@ -9,8 +9,10 @@ import math
 
 import pytest
 
+from harness.history.answer_json import FORMAT
 from harness.history.db import HistoryDB
-from harness.limits import Limits
+from harness.history.recommend import label
+from harness.limits import MB, Limits
 from tests.history_support import derive_run, quantbench, run_pytest
 
 MODES = ("fp32", "fp16", "dynamic-int8", "static-int8")
@@ -98,7 +100,7 @@ def test_limits_exclude_the_fastest_and_the_choice_meets_every_limit(run, tmp_pa
     meets = {cid: r for cid, r in _eligible(rows).items() if r["latency_p99_ms"] <= x and _ratio(r) <= y}
     expected = min(meets.values(), key=lambda r: r["latency_p50_ms"])
     doc = _recommend_json(_db(run_dir, tmp_path), "--max-p99-ms", repr(x), "--max-size-ratio", repr(y))
-    assert doc["format"] == 1 and doc["kind"] == "quantbench.recommendation"
+    assert doc["format"] == FORMAT == 2 and doc["kind"] == "quantbench.recommendation"
     assert doc["limits"]["max_p99_ms"] == x and doc["limits"]["max_size_ratio"] == y
     [rec] = doc["recommendations"]
     assert rec["limits"] == {**Limits(max_p99_ms=x, max_size_ratio=y).as_dict(resolved=True)}
@@ -139,6 +141,100 @@ def test_impossible_limits_say_no_mode_meets_and_name_the_closest(run, tmp_path)
     assert text.stdout.splitlines()[0].endswith(f"p99 <= {x:.3g} ms: none")
     assert f"no mode meets: within 1 accuracy points, p99 <= {x:.3g} ms; closest: onnxruntime/{closest['mode']}" in text.stdout
     assert f"(p99 {closest['latency_p99_ms']:.3g} ms > {x:.3g} ms)" in text.stdout
+
+
+def test_impossible_p99_and_size_limits_name_the_closest(run, tmp_path):
+    """Issue 22's done-when line: both limits at half the smallest figure any eligible case has, so no case
+    meets either; the closest is the one with the smallest sum of relative excesses over the two."""
+    rows = _rows(run)
+    eligible = _eligible(rows)
+    x = 0.5 * min(r["latency_p99_ms"] for r in eligible.values())
+    y = 0.5 * min(_ratio(r) for r in eligible.values())
+    closest = min(eligible.values(), key=lambda r: (r["latency_p99_ms"] / x - 1 + _ratio(r) / y - 1, r["latency_p50_ms"]))
+    url = _db(run, tmp_path)
+    [rec] = _recommend_json(url, "--max-p99-ms", repr(x), "--max-size-ratio", repr(y))["recommendations"]
+    assert rec["answer"] == "none" and rec["choice"] is None and rec["runner_up"] is None
+    assert rec["no_mode_meets"]["limits"] == f"within 1 accuracy points, p99 <= {x:.3g} ms, size <= {y:.2f}x fp32"
+    assert rec["no_mode_meets"]["closest"]["case_id"] == closest["case_id"]
+    out = {e["case_id"]: e for e in rec["excluded"]}
+    assert all(out[cid]["broke"] == ["max_p99_ms", "max_size_ratio"] for cid in eligible)
+    slashed = label(closest).replace(" ", "/", 1)  # 'onnxruntime/static-int8 (qdq)', as the evidence names a case
+    assert rec["headline"].endswith(f"closest: {slashed} (p99 {closest['latency_p99_ms']:.3g} ms > "
+                                    f"{x:.3g} ms; size {_ratio(closest):.2f}x fp32 > {y:.2f}x fp32)"), rec["headline"]
+
+
+@pytest.mark.parametrize("objective", ["size", "p99"])
+def test_the_runner_up_is_compared_in_the_objectives_own_terms(run, tmp_path, objective):
+    """Under --objective size or p99 the answer's runner-up is measured in that objective, from the rows'
+    own figures ('the choice 0.031 MB smaller', "the choice's p99 1.40x lower"), never by a p50 margin,
+    and says where the figures come from (a size is exact: nothing to race; p99s of separate processes)."""
+    from harness.history.recommend import recommend
+    from harness.race_run import finalists
+    from harness.store import load_run
+
+    column = {"size": "size_bytes", "p99": "latency_p99_ms"}[objective]
+    ranked = sorted(_eligible(_rows(run)).values(), key=lambda r: (r[column], r["latency_p50_ms"]))
+    choice, runner = ranked[0], ranked[1]
+    [rec] = _recommend_json(_db(run, tmp_path), "--objective", objective)["recommendations"]
+    assert (rec["choice"]["case_id"], rec["runner_up"]["case_id"]) == (choice["case_id"], runner["case_id"])
+    if objective == "size":
+        less = (runner["size_bytes"] - choice["size_bytes"]) / MB
+        margin = f"the choice {less:.3g} MB smaller" if less > 0 else "the same size (the lower p50 ranks them)"
+        expected = f"size {runner['size_bytes'] / MB:.3g} MB ({margin}; sizes are exact: no race needed)"
+        best = f"size {choice['size_bytes'] / MB:.3g} MB"
+    else:
+        ratio = runner["latency_p99_ms"] / choice["latency_p99_ms"]
+        near = ", a near tie" if ratio - 1 <= 0.10 else ""
+        expected = f"p99 {runner['latency_p99_ms']:.4g} ms (the choice's p99 {ratio:.2f}x lower{near}; p99s from separate processes, not raced)"
+        best = f"p99 {choice['latency_p99_ms']:.4g} ms"
+    headline = rec["headline"]
+    assert f"ship {label(choice)}: {best}, " in headline, headline
+    assert f"; runner-up {label(runner)}: {expected}" in headline, headline
+    assert "p50" not in headline.split("; runner-up ", 1)[1]
+    # which cases would race: none for size (exact, nothing to race); for p99, as for p50 (tests/test_race.py),
+    # the eligible cases within MARGIN of the lowest p99 (this run itself raced none: --qb-race-cap 0)
+    from harness.race import MARGIN, MAX_FINALISTS
+
+    [again] = recommend(load_run(run), Limits(objective=objective))
+    near = [r["case_id"] for r in ranked if r[column] <= ranked[0][column] * (1 + MARGIN)][:MAX_FINALISTS]
+    assert finalists(again) == ([] if objective == "size" or len(near) < 2 else near)
+
+
+def test_energy_runner_up_in_mj_and_within_the_readings_spread(run, tmp_path):
+    """--objective energy, on a labelled copy of the run whose eligible cases were given energy readings by
+    the test (this machine may have no power sensor): the runner-up is so many mJ per inference behind, and a
+    near tie when the difference is within the larger spread of either case's per-window readings."""
+    eligible = sorted(_eligible(_rows(run)).values(), key=lambda r: r["case_id"])
+    energy = {r["case_id"]: {"energy_mj_per_inf": 1.0 + 0.25 * i, "power_source": "test-made",
+                             "energy_round_mj": f"{0.99 * (1.0 + 0.25 * i):.6g} {1.01 * (1.0 + 0.25 * i):.6g}"}
+              for i, r in enumerate(eligible)}
+    wide = {cid: {**e, "energy_round_mj": f"{0.5 * e['energy_mj_per_inf']:.6g} {1.5 * e['energy_mj_per_inf']:.6g}"}
+            for cid, e in energy.items()}
+    for name, columns, near in (("energy-narrow", energy, ""), ("energy-wide", wide, ", within the energy readings' spread (1.00)")):
+        copy = derive_run(run, tmp_path / name, name, columns=columns, label="energy readings made by the test")
+        rows = _eligible(_rows(copy))
+        choice, runner = sorted(rows.values(), key=lambda r: r["energy_mj_per_inf"])[:2]
+        [rec] = _recommend_json(_db(copy, tmp_path / name), "--objective", "energy")["recommendations"]
+        assert rec["choice"]["case_id"] == choice["case_id"] and rec["runner_up"]["case_id"] == runner["case_id"]
+        less = runner["energy_mj_per_inf"] - choice["energy_mj_per_inf"]
+        assert (f"; runner-up {label(runner)}: energy {runner['energy_mj_per_inf']:.3g} mJ/inference (the choice {less:.3g} "
+                f"mJ less per inference{near}; energy from separate windows, not raced)") in rec["headline"], rec["headline"]
+
+
+def test_json_evidence_carries_the_baseline_columns(run, tmp_path):
+    """Format 2: each case's evidence has the baseline_* columns the candidate rule reads to trust the fp32
+    side of its speedup, as the row has them (null where the row has none)."""
+    rows = _rows(run)
+    [rec] = _recommend_json(_db(run, tmp_path), "--objective", "size")["recommendations"]
+    cases = [c for c in (rec["choice"], rec["runner_up"]) if c]
+    assert any(rows[c["case_id"]]["mode"] != "fp32" for c in cases)
+    for c in cases:
+        row = rows[c["case_id"]]
+        for name in ("baseline_case", "baseline_recipe", "baseline_throttled", "baseline_valid", "baseline_timing_note"):
+            assert c["evidence"][name] == (row.get(name) if row.get(name) != "" else None), (name, c, row.get(name))
+        if row["mode"] != "fp32":
+            fp32 = next(r for r in rows.values() if r["mode"] == "fp32")
+            assert c["evidence"]["baseline_case"] == fp32["case_id"] and c["evidence"]["baseline_valid"] is not None
 
 
 def test_objective_size_picks_the_smallest_eligible(run, tmp_path):

@@ -87,12 +87,12 @@ def test_the_race_stops_on_a_clear_difference(session):
     assert race.stopped == "separated" and v.winner == ids["tiny"], race
     # derived from the rounds themselves: tiny ran faster than wide in every round the race took,
     # and it stopped as soon as its interval reached the level (MIN_LEVEL) it needs
-    assert all(row[1] < row[0] for row in race.p50_ms), race.p50_ms
+    assert all(row[1] < row[0] for row in race.per_round_ms), race.per_round_ms
     assert v.others[0].interval.level >= race_.MIN_LEVEL
-    assert verdict(race.finalists, race.p50_ms[:-1]).winner is None
+    assert verdict(race.finalists, race.per_round_ms[:-1]).winner is None
     # each round ran every finalist in a fresh runner process, in ABBA order
     work = bench.store.dir / "work" / "race"
-    assert sorted(p.name for p in (work / ids["tiny"]).iterdir()) == sorted(f"round-{r}" for r in range(len(race.p50_ms)))
+    assert sorted(p.name for p in (work / ids["tiny"]).iterdir()) == sorted(f"round-{r}" for r in range(len(race.per_round_ms)))
 
 
 def test_two_copies_of_one_artifact_are_a_tie(session):
@@ -104,7 +104,7 @@ def test_two_copies_of_one_artifact_are_a_tie(session):
     assert v.winner is None and race.stopped in ("cap", "same"), race
     text = race_.describe(race, {ids["tiny"]: "tiny", ids["tiny-copy"]: "tiny copy"})
     assert text.startswith(("a tie: tiny or tiny copy, within ", "a tie: tiny copy or tiny, within ")), text
-    assert f"{len(race.p50_ms)} interleaved rounds" in text
+    assert f"{len(race.per_round_ms)} interleaved rounds" in text
 
 
 def test_stored_races_are_what_recommend_answers_with(session, monkeypatch):
@@ -132,9 +132,43 @@ def test_stored_races_are_what_recommend_answers_with(session, monkeypatch):
     from harness.history.answer_json import recommendation
 
     doc = recommendation(rec)  # quantbench recommend --json: the race beside the choice
-    assert doc["race"]["leader"] == rec.choice.row["case_id"] and doc["race"]["rounds"] == len(race.p50_ms)
+    assert doc["race"]["leader"] == rec.choice.row["case_id"] and doc["race"]["rounds"] == len(race.per_round_ms)
     assert doc["race"]["verdict"] == ("winner" if race.verdict().winner else "tie")
     # the same rows without the race column: p50s of separate processes, and the answer says so
     plain = recommend(df.drop(columns=["race"]), 100.0)
     [bare] = [r for r in plain if r.model == "tiny"]
     assert bare.race is None and "p50s from separate processes, not raced" in bare.headline()
+
+
+def test_under_the_p99_objective_the_finalists_race_their_p99s(session, monkeypatch):
+    """--qb-objective p99: the race compares each round's p99 (the percentile of that round's own latencies,
+    as the row's latency_p99_ms is computed), is stored as a p99 race, and decides the answer under p99
+    only: the same rows answered under p50 are not decided by it."""
+    from harness.limits import Limits
+    from harness.race_run import run_races
+
+    monkeypatch.setattr(race_, "MARGIN", 1000.0)
+    bench, ids = session
+    seen: dict[str, list[list[float]]] = {}
+    real = bench._run_job
+
+    def recorded(case, artifact, timing, folder, evaluate=True):
+        ran = real(case, artifact, timing, folder, evaluate=evaluate)
+        seen.setdefault(case.case_id, []).append(list(ran.result["latencies_ms"]))
+        return ran
+
+    monkeypatch.setattr(bench, "_run_job", recorded)
+    races = run_races(bench, limits=Limits(max_accuracy_drop=100.0, objective="p99"), cap_s=8.0)
+    [race] = [r for r in races if r.model == "tiny"]
+    assert race.statistic == "p99" and sorted(race.finalists) == sorted([ids["tiny"], ids["tiny-dynamic-int8"]])
+    for i, case_id in enumerate(race.finalists):  # each round's figure is that round's p99
+        assert [row[i] for row in race.per_round_ms] == pytest.approx([np.percentile(lat, 99) for lat in seen[case_id]])
+    bench.store.finish(bench.command, bench.started_at, bench.placements, bench.options, bench.boards.facts())
+    df = load_run(bench.store.dir)
+    [rec] = [r for r in recommend(df, Limits(max_accuracy_drop=100.0, objective="p99")) if r.model == "tiny"]
+    assert rec.race == race and rec.choice.row["case_id"] == race.verdict().leader
+    head = rec.headline()
+    assert head.startswith("tiny on local: ") and (": p99 " in head if race.verdict().winner else ", p99 within " in head), head
+    assert "p99 per round" in "\n".join(rec.evidence())
+    [p50] = [r for r in recommend(df, 100.0) if r.model == "tiny"]
+    assert p50.race is None and "p50s from separate processes, not raced" in p50.headline()

@@ -2,20 +2,27 @@
 
 One JSON document (FORMAT, below, is its version) that CI reads instead of the answer's wording:
 
-    {"format": 1, "kind": "quantbench.recommendation", "source": {...}, "limits": {<the flags>},
+    {"format": 2, "kind": "quantbench.recommendation", "source": {...}, "limits": {<the flags>},
      "recommendations": [{"target", "model", "batch_size", "answer": "onnxruntime/static-int8",
                           "limits": {<applied: the suite's defaults under the flags>},
                           "choice": <case> | null, "runner_up": <case> | null,
                           "no_mode_meets": null | {"limits": "...", "closest": <case> | null},
                           "excluded": [{<case identity>, "reason": "...", "broke": ["max_p99_ms"]}],
-                          "race": null | {"verdict": "winner"|"tie", "leader", "versus": [...], "rounds", ...},
+                          "race": null | {"verdict": "winner"|"tie", "leader", "versus": [...], "rounds",
+                                          "statistic": "p50"|"p99", "per_round_ms", ...},
                           "headline": "..."}],
      "fleet": [{"model", "batch_size", "devices", "answer", "kind"}]}
 
 A <case> is its identity (case_id, framework, mode, recipe, run_id) and its evidence: p50/p99,
 speedup with its interval and that interval's true confidence level, rounds, accuracy with its
-interval and its delta vs fp32, size, peak memory, energy, and the flags (noisy, throttled,
-valid). A figure the row does not have is null, never 0.
+interval and its delta vs fp32, size, peak memory, energy, the flags (noisy, throttled,
+valid) and the fp32 baseline its speedup divides by (the row's columns baseline_case,
+baseline_recipe, baseline_throttled, baseline_valid, baseline_timing_note: what the candidate
+rule reads to trust that side). A figure the row does not have is null, never 0.
+
+Versions (FORMAT): 1, the first (issue 22); 2: each case's evidence gains the row's baseline_case,
+baseline_recipe, baseline_throttled, baseline_valid and baseline_timing_note, and a
+race says its `statistic` (p50 or p99) and gives its rounds as `per_round_ms` (was `p50_ms`).
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ from harness.history.recommend import Recommendation, recipe_slug
 from harness.limits import Limits
 from harness.values import number, plain
 
-FORMAT = 1  # 1: the first version (issue 22)
+FORMAT = 2  # 1: the first version (issue 22); 2: evidence.baseline_*, race.statistic + per_round_ms
 KIND = "quantbench.recommendation"
 
 _FIGURES = ("latency_p50_ms", "latency_p99_ms", "iqr_over_median", "n_runs", "speedup", "speedup_ci_low",
@@ -58,7 +65,18 @@ def case(c: Optional[Candidate], noise: float) -> Optional[dict[str, Any]]:
     iqr = evidence["iqr_over_median"]
     evidence["flags"] = {"noisy": None if iqr is None else iqr >= noise, "throttled": _flag(row.get("throttled")),
                          "valid": _flag(row.get("valid")), "rounds_disagree": _flag(row.get("rounds_disagree"))}
+    evidence.update(baseline(row))
     return {**identity(row), "eligible": c.eligible, "why": c.why, "evidence": evidence}
+
+
+def baseline(row: dict[str, Any]) -> dict[str, Any]:
+    """The fp32 side of the row's speedup, as the candidate rule reads it (candidate.untrusted_baseline):
+    its case id and recipe, whether it ran throttled or stopped at its time cap (valid), and the note
+    saying why it cannot be trusted; null where the row has none (an fp32 row, a failed baseline)."""
+    text = lambda name: None if plain(row.get(name)) in (None, "") else str(plain(row.get(name)))  # noqa: E731
+    return {"baseline_case": text("baseline_case"), "baseline_recipe": text("baseline_recipe"),
+            "baseline_throttled": _flag(row.get("baseline_throttled")), "baseline_valid": _flag(row.get("baseline_valid")),
+            "baseline_timing_note": text("baseline_timing_note")}
 
 
 def recommendation(rec: Recommendation) -> dict[str, Any]:
@@ -91,7 +109,8 @@ def race(rec: Recommendation) -> Optional[dict[str, Any]]:
             "versus": [{"case_id": o.case_id, "ratio": o.ratio, "ci_low": o.interval.low if o.interval else None,
                         "ci_high": o.interval.high if o.interval else None,
                         "ci_level": o.interval.level if o.interval else None, "separated": o.separated} for o in v.others],
-            "rounds": v.rounds, "finalists": list(rec.race.finalists), "p50_ms": [list(r) for r in rec.race.p50_ms],
+            "rounds": v.rounds, "finalists": list(rec.race.finalists), "statistic": rec.race.statistic,
+            "per_round_ms": [list(r) for r in rec.race.per_round_ms],
             "stopped": rec.race.stopped, "seconds": rec.race.seconds, "cap_s": rec.race.cap_s, "run_id": rec.race.run_id}
 
 

@@ -15,8 +15,11 @@ the end of a run and the dashboard all call `recommend()`, so they always agree.
 
 Where the run raced its finalists (harness/race.py: the `race` column of their rows), the race's
 leader among the finalists eligible now is the choice and its verdict the headline ("ship X: 1.32x
-faster than Y [...]" or "a tie: X or Y, within N%"); without one, the headline says the p50s come
-from separate processes and a single-round speedup has no between-process interval.
+faster than Y [...]" or "a tie: X or Y, within N%"; a race of p99s when p99 is the objective);
+without one, the headline says the p50s come from separate processes and a single-round speedup
+has no between-process interval. The runner-up's margin is in the objective's own terms
+(harness/history/margins.py: "+12% p50", "the choice's p99 1.40x lower", "the choice 0.31 MB
+smaller: sizes are exact, no race needed", "the choice 0.012 mJ less per inference").
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import pandas as pd
 
 from harness.history.candidate import (DEFAULT_MAX_DROP, Candidate, as_limits, candidate, group_limits, rank,  # noqa: F401 (re-exported)
                                        untrusted_timing)
+from harness.history.margins import BETTER, NOT_RACED, Margin, figure, margin  # noqa: F401 (NOT_RACED re-exported)
 from harness.history.regress import current_rows
 from harness.limits import Limits
 from harness.metrics import row_higher_is_better
@@ -38,7 +42,6 @@ from harness.values import number
 
 
 ONE_PAIR = "one process pair: no between-process interval"
-NOT_RACED = "p50s from separate processes, not raced"
 
 
 @dataclass(frozen=True)
@@ -62,18 +65,9 @@ class Recommendation:
         over = [c for c in self.candidates if c.broke and math.isfinite(c.excess)]
         return min(over, key=lambda c: (c.excess, len(c.broke), rank(c, self.limits))) if over else None
 
-    def _near_tie(self, runner_up: dict[str, Any]) -> tuple[float, str]:
-        """(relative p50 margin of the runner-up, '' or why the two cannot be told apart: within the
-        tie margin, or within the larger IQR/median of the two when either is noisy)."""
-        r = self.choice.row
-        margin = runner_up["latency_p50_ms"] / r["latency_p50_ms"] - 1.0
-        if margin <= self.tie:
-            return margin, "a near tie"
-        noise = [v for v in (number(r.get("iqr_over_median")), number(runner_up.get("iqr_over_median")))
-                 if v is not None and v >= self.noise]
-        if noise and margin <= max(noise):
-            return margin, f"within the noise (IQR/median {max(noise):.2f})"
-        return margin, ""
+    def _margin(self, runner_up: dict[str, Any]) -> Optional[Margin]:
+        """How the choice beats `runner_up` on the objective (harness/history/margins.py)."""
+        return margin(self.choice.row, runner_up, self.limits.goal, self.tie, self.noise)
 
     @property
     def answer(self) -> str:
@@ -93,16 +87,19 @@ class Recommendation:
             names = {c.row["case_id"]: label(c.row) for c in self.candidates}
             what = describe(self.race, names) + ("" if r["mode"] == "fp32" else f"; {label(r)}: {_gains(r)}")
         else:
+            goal = self.limits.goal
+            best = "" if goal == "p50" else f"{figure(r, goal)}, "  # what it minimised, then its gains
             if r["mode"] == "fp32":
-                what = f"ship {label(r)}: no quantized mode within {self.max_drop:g} accuracy points is faster"
+                what = (f"ship {label(r)}: {best}no quantized mode within {self.max_drop:g} accuracy points "
+                        f"{BETTER[goal]}")
             else:
-                what = f"ship {label(r)}: {_gains(r)}"
+                what = f"ship {label(r)}: {best}{_gains(r)}"
             what += _timing_flags(r, self.noise)
             if others:
-                o = others[0].row
-                margin, near = self._near_tie(o)
-                what += (f"; runner-up {label(o)}" + (f": {_gains(o)}" if o["mode"] != "fp32" else "")
-                         + f" ({margin:+.0%} p50{', ' + near if near else ''}; {NOT_RACED})")
+                o, m = others[0].row, self._margin(others[0].row)
+                own = (f": {_gains(o)}" if o["mode"] != "fp32" else "") if goal == "p50" else f": {figure(o, goal)}"
+                what += f"; runner-up {label(o)}{own}" + (
+                    f" ({m.text}{', ' + m.near if m.near else ''}; {m.basis})" if m else "")
         excluded = [c for c in self.candidates if not c.eligible and c.untrusted]
         if excluded:
             what += f"; {len(excluded)} excluded for untrusted timing ({', '.join(label(c.row) for c in excluded)})"
@@ -140,11 +137,13 @@ class Recommendation:
             if self.race is not None:
                 lines.append(race_evidence(self.race, {c.row["case_id"]: _slashed(c.row) for c in self.candidates}))
             elif others:
-                o = others[0].row
-                margin, near = self._near_tie(o)
-                tie = f"; {near} on this evidence" if near else ""
-                lines.append(f"runner-up {_slashed(o)}: p50 {o['latency_p50_ms']:.4g} ms "
-                             f"({margin:+.1%} slower{tie}; {NOT_RACED}); {others[0].why}")
+                o, m = others[0].row, self._margin(others[0].row)
+                tie = f"; {m.near} on this evidence" if m and m.near else ""
+                if self.limits.goal == "p50" and m is not None:
+                    how = f"p50 {o['latency_p50_ms']:.4g} ms ({m.relative:+.1%} slower{tie}; {m.basis})"
+                else:
+                    how = figure(o, self.limits.goal) + (f" ({m.text}{tie}; {m.basis})" if m else "")
+                lines.append(f"runner-up {_slashed(o)}: {how}; {others[0].why}")
         for c in self.candidates:
             if not c.eligible:
                 lines.append(f"excluded {_slashed(c.row)}: {c.why}")
@@ -152,23 +151,24 @@ class Recommendation:
 
 
 def race_evidence(race: Race, names: dict[str, str]) -> str:
-    """The race in the evidence: its verdict, then every finalist's p50 per round."""
-    per = "; ".join(f"{names.get(c, c)}: " + " ".join(f"{row[i]:.4g}" for row in race.p50_ms) + " ms"
+    """The race in the evidence: its verdict, then every finalist's figure (p50 or p99) per round."""
+    per = "; ".join(f"{names.get(c, c)}: " + " ".join(f"{row[i]:.4g}" for row in race.per_round_ms) + " ms"
                     for i, c in enumerate(race.finalists))
     return (f"race of the finalists ({race.stopped}, {race.seconds:.1f} s of {race.cap_s:g} s, run {race.run_id}): "
-            f"{describe(race, names)}; p50 per round: {per}")
+            f"{describe(race, names)}; {race.statistic} per round: {per}")
 
 
 def _raced(group: pd.DataFrame, cands: list[Candidate], limits: Limits) -> Optional[Race]:
     """The race stored with the group's rows (their `race` column) among the finalists eligible
-    now, when it covers the best eligible candidate (p50 objective only): rows of the race's own
-    run, two finalists or more."""
-    if limits.goal != "p50" or "race" not in group or not cands or not cands[0].eligible:
+    now, when it covers the best eligible candidate and raced the objective's figure (a p50 race
+    for p50, a p99 race for p99; size and energy are not raced): rows of the race's own run, two
+    finalists or more."""
+    if "race" not in group or not cands or not cands[0].eligible:
         return None
     eligible = {c.row["case_id"]: c.row for c in cands if c.eligible}
     for text in group["race"].dropna().unique():
         race = Race.from_json(text)
-        if race is None:
+        if race is None or race.statistic != limits.goal:
             continue
         here = [c for c in race.finalists if c in eligible and eligible[c].get("run_id") == race.run_id]
         if len(here) >= 2 and cands[0].row["case_id"] in here:
