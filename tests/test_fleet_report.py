@@ -159,3 +159,27 @@ def test_the_dashboard_has_a_device_by_mode_heatmap(real, modes, tmp_path):
     for device in DEVICES:
         assert (tmp_path / "site" / f"target-{device}.html").is_file()
     assert "pool of pi5-a" in (tmp_path / "site" / "target-pi5.html").read_text()
+
+
+def test_the_fleet_ranks_by_the_objective(real, tmp_path):
+    """--objective size: the fleet's answer is the smallest mode eligible on every device, through the same
+    candidate rule and limits as each device's answer, even where another mode is fastest on every device
+    (made so: its latencies scaled to half the others' fastest); by p50 that other mode is the answer."""
+    rows = [json.loads(p.read_text())["row"] for p in sorted((real / "cases").glob("*.json"))]
+    eligible = [r for r in rows if r["status"] == "ok" and (r["mode"] == "fp32" or -100 * r["accuracy_delta"] <= 1.0)]
+    smallest = min(eligible, key=lambda r: (r["size_bytes"], r["latency_p50_ms"]))
+    fast = max((r for r in eligible if r["size_bytes"] > smallest["size_bytes"]), key=lambda r: r["size_bytes"])
+    db_path = tmp_path / "h.sqlite"
+    HistoryDB(f"sqlite:///{db_path}").append_run_dir(fleet_run(real, tmp_path, "sized", {d: {fast["mode"]: 0.5} for d in DEVICES}))
+    by_size = quantbench("recommend", "--results-db", str(db_path), "--objective", "size")
+    assert by_size.returncode == 0, by_size.stderr
+    fleet = by_size.stdout[by_size.stdout.index("on the fleet"):]
+    assert fleet.startswith(f"on the fleet (gpu, jetson, pi5), budget 1 accuracy points, minimising size: "
+                            f"onnxruntime/{smallest['mode']} (smallest on every device)"), fleet
+    for device in DEVICES:
+        assert f"{device}: size {smallest['size_bytes'] / 2 ** 20:.3g} MB, p50 " in fleet and "; its own smallest" in fleet
+    by_p50 = quantbench("recommend", "--results-db", str(db_path))
+    assert f"accuracy points: onnxruntime/{fast['mode']} (fastest on every device)" in by_p50.stdout, by_p50.stdout
+    doc = json.loads(quantbench("recommend", "--results-db", str(db_path), "--objective", "size", "--json").stdout)
+    [entry] = doc["fleet"]
+    assert (entry["answer"], entry["kind"]) == (f"onnxruntime/{smallest['mode']}", "smallest on every device")

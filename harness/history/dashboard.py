@@ -192,7 +192,8 @@ def _fleet_section(history: pd.DataFrame, max_drop, noise: float, declared) -> s
             cls = "rec" if rec.choice else "rec none"
             items = "".join(f"<li>{_e(line)}</li>" for line in rec.evidence())
             parts.append(f"<div class=\"{cls}\" data-fleet-model=\"{_e(model)}\" data-recommended=\"{_e(rec.answer)}\">"
-                         f"<b>For the fleet ({_e(', '.join(rec.devices))}) within {rec.max_drop:g} accuracy points: "
+                         f"<b>For the fleet ({_e(', '.join(rec.devices))}) within {rec.max_drop:g} accuracy points"
+                         f"{_e(limits_suffix(rec.limits))}: "
                          f"{_e(rec.answer)}{' (' + _e(rec.kind) + ')' if rec.choice else ''}</b><ul>{items}</ul></div>")
     return "".join(parts)
 
