@@ -125,7 +125,9 @@ class Recommendation:
         else:
             r = self.choice.row
             iqr = number(r.get("iqr_over_median"))
-            lines = [f"{self.answer} ({r.get('recipe')}): p50 {r['latency_p50_ms']:.4g} ms"
+            goal = self.limits.goal
+            lines = [f"{self.answer} ({r.get('recipe')}): " + ("" if goal == "p50" else f"{figure(r, goal)}, ")
+                     + f"p50 {r['latency_p50_ms']:.4g} ms"
                      + (f", {r['speedup']:.2f}x vs {r['framework']} fp32" if number(r.get("speedup")) else "")
                      + f"; {self.choice.why}"
                      + (f"; size {r['size_ratio']:.2f}x fp32" if number(r.get("size_ratio")) else "")
