@@ -29,6 +29,8 @@ _JSON_VERSION):
      per-round p50s of every finalist, cap, why it stopped), added after the run's cases
  12  extra cold_start_ms: a fresh runner process's time to its first result (importing the runtime,
      loading the artifact, the first call: phases_s.runtime_import + init_ms + first_ms)
+ 13  core held_from, held_until (fleet section): the board's hold the case ran under, UTC ISO-8601
+     to the millisecond (sections.utc_ms); two runs' rows on one board show they never overlapped
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from harness.mixed_columns import Mixed
 from harness.power_columns import Power
 from harness.sections import Accuracy, Comparison, Fleet, Identity, Latency, Outcome, Provenance, SizeMemory
 
-COLUMNS_VERSION = 12
+COLUMNS_VERSION = 13
 
 # The core's order: the comparison table's groups.
 SECTIONS = (Identity, Outcome, Latency, Accuracy, SizeMemory, Power, Comparison, Provenance, Fleet, Device, Mixed)
@@ -91,6 +93,7 @@ SQL_KINDS: dict[str, str] = {
 # The version each core column entered the registry (COLUMNS_VERSION's list above).
 SINCE: dict[str, int] = {c: 2 for c in ("higher_is_better", "accuracy_ci_low", "accuracy_ci_high", "eval_samples",
                                          "pool", "board", "worker", "lease_wait_s")}
+SINCE.update({c: 13 for c in ("held_from", "held_until")})
 
 
 def since(column: str) -> int:

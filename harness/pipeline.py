@@ -291,8 +291,9 @@ def died_row(session, case: Case, board, baseline: dict[str, Any]) -> dict[str, 
 
 
 def on_board(result: CaseResult, session, board) -> CaseResult:
-    """Which board ran it (a pool's board: the row's target is the pool), and the lease's wait."""
-    fleet = Fleet(pool=board.pool, board=board.name, worker=session.worker or None, lease_wait_s=round(session._waited, 3))
+    """Which board ran it (a pool's board: the row's target is the pool), the lease's wait and when it began."""
+    fleet = Fleet(pool=board.pool, board=board.name, worker=session.worker or None, lease_wait_s=round(session._waited, 3),
+                  held_from=getattr(session, "_hold", None))  # held_until: once the hold ends (BenchSession.run_case)
     held = getattr(session, "_held", None)  # a labgrid place: which, and who held it
     if held is not None:
         fleet = replace(fleet, lab_place=held.place, lab_holder=held.holder,

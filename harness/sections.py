@@ -13,6 +13,7 @@ their facts.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Mapping, Optional, Sequence
 
@@ -303,19 +304,34 @@ class Provenance(Section):
 
 @dataclass(frozen=True)
 class Fleet(Section):
-    """Which board of the run's placements ran the case, and how long it waited for it."""
+    """Which board of the run's placements ran the case, how long it waited for it, and when it
+    held it: `held_from`/`held_until`, the hold under which the case (and the fp32 baseline it
+    measured first on that board) ran, as `utc_ms` stamps. The window lies within the hold: taken
+    once the board was granted (the run's lease, and a labgrid place at the coordinator) and
+    before its release began, so two rows whose windows overlap did share a board. Every target
+    kind has them (a single target's hold is the case's); `held_until` is empty when the run
+    ended before the hold did (killed); both are empty for a case no board ran."""
 
     NAME = "fleet"
-    CORE = ("pool", "board", "worker", "lease_wait_s")
+    CORE = ("pool", "board", "worker", "lease_wait_s", "held_from", "held_until")
     EXTRA = ("lab_place", "lab_holder", "power_cycled")
 
     pool: Any = None
     board: Any = None
     worker: Any = None
     lease_wait_s: Any = None
+    held_from: Any = None
+    held_until: Any = None
     lab_place: Any = UNSET  # the labgrid place the board is (targets/labgrid_place.py)
     lab_holder: Any = UNSET  # who held it at the coordinator while the case ran: host/user+qb-<pid>-<start>
     power_cycled: Any = UNSET  # the case was run again after the board was power-cycled through labgrid: when and why
+
+
+def utc_ms(seconds: float) -> str:
+    """A `time.time()` instant as UTC ISO-8601 to the millisecond, e.g. 2026-12-07T10:15:03.123Z
+    (truncated, never rounded up: an earlier instant never gets a later stamp)."""
+    ms = int(seconds * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
 def field_names(section: type) -> set[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -28,6 +29,7 @@ from harness.power_columns import power_trace
 from harness.progress import Progress, silent
 from harness.result import Measured
 from harness.runner_jobs import RunnerJobs
+from harness.sections import utc_ms
 from harness.store import Run, RunStore, new_run_id
 from harness.suite import Case
 from harness.vocabulary import BASELINE_MODE
@@ -78,6 +80,8 @@ class BenchSession(RunnerJobs):
         self._waited = 0.0  # how long the case in progress waited for its board
         self._held = None  # the labgrid place held for the case in progress (targets/labgrid_place.py)
         self._power_note: Optional[str] = None  # set while a case runs again after a power cycle
+        self._hold: Optional[str] = None  # the held_from stamp of the board's hold in progress
+        self._held_rows: list[str] = []  # the rows this process wrote under that hold: they get its held_until
         if not self.fleet or not (self.store.dir / "run.json").is_file():  # the last process rewrites it at the end
             self.store.write_manifest(self.command, self.started_at, False, self.placements, self.options,
                                       self.boards.facts())
@@ -150,10 +154,10 @@ class BenchSession(RunnerJobs):
                                              self.target_config)
         except (AllBoardsGone, BoardUnusable) as exc:
             return self._record(Measured(gone_row(self, case, placement, str(exc)), [], None))
-        acquired = time.time()
         try:
             self._use(board)
             self._waited, self._held, self._power_note = lease.waited_s, lease.held, lease.power_note
+            self._hold = utc_ms(lease.held_from)
             if case.mode == BASELINE_MODE and case.recipe is not None:
                 measured = self._baseline_on(board, case)
             else:
@@ -166,11 +170,22 @@ class BenchSession(RunnerJobs):
                     measured = self._measure(case, baseline)
                     self.boards.lost(board, measured.row)
         finally:
+            until = time.time()  # before the release begins: the rows' window lies within the hold
             self._held = self._power_note = None
             lease.release()
-            self.store.log(f"[{case.case_id}] lease {board.name} {acquired:.3f}-{time.time():.3f} "
+            self.store.log(f"[{case.case_id}] lease {board.name} {lease.held_from:.3f}-{until:.3f} "
                            f"(waited {lease.waited_s:.2f} s, worker {self.worker or 'main'})")
+            hold, self._hold = self._hold, None
+            self._end_hold(utc_ms(until))
+        if measured.row.get("held_from") == hold and measured.row.get("board") == board.name:
+            measured = replace(measured, row={**measured.row, "held_until": utc_ms(until)})
         return self._record(measured)
+
+    def _end_hold(self, until: str) -> None:
+        """The rows written while the board was held (an fp32 baseline measured first) get the hold's end."""
+        written, self._held_rows = self._held_rows, []
+        for case_id in written:
+            self._done[case_id] = self.store.update_row(case_id, {"held_until": until})
 
     def _timed(self, case: Case, baseline: Optional[dict[str, Any]]) -> Measured:
         """Measure one case on the board in use (its lease is held): the pipeline's steps."""
@@ -208,11 +223,15 @@ class BenchSession(RunnerJobs):
         measurement remains that board's baseline)."""
         row = measured.row
         if self.fleet:
-            row = self.store.write_case_once(row, measured.latencies, measured.trace, measured.round_sizes)
+            stored = self.store.write_case_once(row, measured.latencies, measured.trace, measured.round_sizes)
         else:
             self.store.write_case(row, measured.latencies, measured.trace, measured.round_sizes)
-        self._done[row["case_id"]] = row
-        return row
+            stored = row
+        if self._hold is not None and row.get("held_from") == self._hold and all(
+                stored.get(k) == row.get(k) for k in ("held_from", "board", "worker")):
+            self._held_rows.append(row["case_id"])  # written under the hold in progress (not another worker's row)
+        self._done[row["case_id"]] = stored
+        return stored
 
     # -- what a test asserts (harness/budget.py) ------------------------------------------------
     budget_failure = staticmethod(budget.failure)

@@ -23,7 +23,7 @@ controller's display and the fleet's recommendation, is the harness/fleet/ packa
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -111,6 +111,7 @@ class Lease:
     _lock: Optional[FileLock] = None  # None: nothing to share the board with (one target, one process)
     held: Any = None  # targets.labgrid_place.Held: the labgrid place, acquired at the coordinator
     power_note: Optional[str] = None  # the place was power-cycled through labgrid before the case could run
+    held_from: float = field(default_factory=time.time)  # when it was granted (made once the lock and place are held)
 
     def release(self) -> None:
         try:

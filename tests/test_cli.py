@@ -21,6 +21,11 @@ def test_run_selects_cases_with_k_and_runs_the_fp32_baseline_too(tmp_path):
     assert modes == ["fp32", "static-int8"], report.stdout  # fp32 ran as the baseline of static-int8
     static = next(line for line in lines if "static-int8" in line)
     assert " ok " in static and "x " in static  # a speedup vs that fp32 baseline is printed
+    from harness.store import load_run
+
+    rows = {r["mode"]: r for r in load_run(tmp_path / "cli").to_dict("records")}
+    fp32, case = rows["fp32"], rows["static-int8"]  # a local target's rows carry their hold too: one hold, fp32 first
+    assert fp32["held_from"] == case["held_from"] < case["held_until"] == fp32["held_until"], (fp32, case)
 
 
 def test_run_given_a_suite_file_runs_only_that_suite(tmp_path):

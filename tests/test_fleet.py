@@ -112,6 +112,9 @@ def test_a_pool_of_three_boards_with_three_workers(shelf):
     held = leases(where, "pool")
     assert set(held) <= set(BOARDS) and len(held) >= 2  # the work was shared
     assert_one_case_per_board_at_a_time(held)
+    windows = {(r["board"], r["held_from"], r["held_until"]) for r in found.values()}  # an fp32 row may share its case's
+    assert all(f < u for _, f, u in windows)  # every row's hold (UTC ISO stamps sort as times)
+    assert_one_case_per_board_at_a_time({b: [(f, u, "") for bb, f, u in windows if bb == b] for b in BOARDS})
     run_dir = where / "results" / "pool"
     for row in found.values():
         if row["mode"] == "fp32":

@@ -89,35 +89,66 @@ def acquired(lab: Lab) -> dict:
     return {name: p.acquired for name, p in lab.places().items() if p.acquired}
 
 
+def quantbench_run(where: Path, run_id: str, target: str, *extra: str) -> subprocess.Popen:
+    """`quantbench run` (the CLI, as scripts/run.sh runs it) on the suite file, its own run id."""
+    cmd = [sys.executable, "-m", "harness.cli", "run", f"--target={target}", f"--inventory={where / 'targets.toml'}",
+           str(where / "test_shelf.py"), "-q", f"--rootdir={where}", f"--qb-results-dir={where / 'results'}",
+           f"--qb-run-id={run_id}", "--qb-results-db=off", *FAST_TIMING, *extra]
+    return subprocess.Popen(cmd, cwd=where, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def instant(stamp: str) -> float:
+    """A row's held_from/held_until (UTC ISO-8601, milliseconds) as epoch seconds."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def windows(where: Path, run_id: str) -> tuple[list[dict], set[tuple[str, float, float]]]:
+    """The run's rows (a list: a case twice would show) and its distinct per-board windows from
+    the rows (an fp32 row measured first under a case's hold shares that case's window)."""
+    from harness.store import load_run
+
+    found = load_run(where / "results" / run_id).to_dict("records")
+    spans = {(r["board"], instant(r["held_from"]), instant(r["held_until"])) for r in found}
+    logged = leases(where, run_id)
+    for board, s, e in spans:  # each window is a hold of the run, as run.log's lease line has it (to the ms)
+        assert any(abs(s - a) < 0.002 and abs(e - b) < 0.002 for a, b, _ in logged[board]), (board, s, e, logged[board])
+    return found, spans
+
+
 def test_two_runs_on_one_tag_pool_never_share_a_board(lab):
-    """Two runs (each with two xdist workers) started together on the pool: the spans during
-    which each held a board never overlap across the runs, every case ran once per run, and
-    no place is left acquired."""
+    """Two `quantbench run` processes (each with two xdist workers) started together on the tag
+    pool: the per-board windows in their rows never overlap across the runs, every case ran once
+    per run, and no place is left acquired."""
     where, started, _ = lab
     write_suite(where, batches=(1, 2))
-    first = start(where, "one", "--target=shelf", "-n", "2", "--min-duration", "0.5")
-    second = start(where, "two", "--target=lab:board=shelf", "-n", "2", "--min-duration", "0.5")
+    first = quantbench_run(where, "one", "shelf", "-n", "2", "--min-duration", "0.5")
+    second = quantbench_run(where, "two", "lab:board=shelf", "-n", "2", "--min-duration", "0.5")
     results = {"one": finish(first), "two": finish(second)}
     for run_id, (code, output) in results.items():
         assert code == 0, output[-4000:]
-    held = defaultdict(list)  # board -> [(from, to, run)]
+    held = defaultdict(list)  # board -> [(from, until, run)]
+    span, cases = {}, {}  # run -> (its first window's start, its last window's end); run -> its case ids
     for run_id in results:
-        found = rows(where, run_id)
-        assert len(found) == 6 and all(r["status"] == "ok" for r in found.values()), [r["reason"] for r in found.values()]
-        for row in found.values():
+        found, spans = windows(where, run_id)
+        cases[run_id] = sorted(r["case_id"] for r in found)
+        assert len(cases[run_id]) == len(set(cases[run_id])) == 6  # every case once
+        assert all(r["status"] == "ok" for r in found), [r["reason"] for r in found]
+        for row in found:
             assert row["lab_place"] == row["board"] in BOARDS and "+qb-" in row["lab_holder"]
-        for board, spans in leases(where, run_id).items():
-            held[board] += [(start_, end, run_id) for start_, end, _ in spans]
-    spans = sorted((s, e) for board in held for s, e, _ in held[board])
-    one = [(s, e) for b in held for s, e, r in held[b] if r == "one"]
-    two = [(s, e) for b in held for s, e, r in held[b] if r == "two"]
-    assert max(s for s, _ in one) > min(s for s, _ in two) and max(s for s, _ in two) > min(s for s, _ in one), \
-        "the premise: the two runs held boards during the same minutes"
-    for board, windows in held.items():
-        windows.sort()
-        for (s1, e1, r1), (s2, e2, r2) in zip(windows, windows[1:]):
-            assert s2 >= e1, f"{board}: run {r2} held it from {s2} while run {r1} held it until {e1}"
-    assert spans and not acquired(started)
+        assert all(s < e for _, s, e in spans)
+        for board, s, e in spans:
+            held[board].append((s, e, run_id))
+        span[run_id] = (min(s for _, s, _ in spans), max(e for _, _, e in spans))
+    assert cases["one"] == cases["two"]
+    (a1, b1), (a2, b2) = span["one"], span["two"]
+    assert a1 < b2 and a2 < b1, f"the premise: the two runs held boards during the same minutes ({span})"
+    for board, spans in held.items():
+        spans.sort()
+        for (s1, e1, r1), (s2, e2, r2) in zip(spans, spans[1:]):
+            assert s2 >= e1, f"{board}: run {r2} held it from {s2:.3f} while run {r1} held it until {e1:.3f}"
+    assert len({r for spans in held.values() for _, _, r in spans}) == 2 and not acquired(started)
 
 
 def test_coordinator_down_no_match_and_held_too_long_each_give_one_line(lab, tmp_path):
