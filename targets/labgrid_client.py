@@ -195,7 +195,9 @@ class LabClient:
             for exporter, groups in self.session.resources.items():
                 for group_name, group in groups.items():
                     for resource_name, entry in group.items():
-                        if entry.cls and place.hasmatch((exporter, group_name, entry.cls, resource_name)):
+                        if not entry.data.get("cls"):  # deleted: its exporter is gone (labgrid keeps it, empty)
+                            continue
+                        if place.hasmatch((exporter, group_name, entry.cls, resource_name)):
                             resources.setdefault(entry.cls, {"params": dict(entry.args), "avail": entry.avail,
                                                              "acquired": entry.acquired, "extra": dict(entry.extra or {})})
             out[name] = PlaceState(name, dict(place.tags), place.acquired or None, place.reservation or None,

@@ -27,7 +27,10 @@ matching place is held elsewhere, the case waits behind a labgrid reservation wi
 tags (fair across runs, by priority and age) and says who holds what, up to `wait_s`; past that,
 the placement's cases fail at once with that line (`LabBusy`). A place held by a quantbench
 process of this host that no longer runs (killed with SIGKILL) is released on the spot and said
-so; any other holder is reported with the command that clears it.
+so; any other holder is reported with the command that clears it. A place whose exporter died
+(the coordinator then has no NetworkService for it) is not acquired until it is published again:
+the case waits as for a held place, up to `wait_s`, and the run's log says so when it is first
+found; the case already running on it finishes (its board still answers over SSH).
 """
 from __future__ import annotations
 
@@ -226,6 +229,26 @@ class Held:
 
 
 _GAVE_UP: dict[str, str] = {}  # placement name -> the line it gave up with (later cases fail at once)
+_UNPUBLISHED: set[tuple[str, str]] = set()  # (address, place) found without its NetworkService (said once)
+
+
+def published(lab, state, spec: LabSpec, log: Callable[[str], None]) -> bool:
+    """Whether the place's exporter still publishes its NetworkService. An exporter that died (or
+    lost the coordinator) takes its resources with it: the place is not used until they are back
+    (the board may be fine, but the lab no longer vouches for it, nor can power it), which the
+    run's log says once, when it is first found so, and again when it is back."""
+    key = (lab.address, state.name)
+    if state.network_service:
+        if key in _UNPUBLISHED:
+            _UNPUBLISHED.discard(key)
+            log(f"labgrid place {state.name}: its NetworkService is published again; using it")
+        return True
+    if key not in _UNPUBLISHED:
+        _UNPUBLISHED.add(key)
+        log(f"labgrid place {state.name}: no exporter publishes its NetworkService at coordinator {lab.address} any more "
+            f"(its exporter stopped, or lost the coordinator); the case waits for another place, or for this one to be "
+            f"published again, up to wait_s = {spec.wait_s:g} s")
+    return False
 
 
 def holders_line(spec: LabSpec, lab, places: Mapping[str, Any], names: Sequence[str]) -> str:
@@ -240,6 +263,8 @@ def holders_line(spec: LabSpec, lab, places: Mapping[str, Any], names: Sequence[
             parts.append(f"{name} held by {p.acquired} for {since(p)}")
         elif p.reservation:
             parts.append(f"{name} reserved for another run")
+        elif not p.network_service:
+            parts.append(f"{name} not published (no exporter offers its NetworkService now)")
     return "; ".join(parts) or "none free"
 
 
@@ -276,6 +301,8 @@ def acquire(placement, board_lock: Callable[[TargetConfig], Any], prefer: Sequen
                     state = places.get(place)
                     if state is None or gone(board.name) or (not allocated and (state.acquired or state.reservation)):
                         continue
+                    if not published(lab, state, spec, log):
+                        continue
                     lock = board_lock(board)
                     if lock is None:
                         continue
@@ -285,8 +312,9 @@ def acquire(placement, board_lock: Callable[[TargetConfig], Any], prefer: Sequen
                         _HELD[(lab.address, place)] = lab
                         return board, lock, held
                     lock.release()
-                if allocated and allocated in by_place and gone(by_place[allocated].name):
-                    lab.cancel(token)  # labgrid gave us a board this run found dead: look again
+                if allocated and allocated in by_place and (gone(by_place[allocated].name) or not (
+                        places.get(allocated) and places[allocated].network_service)):
+                    lab.cancel(token)  # labgrid gave us a board this run found dead, or no exporter publishes: look again
                     token = None
                 elif token is None and all((places.get(place_of(b)) is None or places[place_of(b)].acquired
                                             or places[place_of(b)].reservation) for b in order if not gone(b.name)):

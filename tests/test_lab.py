@@ -151,6 +151,43 @@ def test_two_runs_on_one_tag_pool_never_share_a_board(lab):
     assert len({r for spans in held.values() for _, _, r in spans}) == 2 and not acquired(started)
 
 
+def test_an_exporter_that_dies_mid_run_is_said_and_the_finished_cases_stay(lab):
+    """The exporter of every place is killed while a case runs (a row already written): that case
+    finishes (its board still answers over SSH) and stays with the rows before it; the next case
+    finds no place published, run.log says so then, once per place, and after wait_s the rest
+    are errors naming it; no place is left acquired."""
+    where, started, _ = lab
+    write_suite(where, modes=("fp32", "dynamic-int8"), batches=(1, 2))
+    inventory = (where / "targets.toml").read_text()
+    (where / "targets.toml").write_text(inventory.replace('tags = { "board" = "shelf" }', 'tags = { "board" = "shelf" }\nwait_s = 3'))
+    proc = start(where, "exporter", "--target=shelf", "--min-duration", "1", "--max-duration", "3")
+    cases = where / "results" / "exporter" / "cases"
+    deadline = time.monotonic() + 300
+    while not (any(cases.glob("*.json")) and any(running_on(where / f"work-{b}") for b in BOARDS)):
+        assert proc.poll() is None and time.monotonic() < deadline, finish(proc)[1][-3000:]
+        time.sleep(0.05)
+    before = {p.stem for p in cases.glob("*.json")}
+    died = time.time()
+    started.kill_exporter()
+    code, output = finish(proc)
+    assert code == 1, output[-4000:]
+    found = rows(where, "exporter")
+    assert len(found) == 4, output[-6000:]
+    ok = {c for c, r in found.items() if r["status"] == "ok"}
+    assert before < ok, (before, {c: r["reason"] for c, r in found.items()})  # the running case finished too
+    assert all(instant(found[c]["held_from"]) < died for c in ok)  # ... and nothing ran on a place after
+    for case_id in set(found) - ok:
+        reason = found[case_id]["reason"]
+        assert found[case_id]["status"] == "error" and "wait_s = 3" in reason and reason.count(
+            "not published (no exporter offers its NetworkService now)") == 3, reason
+    log = (where / "results" / "exporter" / "run.log").read_text()
+    said = [i for i, line in enumerate(log.splitlines()) if "no exporter publishes its NetworkService at coordinator" in line]
+    assert len(said) == 3, log[-3000:]  # once per place
+    last_lease = max(i for i, line in enumerate(log.splitlines()) if " lease dev-" in line)
+    assert min(said) > last_lease, log[-3000:]  # said when the next case looked for a place, after the running one
+    assert not acquired(started)
+
+
 def test_coordinator_down_no_match_and_held_too_long_each_give_one_line(lab, tmp_path):
     where, started, _ = lab
     write_suite(where, modes=("fp32",))

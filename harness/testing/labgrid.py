@@ -195,6 +195,13 @@ class Lab:
         finally:
             client.close()
 
+    def kill_exporter(self) -> None:
+        """The exporter dies (SIGKILL, as a crash or its host going down): the coordinator sees its
+        stream break and drops the resources it published."""
+        if self.exporter is not None and self.exporter.poll() is None:
+            self.exporter.kill()
+            self.exporter.wait()
+
     def stop_exporter(self) -> None:
         if self.exporter is not None and self.exporter.poll() is None:
             self.exporter.terminate()
