@@ -11,7 +11,8 @@ Artifacts are built by a warm-up run first, so every side measures scheduling an
 
 Printed: each run's wall time (beside the solo baseline), the time its cases waited for a place
 (run.log's lease lines: the rows' lease_wait_s, which includes the wait at the coordinator), and the overlap found: the
-seconds during which both runs held the same board, from run.log's lease lines (must be 0).
+seconds during which both runs held the same board, from the rows' own windows (`board`,
+`held_from`, `held_until`: each case's hold, to the millisecond; must be 0).
 
     .venv/bin/python benchmarks/lab_share.py [--min-duration 0.5] [--workers 2]
 """
@@ -66,10 +67,22 @@ def wait(proc: subprocess.Popen, started: float) -> float:
 
 
 def held(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
-    spans = defaultdict(list)
-    for board, a, b in re.findall(r"^\[\S+\] lease (\S+) ([\d.]+)-([\d.]+)", (run_dir / "run.log").read_text(), re.M):
-        spans[board].append((float(a), float(b)))
-    return spans
+    """board -> the run's distinct holds on it, from its rows' held_from/held_until (an fp32 row
+    measured first under a case's hold shares that window); a row a board ran without both is an error."""
+    from datetime import datetime
+
+    from harness.store import load_run
+
+    def instant(stamp: str) -> float:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+    spans = defaultdict(set)
+    for row in load_run(run_dir).to_dict("records"):
+        if isinstance(row.get("board"), str):
+            if not (isinstance(row.get("held_from"), str) and isinstance(row.get("held_until"), str)):
+                raise SystemExit(f"{run_dir.name}: row {row['case_id']} ran on {row['board']} without its window")
+            spans[row["board"]].add((instant(row["held_from"]), instant(row["held_until"])))
+    return {board: sorted(found) for board, found in spans.items()}
 
 
 def waited(run_dir: Path) -> tuple[float, int, float]:
@@ -122,8 +135,10 @@ def main() -> None:
             total, cases, longest = waited(results / run_id)
             print(f"together  run {run_id:<3}:          wall {wall:6.1f} s ({wall / solo:.2f} x alone), {cases} cases, "
                   f"waited {total:6.1f} s for places (longest {longest:.1f} s)")
-        found = overlap(held(results / "one"), held(results / "two"))
-        print(f"overlap: {found:.3f} s during which both runs held the same board (must be 0); "
+        one, two = held(results / "one"), held(results / "two")
+        found = overlap(one, two)
+        print(f"overlap: {found:.3f} s during which both runs held the same board, from the rows' held_from/held_until "
+              f"({sum(map(len, one.values()))} + {sum(map(len, two.values()))} holds; must be 0); "
               f"places left acquired: {left or 'none'}")
         if found > 0 or left:
             raise SystemExit(1)
