@@ -1,8 +1,8 @@
 """The PT2E int8 builds every deployed torch format shares: static-int8 and mixed
-(`torch.pt2e_convert`) and qat-int8 (`qat_torch.qat_convert`), each then written by the
-format's own save function. The AOTInductor packages (torch_aoti.py) and the ExecuTorch programs
-(torch_executorch.py) differ only in the quantizer that annotates, that save function and the
-label in the build's `what`. torch is imported lazily, by the steps themselves.
+(`torch.pt2e_convert`), qat-int8 (`qat_torch.qat_convert`) and dynamic-int8, each then written
+by the format's own save function. The AOTInductor packages (torch_aoti.py) and the ExecuTorch
+programs (torch_executorch.py) differ only in the quantizer that annotates, that save function
+and the label in the build's `what`. torch is imported lazily, by the steps themselves.
 """
 from __future__ import annotations
 
@@ -11,16 +11,18 @@ from pathlib import Path
 from typing import Callable
 
 from harness.artifacts import BuiltModel
-from harness.quantize.base import BuildContext, Recipe
+from harness.quantize.base import BuildContext, NotApplicable, Recipe
+from harness.quantize.pt2e_torch import QUANTIZERS, calibrate, capture, layer_precision, make_quantizer
 from harness.quantize.qat_torch import QATConfig, qat_convert
 from harness.quantize.torch import pt2e_convert
+from harness.quantize.torch_export import drop_unused_state, fp32_copy
 
 Build = Callable[[BuildContext, Path], BuiltModel]
 
 
 @dataclass(frozen=True)
 class PT2EBuilds:
-    """The static-int8 / mixed / qat-int8 build functions of one deployed torch format."""
+    """The static-int8 / mixed / qat-int8 / dynamic-int8 build functions of one deployed torch format."""
 
     quantizer: str  # a key of pt2e_torch.QUANTIZERS: what static-int8 and mixed annotate for
     save: Callable[..., BuiltModel]  # (module, ctx, out, *, what, notes, tolerance, int8): save_aoti, save_pte
@@ -43,5 +45,24 @@ class PT2EBuilds:
         def build(ctx: BuildContext, out: Path) -> BuiltModel:
             converted, facts = qat_convert(ctx, config)
             return self.save(converted, ctx, out, what=f"qat-int8 ({self.label})", notes=facts, tolerance=None, int8=True)
+
+        return build
+
+    def dynamic(self, label: str = "") -> Build:
+        """The quantizer's dynamic config: int8 weights, activations quantized per call (Linear
+        layers only); `label` in the build's `what` instead of the format's."""
+        def build(ctx: BuildContext, out: Path) -> BuiltModel:
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+            prepared = prepare_pt2e(capture(fp32_copy(ctx), ctx), make_quantizer(self.quantizer, is_dynamic=True))
+            samples = calibrate(prepared, ctx)
+            converted = convert_pt2e(prepared)
+            dropped = drop_unused_state(converted)
+            layers = layer_precision(converted)
+            if not any(p == "int8" for p in layers.values()):
+                raise NotApplicable(f"{QUANTIZERS[self.quantizer][1]}(is_dynamic=True) quantizes Linear layers and "
+                                    f"quantized none of {ctx.spec.name} (layers: {layers})")
+            return self.save(converted, ctx, out, what=f"dynamic-int8 ({label or self.label})", tolerance=None, int8=True,
+                             notes={"layers": layers, "calibration_samples": samples, "dropped_float_copies": dropped})
 
         return build

@@ -60,10 +60,12 @@ def quantizer_applicable(name: str) -> Callable[[ModelSpec, "TargetInfo"], Optio
     return check
 
 
-def make_quantizer(name: str, is_qat: bool = False, keep_float: Iterable[str] = ()):
+def make_quantizer(name: str, is_qat: bool = False, keep_float: Iterable[str] = (), is_dynamic: bool = False):
+    """Quantizer `name` with its default config (is_dynamic: activations quantized per call)."""
     module_name, class_name, config_name = QUANTIZERS[name]
     module = importlib.import_module(module_name)
-    config = getattr(module, config_name)(is_qat=is_qat, **CONFIG_ARGS.get(name, {}))
+    dynamic = {"is_dynamic": True} if is_dynamic else {}
+    config = getattr(module, config_name)(is_qat=is_qat, **CONFIG_ARGS.get(name, {}), **dynamic)
     quantizer = getattr(module, class_name)().set_global(config)
     if name == "xnnpack":
         xnnpack_float_only(quantizer)

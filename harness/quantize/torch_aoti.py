@@ -269,28 +269,6 @@ def build_half(dtype_name: str):
     return build
 
 
-def build_pt2e_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
-    """X86InductorQuantizer with is_dynamic=True: int8 weights, activations quantized per call
-    (Linear layers only)."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
-
-    from harness.quantize.pt2e_torch import calibrate, capture, layer_precision
-    from harness.quantize.torch_export import drop_unused_state, fp32_copy
-
-    quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config(is_dynamic=True))
-    prepared = prepare_pt2e(capture(fp32_copy(ctx), ctx), quantizer)
-    samples = calibrate(prepared, ctx)
-    converted = convert_pt2e(prepared)
-    dropped = drop_unused_state(converted)
-    layers = layer_precision(converted)
-    if not any(p == "int8" for p in layers.values()):
-        raise NotApplicable(f"X86InductorQuantizer(is_dynamic=True) quantizes Linear layers and quantized none of "
-                            f"{ctx.spec.name} (layers: {layers})")
-    return save_aoti(converted, ctx, out, what="dynamic-int8 (PT2E, AOTI)", tolerance=None, int8=True,
-                     notes={"layers": layers, "calibration_samples": samples, "dropped_float_copies": dropped})
-
-
 def build_torchao_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
     import torch
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
@@ -325,7 +303,7 @@ def _name(quantize: str) -> str:
 
 
 X86_INT8 = quantizer_applicable("x86")
-# static-int8, mixed and qat-int8: PT2E with X86InductorQuantizer, compiled to a package (MIXED is defined below)
+# static-int8, mixed, qat-int8, dynamic-int8: PT2E with X86InductorQuantizer, compiled to a package (MIXED: below)
 PT2E_BUILDS = PT2EBuilds("x86", save_aoti, "AOTI", lambda: MIXED)
 QAT = QATConfig(quantizer="x86")
 PT2E = "torchao.pt2e.prepare_pt2e(X86InductorQuantizer{})+convert_pt2e"
@@ -355,8 +333,8 @@ RECIPES: tuple[Recipe, ...] = (
                 X86_INT8),
     aoti_recipe("qat-int8", f"torchao.pt2e.prepare_qat_pt2e(X86InductorQuantizer,{QAT.epochs}ep,lr={QAT.learning_rate:g})"
                 "+convert_pt2e", "pt2e-x86-aoti", PT2E_BUILDS.qat(QAT), QAT.params(), PT2E_LIBS, X86_INT8),
-    aoti_recipe("dynamic-int8", PT2E.format(", is_dynamic"), "pt2e-x86-aoti", build_pt2e_dynamic, {"calibration_batch": 16},
-                PT2E_LIBS, X86_INT8),
+    aoti_recipe("dynamic-int8", PT2E.format(", is_dynamic"), "pt2e-x86-aoti", PT2E_BUILDS.dynamic("PT2E, AOTI"),
+                {"calibration_batch": 16}, PT2E_LIBS, X86_INT8),
     aoti_recipe("dynamic-int8", "torchao.quantize_(Int8DynamicActivationInt8WeightConfig)", "torchao-aoti",
                 build_torchao_dynamic, {}, PT2E_LIBS, profiles=NIGHTLY_ONLY),  # the PT2E dynamic one is quick's
     MIXED,

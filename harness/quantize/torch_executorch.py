@@ -180,34 +180,11 @@ def build_fp16(ctx: BuildContext, out: Path) -> BuiltModel:
                     notes={"compute_dtype": "float16", "io_dtype": "float32"})
 
 
-def build_dynamic(ctx: BuildContext, out: Path) -> BuiltModel:
-    """XNNPACKQuantizer's dynamic config: int8 per-channel weights, activations quantized per
-    call (Linear layers only)."""
-    from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xnn
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    from harness.quantize.pt2e_torch import calibrate, capture, layer_precision, xnnpack_float_only
-    from harness.quantize.torch_export import drop_unused_state, fp32_copy
-
-    config = xnn.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
-    quantizer = xnnpack_float_only(xnn.XNNPACKQuantizer().set_global(config))
-    prepared = prepare_pt2e(capture(fp32_copy(ctx), ctx), quantizer)
-    samples = calibrate(prepared, ctx)
-    converted = convert_pt2e(prepared)
-    dropped = drop_unused_state(converted)
-    layers = layer_precision(converted)
-    if not any(p == "int8" for p in layers.values()):
-        raise NotApplicable(f"XNNPACKQuantizer(is_dynamic=True) quantizes Linear layers and quantized none of "
-                            f"{ctx.spec.name} (layers: {layers})")
-    return save_pte(converted, ctx, out, what="dynamic-int8 (ExecuTorch)", tolerance=None, int8=True,
-                    notes={"layers": layers, "calibration_samples": samples, "dropped_float_copies": dropped})
-
-
 def _name(quantize: str) -> str:
     return f"{quantize} -> to_edge_transform_and_lower(XnnpackPartitioner) (ExecuTorch .pte)"
 
 
-# static-int8, mixed and qat-int8: PT2E with XNNPACKQuantizer, written as a .pte (MIXED is defined below)
+# static-int8, mixed, qat-int8, dynamic-int8: PT2E with XNNPACKQuantizer, written as a .pte (MIXED: below)
 PT2E_BUILDS = PT2EBuilds("xnnpack", save_pte, "ExecuTorch", lambda: MIXED)
 QAT = QATConfig(quantizer="xnnpack")
 PT2E = "torchao.pt2e.prepare_pt2e(XNNPACKQuantizer(per_channel{}))+convert_pt2e"
@@ -234,8 +211,8 @@ RECIPES: tuple[Recipe, ...] = (
                profiles=NIGHTLY_ONLY),
     pte_recipe("static-int8", PT2E.format(""), "pt2e-xnnpack-pte", PT2E_BUILDS.static(), {"calibration_batch": 16,
                "quantizer": "xnnpack"}, PT2E_LIBS),
-    pte_recipe("dynamic-int8", PT2E.format(", is_dynamic"), "pt2e-xnnpack-pte", build_dynamic, {"calibration_batch": 16},
-               PT2E_LIBS),
+    pte_recipe("dynamic-int8", PT2E.format(", is_dynamic"), "pt2e-xnnpack-pte", PT2E_BUILDS.dynamic(),
+               {"calibration_batch": 16}, PT2E_LIBS),
     pte_recipe("qat-int8", f"torchao.pt2e.prepare_qat_pt2e(XNNPACKQuantizer(per_channel),{QAT.epochs}ep,"
                f"lr={QAT.learning_rate:g})+convert_pt2e", "pt2e-xnnpack-pte", PT2E_BUILDS.qat(QAT), QAT.params(), PT2E_LIBS,
                profiles=NIGHTLY_ONLY),
