@@ -85,6 +85,23 @@ def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
     return proc.returncode, output
 
 
+def wait_until(proc: subprocess.Popen, ready, timeout_s: float = 300, poll_s: float = 0.05) -> None:
+    """Poll ready() until it holds, the run still going (else its output is the failure)."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert proc.poll() is None and time.monotonic() < deadline, finish(proc)[1][-3000:]
+        time.sleep(poll_s)
+
+
+def run_caught_on_dev_c(where: Path, run_id: str) -> subprocess.Popen:
+    """A run of fp32 and dynamic-int8 on place dev-c, returned once a case of it is running there:
+    the moment the power-cycle tests take the board away."""
+    write_suite(where, modes=("fp32", "dynamic-int8"))
+    proc = start(where, run_id, "--target=lab:dev-c", "--min-duration", "2", "--max-duration", "4")
+    wait_until(proc, lambda: running_on(where / "work-dev-c"))
+    return proc
+
+
 def acquired(lab: Lab) -> dict:
     return {name: p.acquired for name, p in lab.places().items() if p.acquired}
 
@@ -162,10 +179,7 @@ def test_an_exporter_that_dies_mid_run_is_said_and_the_finished_cases_stay(lab):
     (where / "targets.toml").write_text(inventory.replace('tags = { "board" = "shelf" }', 'tags = { "board" = "shelf" }\nwait_s = 3'))
     proc = start(where, "exporter", "--target=shelf", "--min-duration", "1", "--max-duration", "3")
     cases = where / "results" / "exporter" / "cases"
-    deadline = time.monotonic() + 300
-    while not (any(cases.glob("*.json")) and any(running_on(where / f"work-{b}") for b in BOARDS)):
-        assert proc.poll() is None and time.monotonic() < deadline, finish(proc)[1][-3000:]
-        time.sleep(0.05)
+    wait_until(proc, lambda: any(cases.glob("*.json")) and any(running_on(where / f"work-{b}") for b in BOARDS))
     before = {p.stem for p in cases.glob("*.json")}
     died = time.time()
     started.kill_exporter()
@@ -239,10 +253,7 @@ def test_sigterm_releases_and_a_sigkilled_holder_is_cleared(lab):
     where, started, _ = lab
     write_suite(where, modes=("fp32", "dynamic-int8"))
     proc = start(where, "term", "--target=lab:dev-a", "--min-duration", "3", "--max-duration", "5")
-    deadline = time.monotonic() + 300
-    while "dev-a" not in acquired(started):
-        assert proc.poll() is None and time.monotonic() < deadline, finish(proc)[1][-3000:]
-        time.sleep(0.2)
+    wait_until(proc, lambda: "dev-a" in acquired(started), poll_s=0.2)
     proc.send_signal(signal.SIGTERM)
     code, output = finish(proc, 120)
     assert code != 0 and not acquired(started), output[-3000:]
@@ -269,12 +280,7 @@ def test_a_board_that_stops_answering_is_power_cycled_through_labgrid_and_the_ca
     place's NetworkPowerPort (labgrid's simplerest driver against a small HTTP switch that
     stops and starts that sshd), waits for SSH, checks the board, and runs the case again."""
     where, started, sshds = lab
-    write_suite(where, modes=("fp32", "dynamic-int8"))
-    proc = start(where, "power", "--target=lab:dev-c", "--min-duration", "2", "--max-duration", "4")
-    deadline = time.monotonic() + 300
-    while not running_on(where / "work-dev-c"):
-        assert proc.poll() is None and time.monotonic() < deadline, finish(proc)[1][-3000:]
-        time.sleep(0.05)
+    proc = run_caught_on_dev_c(where, "power")
     sshds["dev-c"].kill()
     code, output = finish(proc)
     assert code == 0, output[-4000:]
@@ -323,12 +329,7 @@ def test_a_power_port_that_fails_to_cycle_is_said_and_the_board_handled_as_lost(
     """As above, but the power switch itself is gone: the cycle's failure is in run.log, the
     interrupted case is an error (the finished ones stay), and the place is released."""
     where, started, sshds = lab
-    write_suite(where, modes=("fp32", "dynamic-int8"))
-    proc = start(where, "nopower", "--target=lab:dev-c", "--min-duration", "2", "--max-duration", "4")
-    deadline = time.monotonic() + 300
-    while not running_on(where / "work-dev-c"):
-        assert proc.poll() is None and time.monotonic() < deadline, finish(proc)[1][-3000:]
-        time.sleep(0.05)
+    proc = run_caught_on_dev_c(where, "nopower")
     started.switch.close()
     sshds["dev-c"].kill()
     code, output = finish(proc)
@@ -390,10 +391,8 @@ def test_the_emulated_pi_power_cycled_through_labgrid_after_its_link_goes_silent
         write_suite(tmp_path, modes=("fp32", "dynamic-int8"))
         proc = start(tmp_path, "pi", "--target=lab:board=rpi5", "--min-runs", "3", "--min-duration", "0",
                      "--max-duration", "1", "--warmup-runs", "1")
-        deadline = time.monotonic() + 900
-        while not running_on(device.home() / ".cache" / "quantbench"):  # a runner is working on the Pi
-            assert proc.poll() is None and time.monotonic() < deadline, finish(proc)[1][-3000:]
-            time.sleep(0.1)
+        on_pi = device.home() / ".cache" / "quantbench"  # a runner works here while a case runs on the Pi
+        wait_until(proc, lambda: running_on(on_pi), timeout_s=900, poll_s=0.1)
         proxy.freeze()
         code, output = finish(proc, 1500)
         assert code == 0, output[-4000:]
