@@ -14,6 +14,12 @@ recipe, round after round, so drift spreads over all of them. Then each int8 rec
 over its format's fp32 (runner p50s of the same round) beside the same speedup from the bare
 loops. Goals: runner/bare within 0.97-1.03, speedups agree within 10%.
 
+A busy machine: with --threads at every core of a shared 2-vCPU host, OpenMP (AOTI) and XNNPACK's
+thread pool spin at their barriers while the other thread waits for a CPU, and calls stall for
+20-150 ms (at load 6.5: 13-70% of digits AOTI calls over 1 ms at 2 threads, 3% at 1; OMP_WAIT_POLICY=PASSIVE
+mostly removes them): p50s of the runner and the bare loop then differ by chance. Run it quiet, or
+with --threads 1 to check the method on a busy one.
+
     .venv/bin/python benchmarks/torch_deployed.py [--rounds 3] [--seconds 1] [--threads 1] [--all] [-k SLUG] [--models digits-cnn]
 """
 from __future__ import annotations
