@@ -71,7 +71,7 @@ class Recipe:
     artifact_check: Optional[Callable[[Artifact, "TargetInfo", int], Optional[str]]] = None
     # What of the build host decides the bytes, part of the cache key (compiled packages: the ISA
     # the kernels are compiled for), so a shared cache never hands one host's build to another.
-    host_key: Optional[Callable[[], Mapping[str, Any]]] = None
+    host_key: Optional[Callable[["BuildContext"], Mapping[str, Any]]] = None
 
     @property
     def deployment(self) -> str:
@@ -283,7 +283,7 @@ class BuildContext:
             **(self.chosen_float_layers(recipe).key if float_choice and mixed and self.searches_float_layers else {}),
             **({"kept_precision": self.kept_precision} if mixed and self.kept_precision != "float32" else {}),
             "libraries": library_versions(recipe.libraries),
-            **({"build_host": dict(recipe.host_key())} if recipe.host_key else {}),
+            **({"build_host": dict(recipe.host_key(self))} if recipe.host_key else {}),
             **({"keras_fingerprint": self.keras_fingerprint} if recipe.source == "keras" else {}),
             **({"export": self.export.key(recipe.framework)} if self.export.key(recipe.framework) else {}),
         }

@@ -112,22 +112,39 @@ def build_torch(config: QATConfig):
     return build
 
 
+def trained_program(ctx: BuildContext, config: QATConfig):
+    """The converted QAT model of `config` as the torch artifact of torch_recipe(config) holds it
+    (fine-tuned once per model and config, then cached): (its artifact, the loaded program). The
+    ONNX export and the AOTInductor package of the same QAT start from it, so a run fine-tunes once."""
+    import importlib
+
+    import torch
+
+    from harness.quantize.pt2e_torch import RUNTIME_REQUIRES
+
+    for module in RUNTIME_REQUIRES:  # the q/dq ops torch.export.load needs registered
+        importlib.import_module(module)
+    source, _ = ctx.artifact(torch_recipe(config))
+    return source, torch.export.load(str(source.model_file))
+
+
+def trained_facts(source) -> dict[str, Any]:
+    """The manifest notes of a package built from the QAT artifact `source`: how it was trained."""
+    notes = source.manifest.get("notes") or {}
+    kept = ("qat", "train_samples", "epoch_mean_loss", "layers", "dropped_float_copies")
+    return dict({k: notes[k] for k in kept if k in notes}, source_artifact=source.manifest["key"])
+
+
 def build_onnx(config: QATConfig):
     """The torch QAT artifact of the same config, exported to ONNX (QDQ pairs)."""
 
     def build(ctx: BuildContext, out: Path) -> BuiltModel:
-        import importlib
-
         import torch
 
         from harness.quantize.onnx_graph import OPSET, describe
-        from harness.quantize.pt2e_torch import RUNTIME_REQUIRES
         from harness.quantize.torch_export import example_inputs, first_line
 
-        for module in RUNTIME_REQUIRES:
-            importlib.import_module(module)
-        source, _ = ctx.artifact(torch_recipe(config))
-        program = torch.export.load(str(source.model_file))
+        source, program = trained_program(ctx, config)
         path = out / "model.onnx"
         ctx.progress("exporting the QAT model to ONNX (QDQ)")
         try:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from harness.artifacts import BuiltModel
 from harness.models.spec import ModelSpec
 from harness.profiles import ALL_PROFILES, NIGHTLY_ONLY
-from harness.quantize import aoti_kernels
+from harness.quantize import aoti_kernels, inductor_cache
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 from harness.quantize.pt2e_builds import PT2EBuilds
 from harness.quantize.pt2e_torch import arch_family, quantizer_applicable
@@ -90,9 +90,11 @@ def host_isa() -> dict[str, Any]:
             "requires": requires, "host_flags": [f for f in ISA_FLAGS if f in have]}
 
 
-def isa_key() -> dict[str, str]:
-    """The cache key's part from the build host: the ISA Inductor compiles kernels for."""
-    isa = host_isa()
+def isa_key(ctx: BuildContext) -> dict[str, str]:
+    """The cache key's part from the build host: the ISA Inductor compiles kernels for (its
+    checks compile under the cache, as the builds do: inductor_cache.py)."""
+    with inductor_cache.probing(ctx.cache.root.parent):
+        isa = host_isa()
     return {"vec_isa": isa["vec_isa"], "compile_flags": isa["compile_flags"]}
 
 
@@ -190,12 +192,14 @@ def save_aoti(module, ctx: BuildContext, out: Path, *, what: str, notes: Optiona
     program = export_static(module, ctx, what, AOTI_BATCH)
     _strip_debug(program)
     path = out / "model.pt2"
-    isa = host_isa()
+    with inductor_cache.probing(ctx.cache.root.parent):
+        isa = host_isa()
     ctx.progress(f"compiling the AOTInductor package ({isa['vec_isa']})")
     # Freezing applies only with gradients off (compile_fx): without no_grad the q/dq pairs stay
-    # float convolutions with elementwise quantization instead of oneDNN int8 kernels.
+    # float convolutions with elementwise quantization instead of oneDNN int8 kernels. Inductor
+    # compiles under the cache directory, not /tmp (inductor_cache.py: a cold run is cold).
     try:
-        with torch.no_grad(), inductor_config.patch(freezing=True):
+        with inductor_cache.compiling(ctx.cache.root.parent), torch.no_grad(), inductor_config.patch(freezing=True):
             torch._inductor.aoti_compile_and_package(program, package_path=str(path))
     except Exception as exc:  # noqa: BLE001 - an operator Inductor cannot lower: the row names it
         raise NotApplicable(aoti_kernels.lowering_reason(what, exc, program=program)) from exc
@@ -305,6 +309,19 @@ def _name(quantize: str) -> str:
 X86_INT8 = quantizer_applicable("x86")
 # static-int8, mixed, qat-int8, dynamic-int8: PT2E with X86InductorQuantizer, compiled to a package (MIXED: below)
 PT2E_BUILDS = PT2EBuilds("x86", save_aoti, "AOTI", lambda: MIXED)
+
+
+def build_qat(config: QATConfig):
+    """qat-int8 from the QAT artifact of the same config (qat_torch.trained_program), which the ONNX
+    export of the same x86 QAT uses too: a run fine-tunes the model once, not once per format."""
+    def build(ctx: BuildContext, out: Path) -> BuiltModel:
+        from harness.quantize.qat_torch import trained_facts, trained_program
+
+        source, program = trained_program(ctx, config)
+        return save_aoti(program.module(), ctx, out, what="qat-int8 (AOTI)", notes=trained_facts(source), tolerance=None,
+                         int8=True)
+
+    return build
 QAT = QATConfig(quantizer="x86")
 PT2E = "torchao.pt2e.prepare_pt2e(X86InductorQuantizer{})+convert_pt2e"
 REVISION = {"aoti": 5}  # 4: static batch, no_grad freezing, fused_int8_kernels; 5: kernel_calls, delegation
@@ -327,12 +344,14 @@ RECIPES: tuple[Recipe, ...] = (
     FP32,
     aoti_recipe("bf16", "torch.export(.to(bfloat16), fp32 io)", "aoti", build_half("bfloat16"), {"io": "float32"}, LIBS,
                 bf16_applicable),
+    # nightly: where x86 has fp16 arithmetic (avx512_fp16) the package still ran at fp32's speed (MiniLM s32: 15.3 vs
+    # 17.3 ms, bf16 2.8 ms), and its build costs a cold quick job 15-20 CPU s (benchmarks/cold_build.py)
     aoti_recipe("fp16", "torch.export(.to(float16), fp32 io)", "aoti", build_half("float16"), {"io": "float32"}, LIBS,
-                half_applicable),
+                half_applicable, profiles=NIGHTLY_ONLY),
     aoti_recipe("static-int8", PT2E.format(""), "pt2e-x86-aoti", PT2E_BUILDS.static(), {"calibration_batch": 16}, PT2E_LIBS,
                 X86_INT8),
     aoti_recipe("qat-int8", f"torchao.pt2e.prepare_qat_pt2e(X86InductorQuantizer,{QAT.epochs}ep,lr={QAT.learning_rate:g})"
-                "+convert_pt2e", "pt2e-x86-aoti", PT2E_BUILDS.qat(QAT), QAT.params(), PT2E_LIBS, X86_INT8),
+                "+convert_pt2e", "pt2e-x86-aoti", build_qat(QAT), dict(QAT.params(), start="qat artifact"), PT2E_LIBS, X86_INT8),
     aoti_recipe("dynamic-int8", PT2E.format(", is_dynamic"), "pt2e-x86-aoti", PT2E_BUILDS.dynamic("PT2E, AOTI"),
                 {"calibration_batch": 16}, PT2E_LIBS, X86_INT8),
     aoti_recipe("dynamic-int8", "torchao.quantize_(Int8DynamicActivationInt8WeightConfig)", "torchao-aoti",
