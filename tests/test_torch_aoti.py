@@ -184,13 +184,13 @@ def test_a_cold_build_compiles_under_its_cache_not_in_tmp(tmp_path):
     package holds them."""
     import os
 
-    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     artifact, built = _context(tmp_path).artifact(torch_aoti.FP32)
     inductor = tmp_path / "inductor"
     assert built and artifact.model_file.is_file()
     assert list((inductor / "precompiled_headers").glob("*.h.gch")), "the shared headers are precompiled in the cache"
     assert not list(inductor.glob("build-*")), "the build's own directory is removed"
-    assert os.environ.get("TORCHINDUCTOR_CACHE_DIR") == before
+    # and the process's Inductor cache is no longer the build's (torch itself may have set its default since)
+    assert str(tmp_path) not in os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")
 
 
 def test_a_user_model_with_an_op_inductor_cannot_lower_gets_a_row_naming_it_and_the_run_goes_on(tmp_path):
