@@ -43,6 +43,14 @@ def suite_dir(tmp_path):
     return tmp_path
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT's default action in the run's process, as a user's terminal gives it. A test process
+    started in the background of a non-interactive shell (`nohup ... &`) has SIGINT ignored, which
+    its children inherit, and Python then installs no KeyboardInterrupt handler: the signals these
+    tests send would be ignored and the premise, a Ctrl-C, would not hold."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Run:
     """One `pytest` run in a fresh process (its own session, so only our signals reach it)."""
 
@@ -55,7 +63,8 @@ class Run:
                f"--qb-run-id={run_id}", f"--qb-cache-dir={folder / 'cache'}", f"--qb-results-db=sqlite:///{folder / 'history.sqlite'}",
                *extra]
         with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(cmd, cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(cmd, cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_ctrl_c_as_in_a_terminal)
 
     def output(self) -> str:
         return self.log.read_text()
