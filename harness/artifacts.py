@@ -82,6 +82,7 @@ class ArtifactCache:
         self.root = Path(root)
         self.during_build = during_build or nullcontext  # held while a recipe builds (e.g. the host lock, shared)
         self.on_wait = on_wait  # told the key when another process is building it and this one waits
+        self.on_build: Callable[[str], Any] = lambda key: None  # told the key before a build starts (harness/build_ahead.py)
 
     def lookup(self, key: str) -> Optional[Artifact]:
         path = self.root / key
@@ -107,6 +108,7 @@ class ArtifactCache:
             found = self.lookup(key)  # built by another process while this one waited
             if found is not None:
                 return found, False
+            self.on_build(key)
             with self.during_build():
                 return self._build(key, key_parts, build, describe), True
         finally:

@@ -29,6 +29,15 @@ class Progress:
             self._opened = True
         self._write(("\r\x1b[K" + line) if self._live else (line + "\n"))
 
+    def echo(self, line: str) -> None:
+        """A finished line of another process's progress (harness/build_ahead.py's second builder),
+        shown as it is in a log; on a terminal only this process's live line is shown."""
+        if not self._live:
+            if not self._opened:
+                self._write("\n")
+                self._opened = True
+            self._write(line.rstrip("\n") + "\n")
+
     def finish(self) -> None:
         if self._opened and self._live:
             # erase the live line, go up to pytest's line and back to its column

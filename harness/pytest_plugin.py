@@ -63,6 +63,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--qb-race-cap", type=float, default=None,
                     help="seconds the race of the finalists may take per model and target (default: the profile's, "
                          "quick 30, nightly 120; 0: no race)")
+    group.addoption("--qb-build-jobs", type=int, default=None, metavar="N",
+                    help="artifacts built at once before the first case is timed, on a single target (default: 2 on a "
+                         "machine with 2 or more CPUs; 1: each case builds its own in its turn)")
     group.addoption("--qb-profile", default=None, choices=list(profiles.PROFILES),
                     help="how much of the declared matrix to run: "
                          + "; ".join(f"{p.name}: {p.help}" for p in profiles.PROFILES.values())
@@ -299,8 +302,19 @@ def quantbench(request: pytest.FixtureRequest) -> _Fixture:
         except TargetError as exc:
             # One clear stop instead of the same error on every test of the run.
             pytest.exit(f"quantbench: cannot use target {placements[0].name!r}: {exc}", returncode=pytest.ExitCode.INTERRUPTED)
+        if not worker:
+            _build_ahead(config.stash[_SESSION], request.session.items, config.getoption("--qb-build-jobs"))
     return _Fixture(config.stash[_SESSION], pytest_gates.HistoryGate.for_session(config, config.stash[_SESSION]),
                     fail_over_budget=config.getoption("--fail-over-budget"), budget_failed=config.stash[_BUDGET_FAILED])
+
+
+def _build_ahead(bench: BenchSession, items: list, jobs: Optional[int]) -> None:
+    """Every selected case's artifact built before the first is timed, two at a time (harness/build_ahead.py)."""
+    selected = [(item.callspec.params["case"], str(item.path)) for item in items
+                if isinstance(getattr(getattr(item, "callspec", None), "params", {}).get("case"), Case)]
+    jobs = jobs if jobs is not None else min(2, os.cpu_count() or 1)
+    if selected and jobs >= 2:
+        bench.build_ahead([case for case, _ in selected], jobs, {case.case_id: path for case, path in selected})
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

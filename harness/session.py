@@ -108,6 +108,14 @@ class BenchSession(RunnerJobs):
 
         return run_races(self, limits, cap_s)
 
+    def build_ahead(self, cases: Sequence[Case], jobs: int, suite_files: dict[str, str]) -> None:
+        """Build the artifacts of `cases` before any is timed, `jobs` at once (harness/build_ahead.py):
+        a single target only (a fleet's processes build on their own, harness/pipeline.prepare)."""
+        if not self.fleet:
+            from harness.build_ahead import build_ahead
+
+            build_ahead(self, cases, jobs, suite_files)
+
     def annotate(self, case_id: str, **columns: Any) -> None:
         """Add columns to a recorded row (its case file and this session's copy)."""
         self._done[case_id] = self.store.update_row(case_id, columns)
