@@ -287,8 +287,10 @@ def reference(recipe: Recipe) -> Recipe:
 
 FP32 = reference(Recipe("torch", "fp32", "torch.export(eager)", "fp32", build_fp32, {}, LIBS))
 # The same fp32 model in the other execution formats, the baselines of the recipes that run so.
+# TorchScript (the deprecated torch.ao pair below and its baseline) runs nightly: the quick job's
+# torch rows are the formats PyTorch deploys today (AOTInductor, ExecuTorch), within its minutes.
 FP32_TORCHSCRIPT = Recipe("torch", "fp32", "torch.jit.script, else trace (TorchScript)", "torchscript", build_fp32_torchscript,
-                          {"format": "torchscript"}, LIBS, execution="torchscript")
+                          {"format": "torchscript"}, LIBS, profiles=NIGHTLY_ONLY, execution="torchscript")
 FP32_INDUCTOR = Recipe("torch", "fp32", "torch.export + torch.compile(inductor, freezing) on target", "inductor",
                        build_fp32_compiled("inductor"), {"compile": "inductor"}, LIBS, profiles=NIGHTLY_ONLY,
                        execution="inductor")
@@ -302,9 +304,9 @@ RECIPES: tuple[Recipe, ...] = (
                      {"io": "float32"}, LIBS, half_applicable)),
     # torch.ao through TorchScript: deployed (torch.jit.load runs it), deprecated (the row's `deprecated`)
     Recipe("torch", "dynamic-int8", AO_X86, "ao-x86", build_ao_dynamic("x86", AO_X86), {"engine": "x86"}, LIBS,
-           engine_applicable("x86"), execution="torchscript"),
+           engine_applicable("x86"), profiles=NIGHTLY_ONLY, execution="torchscript"),
     Recipe("torch", "dynamic-int8", AO_QNNPACK, "ao-qnnpack", build_ao_dynamic("qnnpack", AO_QNNPACK), {"engine": "qnnpack"},
-           LIBS, engine_applicable("qnnpack"), execution="torchscript"),
+           LIBS, engine_applicable("qnnpack"), profiles=NIGHTLY_ONLY, execution="torchscript"),
     reference(Recipe("torch", "dynamic-int8", "torchao.quantize_(Int8DynamicActivationInt8WeightConfig)", "torchao",
                      build_torchao_dynamic, {"revision": 2}, PT2E_LIBS,  # revision 2: the manifest records int8_matmuls
                      artifact_check=torch_cuda.int_mm_reason)),
