@@ -4,8 +4,10 @@ builds what no one claimed, from the end of the list."""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,43 @@ def test_a_plan_of_another_format_is_refused(tmp_path):
     done = subprocess.run([sys.executable, "-m", "harness.build_ahead", str(tmp_path / "plan.json")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "plan format 99 is not" in done.stderr
+
+
+def _second_builders(pid: int) -> list[int]:
+    from harness.testing.processes import descendants
+
+    found = []
+    for child in descendants(pid):
+        try:
+            if b"harness.build_ahead" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_run_leaves_no_second_builder(cold, signum):
+    """The signal reaches the run's own process only (not its group): the second builder it started
+    is stopped with it, and the run's work directory for the builds is gone."""
+    cmd = [sys.executable, "-m", "pytest", str(cold / "suites"), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
+           "-q", f"--qb-results-dir={cold / 'results'}", f"--qb-cache-dir={cold / 'cache'}", "--qb-run-id=stopped",
+           f"--rootdir={cold}", "--qb-build-jobs", "2", *FAST_TIMING]
+    with open(cold / "stopped.out", "w") as out:
+        proc = subprocess.Popen(cmd, cwd=cold, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline, second = time.monotonic() + 300, []
+        while not second and proc.poll() is None and time.monotonic() < deadline:
+            second = _second_builders(proc.pid)
+            time.sleep(0.05)
+        assert second, "the second builder never started: " + (cold / "stopped.out").read_text()[-2000:]
+        os.kill(proc.pid, signum)
+        assert proc.wait(120) != 0
+        time.sleep(0.5)
+        assert not [pid for pid in second if Path(f"/proc/{pid}").exists()], "the second builder outlived its run"
+        assert not list((cold / "results" / "stopped").glob("build-ahead-*"))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
