@@ -111,9 +111,10 @@ class SecondBuilder:
         if self.process is not None:
             return
         self.plan_path.write_text(json.dumps(self.plan))
-        package_root = str(Path(__file__).resolve().parent.parent)  # where `harness` imports from here
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [package_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        env = dict(os.environ)
+        package_root = Path(__file__).resolve().parent.parent  # where `harness` imports from here
+        if package_root.name not in ("site-packages", "dist-packages"):  # a checkout: first, as for this process
+            env["PYTHONPATH"] = os.pathsep.join([str(package_root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         with open(self.log_path, "a") as log:  # its warnings and tracebacks: the run's log
             self.process = subprocess.Popen([sys.executable, "-m", "harness.build_ahead", str(self.plan_path)],
                                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env)
