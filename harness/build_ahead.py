@@ -157,6 +157,13 @@ class SecondBuilder:
                 self.process.wait()
 
 
+def _empty(directory: Path) -> bool:
+    if not directory.is_dir():
+        return True
+    with os.scandir(directory) as entries:
+        return not any(entries)
+
+
 def build_ahead(session: Any, cases: Sequence[Any], jobs: int, suite_files: dict[str, str]) -> None:
     """Build the artifacts of `cases` (a single-target session's selection) before any is timed,
     with a second process when `jobs` >= 2; `suite_files`: case id -> the file declaring it."""
@@ -190,6 +197,8 @@ def build_ahead(session: Any, cases: Sequence[Any], jobs: int, suite_files: dict
 
     session.cache.on_build = building
     started = time.monotonic()
+    if second is not None and _empty(Path(session.cache.root)):
+        second.start()  # an empty cache: everything is to build, and the first build waits for a model's training
 
     def build(case: Any) -> None:
         if second is not None:
