@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from harness.artifacts import BuiltModel
 from harness.models.spec import ModelSpec
 from harness.profiles import ALL_PROFILES, NIGHTLY_ONLY
-from harness.quantize import aoti_kernels, inductor_cache
+from harness.quantize import aoti_kernels, build_host, inductor_cache
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 from harness.quantize.pt2e_builds import PT2EBuilds
 from harness.quantize.pt2e_torch import arch_family, quantizer_applicable
@@ -91,11 +91,16 @@ def host_isa() -> dict[str, Any]:
 
 
 def isa_key(ctx: BuildContext) -> dict[str, str]:
-    """The cache key's part from the build host: the ISA Inductor compiles kernels for (its
-    checks compile under the cache, as the builds do: inductor_cache.py)."""
-    with inductor_cache.probing(ctx.cache.root.parent):
-        isa = host_isa()
-    return {"vec_isa": isa["vec_isa"], "compile_flags": isa["compile_flags"]}
+    """The cache key's part from the build host: the ISA Inductor compiles kernels for, probed
+    once per build host (build_host.py; its checks compile under the cache, as the builds do:
+    inductor_cache.py)."""
+    def probe() -> dict[str, str]:
+        with inductor_cache.probing(ctx.cache.root.parent):
+            isa = host_isa()
+        return {"vec_isa": isa["vec_isa"], "compile_flags": isa["compile_flags"]}
+
+    found, _ = build_host.remembered(ctx.cache.root.parent, probe)
+    return {"vec_isa": found["vec_isa"], "compile_flags": found["compile_flags"]}
 
 
 def isa_summary(built: dict[str, Any]) -> str:
