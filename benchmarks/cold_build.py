@@ -107,13 +107,12 @@ def instrument(phases: Phases) -> None:
     from torch._inductor import cpp_builder
     from torchao.quantization.pt2e import quantize_pt2e
 
-    from harness.quantize import pt2e_builds, pt2e_torch, qat_torch
+    from harness.quantize import pt2e_torch, qat_torch
 
     phases.wrap(torch.export, "export", "export")
     for attr, name in (("prepare_pt2e", "prepare"), ("prepare_qat_pt2e", "prepare"), ("convert_pt2e", "convert")):
         phases.wrap(quantize_pt2e, attr, name)
-    phases.wrap(pt2e_torch, "calibrate", "calibrate")
-    phases.wrap(pt2e_builds, "calibrate", "calibrate")  # imported by name there
+    phases.wrap(pt2e_torch, "calibrate", "calibrate")  # the dynamic builds reach it through calibrate_weights_only
     phases.wrap(qat_torch, "qat_convert", "qat train")  # its own time is the training loop
     phases.wrap(torch._inductor, "aoti_compile_and_package", "inductor")
     phases.wrap(torch._inductor, "aoti_load_package", "load")

@@ -12,10 +12,10 @@ from typing import Callable
 
 from harness.artifacts import BuiltModel
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
-from harness.quantize.pt2e_torch import QUANTIZERS, calibrate, capture, layer_precision, make_quantizer
+from harness.quantize.pt2e_torch import QUANTIZERS, calibrate_weights_only, fp32_capture, layer_precision, make_quantizer
 from harness.quantize.qat_torch import QATConfig, qat_convert
 from harness.quantize.torch import pt2e_convert
-from harness.quantize.torch_export import drop_unused_state, fp32_copy
+from harness.quantize.torch_export import drop_unused_state
 
 Build = Callable[[BuildContext, Path], BuiltModel]
 
@@ -54,8 +54,8 @@ class PT2EBuilds:
         def build(ctx: BuildContext, out: Path) -> BuiltModel:
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-            prepared = prepare_pt2e(capture(fp32_copy(ctx), ctx), make_quantizer(self.quantizer, is_dynamic=True))
-            samples = calibrate(prepared, ctx)
+            prepared = prepare_pt2e(fp32_capture(ctx), make_quantizer(self.quantizer, is_dynamic=True))
+            samples = calibrate_weights_only(prepared, ctx)  # weights only: activations are quantized per call
             converted = convert_pt2e(prepared)
             dropped = drop_unused_state(converted)
             layers = layer_precision(converted)

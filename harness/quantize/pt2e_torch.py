@@ -9,7 +9,8 @@ numerics; torch.compile on the target fuses it into int8 kernels.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Callable, Iterable, Optional
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 import numpy as np
 
@@ -39,6 +40,8 @@ RUNTIME_REQUIRES = ("torch.ao.quantization.fx._decomposed",)
 # quantizer name -> the target architectures whose int8 kernels it annotates for
 ARCHES: dict[str, tuple[str, ...]] = {"x86": ("x86_64", "amd64", "i686"), "arm": ("aarch64", "arm64")}
 WEIGHTED = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d", "Linear")
+# build context -> its fp32 module captured for PT2E (fp32_capture); gone with the context
+_FP32_CAPTURES: "weakref.WeakKeyDictionary[BuildContext, Any]" = weakref.WeakKeyDictionary()
 
 
 def arch_family(arch: str) -> str:
@@ -163,17 +166,61 @@ def capture(module, ctx: BuildContext):
     return captured
 
 
-def calibrate(prepared, ctx: BuildContext) -> int:
-    """Run the calibration split through the observers; returns the sample count."""
+def fp32_capture(ctx: BuildContext):
+    """A private copy of `capture` of the fp32 module, captured once per build context (one
+    model in a session): the static-int8, mixed and dynamic-int8 builds of every deployed torch
+    format prepare the same graph, and torch.export of MiniLM s32 takes 1-4 s. prepare_pt2e
+    rewrites the graph it is handed, so each build gets a deep copy, as the sensitivity probe's
+    builds do (torch_probe.py)."""
+    import copy
+
+    captured = _FP32_CAPTURES.get(ctx)
+    if captured is None:
+        from harness.quantize.torch_export import fp32_copy
+
+        captured = _FP32_CAPTURES[ctx] = capture(fp32_copy(ctx), ctx)
+    return copy.deepcopy(captured)
+
+
+def calibrate(prepared, ctx: BuildContext, batches_at_most: Optional[int] = None) -> int:
+    """Run the calibration split (its first `batches_at_most` batches) through the observers;
+    returns the sample count."""
     import torch
 
     names = ctx.dataset.input_names
     seen = 0
     with torch.no_grad():
-        for chunk in batches(ctx.dataset.calib_inputs, CALIBRATION_BATCH):
+        for i, chunk in enumerate(batches(ctx.dataset.calib_inputs, CALIBRATION_BATCH)):
+            if batches_at_most is not None and i >= batches_at_most:
+                break
             prepared(*(torch.from_numpy(np.ascontiguousarray(chunk[n])) for n in names))
             seen += len(chunk[names[0]])
     return seen
+
+
+def data_observers(prepared) -> list[str]:
+    """The observers of a prepared graph whose state depends on the data fed through it: those
+    of activations, unless dynamic (quantized per call: a PlaceholderObserver that records
+    nothing). A weight's observer (its input a get_attr) reads the same tensor at every call."""
+    observers = dict(prepared.named_modules())
+    found = []
+    for node in prepared.graph.nodes:
+        observer = observers.get(str(node.target)) if node.op == "call_module" else None
+        if observer is None or not hasattr(observer, "calculate_qparams"):
+            continue
+        source = node.args[0] if node.args else None
+        if getattr(source, "op", "") == "get_attr" or getattr(observer, "is_dynamic", False):
+            continue
+        found.append(node.name)
+    return found
+
+
+def calibrate_weights_only(prepared, ctx: BuildContext) -> int:
+    """Calibration of a graph whose activations are quantized at run time (dynamic int8): one
+    batch fills its weight observers, and further batches could change nothing: the converted
+    graph is the one the whole split gives (tests/test_pt2e_shared_work.py). A graph with an
+    observer of activation statistics gets the whole split."""
+    return calibrate(prepared, ctx, batches_at_most=None if data_observers(prepared) else 1)
 
 
 def module_path(node) -> str:
@@ -187,13 +234,16 @@ def _op_name(node) -> str:
     return parts[-2] if len(parts) >= 2 else parts[-1]
 
 
+DEQUANTIZE = ("dequantize_per_channel", "dequantize_per_tensor", "dequantize_affine")  # _op_name of the dequantize ops
+
+
 def layer_precision(gm) -> dict[str, str]:
     """module path -> "int8" when its conv/linear reads a dequantized int8 weight, else "float"."""
     import torch
 
     weighted = {torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.conv3d.default,
                 torch.ops.aten.linear.default}
-    dequantize = {"dequantize_per_channel", "dequantize_per_tensor", "dequantize_affine"}
+    dequantize = set(DEQUANTIZE)
     found: dict[str, str] = {}
     for node in gm.graph.nodes:
         if node.op == "call_function" and node.target in weighted:
@@ -201,3 +251,42 @@ def layer_precision(gm) -> dict[str, str]:
             is_int8 = getattr(weight, "op", "") == "call_function" and _op_name(weight) in dequantize
             found[module_path(node) or node.name] = "int8" if is_int8 else "float"
     return found
+
+
+def weights_dequantized_once(module):
+    """The converted graph as the eager reference a built artifact is compared with, its
+    constant dequantizations (the int8 weights') computed once instead of at every call: each
+    is the same op on the same tensors, so the reference's outputs are the converted graph's bit
+    for bit, and MiniLM s32's 8 reference calls of a package's check take a fraction of a second
+    instead of 5-7 s (a weight's dequantize_per_channel costs ~15 ms a call). `module` itself is
+    left as it is (its graph is copied, its tensors shared); any other module is returned as is."""
+    import copy
+
+    import torch
+
+    if not isinstance(module, torch.fx.GraphModule):
+        return module
+    graph = copy.deepcopy(module.graph)
+    reference = torch.fx.GraphModule(module, graph)
+
+    def value(arg):
+        if not isinstance(arg, torch.fx.Node):
+            return arg
+        found = reference
+        for part in str(arg.target).split("."):
+            found = getattr(found, part)
+        return found
+
+    with torch.no_grad():
+        for node in list(graph.nodes):
+            inputs = node.all_input_nodes
+            if (node.op != "call_function" or _op_name(node) not in DEQUANTIZE or not inputs
+                    or any(arg.op != "get_attr" for arg in inputs)):
+                continue
+            name = f"_dequantized_{node.name}"
+            reference.register_buffer(name, node.target(*map(value, node.args), **{k: value(v) for k, v in node.kwargs.items()}))
+            with graph.inserting_before(node):
+                node.replace_all_uses_with(graph.get_attr(name))
+            graph.erase_node(node)
+    reference.recompile()
+    return reference

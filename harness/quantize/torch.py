@@ -233,15 +233,14 @@ def pt2e_convert(ctx: BuildContext, quantizer: str, mixed: bool = False, recipe:
     and the AOTInductor recipes (torch_aoti.py)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from harness.quantize.pt2e_torch import calibrate, capture, layer_precision, make_quantizer, resolve_keep_float
+    from harness.quantize.pt2e_torch import calibrate, fp32_capture, layer_precision, make_quantizer, resolve_keep_float
     from harness.quantize.torch_export import drop_unused_state
 
     if mixed:
         ctx.only_float32_kept(PT2E_FLOAT32_ONLY)
-    module = fp32_copy(ctx)
     names, how = ctx.float_layers(recipe or mixed_recipe(quantizer)) if mixed else (None, {})
-    keep = resolve_keep_float(ctx, module, names) if mixed else []
-    prepared = prepare_pt2e(capture(module, ctx), make_quantizer(quantizer, keep_float=keep))
+    keep = resolve_keep_float(ctx, ctx.torch_module, names) if mixed else []  # reads module names only
+    prepared = prepare_pt2e(fp32_capture(ctx), make_quantizer(quantizer, keep_float=keep))
     ctx.progress("calibrating (PT2E observers)")
     samples = calibrate(prepared, ctx)
     converted = convert_pt2e(prepared)

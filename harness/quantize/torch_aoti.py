@@ -27,7 +27,7 @@ from harness.profiles import ALL_PROFILES, NIGHTLY_ONLY
 from harness.quantize import aoti_kernels, build_host, inductor_cache
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 from harness.quantize.pt2e_builds import PT2EBuilds
-from harness.quantize.pt2e_torch import arch_family, quantizer_applicable
+from harness.quantize.pt2e_torch import arch_family, quantizer_applicable, weights_dequantized_once
 from harness.quantize.qat_torch import QATConfig
 from harness.quantize.torch import PT2E_LIBS, cpu_flags, half_applicable
 
@@ -214,12 +214,13 @@ def save_aoti(module, ctx: BuildContext, out: Path, *, what: str, notes: Optiona
         raise NotApplicable(custom)
     feed = example_inputs(ctx, 8)
     want, got = [], []
+    reference = weights_dequantized_once(module)  # a PT2E graph's outputs, its weights dequantized once
     try:
         loaded = torch._inductor.aoti_load_package(str(path))
         with torch.inference_mode():
             for i in range(0, 8, AOTI_BATCH):
                 part = tuple(x[i:i + AOTI_BATCH] for x in feed)
-                want.append(_flat_outputs(module(*part)))
+                want.append(_flat_outputs(reference(*part)))
                 got.append([o.clone() for o in _flat_outputs(loaded(*part))])
     except Exception as exc:  # noqa: BLE001 - e.g. a proxy-executed op that fails in the package
         raise NotApplicable(aoti_kernels.lowering_reason(what, exc, proxied)) from exc

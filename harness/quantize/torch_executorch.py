@@ -26,7 +26,7 @@ from harness.models.spec import ModelSpec
 from harness.profiles import NIGHTLY_ONLY
 from harness.quantize.base import BuildContext, NotApplicable, Recipe
 from harness.quantize.pt2e_builds import PT2EBuilds
-from harness.quantize.pt2e_torch import arch_family
+from harness.quantize.pt2e_torch import arch_family, weights_dequantized_once
 from harness.quantize.qat_torch import QATConfig
 from harness.quantize.torch import cpu_flags
 
@@ -140,10 +140,11 @@ def save_pte(module, ctx: BuildContext, out: Path, *, what: str, notes: Optional
     method = Runtime.get().load_program(path).load_method("forward")
     feed = example_inputs(ctx, 8)
     want, got = [], []
+    reference = weights_dequantized_once(module)  # a PT2E graph's outputs, its weights dequantized once
     with torch.inference_mode():
         for i in range(0, 8, PTE_BATCH):
             part = tuple(x[i:i + PTE_BATCH].clone(memory_format=torch.contiguous_format) for x in feed)
-            want.append(_flat_outputs(module(*part)))
+            want.append(_flat_outputs(reference(*part)))
             got.append([torch.as_tensor(o).clone() for o in method.execute(list(part))])
     want = [torch.cat(parts) for parts in zip(*want)]
     got = [torch.cat(parts) for parts in zip(*got)]
