@@ -62,7 +62,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "separate processes and says so (harness/race.py)")
     group.addoption("--qb-race-cap", type=float, default=None,
                     help="seconds the race of the finalists may take per model and target (default: the profile's, "
-                         "quick 30, nightly 120; 0: no race)")
+                         "quick 20, nightly 120; 0: no race)")
     group.addoption("--qb-build-jobs", type=int, default=None, metavar="N",
                     help="artifacts built at once before the first case is timed, on a single target (default: 2 on a "
                          "machine with 2 or more CPUs; 1: each case builds its own in its turn)")
