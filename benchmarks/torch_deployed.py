@@ -3,16 +3,32 @@
 For digits-cnn and MiniLM (128 tokens) at batch 1, each deployed torch recipe that applies here
 (AOTInductor packages, ExecuTorch .pte programs with XNNPACK; the quick profile's unless --all):
 the runner's p50 (a fresh runner process, as the local target runs a case) beside the p50 of a
-bare loop in this process over the same artifact file (`torch._inductor.aoti_load_package(path)
-.loader.boxed_run(tensors)`, the compiled model without the Python wrapper's per-call spec parsing; `executorch.runtime.Runtime.get().load_program(path).load_method("forward")
-.execute(tensors)`), outputs turned into numpy arrays in both (the runner's timed call returns host
-arrays). The AOTI loop runs in torch.inference_mode(), which the runner's torch backend enters once
-per process; the ExecuTorch loop does not, as the runner's ExecuTorch backend and ExecuTorch's own
-example do not (inside it, the bindings' output tensors cost less to make: ~2% of digits' 13 us
-call). Rounds interleave: every recipe's runner process, then its bare loop, recipe after
-recipe, round after round, so drift spreads over all of them. Then each int8 recipe's speedup
-over its format's fp32 (runner p50s of the same round) beside the same speedup from the bare
-loops. Goals: runner/bare within 0.97-1.03, speedups agree within 10%.
+bare loop over the same artifact file, also in a fresh process (`python -c` with bare_loop's source,
+this interpreter, the runner's environment; it imports nothing of this package):
+`torch._inductor.aoti_load_package(path).loader.boxed_run(tensors)`, the compiled model without the
+Python wrapper's per-call spec parsing; `executorch.runtime.Runtime.get().load_program(path)
+.load_method("forward").execute(tensors)`; outputs turned into numpy arrays in both (the runner's
+timed call returns host arrays). The AOTI loop runs in torch.inference_mode(), which the runner's
+torch backend enters once per process; the ExecuTorch loop does not, as the runner's ExecuTorch
+backend and ExecuTorch's own example do not (inside it, the bindings' output tensors cost less to
+make: ~2% of digits' 13 us call).
+
+Why both sides are fresh processes: on the shared 2-vCPU host a process runs at one of a few
+speed levels for its whole life (the same digits .pte call 15 or 21 us from one process to the
+next, about 1 process in 30 at the slow level, sometimes worse). A bare loop kept in this one
+long-lived process carried its level through every round, so runner/bare compared a new draw with
+a fixed one (a quiet 3-round run: 0.59-1.22, digits fp32 .pte runner 0.0175 ms vs bare 0.0301 ms,
+the bare side the slow one). With a new process for each measurement on both sides, each round
+draws both levels the same way, and the median over rounds of per-round ratios sees past the odd
+slow process. Rounds interleave: every recipe's runner process, then its bare process, recipe
+after recipe, round after round, so drift spreads over all of them. Then each int8 recipe's
+speedup over its format's fp32 (runner p50s of the same round) beside the same speedup from the
+bare processes. Goals: runner/bare within 0.97-1.03, speedups agree within 10%.
+
+Run time: a fresh bare process costs its imports (executorch.runtime imports executorch.exir: a
+digits .pte bare process took 6 s at 1 s of timing, its runner process 2 s; aoti_load_package
+imports Inductor), so 5 rounds of the 17 quick rows at 0.5 s per measurement come to an estimated
+9-10 min on this host quiet; --models digits-cnn about halves it.
 
 A busy machine: with --threads at every core of a shared 2-vCPU host, OpenMP (AOTI) and XNNPACK's
 thread pool spin at their barriers while the other thread waits for a CPU, and calls stall for
@@ -20,13 +36,16 @@ thread pool spin at their barriers while the other thread waits for a CPU, and c
 mostly removes them): p50s of the runner and the bare loop then differ by chance. Run it quiet, or
 with --threads 1 to check the method on a busy one.
 
-    .venv/bin/python benchmarks/torch_deployed.py [--rounds 3] [--seconds 1] [--threads 1] [--all] [-k SLUG] [--models digits-cnn]
+    .venv/bin/python benchmarks/torch_deployed.py [--rounds 5] [--seconds 0.5] [--threads 1] [--all] [-k MODE/SLUG] [--models digits-cnn]
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
+import inspect
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -63,61 +82,74 @@ def runner_p50(target, artifact, inputs: Path, threads: int, seconds: float, wor
     return statistics.median(outcome.result["latencies_ms"])
 
 
-class Bare:
-    """The artifact loaded once in this process, called in a plain loop."""
+def bare_loop(path: str, inputs: str, names: list[str], executorch: bool, threads: int, seconds: float,
+              warmup: int = 20) -> None:
+    """Run in a fresh interpreter by bare_p50 (its source is the script): load the artifact, time the plain
+    loop, print {"latencies_ms": [...]} as the last line of stdout. Imports only torch,
+    numpy and the runtime, nothing of this package, so the process holds what a user's loop would."""
+    import contextlib
+    import json
+    import time
 
-    def __init__(self, artifact, feed: dict[str, np.ndarray], threads: int) -> None:
-        import torch
+    import numpy as np
+    import torch
 
-        path = str(artifact.model_file)
-        self.tensors = [torch.from_numpy(np.ascontiguousarray(feed[t["name"]])) for t in artifact.manifest["inputs"]]
-        self.executorch = artifact.manifest.get("runtime") == "executorch"
-        if self.executorch:
-            from executorch.extension.pybindings import portable_lib
-            from executorch.runtime import Runtime
+    torch.set_num_threads(threads)
+    with np.load(inputs, allow_pickle=False) as npz:  # batch 1: the first row of the runner's inputs file
+        tensors = [torch.from_numpy(np.ascontiguousarray(npz[name][:1])) for name in names]
+    if executorch:
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
 
-            # XNNPACK's thread pool at the runner's thread count (backend_executorch does the same): its
-            # default, one thread per core, would also compete with torch's kernels in this process
-            portable_lib._unsafe_reset_threadpool(threads)
-            method = Runtime.get().load_program(path).load_method("forward")
-            self.call = lambda: [o.numpy() for o in method.execute(self.tensors)]  # noqa: E731
-        else:
-            import torch._inductor
+        # XNNPACK's thread pool at the runner's thread count (backend_executorch does the same)
+        portable_lib._unsafe_reset_threadpool(threads)
+        method = Runtime.get().load_program(path).load_method("forward")
+        call = lambda: [o.numpy() for o in method.execute(tensors)]  # noqa: E731
+        mode = contextlib.nullcontext()
+    else:
+        import torch._inductor
 
-            loader = torch._inductor.aoti_load_package(path).loader  # the compiled model's C++ runner
+        loader = torch._inductor.aoti_load_package(path).loader  # the compiled model's C++ runner
+        call = lambda: [o.numpy() for o in loader.boxed_run(list(tensors))]  # noqa: E731
+        mode = torch.inference_mode()
+    with mode:
+        for _ in range(warmup):
+            call()
+        times, start = [], time.perf_counter()
+        while len(times) < 50 or time.perf_counter() - start < seconds:
+            t0 = time.perf_counter_ns()
+            call()
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+            if time.perf_counter() - start > seconds * 3:
+                break
+    print(json.dumps({"latencies_ms": times}))
 
-            self.call = lambda: [o.numpy() for o in loader.boxed_run(list(self.tensors))]  # noqa: E731
 
-    def p50(self, seconds: float, warmup: int = 20) -> float:
-        import torch
-
-        with contextlib.nullcontext() if self.executorch else torch.inference_mode():
-            for _ in range(warmup):
-                self.call()
-            times, start = [], time.perf_counter()
-            while len(times) < 50 or time.perf_counter() - start < seconds:
-                t0 = time.perf_counter_ns()
-                self.call()
-                times.append((time.perf_counter_ns() - t0) / 1e6)
-                if time.perf_counter() - start > seconds * 3:
-                    break
-        return statistics.median(times)
+def bare_p50(artifact, inputs: Path, threads: int, seconds: float, env: dict) -> float:
+    """The p50 of bare_loop in a fresh process of this interpreter, with the runner's environment."""
+    script = f"import json, sys\n\n{inspect.getsource(bare_loop)}\nbare_loop(**json.loads(sys.argv[1]))\n"
+    args = {"path": str(artifact.model_file), "inputs": str(inputs), "names": [t["name"] for t in artifact.manifest["inputs"]],
+            "executorch": artifact.manifest.get("runtime") == "executorch", "threads": threads, "seconds": seconds}
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(args)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode or not lines:
+        tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
+        raise SystemExit(f"bare loop failed on {artifact.manifest['recipe']} (exit {proc.returncode}): {tail}")
+    return statistics.median(json.loads(lines[-1])["latencies_ms"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=1.0, help="timed seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=0.5, help="timed seconds per measurement (at least 50 calls)")
     parser.add_argument("--threads", type=int, default=system.physical_cores())
     parser.add_argument("--all", action="store_true", help="the nightly recipes too")
-    parser.add_argument("-k", dest="only", default="", help="only recipes whose slug contains this")
+    parser.add_argument("-k", dest="only", default="", help="only recipes whose MODE/SLUG (e.g. fp32/pte) contains this")
     parser.add_argument("--models", default="digits-cnn,minilm-l6-s128",
                         help="comma-separated model names (a busy machine: digits-cnn alone)")
     args = parser.parse_args()
 
-    import torch
-
-    torch.set_num_threads(args.threads)
     cache = ArtifactCache(settings.cache_dir() / "artifacts")
     target = LocalTarget(TargetConfig(name="local", kind="local"), settings.cache_dir())
     info = target.info()
@@ -125,15 +157,14 @@ def main() -> None:
     print(f"deployed torch rows on {info.device} ({', '.join(f for f in info.facts.get('cpu_flags', '').split() if f.startswith(('avx512', 'amx', 'avx2')))}), "
           f"{args.threads} thread(s), {args.rounds} round(s) of ~{args.seconds:g} s per measurement", flush=True)
 
-    cases = []  # (model, recipe, artifact, bare, inputs file)
+    cases = []  # (model, recipe, artifact, inputs file)
     for spec in (s for s in (digits_cnn, minilm_l6_s128) if s.name in args.models.split(",")):
         dataset = resolve_data(spec.data)
         ctx = BuildContext(spec, dataset, cache, settings.cache_dir() / "models")
         inputs = work / f"{spec.name}.npz"
-        sample = {name: a[:1] for name, a in dataset.eval_inputs.items()}
         np.savez(inputs, **{name: a[:8] for name, a in dataset.eval_inputs.items()})
         for recipe in RECIPES["torch"]:
-            if recipe.execution not in DEPLOYED or args.only not in recipe.slug or (QUICK not in recipe.profiles and not args.all):
+            if recipe.execution not in DEPLOYED or args.only not in f"{recipe.mode}/{recipe.slug}" or (QUICK not in recipe.profiles and not args.all):
                 continue
             if recipe.not_applicable_reason(spec, info) or recipe.batch_reason(1):
                 continue
@@ -145,15 +176,22 @@ def main() -> None:
                 continue
             if built:
                 print(f"  built {spec.name} {recipe.mode} {recipe.slug} in {time.perf_counter() - started:.0f} s", flush=True)
-            cases.append((spec.name, recipe, artifact, Bare(artifact, sample, args.threads), inputs))
+            cases.append((spec.name, recipe, artifact, inputs))
 
     runner: dict[int, list[float]] = {i: [] for i in range(len(cases))}
     bare: dict[int, list[float]] = {i: [] for i in range(len(cases))}
+    env = target.environment()  # the runner's: the bare processes inherit the same variables
     for r in range(args.rounds):
-        for i, (model, recipe, artifact, loop, inputs) in enumerate(cases):
+        spent = {"runner": 0.0, "bare": 0.0}  # wall seconds of this round's processes, start to exit
+        for i, (model, recipe, artifact, inputs) in enumerate(cases):
+            started = time.perf_counter()
             runner[i].append(runner_p50(target, artifact, inputs, args.threads, args.seconds, work / f"{i}-{r}"))
-            bare[i].append(loop.p50(args.seconds))
-        print(f"  round {r + 1}/{args.rounds} done", flush=True)
+            between = time.perf_counter()
+            bare[i].append(bare_p50(artifact, inputs, args.threads, args.seconds, env))
+            spent["runner"] += between - started
+            spent["bare"] += time.perf_counter() - between
+        print(f"  round {r + 1}/{args.rounds} done: runner processes {spent['runner']:.0f} s, "
+              f"bare processes {spent['bare']:.0f} s", flush=True)
 
     print(f"\n{'model':<16}{'mode':<14}{'recipe':<20}{'runner p50 ms':>14}{'bare p50 ms':>13}{'runner/bare':>12}  goal")
     for i, (model, recipe, *_rest) in enumerate(cases):
