@@ -33,6 +33,19 @@ def _names_a_suite(arg: str) -> bool:
     return (path.is_file() and path.suffix == ".py") or (path.is_dir() and any(path.glob("test_*.py")))
 
 
+# pytest plugins that installed packages register and a benchmark run never uses (a test
+# framework's, a config library's, labgrid's own test runner: quantbench drives labgrid through
+# its client), kept out of `quantbench run`: importing them cost ~2.7 s of every run on the 2-vCPU
+# build host. `pytest suites/` loads whatever is installed; `-p NAME` brings one back here.
+UNUSED_PLUGINS = ("hypothesispytest", "hydra_pytest", "labgrid", "jaxtyping", "kgb", "anyio", "benchmark")
+
+
+def unused_plugins_off(rest: list[str]) -> list[str]:
+    """`-p no:NAME` for each of UNUSED_PLUGINS the arguments do not ask for with `-p NAME`."""
+    asked = {rest[i + 1] for i, a in enumerate(rest[:-1]) if a == "-p"} | {a[2:] for a in rest if a.startswith("-p") and len(a) > 2}
+    return [arg for name in UNUSED_PLUGINS if name not in asked for arg in ("-p", f"no:{name}")]
+
+
 def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     """A thin wrapper over `pytest suites/ --target=NAME`; suites/ is left out when the
     arguments name suite files or directories themselves."""
@@ -43,7 +56,7 @@ def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     # the run works from a checkout that is not installed as well. Our own spellings of the
     # options (--profile, --results-dir, ...) go on to pytest in their new names, without a warning.
     argv = [*where, "-p", "harness.pytest_plugin", f"--target={args.target}", "-p", "no:cacheprovider",
-            *pytest_options.translate(rest)]
+            *unused_plugins_off(rest), *pytest_options.translate(rest)]
     if args.inventory:
         argv.append(f"--qb-inventory={args.inventory}")
     print("quantbench: pytest " + " ".join(argv), file=sys.stderr)

@@ -52,3 +52,27 @@ def test_console_script_is_installed():
     exe = REPO_ROOT / ".venv" / "bin" / "quantbench"
     proc = subprocess.run([str(exe) if exe.exists() else "quantbench", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "run" in proc.stdout and "report" in proc.stdout
+
+
+def test_run_leaves_out_the_pytest_plugins_a_benchmark_never_uses(tmp_path):
+    """Installed plugins such as hypothesis's are not imported by `quantbench run` (they cost seconds
+    of every run); plain pytest still loads them, and `-p NAME` brings one back."""
+    import importlib.metadata
+
+    import pytest
+
+    installed = {ep.name for ep in importlib.metadata.entry_points(group="pytest11")}
+    if "hypothesispytest" not in installed:
+        pytest.skip("hypothesis (the plugin this checks) is not installed")
+    empty = ("-k", "no_case_has_this_name", f"--results-dir={tmp_path}", "--results-db=off", "--qb-dashboard=off")
+    plain = subprocess.run([sys.executable, "-X", "importtime", "-m", "pytest", str(REPO_ROOT / "suites"), "-p",
+                            "harness.pytest_plugin", "-p", "no:cacheprovider", "--collect-only", "-q", "-k", "no_case_has_this_name"],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert "_hypothesis_pytestplugin" in plain.stderr  # the premise: pytest itself imports it here
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "harness.cli", "run", *empty], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode in (0, 5), run.stdout[-2000:] + run.stderr[-2000:]  # 5: no case selected
+    assert "_hypothesis_pytestplugin" not in run.stderr
+    back = subprocess.run([sys.executable, "-X", "importtime", "-m", "harness.cli", "run", "-p", "hypothesispytest", *empty],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert "_hypothesis_pytestplugin" in back.stderr, back.stderr[-2000:]
