@@ -46,7 +46,7 @@ QUICK_TIMING = (("warmup_runs", 5), ("warmup_s", 0.1), ("min_runs", 20), ("min_d
 PROFILES: dict[str, Profile] = {
     QUICK: Profile(QUICK, "every framework and mode on each suite's quick shapes, evaluation on declared seeded "
                           "subsets, timed loops of 20+ calls over 0.5-3 s, 45 s budget per case, one round (the default; "
-                          "the answer's finalists then race, up to 30 s per model: harness/race.py)",
+                          "the answer's finalists then race, up to 20 s per model: harness/race.py)",
                    case_budget_s=45.0, rounds=1, timing=QUICK_TIMING),
     NIGHTLY: Profile(NIGHTLY, "the full matrix: every shape, batch and recipe, full evaluation sets, no budget "
                               "but the target's case timeout, 3 rounds per case with a speedup interval",
