@@ -99,7 +99,7 @@ def _walk(cases: Sequence[Any], claims: Claims, build: Callable[[Any], Any],
 
 
 class SecondBuilder:
-    """The second process: started once, at the first build that is not a cache hit."""
+    """The second process: started once (at once on an empty cache, else at the first build that is not a cache hit)."""
 
     def __init__(self, plan: dict[str, Any], plan_path: Path, log_path: Path, echo: Callable[[str], None]) -> None:
         self.plan, self.plan_path, self.log_path = plan, plan_path, log_path
@@ -145,6 +145,7 @@ class SecondBuilder:
             self.relay()
             time.sleep(0.5)
         self.relay()
+        self.process.stdout.close()
         return self.process.returncode
 
     def stop(self) -> None:
@@ -155,6 +156,8 @@ class SecondBuilder:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process is not None and not self.process.stdout.closed:
+            self.process.stdout.close()
 
 
 def _empty(directory: Path) -> bool:
