@@ -109,12 +109,17 @@ def test_the_program_keeps_its_module_paths_for_mixed(run):
     assert static["delegation_complete"] and not mixed["delegation_complete"]  # fc2 kept float in the package
 
 
-def test_qat_and_module_swapping_recipes_are_na_with_reasons(run):
+def test_qat_and_module_swapping_recipes_are_na_with_reasons(run, programs, tmp_path):
     df = run.results
     qat = df[df["mode"] == "qat-int8"]
     assert set(qat["status"]) == {"n/a"}
     assert any("cnn.pt2 is a torch.export program (an inference graph" in r for r in qat["reason"])
-    swapped = run.row("cnn-pt2-torch-dynamic-int8-ao-x86-b1")
+    # torch.ao's module swapping (ao-x86, TorchScript, deprecated) runs in the nightly profile
+    cmd = [sys.executable, "-m", "pytest", str(programs / "test_pt2.py"), "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
+           "-q", f"--qb-results-dir={tmp_path}", "--qb-run-id=ao", f"--rootdir={programs}", "--qb-results-db=off", *FAST_TIMING,
+           "--qb-profile", "nightly", "-k", "ao-x86"]
+    proc = subprocess.run(cmd, cwd=programs, capture_output=True, text=True, timeout=1800, env=dict(os.environ))
+    swapped = SuiteRun(proc.returncode, proc.stdout + proc.stderr, tmp_path / "ao").row("cnn-pt2-torch-dynamic-int8-ao-x86-b1")
     assert swapped["status"] == "n/a" and "holds its layers as graph calls (aten.linear), not modules" in swapped["reason"]
 
 
