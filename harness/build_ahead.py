@@ -49,9 +49,6 @@ class Claims:
             file.write(self.owner)
         return True
 
-    def taken_by(self, owner: str) -> int:
-        return sum(1 for p in self.directory.iterdir() if p.read_text() == owner)
-
 
 def needed(cases: Sequence[Any], info: Any) -> list:
     """The cases whose artifacts a session builds, in its order: each case's fp32 baseline
@@ -107,7 +104,7 @@ class SecondBuilder:
         self.process: Optional[subprocess.Popen] = None
         self._partial = b""
 
-    def start(self, key: str = "") -> None:
+    def start(self) -> None:
         if self.process is not None:
             return
         self.plan_path.write_text(json.dumps(self.plan))
@@ -195,7 +192,7 @@ def build_ahead(session: Any, cases: Sequence[Any], jobs: int, suite_files: dict
         if current:
             session.progress(f"building ahead ({position[current[0]]} of {len(todo)})")
         if second is not None:
-            second.start(key)
+            second.start()
         before(key)
 
     session.cache.on_build = building
