@@ -13,6 +13,13 @@ torch backend enters once per process; the ExecuTorch loop does not, as the runn
 backend and ExecuTorch's own example do not (inside it, the bindings' output tensors cost less to
 make: ~2% of digits' 13 us call).
 
+Both sides run with glibc's malloc thresholds settled (the runner sets them itself,
+harness/runner/allocator.py; the bare process gets the same values through MALLOC_MMAP_THRESHOLD_
+and MALLOC_TRIM_THRESHOLD_): in a fresh process AOTI packages fault their per-call buffers in
+anew at every call until a large free raises the thresholds, which importing Inductor happens to
+do and the runner's loader does not (MiniLM s128 static-int8: runner/bare 1.20 before, 1.00 after;
+dynamic-int8's bare loop itself 8.5 -> 6.3 ms once settled).
+
 Why both sides are fresh processes: on the shared 2-vCPU host a process runs at one of a few
 speed levels for its whole life (the same digits .pte call 15 or 21 us from one process to the
 next, about 1 process in 30 at the slow level, sometimes worse). A bare loop kept in this one
@@ -58,7 +65,7 @@ from harness.data import resolve_data
 from harness.models import digits_cnn, minilm_l6_s128
 from harness.profiles import QUICK
 from harness.quantize import RECIPES, BuildContext
-from harness.runner import system
+from harness.runner import allocator, system
 from harness.runner.__main__ import BACKENDS
 from harness.runner.protocol import RunnerConfig
 from targets import RunnerJob, TargetConfig
@@ -180,7 +187,10 @@ def main() -> None:
 
     runner: dict[int, list[float]] = {i: [] for i in range(len(cases))}
     bare: dict[int, list[float]] = {i: [] for i in range(len(cases))}
-    env = target.environment()  # the runner's: the bare processes inherit the same variables
+    # the runner's variables, and malloc's thresholds where the runner settles them (runner/allocator.py):
+    # both sides then time the call, not how the allocator was left by what a process imported first
+    env = dict(target.environment(), MALLOC_MMAP_THRESHOLD_=str(allocator.MMAP_THRESHOLD),
+               MALLOC_TRIM_THRESHOLD_=str(allocator.TRIM_THRESHOLD))
     for r in range(args.rounds):
         spent = {"runner": 0.0, "bare": 0.0}  # wall seconds of this round's processes, start to exit
         for i, (model, recipe, artifact, inputs) in enumerate(cases):
