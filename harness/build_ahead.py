@@ -8,7 +8,8 @@ that is not in the cache, walks the same list from its end. Each claims a case b
 building it (a file created with O_EXCL), so every build happens once; what builds share (a
 model's training, a QAT fine-tune, a sensitivity search) are the cache's own locked builds.
 When both are done the session times its cases one by one, on a machine with nothing else to
-do, every artifact a cache hit. The walk itself is unchanged: a build that failed here runs
+do, every artifact a cache hit. While both build, each runs torch at its share of the CPUs
+(one thread each on two: CpuShare). The walk itself is unchanged: a build that failed here runs
 again in the case's own walk and makes its row (the same n/a or error, with its traceback).
 
     session.build_ahead(cases, jobs=2)       # harness/pytest_plugin.py; --qb-build-jobs 1: off
@@ -66,6 +67,40 @@ def needed(cases: Sequence[Any], info: Any) -> list:
     return list(out.values())
 
 
+def threads_each(jobs: int) -> int:
+    """torch's intra-op threads per builder while `jobs` build at once: the CPUs shared out, at
+    least one. (Two builders each running OpenMP on every core oversubscribe the machine, and a
+    thread waiting at a barrier for a CPU the other builder holds stalls its whole build.)"""
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
+class CpuShare:
+    """This builder's torch at its share of the CPUs while `jobs` build, from the first build
+    after torch is imported (a build imports it) until restore()."""
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+        self.before: Optional[int] = None
+
+    def apply(self) -> None:
+        torch = sys.modules.get("torch")
+        if torch is None or self.jobs < 2:
+            return
+        if self.before is None:
+            self.before = torch.get_num_threads()
+        torch.set_num_threads(threads_each(self.jobs))
+
+    def restore(self) -> None:
+        if self.before is not None:
+            sys.modules["torch"].set_num_threads(self.before)
+            self.before = None
+
+
+def _torch_threads() -> str:
+    torch = sys.modules.get("torch")
+    return "" if torch is None else f" (torch at {torch.get_num_threads()} thread(s))"
+
+
 def build_case(models: Any, case: Any, settings: Any) -> tuple[Path, bool]:
     """Build (or find cached) the case's artifact, its float layers chosen first for a
     keep_float="auto" build: what the walk's build step does. (its path, built now)."""
@@ -109,6 +144,7 @@ class SecondBuilder:
             return
         self.plan_path.write_text(json.dumps(self.plan))
         env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", str(threads_each(2)))  # read when torch starts (CpuShare: the first builder)
         package_root = Path(__file__).resolve().parent.parent  # where `harness` imports from here
         if package_root.name not in ("site-packages", "dist-packages"):  # a checkout: first, as for this process
             env["PYTHONPATH"] = os.pathsep.join([str(package_root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -184,6 +220,7 @@ def build_ahead(session: Any, cases: Sequence[Any], jobs: int, suite_files: dict
                 "log": str(session.store.log_path), "cwd": os.getcwd(),
                 "cases": [{"case_id": c.case_id, "file": suite_files[c.case_id]} for c in todo]}
         second = SecondBuilder(plan, work / "plan.json", session.store.log_path, session.progress.echo)
+    share = CpuShare(jobs if second is not None else 1)
     before = session.cache.on_build
     position = {c.case_id: i + 1 for i, c in enumerate(todo)}
     current: list = []  # the case this process is building ahead
@@ -193,6 +230,7 @@ def build_ahead(session: Any, cases: Sequence[Any], jobs: int, suite_files: dict
             session.progress(f"building ahead ({position[current[0]]} of {len(todo)})")
         if second is not None:
             second.start()
+        share.apply()  # torch is imported by now if this build uses it
         before(key)
 
     session.cache.on_build = building
@@ -226,10 +264,11 @@ def build_ahead(session: Any, cases: Sequence[Any], jobs: int, suite_files: dict
                 session.progress.finish()
         other = len(todo) - mine
         session.store.log(f"build ahead: {len(todo)} artifacts in {time.monotonic() - started:.1f} s, "
-                          f"{mine} by this process, {other} by the second builder"
+                          f"{mine} by this process{_torch_threads()}, {other} by the second builder"
                           + ("" if second is None or second.process else " (not started: every build was cached)"))
     finally:
         session.cache.on_build = before
+        share.restore()
         if second is not None:
             second.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -294,7 +333,7 @@ def main(argv: Sequence[str]) -> int:
             progress.finish()
 
     taken = _walk(cases, claims, build, log)
-    log(f"took {taken} of {len(cases)} cases in {time.monotonic() - started:.1f} s")
+    log(f"took {taken} of {len(cases)} cases in {time.monotonic() - started:.1f} s{_torch_threads()}")
     return 0
 
 
