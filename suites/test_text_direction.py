@@ -6,7 +6,8 @@ onnxruntime, and for torch and LiteRT a function returning the torch module with
 harness/models/onnx_torch.py, checked against onnxruntime).
 
 The quick profile (the default) runs onnxruntime's modes and LiteRT's fp32/dynamic/static on a
-seeded 200 lines; nightly adds torch, LiteRT's mixed and all 500 lines.
+seeded 200 lines; nightly adds torch (AOTInductor packages and ExecuTorch programs, which the
+cold quick job has no build time for), LiteRT's mixed and all 500 lines.
 
 harness/models/text_direction.py says how the 500 evaluation and 100 calibration lines are
 made and preprocessed. top-1 is the fraction of lines whose direction (upright / upside down)
@@ -32,9 +33,10 @@ onnx_suite = Suite(
 )
 TORCH_MODEL = (torch_model("ppocr-textdir-torch", text_direction.torch_module, data=text_direction.load_data)
                if INSTALLED else text_direction.unavailable("ppocr-textdir-torch"))
-# Quick: LiteRT's fp32 and int8 rows (a few ms a call). Nightly adds torch, whose PT2E int8
-# graphs run eagerly as a quantize/dequantize reference (about 0.5 s a call on the busy 2-core
-# machine: the quick profile's 45 s case budget would skip their evaluation), and `mixed`.
+# Quick: LiteRT's fp32 and int8 rows (a few ms a call). Nightly adds torch (its deployed AOTI
+# packages and .pte programs: C++ compiles and XNNPACK lowering the cold quick job, at its
+# 5-minute goal on a 2-vCPU host, has no room for; digits and MiniLM carry the quick job's
+# deployed torch rows) and LiteRT's `mixed`.
 tflite_suite = Suite(
     name="text-direction",
     model=TORCH_MODEL,
