@@ -34,8 +34,10 @@ bare processes. Goals: runner/bare within 0.97-1.03, speedups agree within 10%.
 
 Run time: a fresh bare process costs its imports (executorch.runtime imports executorch.exir: a
 digits .pte bare process took 6 s at 1 s of timing, its runner process 2 s; aoti_load_package
-imports Inductor), so 5 rounds of the 17 quick rows at 0.5 s per measurement come to an estimated
-9-10 min on this host quiet; --models digits-cnn about halves it.
+imports Inductor): a round of the 17 quick rows at 0.5 s per measurement took 2.5 min on this host
+quiet (38 s of runner processes, 100 s of bare ones), the default 7 rounds 17 min; --models
+digits-cnn about halves it. Fewer rounds leave the medians at the mercy of the odd slow process
+(5 rounds: 11 of 17 ratios in the goal before the allocator fix, rows off by 3-13% both ways).
 
 A busy machine: with --threads at every core of a shared 2-vCPU host, OpenMP (AOTI) and XNNPACK's
 thread pool spin at their barriers while the other thread waits for a CPU, and calls stall for
@@ -43,7 +45,7 @@ thread pool spin at their barriers while the other thread waits for a CPU, and c
 mostly removes them): p50s of the runner and the bare loop then differ by chance. Run it quiet, or
 with --threads 1 to check the method on a busy one.
 
-    .venv/bin/python benchmarks/torch_deployed.py [--rounds 5] [--seconds 0.5] [--threads 1] [--all] [-k MODE/SLUG] [--models digits-cnn]
+    .venv/bin/python benchmarks/torch_deployed.py [--rounds 7] [--seconds 0.5] [--threads 1] [--all] [-k MODE/SLUG] [--models digits-cnn]
 """
 from __future__ import annotations
 
@@ -148,7 +150,7 @@ def bare_p50(artifact, inputs: Path, threads: int, seconds: float, env: dict) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.5, help="timed seconds per measurement (at least 50 calls)")
     parser.add_argument("--threads", type=int, default=system.physical_cores())
     parser.add_argument("--all", action="store_true", help="the nightly recipes too")
