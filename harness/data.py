@@ -15,6 +15,8 @@ import numpy as np
 from harness.artifacts import TensorSpec
 
 Inputs = Mapping[str, np.ndarray]
+QAT_OBJECTIVES = ("classify", "distill")  # Dataset.qat_objective
+QAT_SPLITS = ("train", "calib")  # Dataset.qat_split: never "eval"
 
 
 class DataError(ValueError):
@@ -36,8 +38,20 @@ class Dataset:
     # never on the evaluation split. Not in fingerprint(): only the search reads them, and its
     # own cache key hashes them.
     calib_labels: Optional[np.ndarray] = None
+    # What qat-int8 fine-tunes towards: "classify" (cross-entropy on the integer labels of its
+    # split) or "distill" (self-distillation: match the fp32 model's own outputs on its split, for
+    # a model whose data has no labels, e.g. sentence embeddings scored by cosine to fp32).
+    qat_objective: str = "classify"
+    # The split qat-int8 fine-tunes on: "train", or "calib" where the calibration split is the only
+    # data outside the evaluation set (never scored, so training on it is legitimate). Never "eval".
+    qat_split: str = "train"
 
     def __post_init__(self) -> None:
+        if self.qat_objective not in QAT_OBJECTIVES:
+            raise DataError(f"dataset {self.name!r}: qat_objective {self.qat_objective!r} is not one of {QAT_OBJECTIVES}")
+        if self.qat_split not in QAT_SPLITS:
+            raise DataError(f"dataset {self.name!r}: qat_split {self.qat_split!r} is not one of {QAT_SPLITS} (QAT never "
+                            "trains on the evaluation split: its scores would then measure memory, not quantization)")
         for split, key in (("eval_inputs", "x_eval"), ("calib_inputs", "x_calib"), ("train_inputs", "x_train")):
             value = getattr(self, split)
             if value is None and split == "train_inputs":
@@ -99,6 +113,13 @@ class Dataset:
         picked = np.sort(np.random.default_rng(seed).choice(self.n_eval, size=count, replace=False))
         labels = None if self.eval_labels is None else np.asarray(self.eval_labels)[picked]
         return {k: np.asarray(v)[picked] for k, v in self.eval_inputs.items()}, labels
+
+    def qat_params(self) -> dict[str, str]:
+        """What of the QAT settings goes into a qat-int8 artifact's cache key and manifest: nothing
+        for the default (classify on the train split), so the keys of existing artifacts stay."""
+        if (self.qat_objective, self.qat_split) == ("classify", "train"):
+            return {}
+        return {"qat_objective": self.qat_objective, "qat_split": self.qat_split}
 
     def fingerprint(self) -> str:
         """Content hash of every split, so a change of data changes every cache key."""

@@ -11,6 +11,10 @@ Batch 1 is latency, batch 8 throughput; 128 tokens is the model's training lengt
 query. TFLite runs at batch 1 only: litert-torch artifacts have a static batch of 1
 (harness/quantize/tflite_torch.py), so a batch-8 case could only fail on its input shape.
 `mixed` keeps the six FFN output projections in float (minilm.SENSITIVE_LAYERS says why).
+`qat-int8` has no labels to fine-tune on: it distills the fp32 model's own embeddings of the 100
+calibration sentences (never scored) into the fake-quantized model (Dataset.qat_objective
+"distill", harness/quantize/qat_fine_tune.py); one fine-tune per shape serves the AOTI package and
+the ONNX export.
 
 Profiles: the quick default runs one shape, 32 tokens at batch 1 (every framework and mode; a
 call costs about a quarter of a 128-token one, and so does calibrating the static modes), and
@@ -24,8 +28,8 @@ from harness import Suite
 from harness.models import minilm_l6_s32, minilm_l6_s128
 from harness.profiles import ALL_PROFILES, NIGHTLY_ONLY
 
-MODES = ("fp32", "fp16", "bf16", "dynamic-int8", "static-int8", "mixed")
-BUDGETS = {"dynamic-int8": 1.0, "static-int8": 1.0, "mixed": 1.0}  # cosine points vs fp32
+MODES = ("fp32", "fp16", "bf16", "dynamic-int8", "static-int8", "qat-int8", "mixed")
+BUDGETS = {"dynamic-int8": 1.0, "static-int8": 1.0, "qat-int8": 1.0, "mixed": 1.0}  # cosine points vs fp32
 
 
 def suites(model, quick: bool = False):

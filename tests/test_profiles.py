@@ -134,6 +134,7 @@ def test_the_repository_suites_keep_alternatives_and_extra_shapes_for_nightly():
     for mode in ("fp32", "static-int8", "dynamic-int8", "qat-int8", "mixed"):
         slug = "aoti" if mode == "fp32" else "pt2e-x86-aoti"
         assert f"digits-cnn-torch-{mode}-{slug}-b1" in quick_torch
+        assert f"minilm-l6-s32-torch-{mode}-{slug}-b1" in quick_torch  # MiniLM's qat-int8 by self-distillation
     assert all(not c.recipe.reference for c in quick if c.recipe is not None)
     assert {"digits-cnn-torch-fp32-b1", "digits-cnn-torch-static-int8-pt2e-x86-b1",
             "digits-cnn-torch-dynamic-int8-torchao-b1", "minilm-l6-s32-torch-mixed-pt2e-x86-b1"} <= nightly_only

@@ -10,7 +10,8 @@ sentence embedding (batch, 384).
 Data: the 600 real sentences of data/sentences.tsv (see data/SOURCES.md), tokenized to a
 fixed length, 128 (`minilm-l6-s128`) or 32 (`minilm-l6-s32`). The metric is fidelity to the
 fp32 embeddings of the same framework and target: `cosine_to_fp32` in the accuracy column,
-`nn_agreement` in a column of its own (harness/metrics.py).
+`nn_agreement` in a column of its own (harness/metrics.py). Without labels, qat-int8 fine-tunes
+by self-distillation: towards the fp32 embeddings of the 100 calibration sentences.
 
 Without the extra, every case of these specs is `n/a` (harness.quantize.NotApplicable,
 raised when the data or the model is first needed) with the install command as reason.
@@ -129,6 +130,10 @@ def _load_data(seq_len: int, limit: int | None) -> Dataset:
         eval_inputs=inputs,
         calib_inputs=calib,
         eval_labels=None,  # the metric is fidelity to fp32, not labels
+        # No labels, so qat-int8 distills the fp32 model's own embeddings, on the calibration
+        # sentences: the only ones outside the evaluation set, never scored (qat_fine_tune.py)
+        qat_objective="distill",
+        qat_split="calib",
         source=(f"{SENTENCES.name}: {len(evaluation)} evaluation + {len(splits['calib'])} calibration sentences from "
                 f"CPython 3.11 standard-library docstrings (PSF-2.0), {seq_len} tokens ({truncated} truncated)"),
     )

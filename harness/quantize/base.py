@@ -278,7 +278,7 @@ class BuildContext:
             "framework": recipe.framework,
             "mode": recipe.mode,
             "recipe": recipe.name,
-            "params": dict(recipe.params),
+            "params": self.params(recipe),
             **({"keep_float": list(self.keep_float) if mixed else []} if float_choice else {}),
             **(self.chosen_float_layers(recipe).key if float_choice and mixed and self.searches_float_layers else {}),
             **({"kept_precision": self.kept_precision} if mixed and self.kept_precision != "float32" else {}),
@@ -287,6 +287,11 @@ class BuildContext:
             **({"keras_fingerprint": self.keras_fingerprint} if recipe.source == "keras" else {}),
             **({"export": self.export.key(recipe.framework)} if self.export.key(recipe.framework) else {}),
         }
+
+    def params(self, recipe: Recipe) -> dict[str, Any]:
+        """The recipe's settings, and for qat-int8 the dataset's QAT objective and split where they
+        are not the default (they change the fine-tune, so the artifact; Dataset.qat_params)."""
+        return dict(recipe.params, **(self.dataset.qat_params() if recipe.mode == "qat-int8" else {}))
 
     @property
     def searches_float_layers(self) -> bool:
@@ -333,7 +338,7 @@ class BuildContext:
             "framework": recipe.framework,
             "mode": recipe.mode,
             "recipe": recipe.name,
-            "params": dict(recipe.params),
+            "params": parts["params"],
             "libraries": parts["libraries"],
         }
         return self.cache.get_or_build(parts, lambda out: check_loads(self._build(recipe, out), out, recipe.name), describe)

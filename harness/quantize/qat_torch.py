@@ -1,12 +1,13 @@
 """Quantization-aware training through PT2E, shared by two recipes:
 
-  - torch qat-int8: fake-quantized fine-tuning from the fp32 weights on the train split
-    (prepare_qat_pt2e), then convert_pt2e; saved as a torch.export .pt2;
+  - torch qat-int8: fake-quantized fine-tuning from the fp32 weights (prepare_qat_pt2e) with the
+    dataset's objective on its split (qat_fine_tune.py: cross-entropy on labels, or distillation
+    of the fp32 outputs), then convert_pt2e; saved as a torch.export .pt2;
   - onnxruntime qat-int8: that same converted model (the torch artifact, from the cache)
     exported to ONNX, where its quantize/dequantize pairs become QDQ nodes.
 
 Training is deterministic (fixed seed, fixed batch order, one thread). A non-finite loss
-stops training with QATDiverged: the case becomes `error`, never a model.
+stops training with QATDiverged (qat_fine_tune.py): the case becomes `error`, never a model.
 """
 from __future__ import annotations
 
@@ -17,14 +18,15 @@ from typing import Any
 import numpy as np
 
 from harness.artifacts import BuiltModel
-from harness.quantize.base import BuildContext, NotApplicable, Recipe, require_trainable
+from harness.quantize.base import BuildContext, Recipe
 from harness.quantize.pt2e_torch import QUANTIZERS, quantizer_applicable
+from harness.quantize.qat_fine_tune import QATDiverged, fine_tune, training_set  # noqa: F401 - QATDiverged: its old home
 from harness.training import deterministic_torch
 
 
 @dataclass(frozen=True)
 class QATConfig:
-    epochs: int = 3  # fine-tuning passes over the train split
+    epochs: int = 3  # fine-tuning passes over the QAT split (Dataset.qat_split)
     learning_rate: float = 1e-4  # Adam, starting from the trained fp32 weights
     batch_size: int = 32  # train batch size
     seed: int = 0  # fixes the batch order (and any randomness in the model)
@@ -34,69 +36,29 @@ class QATConfig:
         return asdict(self)
 
 
-class QATDiverged(RuntimeError):
-    """The fine-tuning loss became NaN/Inf; no model is produced."""
-
-
-def _train_split(ctx: BuildContext):
-    import torch
-
-    require_trainable(ctx.spec)
-    data = ctx.dataset
-    if data.train_inputs is None or data.train_labels is None:
-        raise NotApplicable(
-            f"qat-int8 fine-tunes on a train split and dataset {data.name!r} has none "
-            "(give x_train/y_train in the .npz, or train_inputs/train_labels in the Dataset)"
-        )
-    labels = np.asarray(data.train_labels)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise NotApplicable(
-            f"qat-int8 here fine-tunes a classifier with cross-entropy on integer labels; dataset {data.name!r} "
-            f"has {labels.dtype} train labels"
-        )
-    inputs = tuple(torch.from_numpy(np.ascontiguousarray(data.train_inputs[n])) for n in data.input_names)
-    return inputs, torch.from_numpy(labels.astype(np.int64))
-
-
 def qat_convert(ctx: BuildContext, config: QATConfig):
     """Fine-tune with fake quantization, then convert. Returns (converted GraphModule, facts)."""
-    import torch
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
     from harness.quantize.pt2e_torch import capture, layer_precision, make_quantizer
     from harness.quantize.torch_export import drop_unused_state, fp32_copy
 
-    inputs, labels = _train_split(ctx)
-    epoch_losses = []
     # seeded, one thread, deterministic algorithms (warn only: a PT2E graph may hold an op without a deterministic kernel)
     with deterministic_torch(config.seed, warn_only=True):
+        data = training_set(ctx)
         prepared = prepare_qat_pt2e(capture(fp32_copy(ctx), ctx), make_quantizer(config.quantizer, is_qat=True))
-        move_exported_model_to_train(prepared)
-        optimizer = torch.optim.Adam(prepared.parameters(), lr=config.learning_rate)
-        loss_fn = torch.nn.CrossEntropyLoss()
-        generator = torch.Generator().manual_seed(config.seed)
-        for epoch in range(config.epochs):
-            ctx.progress(f"QAT epoch {epoch + 1}/{config.epochs}")
-            total, steps = 0.0, 0
-            for step, idx in enumerate(torch.randperm(len(labels), generator=generator).split(config.batch_size)):
-                optimizer.zero_grad()
-                out = prepared(*(x[idx] for x in inputs))
-                loss = loss_fn(out if isinstance(out, torch.Tensor) else out[0], labels[idx])
-                if not torch.isfinite(loss):
-                    raise QATDiverged(
-                        f"QAT of {ctx.spec.name} diverged: loss became {loss.item()} at epoch {epoch + 1} step {step + 1} "
-                        f"(learning_rate={config.learning_rate:g}); lower the QAT learning rate or check the train split "
-                        f"of {ctx.dataset.name!r} for NaN/Inf"
-                    )
-                loss.backward()
-                optimizer.step()
-                total, steps = total + loss.item(), steps + 1
-            epoch_losses.append(total / max(steps, 1))
+        if data.objective == "classify":
+            move_exported_model_to_train(prepared)
+        # distill keeps the graph's inference behaviour (dropout off, batch norm on its running
+        # statistics): the loss is then the distance of the function that is deployed to fp32's,
+        # without dropout's noise, which the fp32 targets (eval mode) never had
+        epoch_losses = fine_tune(prepared, data, epochs=config.epochs, learning_rate=config.learning_rate,
+                                 batch_size=config.batch_size, seed=config.seed, progress=ctx.progress, what=ctx.spec.name)
     move_exported_model_to_eval(prepared)
     converted = convert_pt2e(prepared)
     dropped = drop_unused_state(converted)
-    facts = {"qat": config.params(), "train_samples": int(len(labels)), "epoch_mean_loss": epoch_losses,
+    facts = {"qat": dict(config.params(), **data.facts()), "train_samples": len(data), "epoch_mean_loss": epoch_losses,
              "layers": layer_precision(converted), "dropped_float_copies": dropped}
     return converted, facts
 

@@ -20,7 +20,8 @@ from typing import Optional
 import numpy as np
 
 from harness.artifacts import BuiltModel
-from harness.quantize.base import BuildContext, NotApplicable, Recipe, require_trainable
+from harness.quantize.base import BuildContext, NotApplicable, Recipe
+from harness.quantize.qat_fine_tune import fine_tune, training_set
 from harness.quantize.tflite_aeq import FloatTflite, aeq_recipes, signature_dtypes, write
 from harness.training import deterministic_torch
 
@@ -111,8 +112,9 @@ def fp32_content(ctx: BuildContext) -> bytes:
     return artifact.model_file.read_bytes()
 
 
-def _qat_quantizer(module, probe_args):
-    """litert-torch's PT2E quantizer, QAT flavour. litert-torch 0.10's conv+BatchNorm QAT
+def _qat_quantizer(module, probe_args, train: bool = True):
+    """litert-torch's PT2E quantizer, QAT flavour, on the module exported in training behaviour
+    (`train`) or inference behaviour. litert-torch 0.10's conv+BatchNorm QAT
     patterns call torch.export.export on a plain function, which torch 2.13 refuses; a model
     without BatchNorm never matches them, so they are skipped there (and recorded)."""
     import torch
@@ -120,7 +122,7 @@ def _qat_quantizer(module, probe_args):
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
-    exported = lambda: torch.export.export(copy.deepcopy(module).train(), probe_args,  # noqa: E731
+    exported = lambda: torch.export.export(copy.deepcopy(module).train(train), probe_args,  # noqa: E731
                                            dynamic_shapes=tuple({0: torch.export.Dim("batch")} for _ in probe_args)).module()
     quantizer = PT2EQuantizer().set_global(config)
     try:
@@ -139,45 +141,28 @@ def _qat_quantizer(module, probe_args):
 
 
 def build_qat(ctx: BuildContext, out: Path) -> BuiltModel:
-    import torch
-
-    require_trainable(ctx.spec)
-
     litert_torch = _litert_torch()
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     dataset = ctx.dataset
-    if dataset.train_inputs is None or dataset.train_labels is None:
-        raise ValueError(f"qat-int8 fine-tunes on the train split, and dataset {dataset.name!r} has none")
-    quantizer, prepared, workaround = _qat_quantizer(ctx.torch_module, _samples(ctx, dataset.eval_inputs, 0, 2))
-    losses = []
+    with deterministic_torch(SEED):  # the fp32 targets of a distill objective: one thread, as on every run
+        data = training_set(ctx)
+    # classify fine-tunes the graph in training behaviour; distill in inference behaviour (qat_torch.qat_convert)
+    quantizer, prepared, workaround = _qat_quantizer(ctx.torch_module, _samples(ctx, dataset.eval_inputs, 0, 2),
+                                                     train=data.objective == "classify")
     # seeded, one thread, deterministic algorithms (warn only: a PT2E graph may hold an op without a deterministic kernel)
     with deterministic_torch(SEED, warn_only=True):
-        x = [torch.from_numpy(dataset.train_inputs[n]) for n in dataset.input_names]
-        y = torch.from_numpy(dataset.train_labels)
-        optimizer = torch.optim.Adam(prepared.parameters(), lr=QAT_LEARNING_RATE)
-        loss_fn = torch.nn.CrossEntropyLoss()
-        generator = torch.Generator().manual_seed(SEED)
-        for epoch in range(QAT_EPOCHS):
-            ctx.progress(f"QAT fine-tuning epoch {epoch + 1}/{QAT_EPOCHS} (litert-torch PT2E)")
-            total = 0.0
-            for idx in torch.randperm(len(y), generator=generator).split(QAT_BATCH):
-                optimizer.zero_grad()
-                loss = loss_fn(prepared(*(t[idx] for t in x)), y[idx])
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"QAT fine-tuning diverged: loss {float(loss)} in epoch {epoch + 1}; lower the learning rate")
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(idx)
-            losses.append(round(total / len(y), 6))
+        losses = fine_tune(prepared, data, epochs=QAT_EPOCHS, learning_rate=QAT_LEARNING_RATE, batch_size=QAT_BATCH,
+                           seed=SEED, progress=ctx.progress, what=f"{ctx.spec.name} (litert-torch PT2E)")
     move_exported_model_to_eval(prepared)
     converted = convert_pt2e(prepared, fold_quantize=False)
     ctx.progress("litert_torch.convert (PT2E QAT int8)")
     edge = litert_torch.convert(converted, _samples(ctx, dataset.eval_inputs, 0, STATIC_BATCH),
                                 quant_config=QuantConfig(pt2e_quantizer=quantizer))
-    notes = {"qat": {"epochs": QAT_EPOCHS, "learning_rate": QAT_LEARNING_RATE, "loss_per_epoch": losses}, "io": "int8"}
+    notes = {"qat": {"epochs": QAT_EPOCHS, "learning_rate": QAT_LEARNING_RATE, "loss_per_epoch": losses, **data.facts()},
+             "io": "int8"}
     if workaround:
         notes["qat"]["workaround"] = workaround
     return _write(ctx, out, _content(edge), notes)
