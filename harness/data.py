@@ -45,6 +45,9 @@ class Dataset:
     # The split qat-int8 fine-tunes on: "train", or "calib" where the calibration split is the only
     # data outside the evaluation set (never scored, so training on it is legitimate). Never "eval".
     qat_split: str = "train"
+    # The Adam learning rate of the QAT fine-tune on this data; None: the recipe's own (1e-4 PT2E,
+    # 5e-4 litert-torch, set for digits-cnn). A pretrained transformer wants a far smaller one.
+    qat_learning_rate: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.qat_objective not in QAT_OBJECTIVES:
@@ -52,6 +55,8 @@ class Dataset:
         if self.qat_split not in QAT_SPLITS:
             raise DataError(f"dataset {self.name!r}: qat_split {self.qat_split!r} is not one of {QAT_SPLITS} (QAT never "
                             "trains on the evaluation split: its scores would then measure memory, not quantization)")
+        if self.qat_learning_rate is not None and not self.qat_learning_rate > 0:
+            raise DataError(f"dataset {self.name!r}: qat_learning_rate {self.qat_learning_rate!r} is not a positive number")
         for split, key in (("eval_inputs", "x_eval"), ("calib_inputs", "x_calib"), ("train_inputs", "x_train")):
             value = getattr(self, split)
             if value is None and split == "train_inputs":
@@ -116,10 +121,23 @@ class Dataset:
 
     def qat_params(self) -> dict[str, str]:
         """What of the QAT settings goes into a qat-int8 artifact's cache key and manifest: nothing
-        for the default (classify on the train split), so the keys of existing artifacts stay."""
-        if (self.qat_objective, self.qat_split) == ("classify", "train"):
-            return {}
-        return {"qat_objective": self.qat_objective, "qat_split": self.qat_split}
+        for the defaults (classify on the train split at the recipe's learning rate), so the keys
+        of existing artifacts stay."""
+        chosen = {"qat_objective": self.qat_objective, "qat_split": self.qat_split}
+        if chosen == {"qat_objective": "classify", "qat_split": "train"}:
+            chosen = {}
+        if self.qat_learning_rate is not None:
+            chosen["qat_learning_rate"] = self.qat_learning_rate
+        return chosen
+
+    def qat_label(self) -> str:
+        """The non-default QAT settings as a qat-int8 row's recipe column adds them, e.g.
+        "distill, calib split, lr=5e-06"; "" for the defaults."""
+        chosen = self.qat_params()
+        parts = [self.qat_objective, f"{self.qat_split} split"] if "qat_objective" in chosen else []
+        if self.qat_learning_rate is not None:
+            parts.append(f"lr={self.qat_learning_rate:g}")
+        return ", ".join(parts)
 
     def fingerprint(self) -> str:
         """Content hash of every split, so a change of data changes every cache key."""

@@ -91,6 +91,7 @@ def test_the_fine_tune_lowers_the_distillation_loss_and_the_manifest_says_the_ob
     assert notes["qat"]["objective"] == "distill" and notes["qat"]["split"] == "calib"
     assert notes["train_samples"] == 200  # the calibration split: the evaluation one is never trained on
     assert qat.manifest["params"]["qat_objective"] == "distill"  # the manifest's params, as the key's
+    assert notes["recipe"].endswith("[distill, calib split]")  # the row's recipe column says it too
 
 
 def test_the_distilled_int8_model_stays_close_to_fp32(built):
@@ -116,6 +117,11 @@ def test_a_distill_dataset_without_its_split_is_na_and_an_eval_split_is_refused(
         labelless.artifact(qat_torch.torch_recipe())
     with pytest.raises(DataError, match="never trains on the evaluation split"):
         _unlabelled(qat_objective="distill", qat_split="eval")
+    # litert-torch's QAT takes the classify objective only (tflite_torch.DISTILL_NA says why)
+    distill = _context(tmp_path, _unlabelled(qat_objective="distill", qat_split="calib"))
+    (litert,) = [r for r in recipes_for("tflite", "qat-int8") if r.slug == "litert-torch"]
+    with pytest.raises(NotApplicable, match="classify objective only"):
+        distill.artifact(litert)
 
 
 def test_the_objective_is_in_qat_keys_only_and_the_classify_default_keeps_the_keys(tmp_path):
@@ -129,5 +135,7 @@ def test_the_objective_is_in_qat_keys_only_and_the_classify_default_keeps_the_ke
     recipe = qat_torch.torch_recipe()
     assert distill.key_parts(recipe)["params"] == dict(recipe.params, qat_objective="distill", qat_split="calib")
     assert content_key(distill.key_parts(recipe)) != content_key(classify.key_parts(recipe))
+    slower = replace(distill.dataset, qat_learning_rate=1e-5)  # a learning rate of the data's own is in the key too
+    assert _context(tmp_path, slower).key_parts(recipe)["params"]["qat_learning_rate"] == 1e-5
     (static,) = [r for r in recipes_for("torch", "static-int8") if r.slug == "pt2e-x86"]
     assert content_key(distill.key_parts(static)) == content_key(classify.key_parts(static))

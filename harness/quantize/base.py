@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
@@ -345,6 +346,12 @@ class BuildContext:
 
     def _build(self, recipe: Recipe, out: Path) -> BuiltModel:
         built = recipe.build(self, out)
+        label = self.dataset.qat_label() if recipe.mode == "qat-int8" else ""
+        if label:  # the dataset's QAT settings, in the recipe column (its learning rate replaces the recipe's)
+            name = built.notes.get("recipe") or recipe.name
+            if self.dataset.qat_learning_rate is not None:
+                name = re.sub(r",lr=[0-9.e+-]+", "", name)
+            built = replace(built, notes=dict(built.notes, recipe=f"{name} [{label}]"))
         if recipe.framework == "onnxruntime" and self.export.onnx_opset is not None:
             from harness.quantize.onnx_format import fit_to_opset
 

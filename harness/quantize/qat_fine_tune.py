@@ -1,7 +1,9 @@
 """The fake-quantized fine-tune every torch QAT recipe shares (qat_torch.qat_convert, behind the
 eager .pt2, the AOTInductor package, the ExecuTorch program and the ONNX export; and
-tflite_torch.build_qat through litert-torch's quantizer), with the objective the dataset declares
-(Dataset.qat_objective, on the split Dataset.qat_split):
+tflite_torch.build_qat through litert-torch's quantizer, which takes "classify" only: its distill
+on MiniLM was slow and gained nothing, tflite_torch.DISTILL_NA), with the objective the dataset
+declares (Dataset.qat_objective, on the split Dataset.qat_split, at Dataset.qat_learning_rate or
+the recipe's):
 
   - "classify": cross-entropy on the split's integer labels (digits-cnn's train split);
   - "distill": self-distillation for a model whose data has no labels (MiniLM's sentences): the
@@ -9,8 +11,8 @@ tflite_torch.build_qat through litert-torch's quantizer), with the objective the
     L2 distance of the fake-quantized model's outputs to them (summed over an output, mean over
     the batch). For L2-normalized embeddings that distance is exactly 2 * (1 - cosine), the
     metric they are scored by, and for logits it also keeps their scale, which a cosine loss
-    would leave free. Summed over the 384 features rather than averaged, its gradients stay far
-    above Adam's epsilon (a per-element mean divides them by the output size).
+    would leave free. Summed over an output's features (MiniLM's 384) rather than averaged, its
+    gradients stay far above Adam's epsilon (a per-element mean divides them by the output size).
 
 The caller holds deterministic_torch (seed, one thread): batch order comes from a generator of
 the fine-tune's own. A non-finite loss stops it with QATDiverged: the case becomes `error`.
@@ -18,7 +20,7 @@ the fine-tune's own. A non-finite loss stops it with QATDiverged: the case becom
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -37,13 +39,19 @@ class TrainingSet:
     targets: Any  # int64 labels (classify) or the fp32 model's outputs (distill), a torch tensor
     objective: str  # Dataset.qat_objective
     split: str  # Dataset.qat_split
+    learning_rate: Optional[float] = None  # Dataset.qat_learning_rate: None, the recipe's own
+
+    def rate(self, recipe_rate: float) -> float:
+        """The learning rate the fine-tune uses: the dataset's where it names one, else the recipe's."""
+        return recipe_rate if self.learning_rate is None else self.learning_rate
 
     def __len__(self) -> int:
         return int(len(self.targets))
 
     def facts(self) -> dict[str, Any]:
         """For the manifest: what the fine-tune trained on and towards."""
-        return {"objective": self.objective, "split": self.split, "samples": len(self)}
+        facts = {"objective": self.objective, "split": self.split, "samples": len(self)}
+        return dict(facts, learning_rate=self.learning_rate) if self.learning_rate is not None else facts
 
 
 def _split_inputs(ctx: BuildContext, mode: str):
@@ -76,7 +84,7 @@ def training_set(ctx: BuildContext, mode: str = "qat-int8", batch_size: int = 64
         with torch.no_grad():
             outputs = [_first(module(*(t[i:i + batch_size] for t in tensors)))
                        for i in range(0, len(tensors[0]), batch_size)]
-        return TrainingSet(tensors, torch.cat(outputs).detach().clone(), "distill", data.qat_split)
+        return TrainingSet(tensors, torch.cat(outputs).detach().clone(), "distill", data.qat_split, data.qat_learning_rate)
     if labels is None:
         raise NotApplicable(f"{mode} fine-tunes a classifier with cross-entropy on the {data.qat_split} split's labels and "
                             f"dataset {data.name!r} has none; a model without labels can set qat_objective='distill' "
@@ -87,7 +95,7 @@ def training_set(ctx: BuildContext, mode: str = "qat-int8", batch_size: int = 64
             f"{mode} here fine-tunes a classifier with cross-entropy on integer labels; dataset {data.name!r} "
             f"has {labels.dtype} {data.qat_split} labels (qat_objective='distill' matches the fp32 outputs instead)"
         )
-    return TrainingSet(tensors, torch.from_numpy(labels.astype(np.int64)), "classify", data.qat_split)
+    return TrainingSet(tensors, torch.from_numpy(labels.astype(np.int64)), "classify", data.qat_split, data.qat_learning_rate)
 
 
 def _first(out):
@@ -111,10 +119,12 @@ def loss_function(objective: str) -> Callable:
 def fine_tune(prepared, data: TrainingSet, *, epochs: int, learning_rate: float, batch_size: int, seed: int,
               progress: Callable[[str], None], what: str) -> list[float]:
     """Adam on `prepared` (a PT2E graph with fake quantization) for `epochs` passes over `data`
-    in a seeded batch order. Returns each epoch's mean loss over its samples. `what` names the
-    model in the QATDiverged message."""
+    in a seeded batch order, at the dataset's learning rate if it names one, else
+    `learning_rate` (the recipe's). Returns each epoch's mean loss over its samples. `what`
+    names the model in the QATDiverged message."""
     import torch
 
+    learning_rate = data.rate(learning_rate)
     optimizer = torch.optim.Adam(prepared.parameters(), lr=learning_rate)
     loss_fn = loss_function(data.objective)
     generator = torch.Generator().manual_seed(seed)

@@ -120,7 +120,7 @@ def build_onnx(config: QATConfig):
         folded = _deployable(path)
         notes = _compare(program.module(), path, ctx)
         notes["weights_folded_to_int8"] = folded
-        notes.update(source_artifact=source.manifest["key"], qat=config.params(),
+        notes.update({k: v for k, v in trained_facts(source).items() if k in ("qat", "source_artifact")},  # how it trained
                      exporter=f"torch.onnx.export(ExportedProgram, dynamo=True, opset={OPSET})")
         return describe(path, notes)
 
