@@ -113,6 +113,8 @@ class Suite:
     # recipe executions (e.g. "executorch") this suite runs only in the nightly profile: for this
     # model their builds cost more than the quick job affords
     nightly_executions: tuple[str, ...] = ()
+    # framework -> modes of it this suite runs only in the nightly profile, for the same reason
+    nightly_modes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # profile -> how many evaluation samples a case scores there: a seeded random subset, the same
     # in every run (harness.profiles.EVAL_SEED); a profile not named scores the whole evaluation set
     eval_samples: Mapping[str, int] = field(default_factory=dict)
@@ -188,6 +190,10 @@ class Suite:
         problem = self.timing.validate()
         if problem:
             self._fail("timing", problem)
+        for fw, modes in self.nightly_modes.items():
+            if fw not in self.frameworks or isinstance(modes, str) or not set(modes) <= set(self.modes):
+                self._fail("nightly_modes", f"{fw!r}: {modes!r} is not a tuple of this suite's modes {self.modes} of one "
+                                            f"of its frameworks {self.frameworks}")
         for name in self.profiles:
             if name not in PROFILES:
                 self._fail("profiles", f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
@@ -221,8 +227,8 @@ class Suite:
                         cases.append(Case(self.name, self.model, fw, mode, None, batch, na_reason=reason,
                                           profiles=self.profiles, **common))
                     for recipe in recipes:
-                        profiles = tuple(p for p in self.profiles if p in recipe.profiles and
-                                         (p != QUICK or recipe.execution not in self.nightly_executions))
+                        nightly = recipe.execution in self.nightly_executions or mode in self.nightly_modes.get(fw, ())
+                        profiles = tuple(p for p in self.profiles if p in recipe.profiles and (p != QUICK or not nightly))
                         if profiles:  # a package compiled for another batch: n/a here, with the reason
                             cases.append(Case(self.name, self.model, fw, mode, recipe, batch, profiles=profiles,
                                               na_reason=recipe.batch_reason(batch) or "", **common))

@@ -29,6 +29,20 @@ def test_negative_budget():
         Suite(model=digits_cnn, modes=("static-int8",), budgets={"static-int8": -1})
 
 
+def test_nightly_modes_keep_one_frameworks_modes_out_of_quick_and_name_only_the_suites_own():
+    from harness.profiles import QUICK
+
+    suite = Suite(model=digits_cnn, frameworks=("onnxruntime", "tflite"), modes=("fp32", "static-int8", "dynamic-int8"),
+                  nightly_modes={"onnxruntime": ("static-int8",)})
+    quick = {(c.framework, c.mode) for c in suite.cases() if QUICK in c.profiles}
+    every = {(c.framework, c.mode) for c in suite.cases() if "nightly" in c.profiles}
+    assert ("onnxruntime", "static-int8") in every - quick
+    assert {("onnxruntime", "dynamic-int8"), ("tflite", "static-int8"), ("onnxruntime", "fp32")} <= quick
+    for bad in ({"torch": ("static-int8",)}, {"onnxruntime": ("qat-int8",)}, {"onnxruntime": "static-int8"}):
+        with pytest.raises(SuiteError, match="`nightly_modes`"):
+            Suite(model=digits_cnn, frameworks=("onnxruntime",), modes=("fp32", "static-int8"), nightly_modes=bad)
+
+
 def test_missing_data_file(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"")
