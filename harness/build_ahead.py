@@ -115,6 +115,8 @@ def build_case(models: Any, case: Any, settings: Any) -> tuple[Path, bool]:
 def _walk(cases: Sequence[Any], claims: Claims, build: Callable[[Any], Any],
           log: Callable[[str], None]) -> int:
     """Build every case not claimed yet; returns how many this builder took."""
+    from harness.quantize.base import NotApplicable
+
     taken = 0
     for case in cases:
         if not claims.take(case.case_id):
@@ -123,6 +125,9 @@ def _walk(cases: Sequence[Any], claims: Claims, build: Callable[[Any], Any],
         try:
             build(case)
         except BaseException as exc:  # noqa: BLE001 - the case's own walk builds it again and makes its row
+            if isinstance(exc, NotApplicable):  # not a failure: the case's walk finds the same and says n/a
+                log(f"[{case.case_id}] n/a here ({' '.join(str(exc).split())[:200]})")
+                continue
             log(f"[{case.case_id}] build ahead failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
                 "the case's own walk builds it again")
             if not isinstance(exc, Exception):
