@@ -236,9 +236,9 @@ def build_qat(ctx: BuildContext, out: Path) -> BuiltModel:
     model = ctx.keras_model
     dataset = ctx.dataset
     if dataset.qat_params():
-        raise NotApplicable(f"dataset {dataset.name!r} asks QAT for objective {dataset.qat_objective!r} on its "
-                            f"{dataset.qat_split} split, and the Keras QAT (tfmot) fine-tunes a classifier on the train "
-                            "split's labels only; the torch source's QAT recipes serve that objective")
+        raise NotApplicable(f"dataset {dataset.name!r} sets its own QAT ({dataset.qat_label()}), and the Keras QAT "
+                            "(tfmot) fine-tunes a classifier on the train split's labels at its own settings only; the "
+                            "torch source's QAT recipes follow the dataset's")
     if dataset.train_inputs is None or dataset.train_labels is None:
         raise NotApplicable(f"qat-int8 fine-tunes on a train split and dataset {dataset.name!r} has none "
                             "(give x_train/y_train in the .npz, or train_inputs/train_labels in the Dataset)")
