@@ -214,14 +214,37 @@ def run_child(model: str, variant: str, only: str, extra: str, which: str, keep:
     return rows
 
 
+class BareLoop:
+    """One package loaded in this process (one thread), called in a plain loop."""
+
+    def __init__(self, artifact, feed, open_call) -> None:
+        import numpy as np
+        import torch
+
+        tensors = [torch.from_numpy(np.ascontiguousarray(feed[t["name"]])) for t in artifact.manifest["inputs"]]
+        self.call, self.context = open_call(str(artifact.model_file), tensors,
+                                            artifact.manifest.get("runtime") == "executorch", 1)
+
+    def p50(self, seconds: float, warmup: int = 20) -> float:
+        with self.context:
+            for _ in range(warmup):
+                self.call()
+            times, start = [], time.perf_counter()
+            while len(times) < 50 or time.perf_counter() - start < seconds:
+                t0 = time.perf_counter_ns()
+                self.call()
+                times.append((time.perf_counter_ns() - t0) / 1e6)
+        return statistics.median(times)
+
+
 def p50s(results: dict[str, list[list[dict]]], rounds: int, seconds: float) -> None:
     """The packages of the last round, each variant's beside the default's: bare-loop p50s
-    (benchmarks/torch_deployed.Bare: the compiled model's C++ runner, host arrays out), one
+    (benchmarks/torch_deployed.open_call: the compiled model's C++ runner, host arrays out), one
     thread, interleaved over `rounds`, so a build setting shows whether it changes the artifact's speed."""
     import numpy as np
     import torch
 
-    from benchmarks.torch_deployed import Bare
+    from benchmarks.torch_deployed import open_call
     from harness.artifacts import load_artifact
     from harness.data import resolve_data
     from harness.models import digits_cnn, minilm_l6_s32
@@ -240,7 +263,7 @@ def p50s(results: dict[str, list[list[dict]]], rounds: int, seconds: float) -> N
                 if feed is None:
                     dataset = resolve_data(specs[artifact.manifest["model"]].data)
                     feed = {name: np.ascontiguousarray(a[:1]) for name, a in dataset.eval_inputs.items()}
-                loops[(recipe, variant)] = Bare(artifact, feed, 1)
+                loops[(recipe, variant)] = BareLoop(artifact, feed, open_call)
     times: dict[tuple[str, str], list[float]] = {key: [] for key in loops}
     for r in range(rounds):
         for key in (list(loops) if r % 2 == 0 else list(loops)[::-1]):

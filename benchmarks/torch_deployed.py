@@ -3,41 +3,52 @@
 For digits-cnn and MiniLM (128 tokens) at batch 1, each deployed torch recipe that applies here
 (AOTInductor packages, ExecuTorch .pte programs with XNNPACK; the quick profile's unless --all):
 the runner's p50 (a fresh runner process, as the local target runs a case) beside the p50 of a
-bare loop over the same artifact file, also in a fresh process (`python -c` with bare_loop's source,
-this interpreter, the runner's environment; it imports nothing of this package):
-`torch._inductor.aoti_load_package(path).loader.boxed_run(tensors)`, the compiled model without the
-Python wrapper's per-call spec parsing; `executorch.runtime.Runtime.get().load_program(path)
-.load_method("forward").execute(tensors)`; outputs turned into numpy arrays in both (the runner's
-timed call returns host arrays). The AOTI loop runs in torch.inference_mode(), which the runner's
-torch backend enters once per process; the ExecuTorch loop does not, as the runner's ExecuTorch
-backend and ExecuTorch's own example do not (inside it, the bindings' output tensors cost less to
-make: ~2% of digits' 13 us call).
+bare loop over the same artifact file, in a fresh process of its own (`python -c` with
+bare_loop's and open_call's source, this interpreter, the runner's environment; it imports
+nothing of this package): the compiled model's C++ runner that
+`torch._inductor.aoti_load_package(path)` wraps (`torch._C._aoti.AOTIModelPackageLoader`, called
+with `boxed_run`), or the program and method that `executorch.runtime.Runtime` wraps
+(`_portable_lib._load_program(path).load_method("forward")`); outputs turned into numpy arrays in
+both (the runner's timed call returns host arrays). The AOTI loop runs in torch.inference_mode(),
+which the runner's torch backend enters once per process; the ExecuTorch loop does not, as the
+runner's ExecuTorch backend and ExecuTorch's own example do not.
+
+Why not through aoti_load_package / executorch.runtime themselves: both import torch._inductor
+(executorch.runtime through executorch.exir), and a process that imported it ran MiniLM s128's
+int8 AOTI packages 3-6% slower, call for call, than one that did not (runner/bare 0.936-0.963 on
+bf16, static, qat, dynamic and mixed over 3 rounds with it; 0.98-1.00 on the same packages without
+it; digits unaffected). A deployed program loads the package, not the compiler: the bare loop
+builds the same C++ objects without that import, as the runner does.
 
 Both sides run with glibc's malloc thresholds settled (the runner sets them itself,
 harness/runner/allocator.py; the bare process gets the same values through MALLOC_MMAP_THRESHOLD_
 and MALLOC_TRIM_THRESHOLD_): in a fresh process AOTI packages fault their per-call buffers in
-anew at every call until a large free raises the thresholds, which importing Inductor happens to
-do and the runner's loader does not (MiniLM s128 static-int8: runner/bare 1.20 before, 1.00 after;
-dynamic-int8's bare loop itself 8.5 -> 6.3 ms once settled).
+anew at every call until a large free raises the thresholds (MiniLM s128 static-int8: runner/bare
+1.20 before, 1.00 after).
 
-Why both sides are fresh processes: on the shared 2-vCPU host a process runs at one of a few
-speed levels for its whole life (the same digits .pte call 15 or 21 us from one process to the
-next, about 1 process in 30 at the slow level, sometimes worse). A bare loop kept in this one
-long-lived process carried its level through every round, so runner/bare compared a new draw with
-a fixed one (a quiet 3-round run: 0.59-1.22, digits fp32 .pte runner 0.0175 ms vs bare 0.0301 ms,
-the bare side the slow one). With a new process for each measurement on both sides, each round
-draws both levels the same way, and the median over rounds of per-round ratios sees past the odd
-slow process. Rounds interleave: every recipe's runner process, then its bare process, recipe
-after recipe, round after round, so drift spreads over all of them. Then each int8 recipe's
-speedup over its format's fp32 (runner p50s of the same round) beside the same speedup from the
-bare processes. Goals: runner/bare within 0.97-1.03, speedups agree within 10%.
+How the two are compared: they take turns on the CPUs. On the shared 2-vCPU host a call's speed
+drifts with time, whatever the process: one process timing digits' fp32 .pte for 48 s saw the
+p50 of its 0.5-second stretches spread 7.8% (sd), of 8-second ones still 2.7%, so two loops
+measured one after the other, seconds apart, differ by that much by chance (the method before
+this one, a runner process then a bare one, 7 rounds of 0.5 s: 12-14 of 17-18 rows within the
+goal, a different set each run). So the bare process loads and warms up, is stopped (SIGSTOP),
+the runner starts alone, and then the two process groups run in turns, one stopped while the
+other runs (SIGSTOP/SIGCONT), each turn about SLICE_CALLS calls of the artifact (50-500 ms),
+until the runner exits. The bare loop keeps each call's start on the monotonic clock (the same in
+every process); its p50 is over the calls made inside the runner's timed window (the runner's
+exit less the phases it marked after the loop, harness/runner/phases.py, back to its duration_s).
+Both p50s then come from the same stretch of time, in alternate turns: splitting that 48 s trace
+into alternate 50 ms turns over 4 s, the two halves' p50s differed by 1.0% (sd), against 5.2% for
+its two back-to-back 2 s halves. The call a stop cuts in two counts on both sides alike (one call
+in about SLICE_CALLS). Rounds repeat it with new processes, recipe after recipe; the figures are
+medians over rounds of per-round ratios. Then each int8 recipe's speedup over its format's fp32
+(runner p50s of the same round) beside the same speedup from the bare loops. Goals: runner/bare
+within 0.97-1.03, speedups agree within 10%.
 
-Run time: a fresh bare process costs its imports (executorch.runtime imports executorch.exir: a
-digits .pte bare process took 6 s at 1 s of timing, its runner process 2 s; aoti_load_package
-imports Inductor): a round of the 17 quick rows at 0.5 s per measurement took 2.5 min on this host
-quiet (38 s of runner processes, 100 s of bare ones), the default 7 rounds 17 min; --models
-digits-cnn about halves it. Fewer rounds leave the medians at the mercy of the odd slow process
-(5 rounds: 11 of 17 ratios in the goal before the allocator fix, rows off by 3-13% both ways).
+Run time: a pair costs the bare process's imports and load alone (ExecuTorch's bindings import
+in ~6 s), then the runner's whole process at half speed (its imports, load and warm-up, then the
+--seconds window, 2 s by default, of which each side runs about half): ~3.5 min a round of the 18
+quick rows, quiet.
 
 A busy machine: with --threads at every core of a shared 2-vCPU host, OpenMP (AOTI) and XNNPACK's
 thread pool spin at their barriers while the other thread waits for a CPU, and calls stall for
@@ -45,18 +56,22 @@ thread pool spin at their barriers while the other thread waits for a CPU, and c
 mostly removes them): p50s of the runner and the bare loop then differ by chance. Run it quiet, or
 with --threads 1 to check the method on a busy one.
 
-    .venv/bin/python benchmarks/torch_deployed.py [--rounds 7] [--seconds 0.5] [--threads 1] [--all] [-k MODE/SLUG] [--models digits-cnn]
+    .venv/bin/python benchmarks/torch_deployed.py [--rounds 5] [--seconds 2] [--threads 1] [--all] [-k MODE/SLUG] [--models digits-cnn] [-v]
 """
 from __future__ import annotations
 
 import argparse
 import inspect
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -76,87 +91,176 @@ from targets.local import LocalTarget
 DEPLOYED = ("aoti", "executorch")
 RATIO_GOAL = (0.97, 1.03)
 SPEEDUP_GOAL = 0.10
+SLICE_CALLS = 10  # a turn lasts about this many calls of the artifact (the call a stop cuts is 1 in 10 or fewer)
+SLICE_S = (0.05, 0.5)  # ... within these bounds
 
 
-def runner_p50(target, artifact, inputs: Path, threads: int, seconds: float, work: Path) -> float:
-    runtime = artifact.manifest.get("runtime")
-    job = RunnerJob("deployed", artifact.path, artifact.manifest["file"], artifact.manifest, inputs,
-                    RunnerConfig(framework=runtime if runtime in BACKENDS else "torch", threads=threads, batch_size=1,
-                                 warmup_runs=20, warmup_s=0.2, min_runs=50, min_duration_s=seconds,
-                                 max_duration_s=seconds * 3, evaluate=False,
-                                 sensors={"profile": "generic-linux", "idle_s": 0.0}), work)
-    outcome = target.run(job)
-    if outcome.result["status"] != "ok":
-        raise SystemExit(f"runner failed on {artifact.manifest['recipe']}: {outcome.result['reason']}")
-    return statistics.median(outcome.result["latencies_ms"])
-
-
-def bare_loop(path: str, inputs: str, names: list[str], executorch: bool, threads: int, seconds: float,
-              warmup: int = 20) -> None:
-    """Run in a fresh interpreter by bare_p50 (its source is the script): load the artifact, time the plain
-    loop, print {"latencies_ms": [...]} as the last line of stdout. Imports only torch,
-    numpy and the runtime, nothing of this package, so the process holds what a user's loop would."""
+def open_call(path: str, tensors: list, executorch: bool, threads: int):
+    """(call, context) for an artifact loaded through its runtime's C++ entry point, the object
+    the Python convenience API builds and calls: call() runs the model once and returns numpy
+    arrays; time it inside `context`. Imports only torch, numpy and that extension, nothing of
+    this package and none of the export toolchain (bare_loop's process sends this source; the
+    module doc says why not aoti_load_package / executorch.runtime themselves)."""
     import contextlib
+
+    import torch
+
+    torch.set_num_threads(threads)
+    if executorch:
+        from executorch.extension.pybindings import _portable_lib
+
+        # XNNPACK's thread pool at the runner's thread count (backend_executorch does the same)
+        _portable_lib._unsafe_reset_threadpool(threads)
+        # what executorch.runtime.Runtime.get().load_program(path).load_method("forward") makes
+        program = _portable_lib._load_program(path, enable_etdump=False, debug_buffer_size=0,
+                                              program_verification=_portable_lib.Verification.InternalConsistency)
+        method = program.load_method("forward")
+        return (lambda: [o.numpy() for o in method(tensors)]), contextlib.nullcontext()
+    # what torch._inductor.aoti_load_package(path) wraps (its .loader): the compiled model's C++ runner
+    loader = torch._C._aoti.AOTIModelPackageLoader(path, "model", False, 1, -1)
+    return (lambda: [o.numpy() for o in loader.boxed_run(list(tensors))]), torch.inference_mode()
+
+
+def bare_loop(path: str, inputs: str, names: list, executorch: bool, threads: int, warmup_s: float = 0.2) -> None:
+    """Run in a fresh interpreter (its source and open_call's are the script): load the artifact,
+    warm up as the runner does (20 calls and 0.2 s), print "ready <warm-up p50 ms>", then call it
+    in a plain loop until SIGUSR1, keeping each call's start (perf_counter_ns: CLOCK_MONOTONIC,
+    the same clock in every process) and latency; print them as JSON, the last line of stdout."""
     import json
+    import signal
+    import statistics
+    import sys
     import time
 
     import numpy as np
     import torch
 
-    torch.set_num_threads(threads)
     with np.load(inputs, allow_pickle=False) as npz:  # batch 1: the first row of the runner's inputs file
         tensors = [torch.from_numpy(np.ascontiguousarray(npz[name][:1])) for name in names]
-    if executorch:
-        from executorch.extension.pybindings import portable_lib
-        from executorch.runtime import Runtime
-
-        # XNNPACK's thread pool at the runner's thread count (backend_executorch does the same)
-        portable_lib._unsafe_reset_threadpool(threads)
-        method = Runtime.get().load_program(path).load_method("forward")
-        call = lambda: [o.numpy() for o in method.execute(tensors)]  # noqa: E731
-        mode = contextlib.nullcontext()
-    else:
-        import torch._inductor
-
-        loader = torch._inductor.aoti_load_package(path).loader  # the compiled model's C++ runner
-        call = lambda: [o.numpy() for o in loader.boxed_run(list(tensors))]  # noqa: E731
-        mode = torch.inference_mode()
-    with mode:
-        for _ in range(warmup):
+    call, context = open_call(path, tensors, executorch, threads)
+    done = []
+    signal.signal(signal.SIGUSR1, lambda *_: done.append(True))
+    starts, latencies, clock = [], [], time.perf_counter_ns
+    with context:
+        warm, begin = [], time.perf_counter()
+        while len(warm) < 20 or time.perf_counter() - begin < warmup_s:
+            t0 = clock()
             call()
-        times, start = [], time.perf_counter()
-        while len(times) < 50 or time.perf_counter() - start < seconds:
-            t0 = time.perf_counter_ns()
+            warm.append((clock() - t0) / 1e6)
+        sys.stdout.write(f"ready {statistics.median(warm)}\n")
+        sys.stdout.flush()
+        while not done:
+            t0 = clock()
             call()
-            times.append((time.perf_counter_ns() - t0) / 1e6)
-            if time.perf_counter() - start > seconds * 3:
-                break
-    print(json.dumps({"latencies_ms": times}))
+            t1 = clock()
+            starts.append(t0)
+            latencies.append(t1 - t0)
+    print(json.dumps({"starts_ns": starts, "latencies_ms": [t / 1e6 for t in latencies]}))
 
 
-def bare_p50(artifact, inputs: Path, threads: int, seconds: float, env: dict) -> float:
-    """The p50 of bare_loop in a fresh process of this interpreter, with the runner's environment."""
-    script = f"import json, sys\n\n{inspect.getsource(bare_loop)}\nbare_loop(**json.loads(sys.argv[1]))\n"
+def signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:  # it has just exited
+        pass
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One round of one recipe: the runner's p50 and the bare loop's over the runner's timed window."""
+    runner_ms: float
+    bare_ms: float
+    runner_calls: int
+    bare_calls: int
+    slice_s: float
+
+
+def runner_window(result: dict, exited: float) -> tuple[float, float]:
+    """The runner's timed window on this process's perf_counter clock: it ended at the runner's
+    exit less the phases it marked after the loop (harness/runner/phases.py), and lasted duration_s."""
+    phases = result.get("phases_s") or {}
+    names = list(phases)
+    after = names[names.index("timed") + 1:] if "timed" in names else []
+    end = exited - sum(float(phases[name]) for name in after)
+    return end - float(result["duration_s"]), end
+
+
+def paired(target, artifact, inputs: Path, threads: int, seconds: float, work: Path, env: dict) -> Pair:
+    """The runner process and a bare-loop process take turns on the CPUs (see the module doc)."""
+    script = (f"{inspect.getsource(open_call)}\n{inspect.getsource(bare_loop)}\n"
+              "import json, sys\nbare_loop(**json.loads(sys.argv[1]))\n")
     args = {"path": str(artifact.model_file), "inputs": str(inputs), "names": [t["name"] for t in artifact.manifest["inputs"]],
-            "executorch": artifact.manifest.get("runtime") == "executorch", "threads": threads, "seconds": seconds}
-    proc = subprocess.run([sys.executable, "-c", script, json.dumps(args)], env=env, capture_output=True, text=True,
-                          timeout=600)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode or not lines:
-        tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
-        raise SystemExit(f"bare loop failed on {artifact.manifest['recipe']} (exit {proc.returncode}): {tail}")
-    return statistics.median(json.loads(lines[-1])["latencies_ms"])
+            "executorch": artifact.manifest.get("runtime") == "executorch", "threads": threads}
+    bare = subprocess.Popen([sys.executable, "-c", script, json.dumps(args)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        ready = bare.stdout.readline().split()
+        if not ready or ready[0] != "ready":
+            raise SystemExit(f"bare loop failed on {artifact.manifest['recipe']}: {bare.communicate()[1].strip()[-400:]}")
+        slice_s = min(max(SLICE_CALLS * float(ready[1]) / 1e3, SLICE_S[0]), SLICE_S[1])
+        signal_group(bare.pid, signal.SIGSTOP)  # loaded and warm: it waits while the runner starts alone
+
+        runtime = artifact.manifest.get("runtime")
+        job = RunnerJob(f"deployed-{os.getpid()}-{time.monotonic_ns()}", artifact.path, artifact.manifest["file"],
+                        artifact.manifest, inputs,
+                        RunnerConfig(framework=runtime if runtime in BACKENDS else "torch", threads=threads, batch_size=1,
+                                     warmup_runs=20, warmup_s=0.2, min_runs=50, min_duration_s=seconds,
+                                     max_duration_s=seconds * 3, evaluate=False,
+                                     sensors={"profile": "generic-linux", "idle_s": 0.0}), work)
+        outcome: dict = {}
+        runner = threading.Thread(target=lambda: outcome.update(o=target.run(job)), daemon=True)
+        runner.start()
+        pid = None
+        while pid is None and runner.is_alive():  # the local target records its runner's pid as it starts it
+            pid = next((r.runner_pid for _, r in target.registry.records()
+                        if r.owner_pid == os.getpid() and r.case_id == job.case_id), None)
+            time.sleep(0.002)
+        runner_turn = True
+        while pid is not None:
+            if runner_turn:
+                signal_group(pid, signal.SIGCONT)
+                runner.join(slice_s)
+                if not runner.is_alive():
+                    break
+                signal_group(pid, signal.SIGSTOP)
+            else:
+                signal_group(bare.pid, signal.SIGCONT)
+                time.sleep(slice_s)
+                signal_group(bare.pid, signal.SIGSTOP)
+            runner_turn = not runner_turn
+        exited = time.perf_counter()
+        runner.join()
+        signal_group(bare.pid, signal.SIGCONT)
+        signal_group(bare.pid, signal.SIGUSR1)
+        out, err = bare.communicate(timeout=120)
+    finally:
+        if bare.poll() is None:
+            signal_group(bare.pid, signal.SIGKILL)
+            bare.wait()
+    result = outcome["o"].result
+    if result["status"] != "ok":
+        raise SystemExit(f"runner failed on {artifact.manifest['recipe']}: {result['reason']}")
+    start, end = runner_window(result, exited)
+    calls = json.loads(out.strip().splitlines()[-1])
+    inside = [ms for t, ms in zip(calls["starts_ns"], calls["latencies_ms"]) if start <= t / 1e9 <= end]
+    if len(inside) < 20:
+        raise SystemExit(f"bare loop of {artifact.manifest['recipe']}: {len(inside)} calls in the runner's "
+                         f"{end - start:.2f} s window ({err.strip()[-300:]})")
+    return Pair(statistics.median(result["latencies_ms"]), statistics.median(inside), len(result["latencies_ms"]),
+                len(inside), slice_s)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--seconds", type=float, default=0.5, help="timed seconds per measurement (at least 50 calls)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="the runner's timed window, wall seconds (each side runs about half of it)")
     parser.add_argument("--threads", type=int, default=system.physical_cores())
     parser.add_argument("--all", action="store_true", help="the nightly recipes too")
     parser.add_argument("-k", dest="only", default="", help="only recipes whose MODE/SLUG (e.g. fp32/pte) contains this")
     parser.add_argument("--models", default="digits-cnn,minilm-l6-s128",
                         help="comma-separated model names (a busy machine: digits-cnn alone)")
+    parser.add_argument("-v", dest="verbose", action="store_true", help="each pair's figures as it is measured")
     args = parser.parse_args()
 
     cache = ArtifactCache(settings.cache_dir() / "artifacts")
@@ -194,16 +298,17 @@ def main() -> None:
     env = dict(target.environment(), MALLOC_MMAP_THRESHOLD_=str(allocator.MMAP_THRESHOLD),
                MALLOC_TRIM_THRESHOLD_=str(allocator.TRIM_THRESHOLD))
     for r in range(args.rounds):
-        spent = {"runner": 0.0, "bare": 0.0}  # wall seconds of this round's processes, start to exit
+        started = time.perf_counter()
         for i, (model, recipe, artifact, inputs) in enumerate(cases):
-            started = time.perf_counter()
-            runner[i].append(runner_p50(target, artifact, inputs, args.threads, args.seconds, work / f"{i}-{r}"))
-            between = time.perf_counter()
-            bare[i].append(bare_p50(artifact, inputs, args.threads, args.seconds, env))
-            spent["runner"] += between - started
-            spent["bare"] += time.perf_counter() - between
-        print(f"  round {r + 1}/{args.rounds} done: runner processes {spent['runner']:.0f} s, "
-              f"bare processes {spent['bare']:.0f} s", flush=True)
+            pair = paired(target, artifact, inputs, args.threads, args.seconds, work / f"{i}-{r}", env)
+            runner[i].append(pair.runner_ms)
+            bare[i].append(pair.bare_ms)
+            if args.verbose:
+                print(f"    {model} {recipe.mode} {recipe.slug}: runner {pair.runner_ms:.4f} ms ({pair.runner_calls} calls), "
+                      f"bare {pair.bare_ms:.4f} ms ({pair.bare_calls} calls), turns of {pair.slice_s * 1e3:.0f} ms, "
+                      f"ratio {pair.runner_ms / pair.bare_ms:.3f}", flush=True)
+        print(f"  round {r + 1}/{args.rounds} done in {time.perf_counter() - started:.0f} s (load {os.getloadavg()[0]:.1f})",
+              flush=True)
 
     print(f"\n{'model':<16}{'mode':<14}{'recipe':<20}{'runner p50 ms':>14}{'bare p50 ms':>13}{'runner/bare':>12}  goal")
     for i, (model, recipe, *_rest) in enumerate(cases):
