@@ -70,7 +70,8 @@ class AOTIPackage:
         self._unflatten = pytree.tree_unflatten
         self._out_spec = spec = pytree.treespec_loads(self.loader.get_call_spec()[1])
         self._single = spec.is_leaf()
-        self._flat = not self._single and spec.type in (tuple, list) and all(c.is_leaf() for c in spec.children())
+        children = spec.children_specs  # (TreeSpec.children() is newer than some device torch builds)
+        self._flat = not self._single and spec.type in (tuple, list) and all(c.is_leaf() for c in children)
 
     def __call__(self, *tensors):
         out = self.loader.boxed_run(list(tensors))
