@@ -234,6 +234,7 @@ def paired(target, artifact, inputs: Path, threads: int, seconds: float, work: P
         signal_group(bare.pid, signal.SIGSTOP)
         return min(max(SLICE_CALLS * float(ready[1]) / 1e3, SLICE_S[0]), SLICE_S[1])
 
+    pid = None
     try:
         slice_s = 0.0 if runner_first else bare_loads()  # bare first: loaded and warm, it waits while the runner starts alone
         runtime = artifact.manifest.get("runtime")
@@ -246,7 +247,6 @@ def paired(target, artifact, inputs: Path, threads: int, seconds: float, work: P
         outcome: dict = {}
         runner = threading.Thread(target=lambda: outcome.update(o=target.run(job)), daemon=True)
         runner.start()
-        pid = None
         while pid is None and runner.is_alive():  # the local target records its runner's pid as it starts it
             pid = next((r.runner_pid for _, r in target.registry.records()
                         if r.owner_pid == os.getpid() and r.case_id == job.case_id), None)
@@ -278,10 +278,12 @@ def paired(target, artifact, inputs: Path, threads: int, seconds: float, work: P
         signal_group(bare.pid, signal.SIGCONT)
         signal_group(bare.pid, signal.SIGUSR1)
         out, err = bare.communicate(timeout=120)
-    finally:
+    finally:  # nothing left stopped or running, whatever ended the pair (a failure, Ctrl-C)
         if bare.poll() is None:
             signal_group(bare.pid, signal.SIGKILL)
             bare.wait()
+        if pid is not None and runner.is_alive():
+            signal_group(pid, signal.SIGKILL)
     result = outcome["o"].result
     if result["status"] != "ok":
         raise SystemExit(f"runner failed on {artifact.manifest['recipe']}: {result['reason']}")
