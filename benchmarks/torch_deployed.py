@@ -72,6 +72,7 @@ static-int8 .pte 1.034 (19-22 us calls); 14 of 14 speedups within 10%; every Min
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import math
@@ -174,10 +175,8 @@ def bare_loop(path: str, inputs: str, names: list, executorch: bool, threads: in
 
 
 def signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # it has just exited
         os.killpg(pgid, sig)
-    except ProcessLookupError:  # it has just exited
-        pass
 
 
 @dataclass(frozen=True)
@@ -220,7 +219,6 @@ def paired(target, artifact, inputs: Path, threads: int, seconds: float, work: P
             "executorch": artifact.manifest.get("runtime") == "executorch", "threads": threads}
     bare = subprocess.Popen([sys.executable, "-c", script, json.dumps(args)], env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
     ready_at = []  # when the bare loop said it was loaded and warm (this process's perf_counter)
 
     def bare_loads() -> float:
